@@ -1,0 +1,1 @@
+//! The two custom resources (filled in by the foundation work).

@@ -1,0 +1,1 @@
+//! `nuclia-fake`: an in-memory Nuclia API server.

@@ -1,0 +1,1 @@
+//! Typed client for the Nuclia HTTP API.
