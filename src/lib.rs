@@ -2,9 +2,13 @@
 //!
 //! The library holds all logic; the binaries in `src/bin` only wire it together.
 //! - [`crd`]: the two custom resources and the names shared by everything else.
+//! - [`duration`]: the Go-style duration syntax of the CRDs and the flags.
 //! - [`nuclia`]: the typed HTTP client for the Nuclia API.
 //! - [`fake`]: `nuclia-fake`, an in-memory Nuclia API server for tests, the demo and users' CI.
+//! - [`runtime`]: configuration, logging, `/metrics` `/healthz` `/readyz`, leader election.
 
 pub mod crd;
+pub mod duration;
 pub mod fake;
 pub mod nuclia;
+pub mod runtime;

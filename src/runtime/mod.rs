@@ -1,0 +1,1 @@
+//! Process plumbing: configuration, telemetry, HTTP endpoints, leader election.
