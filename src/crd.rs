@@ -1,1 +1,544 @@
-//! The two custom resources (filled in by the foundation work).
+//! The two custom resources, `NucliaPersonalToken` and `NucliaKbApiKey`, the status they share,
+//! and every name (group, finalizer, annotations, labels, field manager) defined once.
+//!
+//! Everything the apiserver can check is in the schema (bounds, enums, patterns, defaults), because
+//! the v1.20 apiservers this must run on drop CEL rules. Doc comments become `kubectl explain`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "nuclia.dev";
+pub const VERSION: &str = "v1alpha1";
+/// Finalizer that guarantees revocation before a resource disappears.
+pub const FINALIZER: &str = "nuclia.dev/revoke";
+/// Field manager for every server-side apply and status patch the operator makes.
+pub const FIELD_MANAGER: &str = "nuclia-token-operator";
+/// Set to any new value to rotate now.
+pub const ANNOTATION_ROTATE: &str = "nuclia.dev/rotate";
+/// Set to any new value to rotate now and revoke the old token at once (break-glass).
+pub const ANNOTATION_REVOKE_NOW: &str = "nuclia.dev/revoke-now";
+/// Secret annotations that tell a reader which token the Secret holds (never the value).
+pub const ANNOTATION_TOKEN_ID: &str = "nuclia.dev/token-id";
+pub const ANNOTATION_NOT_AFTER: &str = "nuclia.dev/not-after";
+/// Label on every Secret the operator writes, and the kind and name of its owner.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_OWNER_KIND: &str = "nuclia.dev/owner-kind";
+pub const LABEL_OWNER_NAME: &str = "nuclia.dev/owner-name";
+pub const MANAGED_BY: &str = "nuclia-token-operator";
+
+/// The longest lifetime Nuclia accepts for a token or key, in days.
+pub const MAX_DAYS: u32 = 1095;
+pub const DEFAULT_DAYS: u32 = 90;
+pub const DEFAULT_REVOKE_PREVIOUS_AFTER: &str = "1h";
+
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+/// A KB URL as Nuclia prints it: scheme, host (and port), `/api/v1/kb/{kbid}`; no user info,
+/// query or fragment, so a credential can never be smuggled into it.
+pub const KB_URL_PATTERN: &str = r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?/api/v1/kb/[A-Za-z0-9-]{1,64}/?$";
+/// Printable text: no control characters (they would end up in Nuclia's dashboard).
+const PRINTABLE: &str = r"^[^\x00-\x1f\x7f]+$";
+
+fn default_days() -> u32 {
+    DEFAULT_DAYS
+}
+fn default_token_key() -> String {
+    "token".into()
+}
+fn default_revoke_previous_after() -> String {
+    DEFAULT_REVOKE_PREVIOUS_AFTER.into()
+}
+
+/// A key of a Secret in the resource's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the same namespace as this resource.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// Key in the Secret's data that holds the credential.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub key: String,
+}
+
+/// The Secret the operator writes and owns.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Name of the Secret; defaults to the resource's name. A Secret of that name that this
+    /// resource does not own is never overwritten (condition reason `SecretConflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: Option<String>,
+    /// Extra labels for the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations for the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How a rotation hands over from the old token to the new one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// How long the previous token stays valid after its successor is in the Secret, so pods
+    /// that read the old value keep working (a duration such as 90s, 15m, 1h).
+    #[serde(default = "default_revoke_previous_after")]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
+    pub revoke_previous_after: String,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self {
+            revoke_previous_after: default_revoke_previous_after(),
+        }
+    }
+}
+
+/// What happens at Nuclia when the resource is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Revoke every token the resource minted (the default).
+    #[default]
+    Revoke,
+    /// Leave the tokens at Nuclia; they expire on their own.
+    Orphan,
+}
+
+/// Credentials for minting personal access tokens.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalTokenAuth {
+    /// The Secret key holding a Nuclia user token or personal access token (sent as
+    /// `Authorization: Bearer`).
+    pub secret_ref: SecretKeyRef,
+    /// After the first issue, mint each successor with the current managed token instead of
+    /// `secretRef`, so a short-lived user token bootstraps a token that renews itself forever.
+    #[serde(default)]
+    pub self_renew: bool,
+}
+
+/// A Nuclia personal access token, minted with `description` and a lifetime of `days`, kept in a
+/// Secret, rotated before it expires and revoked when this resource is deleted.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "nuclia.dev",
+    version = "v1alpha1",
+    kind = "NucliaPersonalToken",
+    doc = "A Nuclia personal access token kept in a Secret, rotated before expiry, revoked on delete.",
+    namespaced,
+    status = "CredentialStatus",
+    shortname = "npt",
+    category = "nuclia",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.notAfter"}"#,
+    printcolumn = r#"{"name":"Renews","type":"date","jsonPath":".status.renewalTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NucliaPersonalTokenSpec {
+    /// Description of the token at Nuclia. The operator appends an ownership marker to it.
+    #[schemars(length(min = 1, max = 200), regex(pattern = PRINTABLE))]
+    pub description: String,
+    /// Lifetime of each token, in days (1 to 1095).
+    #[serde(default = "default_days")]
+    #[schemars(range(min = 1, max = 1095))]
+    pub days: u32,
+    /// How long before expiry to rotate (a duration such as 240h); default one third of the
+    /// lifetime. Must be shorter than the lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
+    pub renew_before: Option<String>,
+    /// The credential used to mint tokens.
+    pub auth: PersonalTokenAuth,
+    /// The Secret that receives the token (data key `token`).
+    #[serde(default)]
+    pub secret: SecretTemplate,
+    /// Rotation hand-over settings.
+    #[serde(default)]
+    pub rotation: Rotation,
+    /// `Revoke` (default) revokes the tokens when this resource is deleted; `Orphan` leaves them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Role of a Knowledge Box service account, least privilege first.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum KbRole {
+    /// Read access (the default).
+    #[default]
+    SMEMBER,
+    /// Read and write access.
+    SCONTRIBUTOR,
+    /// Full control of the Knowledge Box.
+    SOWNER,
+}
+
+impl KbRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KbRole::SMEMBER => "SMEMBER",
+            KbRole::SCONTRIBUTOR => "SCONTRIBUTOR",
+            KbRole::SOWNER => "SOWNER",
+        }
+    }
+}
+
+/// How the account credential is sent to Nuclia.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CredentialType {
+    /// A personal access token or user token, sent as `Authorization: Bearer`.
+    #[default]
+    Bearer,
+    /// A NUA key with Knowledge Box management rights, sent as `X-NUCLIA-NUAKEY`.
+    NuaKey,
+}
+
+/// Credentials for managing the Knowledge Box's service accounts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KbAuth {
+    /// The Secret key holding the account credential, e.g. the Secret of a
+    /// `NucliaPersonalToken`, so the account credential itself rotates.
+    pub secret_ref: SecretKeyRef,
+    /// `Bearer` (a personal access token, the default) or `NuaKey`.
+    #[serde(default, rename = "type")]
+    pub credential_type: CredentialType,
+}
+
+/// Which service account holds the keys.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountRef {
+    /// Adopt this existing service account instead of creating one. An adopted service account
+    /// is never deleted by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub id: Option<String>,
+}
+
+/// Names of the data keys in a Knowledge Box key's Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KbSecretKeys {
+    /// Data key for the API key.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub token: String,
+    /// Data key for the Knowledge Box URL.
+    #[serde(default = "default_kb_url_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub kb_url: String,
+    /// Data key for the Knowledge Box id.
+    #[serde(default = "default_kb_id_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub kb_id: String,
+    /// Data key for the zone.
+    #[serde(default = "default_zone_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub zone: String,
+}
+
+fn default_kb_url_key() -> String {
+    "kbUrl".into()
+}
+fn default_kb_id_key() -> String {
+    "kbId".into()
+}
+fn default_zone_key() -> String {
+    "zone".into()
+}
+
+impl Default for KbSecretKeys {
+    fn default() -> Self {
+        Self {
+            token: default_token_key(),
+            kb_url: default_kb_url_key(),
+            kb_id: default_kb_id_key(),
+            zone: default_zone_key(),
+        }
+    }
+}
+
+/// The Secret a Knowledge Box key is written to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KbSecretTemplate {
+    /// Name, labels and annotations of the Secret.
+    #[serde(flatten)]
+    pub template: SecretTemplate,
+    /// Names of the data keys (default `token`, `kbUrl`, `kbId`, `zone`).
+    #[serde(default)]
+    pub keys: KbSecretKeys,
+}
+
+/// A Nuclia Knowledge Box API key (a service-account key) with a lifetime of `days`, kept in a
+/// Secret together with the KB URL, rotated before it expires and revoked on delete.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "nuclia.dev",
+    version = "v1alpha1",
+    kind = "NucliaKbApiKey",
+    doc = "A Nuclia Knowledge Box API key kept in a Secret, rotated before expiry, revoked on delete.",
+    namespaced,
+    status = "CredentialStatus",
+    shortname = "nkak",
+    category = "nuclia",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Role","type":"string","priority":1,"jsonPath":".spec.role"}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.notAfter"}"#,
+    printcolumn = r#"{"name":"Renews","type":"date","jsonPath":".status.renewalTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NucliaKbApiKeySpec {
+    /// The Knowledge Box URL, e.g. `https://europe-1.dp.progress.cloud/api/v1/kb/<kbid>`; the
+    /// zone and the KB id come from it. Only hosts the operator is configured for are used.
+    #[schemars(length(max = 512), regex(pattern = KB_URL_PATTERN))]
+    pub kb_url: String,
+    /// The account (slug or id) that holds the Knowledge Box; discovered when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9_-]+$"))]
+    pub account: Option<String>,
+    /// Role of the service account: `SMEMBER` (read, the default), `SCONTRIBUTOR` or `SOWNER`.
+    #[serde(default)]
+    pub role: KbRole,
+    /// Lifetime of each key, in days (1 to 1095).
+    #[serde(default = "default_days")]
+    #[schemars(range(min = 1, max = 1095))]
+    pub days: u32,
+    /// How long before expiry to rotate (a duration such as 240h); default one third of the
+    /// lifetime. Must be shorter than the lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
+    pub renew_before: Option<String>,
+    /// The account credential used to manage service accounts and keys.
+    pub auth: KbAuth,
+    /// The service account that holds the keys; by default one is created per resource.
+    #[serde(default)]
+    pub service_account: ServiceAccountRef,
+    /// The Secret that receives the key, the KB URL, KB id and zone.
+    #[serde(default)]
+    pub secret: KbSecretTemplate,
+    /// Rotation hand-over settings.
+    #[serde(default)]
+    pub rotation: Rotation,
+    /// `Revoke` (default) revokes the keys when this resource is deleted; `Orphan` leaves them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A token that was replaced and is waiting for the end of its grace period.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousToken {
+    /// Id of the token at Nuclia.
+    pub id: String,
+    /// When it is revoked.
+    pub revoke_at: DateTime<Utc>,
+    /// Service account that holds it (Knowledge Box keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_id: Option<String>,
+}
+
+/// An issue that has started: recorded before minting, so that a token minted just before a
+/// crash is found by its ownership marker and revoked instead of leaking.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingIssue {
+    /// When the attempt started.
+    pub since: DateTime<Utc>,
+    /// Why a token is being issued (`Initial`, `Renewal`, `SpecChanged`, ...).
+    pub reason: String,
+}
+
+/// Where a Knowledge Box key lives at Nuclia (Knowledge Box keys only).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KbLocationStatus {
+    /// Account id (a UUID) that holds the Knowledge Box.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// Zone of the Knowledge Box.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Knowledge Box id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kb_id: Option<String>,
+    /// Service account holding the current key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_id: Option<String>,
+    /// Whether the operator created that service account (and so deletes it).
+    #[serde(default)]
+    pub service_account_owned: bool,
+    /// Role of that service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<KbRole>,
+    /// Service accounts the operator created earlier (e.g. before a role change) and deletes
+    /// once their keys are revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_service_accounts: Vec<String>,
+}
+
+/// Observed state, shared by both kinds. Never holds a token value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the Secret holds a valid, unexpired token) and `Issuing`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The Secret that holds the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Id of the current token at Nuclia.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Short hash of the current token, to notice edits of the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+    /// When the current token was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<DateTime<Utc>>,
+    /// When the current token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<DateTime<Utc>>,
+    /// When the current token will be rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<DateTime<Utc>>,
+    /// Replaced tokens waiting for the end of their grace period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_tokens: Vec<PreviousToken>,
+    /// An issue in progress (see the leak guard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingIssue>,
+    /// Hash of the spec fields the current token was minted for; a change means rotate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+    /// Last value of the `nuclia.dev/rotate` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_handled: Option<String>,
+    /// Last value of the `nuclia.dev/revoke-now` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_now_handled: Option<String>,
+    /// When the current token was last seen alive at Nuclia.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified: Option<DateTime<Utc>>,
+    /// Whether the current token was minted with the token it replaced (`selfRenew`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_renewed: bool,
+    /// Knowledge Box keys only: where the key lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kb: Option<KbLocationStatus>,
+}
+
+impl CredentialStatus {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// The one place where chrono's time (used for Nuclia and the lifecycle) becomes the jiff time
+/// that k8s-openapi uses. Out-of-range values clamp to the epoch rather than panic.
+pub fn k8s_time(t: DateTime<Utc>) -> Time {
+    let ts = jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    Time(ts)
+}
+
+/// The reverse of [`k8s_time`].
+pub fn chrono_time(t: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn time_conversion_round_trips() {
+        let t = DateTime::parse_from_rfc3339("2026-11-28T01:02:03.456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(chrono_time(&k8s_time(t)), t);
+    }
+
+    #[test]
+    fn spec_defaults_fill_in() {
+        let spec: NucliaKbApiKeySpec = serde_json::from_value(serde_json::json!({
+            "kbUrl": "https://europe-1.dp.progress.cloud/api/v1/kb/abc",
+            "auth": {"secretRef": {"name": "login"}}
+        }))
+        .unwrap();
+        assert_eq!(spec.days, 90);
+        assert_eq!(spec.role, KbRole::SMEMBER);
+        assert_eq!(spec.auth.secret_ref.key, "token");
+        assert_eq!(spec.secret.keys.kb_url, "kbUrl");
+        assert_eq!(spec.rotation.revoke_previous_after, "1h");
+        assert_eq!(spec.deletion_policy, DeletionPolicy::Revoke);
+    }
+
+    #[test]
+    fn crds_carry_names_and_columns() {
+        let crd = NucliaPersonalToken::crd();
+        assert_eq!(crd.spec.names.short_names, Some(vec!["npt".to_string()]));
+        assert_eq!(crd.spec.names.categories, Some(vec!["nuclia".to_string()]));
+        let crd = NucliaKbApiKey::crd();
+        let cols = crd.spec.versions[0]
+            .additional_printer_columns
+            .clone()
+            .unwrap();
+        let names: Vec<_> = cols.iter().map(|c| c.name.as_str()).collect();
+        for want in ["Ready", "Secret", "Expires", "Renews", "Age"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+    }
+}
+
+/// Where the generated CRD files live, relative to the repository root.
+pub const CRD_DIR: &str = "crds";
+pub const CHART_CRD_DIR: &str = "charts/nuclia-token-operator/templates/crds";
+
+/// Every generated file (plain CRDs and the chart's templated copies) with its content, produced
+/// from the Rust types. `crdgen` writes them; a test fails when the committed ones are stale.
+pub fn generated_files() -> Vec<(String, String)> {
+    use kube::CustomResourceExt;
+    let crds = [
+        ("nucliapersonaltoken", NucliaPersonalToken::crd()),
+        ("nucliakbapikey", NucliaKbApiKey::crd()),
+    ];
+    let mut files = Vec::new();
+    for (name, crd) in crds {
+        let yaml = serde_yaml::to_string(&crd).expect("a CRD always serializes");
+        let header = "# Generated by `cargo run --bin crdgen` from src/crd.rs. Do not edit.\n";
+        files.push((format!("{CRD_DIR}/{name}.yaml"), format!("{header}{yaml}")));
+        // The chart's copy sits behind `crds.enabled` and survives uninstall with `crds.keep`.
+        let templated = yaml.replacen(
+            "metadata:\n",
+            "metadata:\n  {{- if .Values.crds.keep }}\n  annotations:\n    helm.sh/resource-policy: keep\n  {{- end }}\n",
+            1,
+        );
+        files.push((
+            format!("{CHART_CRD_DIR}/{name}.yaml"),
+            format!("{header}{{{{- if .Values.crds.enabled }}}}\n{templated}{{{{- end }}}}\n"),
+        ));
+    }
+    files
+}

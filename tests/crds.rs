@@ -1,0 +1,239 @@
+//! The custom resources against a real kube-apiserver: the generated YAML is current, the CRDs
+//! install, `kubectl get nuclia` and `kubectl explain` work, the examples are accepted and bad
+//! manifests are refused with a message that names the field.
+
+mod common;
+
+use common::{kubectl, namespace};
+
+/// The committed CRD YAML must be what the Rust types generate.
+#[test]
+fn committed_crds_are_current() {
+    let root = common::repo_root();
+    let mut stale = Vec::new();
+    for (path, want) in nuclia_token_operator::crd::generated_files() {
+        let have = std::fs::read_to_string(root.join(&path)).unwrap_or_default();
+        if have != want {
+            stale.push(path);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale generated files {stale:?}: run `cargo run --bin crdgen` and commit the result"
+    );
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn crds_install_and_are_documented() {
+    let client = common::client().await;
+    common::install_crds(&client).await;
+    let ns = namespace(&client, "crds").await;
+
+    let out = kubectl(&["get", "nuclia", "-n", &ns], None);
+    assert!(out.status.success(), "kubectl get nuclia: {}", text(&out));
+
+    let out = kubectl(&["explain", "nucliapersonaltoken.spec.days"], None);
+    let doc = text(&out);
+    assert!(out.status.success(), "kubectl explain: {doc}");
+    assert!(doc.contains("Lifetime of each token, in days"), "{doc}");
+
+    let out = kubectl(&["explain", "nkak.spec.role"], None);
+    assert!(text(&out).contains("SMEMBER"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn examples_are_accepted() {
+    let client = common::client().await;
+    common::install_crds(&client).await;
+    let ns = namespace(&client, "examples").await;
+    let dir = common::repo_root().join("examples");
+    let mut applied = 0;
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for path in files {
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let manifest = std::fs::read_to_string(&path).unwrap();
+        let out = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+        assert!(
+            out.status.success(),
+            "{} rejected: {}",
+            path.display(),
+            text(&out)
+        );
+        applied += 1;
+    }
+    assert!(
+        applied >= 3,
+        "expected the example manifests, applied {applied}"
+    );
+}
+
+const PT: &str = r#"
+apiVersion: nuclia.dev/v1alpha1
+kind: NucliaPersonalToken
+metadata: {name: bad}
+spec:
+  description: ok
+  days: 30
+  auth: {secretRef: {name: login, key: token}}
+"#;
+
+const KB: &str = r#"
+apiVersion: nuclia.dev/v1alpha1
+kind: NucliaKbApiKey
+metadata: {name: bad}
+spec:
+  kbUrl: https://europe-1.dp.progress.cloud/api/v1/kb/0f6a
+  auth: {secretRef: {name: login}}
+"#;
+
+/// Each case: a manifest (a base with one line changed) and the field the error must name.
+#[tokio::test]
+async fn invalid_manifests_are_refused_naming_the_field() {
+    let client = common::client().await;
+    common::install_crds(&client).await;
+    let ns = namespace(&client, "invalid").await;
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("days 0", PT.replace("days: 30", "days: 0"), "spec.days"),
+        (
+            "days 1096",
+            PT.replace("days: 30", "days: 1096"),
+            "spec.days",
+        ),
+        (
+            "days string",
+            PT.replace("days: 30", "days: thirty"),
+            "spec.days",
+        ),
+        (
+            "days negative",
+            PT.replace("days: 30", "days: -5"),
+            "spec.days",
+        ),
+        (
+            "empty description",
+            PT.replace("description: ok", "description: \"\""),
+            "spec.description",
+        ),
+        (
+            "description control chars",
+            PT.replace("description: ok", "description: \"a\\u0007b\""),
+            "spec.description",
+        ),
+        (
+            "description too long",
+            PT.replace(
+                "description: ok",
+                &format!("description: {}", "x".repeat(201)),
+            ),
+            "spec.description",
+        ),
+        (
+            "missing description",
+            PT.replace("  description: ok\n", ""),
+            "spec.description",
+        ),
+        (
+            "missing auth",
+            PT.replace("  auth: {secretRef: {name: login, key: token}}\n", ""),
+            "spec.auth",
+        ),
+        (
+            "invalid secret name",
+            PT.replace("days: 30", "days: 30\n  secret: {name: Not_A_Name}"),
+            "spec.secret.name",
+        ),
+        (
+            "invalid secretRef name",
+            PT.replace("name: login", "name: -login"),
+            "spec.auth.secretRef.name",
+        ),
+        (
+            "bad renewBefore",
+            PT.replace("days: 30", "days: 30\n  renewBefore: 10 days"),
+            "spec.renewBefore",
+        ),
+        (
+            "bad revokePreviousAfter",
+            PT.replace(
+                "days: 30",
+                "days: 30\n  rotation: {revokePreviousAfter: soon}",
+            ),
+            "spec.rotation.revokePreviousAfter",
+        ),
+        (
+            "bad deletionPolicy",
+            PT.replace("days: 30", "days: 30\n  deletionPolicy: Keep"),
+            "spec.deletionPolicy",
+        ),
+        (
+            "unknown field",
+            PT.replace("days: 30", "days: 30\n  lifetime: 5"),
+            "lifetime",
+        ),
+        ("unknown role", format!("{KB}  role: ADMIN\n"), "spec.role"),
+        (
+            "kbUrl not a KB URL",
+            KB.replace("/api/v1/kb/0f6a", "/api/v1/kbs"),
+            "spec.kbUrl",
+        ),
+        (
+            "kbUrl with credentials",
+            KB.replace("https://europe-1", "https://user:pw@europe-1"),
+            "spec.kbUrl",
+        ),
+        (
+            "kbUrl with query",
+            KB.replace("/kb/0f6a", "/kb/0f6a?x=1"),
+            "spec.kbUrl",
+        ),
+        ("kbUrl ftp", KB.replace("https://", "ftp://"), "spec.kbUrl"),
+        (
+            "bad account",
+            format!("{KB}  account: \"Acme Corp\"\n"),
+            "spec.account",
+        ),
+        (
+            "bad credential type",
+            KB.replace(
+                "{secretRef: {name: login}}",
+                "{secretRef: {name: login}, type: Password}",
+            ),
+            "spec.auth.type",
+        ),
+        (
+            "missing kbUrl",
+            KB.replace(
+                "  kbUrl: https://europe-1.dp.progress.cloud/api/v1/kb/0f6a\n",
+                "",
+            ),
+            "spec.kbUrl",
+        ),
+    ];
+    assert!(cases.len() >= 12);
+    let mut failures = Vec::new();
+    for (what, manifest, field) in &cases {
+        let out = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(manifest));
+        let msg = text(&out);
+        if out.status.success() {
+            failures.push(format!("{what}: accepted"));
+        } else if !msg.contains(field) {
+            failures.push(format!("{what}: error does not name {field}: {msg}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's test command: provisions the control-plane binaries when missing (cached in
+# ~/.cache/nuclia-token-operator), starts one local control plane for the whole run, runs every
+# test against it, and stops it. Extra arguments go to `cargo test` (e.g. a test name).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/nto-test-cluster.XXXXXX")
+cleanup() { tests/k8s/cluster.sh stop "$STATE" || true; rm -rf "$STATE"; }
+trap cleanup EXIT
+export NTO_K8S_BIN=$(tests/k8s/provision.sh)
+NTO_CLUSTER_WATCH_PID=$$ tests/k8s/cluster.sh start "$STATE" >/dev/null
+export NTO_KUBECONFIG=$STATE/kubeconfig
+cargo build --all-targets --locked
+cargo test --locked --all-targets "$@"
