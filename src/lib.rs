@@ -5,10 +5,12 @@
 //! - [`duration`]: the Go-style duration syntax of the CRDs and the flags.
 //! - [`nuclia`]: the typed HTTP client for the Nuclia API.
 //! - [`fake`]: `nuclia-fake`, an in-memory Nuclia API server for tests, the demo and users' CI.
+//! - [`lifecycle`]: the pure decision of what to do next with a credential, shared by both kinds.
 //! - [`runtime`]: configuration, logging, `/metrics` `/healthz` `/readyz`, leader election.
 
 pub mod crd;
 pub mod duration;
 pub mod fake;
+pub mod lifecycle;
 pub mod nuclia;
 pub mod runtime;

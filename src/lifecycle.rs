@@ -1,0 +1,588 @@
+//! The credential lifecycle, written once for both kinds: a pure function of the spec (as a
+//! [`Policy`]), the status, what the Secret looks like and the clock, that says what to do next
+//! and when to wake up. The controller carries the decision out; nothing here does I/O.
+
+use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{CredentialStatus, DeletionPolicy, PreviousToken};
+
+/// The spec, validated and reduced to what the lifecycle needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Lifetime requested for each token.
+    pub lifetime: Duration,
+    /// Rotate this long before expiry.
+    pub renew_before: Duration,
+    /// Grace period of a replaced token.
+    pub revoke_previous_after: Duration,
+    /// Hash of the spec fields that shape the credential; a change means rotate.
+    pub spec_hash: String,
+    pub deletion: DeletionPolicy,
+}
+
+impl Policy {
+    /// Builds the policy from spec values; the error says what to fix.
+    pub fn new(
+        days: u32,
+        renew_before: Option<&str>,
+        revoke_previous_after: &str,
+        spec_hash: String,
+        deletion: DeletionPolicy,
+    ) -> Result<Self, String> {
+        if !(1..=crate::crd::MAX_DAYS).contains(&days) {
+            return Err(format!(
+                "spec.days is {days}; use 1 to {}",
+                crate::crd::MAX_DAYS
+            ));
+        }
+        let lifetime = Duration::days(days.into());
+        let renew_before = match renew_before {
+            None => lifetime / 3,
+            Some(text) => {
+                let d =
+                    crate::duration::parse(text).map_err(|e| format!("spec.renewBefore: {e}"))?;
+                let d = Duration::from_std(d)
+                    .map_err(|_| format!("spec.renewBefore {text:?} is too long"))?;
+                if d >= lifetime {
+                    return Err(format!(
+                        "spec.renewBefore {text} is not shorter than the lifetime of {days} day(s); \
+                         shorten renewBefore or raise days"
+                    ));
+                }
+                d
+            }
+        };
+        let grace = crate::duration::parse(revoke_previous_after)
+            .map_err(|e| format!("spec.rotation.revokePreviousAfter: {e}"))?;
+        let revoke_previous_after = Duration::from_std(grace)
+            .map_err(|_| "spec.rotation.revokePreviousAfter is too long".to_string())?;
+        Ok(Self {
+            lifetime,
+            renew_before,
+            revoke_previous_after,
+            spec_hash,
+            deletion,
+        })
+    }
+}
+
+/// What the operator sees of the Secret it should own.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SecretState {
+    Missing,
+    /// A Secret of that name not owned by this resource: never touched.
+    Foreign,
+    Owned {
+        /// Hash of the token in it (None when the key is absent).
+        token_hash: Option<String>,
+        /// Whether its name, labels, annotations and non-token data match the spec.
+        up_to_date: bool,
+    },
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    pub now: DateTime<Utc>,
+    /// The resource's UID: seeds the deterministic jitter.
+    pub uid: &'a str,
+    pub policy: &'a Policy,
+    pub status: &'a CredentialStatus,
+    pub secret: SecretState,
+    /// Current values of the `nuclia.dev/rotate` and `nuclia.dev/revoke-now` annotations.
+    pub rotate_request: Option<&'a str>,
+    pub revoke_now_request: Option<&'a str>,
+    /// When the current token was last seen alive upstream (kept in memory, not in status,
+    /// so that verification writes nothing).
+    pub last_verified: Option<DateTime<Utc>>,
+    pub verify_interval: Duration,
+}
+
+/// Why a token is issued; also the Event reason and the condition message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueReason {
+    Initial,
+    Expired,
+    SecretRepaired,
+    RevokeNow,
+    RotateRequested,
+    SpecChanged,
+    Renewal,
+    RevokedUpstream,
+}
+
+impl IssueReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueReason::Initial => "Initial",
+            IssueReason::Expired => "Expired",
+            IssueReason::SecretRepaired => "SecretRepaired",
+            IssueReason::RevokeNow => "RevokeNow",
+            IssueReason::RotateRequested => "RotateRequested",
+            IssueReason::SpecChanged => "SpecChanged",
+            IssueReason::Renewal => "Renewal",
+            IssueReason::RevokedUpstream => "RevokedUpstream",
+        }
+    }
+
+    /// Whether the token being replaced must go at once rather than after the grace period:
+    /// break-glass, or it is dead already.
+    pub fn revoke_replaced_now(self) -> bool {
+        matches!(
+            self,
+            IssueReason::RevokeNow | IssueReason::Expired | IssueReason::RevokedUpstream
+        )
+    }
+}
+
+/// The next step for one resource.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The Secret name belongs to someone else: report `SecretConflict`, write nothing.
+    Conflict,
+    /// Mint a successor (or the first token).
+    Issue(IssueReason),
+    /// Rewrite the Secret's metadata from the spec; the token stays.
+    RefreshSecret,
+    /// Check that the current token still exists upstream.
+    Verify,
+    /// Healthy: nothing to do until the next wake-up.
+    Idle,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub step: Step,
+    /// Replaced tokens whose grace period is over.
+    pub revoke_due: Vec<PreviousToken>,
+    /// When to look again if nothing else happens (before any cap the controller applies).
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// Decides the next step. Order matters: safety first (never overwrite a foreign Secret, never
+/// leave an expired or missing token), then user requests, then the schedule.
+pub fn decide(o: &Observation<'_>) -> Decision {
+    let s = o.status;
+    let revoke_due: Vec<PreviousToken> = s
+        .previous_tokens
+        .iter()
+        .filter(|p| p.revoke_at <= o.now)
+        .cloned()
+        .collect();
+    let step = choose_step(o);
+    let wake_at = next_wake(o, &step);
+    Decision {
+        step,
+        revoke_due,
+        wake_at,
+    }
+}
+
+fn choose_step(o: &Observation<'_>) -> Step {
+    let s = o.status;
+    if o.secret == SecretState::Foreign {
+        return Step::Conflict;
+    }
+    let (Some(_), Some(not_after)) = (&s.token_id, s.not_after) else {
+        return Step::Issue(IssueReason::Initial);
+    };
+    if o.now >= not_after {
+        return Step::Issue(IssueReason::Expired);
+    }
+    match &o.secret {
+        SecretState::Owned { token_hash, .. }
+            if token_hash.is_some() && *token_hash == s.token_hash => {}
+        _ => return Step::Issue(IssueReason::SecretRepaired),
+    }
+    if let Some(v) = o.revoke_now_request
+        && s.revoke_now_handled.as_deref() != Some(v)
+    {
+        return Step::Issue(IssueReason::RevokeNow);
+    }
+    if let Some(v) = o.rotate_request
+        && s.rotate_handled.as_deref() != Some(v)
+    {
+        return Step::Issue(IssueReason::RotateRequested);
+    }
+    if s.spec_hash.as_deref() != Some(o.policy.spec_hash.as_str()) {
+        return Step::Issue(IssueReason::SpecChanged);
+    }
+    if s.renewal_time.is_none_or(|r| o.now >= r) {
+        return Step::Issue(IssueReason::Renewal);
+    }
+    if matches!(
+        o.secret,
+        SecretState::Owned {
+            up_to_date: false,
+            ..
+        }
+    ) {
+        return Step::RefreshSecret;
+    }
+    if o.last_verified
+        .is_none_or(|t| o.now >= t + o.verify_interval)
+    {
+        return Step::Verify;
+    }
+    Step::Idle
+}
+
+/// The earliest due time among renewal, grace ends, expiry and verification.
+fn next_wake(o: &Observation<'_>, step: &Step) -> Option<DateTime<Utc>> {
+    if !matches!(step, Step::Idle | Step::Verify | Step::Conflict) {
+        // Something is being done now; the controller reschedules from the new status.
+        return None;
+    }
+    let s = o.status;
+    let verify_at = match step {
+        Step::Verify => Some(o.now + o.verify_interval),
+        _ => o.last_verified.map(|t| t + o.verify_interval),
+    };
+    [s.renewal_time, s.not_after, verify_at]
+        .into_iter()
+        .flatten()
+        .chain(s.previous_tokens.iter().map(|p| p.revoke_at))
+        .filter(|t| *t > o.now)
+        .min()
+}
+
+/// When a token issued at `issued` and expiring at `not_after` should be renewed: `renewBefore`
+/// ahead of expiry, moved earlier by a deterministic per-object jitter so that tokens created
+/// together do not rotate together. The jitter is at most a tenth of the smaller of renewBefore
+/// and the time between issue and the renewal point, so it never renews before issue.
+pub fn renewal_time(
+    policy: &Policy,
+    uid: &str,
+    issued: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let nominal = not_after - policy.renew_before;
+    let room = (nominal - issued)
+        .max(Duration::zero())
+        .min(policy.renew_before);
+    let spread_ms = room.num_milliseconds() / 10;
+    let jitter_ms = if spread_ms > 0 {
+        (jitter_fraction(uid) * spread_ms as f64) as i64
+    } else {
+        0
+    };
+    (nominal - Duration::milliseconds(jitter_ms)).max(issued)
+}
+
+/// A stable number in [0, 1) derived from the UID.
+fn jitter_fraction(uid: &str) -> f64 {
+    let digest = Sha256::digest(uid.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The short hash recorded in status and compared with the Secret's token: enough to notice an
+/// edit, useless to recover the token (12 hex digits of SHA-256).
+pub fn token_hash(token: &str) -> String {
+    hex::encode(&Sha256::digest(token.as_bytes())[..6])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn policy() -> Policy {
+        Policy::new(30, None, "1h", "spec-1".into(), DeletionPolicy::Revoke).unwrap()
+    }
+
+    /// A healthy status: issued on Nov 1, expires Dec 1, renews Nov 21.
+    fn healthy() -> CredentialStatus {
+        CredentialStatus {
+            token_id: Some("tok-1".into()),
+            token_hash: Some("h1".into()),
+            issued_at: Some(t("2026-11-01T00:00:00Z")),
+            not_after: Some(t("2026-12-01T00:00:00Z")),
+            renewal_time: Some(t("2026-11-21T00:00:00Z")),
+            spec_hash: Some("spec-1".into()),
+            ..Default::default()
+        }
+    }
+
+    fn owned(hash: &str) -> SecretState {
+        SecretState::Owned {
+            token_hash: Some(hash.into()),
+            up_to_date: true,
+        }
+    }
+
+    fn obs<'a>(
+        now: &str,
+        p: &'a Policy,
+        s: &'a CredentialStatus,
+        secret: SecretState,
+    ) -> Observation<'a> {
+        Observation {
+            now: t(now),
+            uid: "uid-1",
+            policy: p,
+            status: s,
+            secret,
+            rotate_request: None,
+            revoke_now_request: None,
+            last_verified: Some(t(now)),
+            verify_interval: Duration::minutes(10),
+        }
+    }
+
+    #[test]
+    fn steps_in_priority_order() {
+        let p = policy();
+        let h = healthy();
+        let empty = CredentialStatus::default();
+        let mut renamed = healthy();
+        renamed.spec_hash = Some("spec-0".into());
+        let mut handled = healthy();
+        handled.rotate_handled = Some("a".into());
+        handled.revoke_now_handled = Some("x".into());
+        let now = "2026-11-10T00:00:00Z";
+        struct Case<'a> {
+            name: &'a str,
+            obs: Observation<'a>,
+            want: Step,
+        }
+        let with = |f: &dyn Fn(&mut Observation<'_>)| {
+            let mut o = obs(now, &p, &h, owned("h1"));
+            f(&mut o);
+            o
+        };
+        let cases = vec![
+            Case {
+                name: "foreign secret wins over everything",
+                obs: obs(now, &p, &empty, SecretState::Foreign),
+                want: Step::Conflict,
+            },
+            Case {
+                name: "no token yet",
+                obs: obs(now, &p, &empty, SecretState::Missing),
+                want: Step::Issue(IssueReason::Initial),
+            },
+            Case {
+                name: "expired",
+                obs: obs("2026-12-01T00:00:00Z", &p, &h, owned("h1")),
+                want: Step::Issue(IssueReason::Expired),
+            },
+            Case {
+                name: "expired beats repair",
+                obs: obs("2026-12-02T00:00:00Z", &p, &h, SecretState::Missing),
+                want: Step::Issue(IssueReason::Expired),
+            },
+            Case {
+                name: "secret deleted",
+                obs: obs(now, &p, &h, SecretState::Missing),
+                want: Step::Issue(IssueReason::SecretRepaired),
+            },
+            Case {
+                name: "secret token edited",
+                obs: obs(now, &p, &h, owned("other")),
+                want: Step::Issue(IssueReason::SecretRepaired),
+            },
+            Case {
+                name: "secret token key removed",
+                obs: obs(
+                    now,
+                    &p,
+                    &h,
+                    SecretState::Owned {
+                        token_hash: None,
+                        up_to_date: true,
+                    },
+                ),
+                want: Step::Issue(IssueReason::SecretRepaired),
+            },
+            Case {
+                name: "revoke-now annotation",
+                obs: with(&|o| o.revoke_now_request = Some("x")),
+                want: Step::Issue(IssueReason::RevokeNow),
+            },
+            Case {
+                name: "rotate annotation",
+                obs: with(&|o| o.rotate_request = Some("a")),
+                want: Step::Issue(IssueReason::RotateRequested),
+            },
+            Case {
+                name: "handled annotations are not repeated",
+                obs: {
+                    let mut o = obs(now, &p, &handled, owned("h1"));
+                    o.rotate_request = Some("a");
+                    o.revoke_now_request = Some("x");
+                    o
+                },
+                want: Step::Idle,
+            },
+            Case {
+                name: "spec changed",
+                obs: obs(now, &p, &renamed, owned("h1")),
+                want: Step::Issue(IssueReason::SpecChanged),
+            },
+            Case {
+                name: "renewal time reached",
+                obs: obs("2026-11-21T00:00:00Z", &p, &h, owned("h1")),
+                want: Step::Issue(IssueReason::Renewal),
+            },
+            Case {
+                name: "one second before renewal",
+                obs: obs("2026-11-20T23:59:59Z", &p, &h, owned("h1")),
+                want: Step::Idle,
+            },
+            Case {
+                name: "secret metadata drifted",
+                obs: obs(
+                    now,
+                    &p,
+                    &h,
+                    SecretState::Owned {
+                        token_hash: Some("h1".into()),
+                        up_to_date: false,
+                    },
+                ),
+                want: Step::RefreshSecret,
+            },
+            Case {
+                name: "verification due",
+                obs: with(&|o| o.last_verified = Some(t("2026-11-09T23:50:00Z"))),
+                want: Step::Verify,
+            },
+            Case {
+                name: "never verified (fresh process)",
+                obs: with(&|o| o.last_verified = None),
+                want: Step::Verify,
+            },
+            Case {
+                name: "healthy",
+                obs: obs(now, &p, &h, owned("h1")),
+                want: Step::Idle,
+            },
+        ];
+        for c in cases {
+            assert_eq!(decide(&c.obs).step, c.want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn grace_periods_end_and_wake_ups_follow_the_earliest_due_time() {
+        let p = policy();
+        let mut s = healthy();
+        s.previous_tokens = vec![
+            PreviousToken {
+                id: "old-1".into(),
+                revoke_at: t("2026-11-10T00:00:00Z"),
+                service_account_id: None,
+            },
+            PreviousToken {
+                id: "old-2".into(),
+                revoke_at: t("2026-11-10T00:30:00Z"),
+                service_account_id: None,
+            },
+        ];
+        let mut o = obs("2026-11-10T00:00:00Z", &p, &s, owned("h1"));
+        o.last_verified = Some(t("2026-11-09T23:55:00Z"));
+        let d = decide(&o);
+        assert_eq!(d.step, Step::Idle);
+        assert_eq!(
+            d.revoke_due
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>(),
+            ["old-1"]
+        );
+        // verification at 00:05 comes before old-2's grace end at 00:30 and the renewal
+        assert_eq!(d.wake_at, Some(t("2026-11-10T00:05:00Z")));
+
+        o.last_verified = Some(t("2026-11-10T00:00:00Z"));
+        o.verify_interval = Duration::hours(2);
+        assert_eq!(decide(&o).wake_at, Some(t("2026-11-10T00:30:00Z")));
+
+        // while issuing, the controller reschedules from the new status
+        let empty = CredentialStatus::default();
+        assert_eq!(
+            decide(&obs(
+                "2026-11-10T00:00:00Z",
+                &p,
+                &empty,
+                SecretState::Missing
+            ))
+            .wake_at,
+            None
+        );
+    }
+
+    #[test]
+    fn renewal_time_rules() {
+        let issued = t("2026-11-01T00:00:00Z");
+        let p30 = policy();
+        let not_after = issued + p30.lifetime;
+        // default renewBefore is a third of the lifetime; jitter only moves renewal earlier,
+        // by at most a tenth of renewBefore
+        let r = renewal_time(&p30, "uid-1", issued, not_after);
+        let nominal = not_after - Duration::days(10);
+        assert!(r <= nominal && r >= nominal - Duration::days(1), "{r}");
+        // deterministic per object, different across objects
+        assert_eq!(r, renewal_time(&p30, "uid-1", issued, not_after));
+        let spread: std::collections::BTreeSet<_> = (0..50)
+            .map(|i| renewal_time(&p30, &format!("uid-{i}"), issued, not_after))
+            .collect();
+        assert!(
+            spread.len() > 40,
+            "jitter should spread renewals: {}",
+            spread.len()
+        );
+
+        // renewBefore a few seconds short of the lifetime: renewal a few seconds after issue,
+        // never before issue
+        let short = Policy::new(
+            1,
+            Some("23h59m50s"),
+            "5s",
+            "s".into(),
+            DeletionPolicy::Revoke,
+        )
+        .unwrap();
+        let not_after = issued + Duration::days(1);
+        let r = renewal_time(&short, "uid-9", issued, not_after);
+        assert!(
+            r > issued + Duration::seconds(8) && r <= issued + Duration::seconds(10),
+            "{r}"
+        );
+
+        // Nuclia returned an expiry earlier than requested (clock skew): never before issue
+        let r = renewal_time(&short, "uid-9", issued, issued + Duration::seconds(3));
+        assert_eq!(r, issued);
+    }
+
+    #[test]
+    fn policy_validation_says_what_to_fix() {
+        let err =
+            Policy::new(1, Some("24h"), "1h", "s".into(), DeletionPolicy::Revoke).unwrap_err();
+        assert!(
+            err.contains("spec.renewBefore") && err.contains("shorter"),
+            "{err}"
+        );
+        let err = Policy::new(0, None, "1h", "s".into(), DeletionPolicy::Revoke).unwrap_err();
+        assert!(err.contains("spec.days"), "{err}");
+        let err =
+            Policy::new(5, Some("soon"), "1h", "s".into(), DeletionPolicy::Revoke).unwrap_err();
+        assert!(err.contains("spec.renewBefore"), "{err}");
+        let err = Policy::new(5, None, "1 hour", "s".into(), DeletionPolicy::Revoke).unwrap_err();
+        assert!(err.contains("revokePreviousAfter"), "{err}");
+        let p = Policy::new(90, None, "1h", "s".into(), DeletionPolicy::Revoke).unwrap();
+        assert_eq!(p.renew_before, Duration::days(30));
+    }
+
+    #[test]
+    fn token_hash_is_short_and_stable() {
+        assert_eq!(token_hash("abc"), token_hash("abc"));
+        assert_ne!(token_hash("abc"), token_hash("abd"));
+        assert_eq!(token_hash("abc").len(), 12);
+    }
+}
