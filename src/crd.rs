@@ -22,6 +22,9 @@ pub const FIELD_MANAGER: &str = "nuclia-token-operator";
 pub const ANNOTATION_ROTATE: &str = "nuclia.dev/rotate";
 /// Set to any new value to rotate now and revoke the old token at once (break-glass).
 pub const ANNOTATION_REVOKE_NOW: &str = "nuclia.dev/revoke-now";
+/// Written with the finalizer before every mint (`<nonce> <time>`): the leak guard's record
+/// that a token may exist upstream before the status can say so.
+pub const ANNOTATION_ISSUE_INTENT: &str = "nuclia.dev/issue-intent";
 /// Secret annotations that tell a reader which token the Secret holds (never the value).
 pub const ANNOTATION_TOKEN_ID: &str = "nuclia.dev/token-id";
 pub const ANNOTATION_NOT_AFTER: &str = "nuclia.dev/not-after";
@@ -353,17 +356,6 @@ pub struct PreviousToken {
     pub service_account_id: Option<String>,
 }
 
-/// An issue that has started: recorded before minting, so that a token minted just before a
-/// crash is found by its ownership marker and revoked instead of leaking.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PendingIssue {
-    /// When the attempt started.
-    pub since: DateTime<Utc>,
-    /// Why a token is being issued (`Initial`, `Renewal`, `SpecChanged`, ...).
-    pub reason: String,
-}
-
 /// Where a Knowledge Box key lives at Nuclia (Knowledge Box keys only).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -424,9 +416,10 @@ pub struct CredentialStatus {
     /// Replaced tokens waiting for the end of their grace period.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_tokens: Vec<PreviousToken>,
-    /// An issue in progress (see the leak guard).
+    /// The last issue intent (annotation `nuclia.dev/issue-intent`) that completed; an intent
+    /// that differs was interrupted, and tokens it may have minted are swept (the leak guard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<PendingIssue>,
+    pub resolved_intent: Option<String>,
     /// Hash of the spec fields the current token was minted for; a change means rotate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
@@ -436,12 +429,6 @@ pub struct CredentialStatus {
     /// Last value of the `nuclia.dev/revoke-now` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_now_handled: Option<String>,
-    /// When the current token was last seen alive at Nuclia.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_verified: Option<DateTime<Utc>>,
-    /// Whether the current token was minted with the token it replaced (`selfRenew`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub self_renewed: bool,
     /// Knowledge Box keys only: where the key lives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kb: Option<KbLocationStatus>,
@@ -454,10 +441,10 @@ impl CredentialStatus {
 }
 
 /// The one place where chrono's time (used for Nuclia and the lifecycle) becomes the jiff time
-/// that k8s-openapi uses. Out-of-range values clamp to the epoch rather than panic.
+/// that k8s-openapi uses. Whole seconds, as the apiserver stores them (so a status read back
+/// compares equal to the one written); out-of-range values clamp to the epoch rather than panic.
 pub fn k8s_time(t: DateTime<Utc>) -> Time {
-    let ts = jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let ts = jiff::Timestamp::new(t.timestamp(), 0).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     Time(ts)
 }
 
@@ -474,7 +461,7 @@ mod tests {
 
     #[test]
     fn time_conversion_round_trips() {
-        let t = DateTime::parse_from_rfc3339("2026-11-28T01:02:03.456Z")
+        let t = DateTime::parse_from_rfc3339("2026-11-28T01:02:03Z")
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(chrono_time(&k8s_time(t)), t);

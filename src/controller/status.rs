@@ -1,0 +1,66 @@
+//! Conditions and the status write. Status is written with server-side apply, and only when it
+//! changed, so a resync of a healthy resource writes nothing.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::crd::{CredentialStatus, FIELD_MANAGER, k8s_time};
+use crate::error::{Error, Result};
+
+pub const READY: &str = "Ready";
+pub const ISSUING: &str = "Issuing";
+
+/// Sets a condition; `lastTransitionTime` moves only when the status flips.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let status = if ok { "True" } else { "False" };
+    let message = message.into();
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = k8s_time(now);
+        }
+        c.status = status.into();
+        c.reason = reason.into();
+        c.message = message;
+        c.observed_generation = generation;
+        return;
+    }
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: k8s_time(now),
+    });
+}
+
+/// Writes `status` if it differs from what the object has.
+pub async fn write<K>(api: &Api<K>, obj: &K, current: Option<&CredentialStatus>, status: &CredentialStatus) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::kube("patch status"))?;
+    Ok(())
+}
