@@ -1,0 +1,601 @@
+//! The fake's in-memory model: users, accounts, zones, KBs, service accounts, credentials,
+//! the fake clock, call counters and fault rules. Handlers lock it through one mutex.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::faults::FaultRule;
+use super::seed::{Seed, SeedCredential};
+use crate::nuclia::KbRole;
+use crate::nuclia::time;
+
+/// The longest lifetime a PAT or key may be given (nuclia-api.md §3.6).
+pub const MAX_LIFETIME_DAYS: i64 = 1095;
+
+/// What a credential is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredKind {
+    UserToken,
+    Pat,
+    SaKey,
+    NuaKey,
+}
+
+/// One credential. `value` is what the API minted; it never leaves the fake except through
+/// the creating answer and the test-only `/_fake/minted`.
+#[derive(Clone, Debug)]
+pub struct Cred {
+    pub id: String,
+    pub kind: CredKind,
+    pub value: String,
+    /// User id (user token, PAT), service-account id (SA key) or NUA client id.
+    pub owner: String,
+    pub description: String,
+    pub created: DateTime<Utc>,
+    pub expires: Option<DateTime<Utc>>,
+    pub revoked: bool,
+    /// NUA keys and SA keys: the account they belong to.
+    pub account_id: Option<String>,
+    /// NUA keys only.
+    pub allow_kb_management: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub id: String,
+    pub slug: String,
+    pub title: String,
+    pub zone: String,
+    /// Whether the fake's user belongs to the account.
+    pub member: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Zone {
+    pub id: String,
+    pub slug: String,
+    pub title: String,
+    pub private: bool,
+    pub origin: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Kb {
+    pub id: String,
+    pub slug: String,
+    pub title: String,
+    pub account_id: String,
+    pub zone: String,
+    pub created: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceAccount {
+    pub id: String,
+    pub account_id: String,
+    pub kb_id: String,
+    pub title: String,
+    pub role: KbRole,
+    pub created: DateTime<Utc>,
+    /// Ids of its keys (live or dead; deleting a key removes it from here).
+    pub keys: Vec<String>,
+}
+
+/// Everything the fake knows.
+#[derive(Debug)]
+pub struct State {
+    /// The fake's own URL (the `iss` of the keys it mints).
+    pub url: String,
+    pub clock_offset: Duration,
+    pub user: User,
+    pub accounts: BTreeMap<String, Account>,
+    pub zones: Vec<Zone>,
+    pub kbs: BTreeMap<String, Kb>,
+    pub service_accounts: BTreeMap<String, ServiceAccount>,
+    pub creds: BTreeMap<String, Cred>,
+    by_value: HashMap<String, String>,
+    pub minted: Vec<String>,
+    pub calls: BTreeMap<String, u64>,
+    pub faults: Vec<FaultRule>,
+}
+
+/// The values a client needs to start (printed as the binary's first line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bootstrap {
+    pub url: String,
+    pub user_token: String,
+    pub pat: String,
+    pub nua_key: String,
+    pub account_id: String,
+    pub account_slug: String,
+    pub zone: String,
+    pub kbs: Vec<BootstrapKb>,
+}
+
+/// A KB in [`Bootstrap`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapKb {
+    pub id: String,
+    pub url: String,
+}
+
+/// Why a request's credential is refused.
+pub enum AuthFailure {
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(&mut buf[..]);
+    hex::encode(buf)
+}
+
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A new token value: JWT-shaped (header.claims.signature) for keys, opaque for user tokens
+/// and PATs. Unique by construction (128 random bits in the claims or body).
+fn mint_value(kind: CredKind, claims: Value) -> String {
+    match kind {
+        CredKind::UserToken => format!("fake-ut-{}", random_hex(24)),
+        CredKind::Pat => format!("fake-pat-{}", random_hex(24)),
+        CredKind::SaKey | CredKind::NuaKey => {
+            let mut claims = claims;
+            claims["jti"] = json!(random_hex(16));
+            format!(
+                "{}.{}.{}",
+                b64url(br#"{"alg":"HS256","typ":"JWT"}"#),
+                b64url(claims.to_string().as_bytes()),
+                b64url(&{
+                    let mut sig = [0u8; 32];
+                    rand::rng().fill(&mut sig);
+                    sig
+                })
+            )
+        }
+    }
+}
+
+impl State {
+    /// The default world (one user, account `acme` in zone `europe-1` with two KBs, a user
+    /// token, a PAT and a NUA key with KB management) plus whatever `seed` adds.
+    pub fn new(
+        url: &str,
+        user_token_ttl: Duration,
+        seed: &Seed,
+    ) -> Result<(Self, Bootstrap), String> {
+        let now = Utc::now();
+        let mut st = State {
+            url: url.to_owned(),
+            clock_offset: Duration::zero(),
+            user: User {
+                id: new_id(),
+                name: "Fake User".into(),
+                email: "user@example.com".into(),
+            },
+            accounts: BTreeMap::new(),
+            zones: Vec::new(),
+            kbs: BTreeMap::new(),
+            service_accounts: BTreeMap::new(),
+            creds: BTreeMap::new(),
+            by_value: HashMap::new(),
+            minted: Vec::new(),
+            calls: BTreeMap::new(),
+            faults: Vec::new(),
+        };
+        st.add_zone("europe-1", "Europe 1", false, Some(url.to_owned()));
+        let account_id = st.add_account(None, "acme", "Acme", "europe-1", true);
+        let kb_ids = vec![
+            st.add_kb(&account_id, None, "docs", "Docs"),
+            st.add_kb(&account_id, None, "support", "Support"),
+        ];
+        let user_id = st.user.id.clone();
+        let user_token = st.insert_cred(
+            CredKind::UserToken,
+            None,
+            &user_id,
+            "user token",
+            Some(now + user_token_ttl),
+            None,
+            false,
+        );
+        let pat = st.insert_cred(
+            CredKind::Pat,
+            None,
+            &user_id,
+            "bootstrap PAT",
+            Some(now + Duration::days(90)),
+            None,
+            false,
+        );
+        let nua_key = st.insert_cred(
+            CredKind::NuaKey,
+            None,
+            &new_id(),
+            "bootstrap NUA key",
+            None,
+            Some(account_id.clone()),
+            true,
+        );
+        st.apply_seed(url, seed, user_token_ttl)?;
+        let bootstrap = Bootstrap {
+            url: url.to_owned(),
+            user_token: st.creds[&user_token].value.clone(),
+            pat: st.creds[&pat].value.clone(),
+            nua_key: st.creds[&nua_key].value.clone(),
+            account_id,
+            account_slug: "acme".into(),
+            zone: "europe-1".into(),
+            kbs: kb_ids
+                .into_iter()
+                .map(|id| BootstrapKb {
+                    url: format!("{url}/api/v1/kb/{id}"),
+                    id,
+                })
+                .collect(),
+        };
+        Ok((st, bootstrap))
+    }
+
+    fn apply_seed(
+        &mut self,
+        url: &str,
+        seed: &Seed,
+        user_token_ttl: Duration,
+    ) -> Result<(), String> {
+        let now = self.now();
+        for z in &seed.zones {
+            if self.zones.iter().any(|x| x.slug == z.slug) {
+                return Err(format!("seed: zone {} already exists", z.slug));
+            }
+            let origin = z.origin.clone().or_else(|| Some(url.to_owned()));
+            self.add_zone(
+                &z.slug,
+                z.title.as_deref().unwrap_or(&z.slug),
+                z.private,
+                origin,
+            );
+        }
+        let user_id = self.user.id.clone();
+        let expiry = |c: &SeedCredential,
+                      default: Option<DateTime<Utc>>|
+         -> Result<Option<DateTime<Utc>>, String> {
+            match &c.expires {
+                None => Ok(default),
+                Some(v) => time::parse_value(v)
+                    .map(Some)
+                    .ok_or_else(|| format!("seed: unparseable expiry {v}")),
+            }
+        };
+        for c in &seed.user_tokens {
+            let exp = expiry(c, Some(now + user_token_ttl))?;
+            self.seed_cred(
+                CredKind::UserToken,
+                c,
+                &user_id,
+                "user token",
+                exp,
+                None,
+                false,
+            )?;
+        }
+        for c in &seed.pats {
+            let exp = expiry(c, Some(now + Duration::days(90)))?;
+            self.seed_cred(CredKind::Pat, c, &user_id, "seeded PAT", exp, None, false)?;
+        }
+        for a in &seed.accounts {
+            if self.accounts.values().any(|x| x.slug == a.slug) {
+                return Err(format!("seed: account {} already exists", a.slug));
+            }
+            let zone = a.zone.clone().unwrap_or_else(|| "europe-1".into());
+            if !self.zones.iter().any(|z| z.slug == zone) {
+                return Err(format!("seed: account {}: unknown zone {zone}", a.slug));
+            }
+            let title = a.title.clone().unwrap_or_else(|| a.slug.clone());
+            let account_id = self.add_account(a.id.clone(), &a.slug, &title, &zone, a.member);
+            for kb in &a.kbs {
+                let title = kb.title.clone().unwrap_or_else(|| kb.slug.clone());
+                self.add_kb(&account_id, kb.id.clone(), &kb.slug, &title);
+            }
+            for n in &a.nua_keys {
+                let c = SeedCredential {
+                    token: n.token.clone(),
+                    description: n.title.clone(),
+                    expires: None,
+                };
+                let owner = new_id();
+                self.seed_cred(
+                    CredKind::NuaKey,
+                    &c,
+                    &owner,
+                    "seeded NUA key",
+                    None,
+                    Some(account_id.clone()),
+                    n.allow_kb_management,
+                )?;
+            }
+            for sa in &a.service_accounts {
+                let kb_id = self
+                    .kbs
+                    .values()
+                    .find(|k| k.account_id == account_id && (k.slug == sa.kb || k.id == sa.kb))
+                    .map(|k| k.id.clone())
+                    .ok_or_else(|| {
+                        format!("seed: service account {}: unknown kb {}", sa.title, sa.kb)
+                    })?;
+                let sa_id = self.add_service_account(&account_id, &kb_id, &sa.title, sa.role);
+                for k in &sa.keys {
+                    let exp = expiry(k, Some(now + Duration::days(365)))?;
+                    let id = self.seed_cred(
+                        CredKind::SaKey,
+                        k,
+                        &sa_id,
+                        &sa.title,
+                        exp,
+                        Some(account_id.clone()),
+                        false,
+                    )?;
+                    self.service_accounts
+                        .get_mut(&sa_id)
+                        .expect("just added")
+                        .keys
+                        .push(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn seed_cred(
+        &mut self,
+        kind: CredKind,
+        c: &SeedCredential,
+        owner: &str,
+        default_description: &str,
+        expires: Option<DateTime<Utc>>,
+        account_id: Option<String>,
+        allow_kb_management: bool,
+    ) -> Result<String, String> {
+        let description = c.description.as_deref().unwrap_or(default_description);
+        let id = self.insert_cred(
+            kind,
+            c.token.clone(),
+            owner,
+            description,
+            expires,
+            account_id,
+            allow_kb_management,
+        );
+        if c.token.is_some() && self.by_value.len() != self.creds.len() {
+            return Err("seed: a token value is used twice".into());
+        }
+        Ok(id)
+    }
+
+    /// The fake's clock: real time plus the offset moved by `/_fake/clock/advance`.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_offset
+    }
+
+    fn add_zone(&mut self, slug: &str, title: &str, private: bool, origin: Option<String>) {
+        self.zones.push(Zone {
+            id: new_id(),
+            slug: slug.to_owned(),
+            title: title.to_owned(),
+            private,
+            origin,
+        });
+    }
+
+    fn add_account(
+        &mut self,
+        id: Option<String>,
+        slug: &str,
+        title: &str,
+        zone: &str,
+        member: bool,
+    ) -> String {
+        let id = id.unwrap_or_else(new_id);
+        self.accounts.insert(
+            id.clone(),
+            Account {
+                id: id.clone(),
+                slug: slug.to_owned(),
+                title: title.to_owned(),
+                zone: zone.to_owned(),
+                member,
+            },
+        );
+        id
+    }
+
+    fn add_kb(&mut self, account_id: &str, id: Option<String>, slug: &str, title: &str) -> String {
+        let id = id.unwrap_or_else(new_id);
+        let zone = self.accounts[account_id].zone.clone();
+        let created = self.now();
+        self.kbs.insert(
+            id.clone(),
+            Kb {
+                id: id.clone(),
+                slug: slug.to_owned(),
+                title: title.to_owned(),
+                account_id: account_id.to_owned(),
+                zone,
+                created,
+            },
+        );
+        id
+    }
+
+    /// Creates a service account; returns its id.
+    pub fn add_service_account(
+        &mut self,
+        account_id: &str,
+        kb_id: &str,
+        title: &str,
+        role: KbRole,
+    ) -> String {
+        let id = new_id();
+        let created = self.now();
+        self.service_accounts.insert(
+            id.clone(),
+            ServiceAccount {
+                id: id.clone(),
+                account_id: account_id.to_owned(),
+                kb_id: kb_id.to_owned(),
+                title: title.to_owned(),
+                role,
+                created,
+                keys: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// Stores a credential (minting a value unless one is given); returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_cred(
+        &mut self,
+        kind: CredKind,
+        value: Option<String>,
+        owner: &str,
+        description: &str,
+        expires: Option<DateTime<Utc>>,
+        account_id: Option<String>,
+        allow_kb_management: bool,
+    ) -> String {
+        let id = new_id();
+        let value = value.unwrap_or_else(|| {
+            mint_value(
+                kind,
+                json!({
+                    "iss": format!("{}/", self.url),
+                    "sub": owner,
+                    "key": id,
+                    "exp": expires.map(|e| e.timestamp()),
+                    "allow_kb_management": allow_kb_management,
+                }),
+            )
+        });
+        self.minted.push(value.clone());
+        self.by_value.insert(value.clone(), id.clone());
+        let created = self.now();
+        self.creds.insert(
+            id.clone(),
+            Cred {
+                id: id.clone(),
+                kind,
+                value,
+                owner: owner.to_owned(),
+                description: description.to_owned(),
+                created,
+                expires,
+                revoked: false,
+                account_id,
+                allow_kb_management,
+            },
+        );
+        id
+    }
+
+    /// The live credential with this value, or why there is none.
+    pub fn authenticate(&self, value: &str) -> Result<&Cred, AuthFailure> {
+        let cred = self
+            .by_value
+            .get(value)
+            .and_then(|id| self.creds.get(id))
+            .ok_or(AuthFailure::Unknown)?;
+        if cred.revoked {
+            return Err(AuthFailure::Revoked);
+        }
+        if cred.expires.is_some_and(|e| e <= self.now()) {
+            return Err(AuthFailure::Expired);
+        }
+        Ok(cred)
+    }
+
+    /// Whether the credential is neither revoked nor expired.
+    pub fn is_live(&self, c: &Cred) -> bool {
+        !c.revoked && c.expires.is_none_or(|e| e > self.now())
+    }
+
+    /// Revokes a credential; false if unknown.
+    pub fn revoke(&mut self, id: &str) -> bool {
+        match self.creds.get_mut(id) {
+            Some(c) => {
+                c.revoked = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes a service account and revokes its keys.
+    pub fn delete_service_account(&mut self, sa_id: &str) -> bool {
+        let Some(sa) = self.service_accounts.remove(sa_id) else {
+            return false;
+        };
+        for k in &sa.keys {
+            self.revoke(k);
+        }
+        true
+    }
+
+    /// Checks an expiry a client asked for: in the future and at most 1095 days away.
+    pub fn check_expiry(&self, t: DateTime<Utc>) -> Result<(), &'static str> {
+        let now = self.now();
+        if t <= now {
+            Err("Expiration date must be in the future")
+        } else if t > now + Duration::days(MAX_LIFETIME_DAYS) {
+            Err("Choosen key expiration exceeds the current maxium of 1095 days")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Admin view of a credential (no value).
+    pub fn cred_view(&self, c: &Cred) -> Value {
+        json!({
+            "id": c.id,
+            "kind": c.kind,
+            "owner": c.owner,
+            "description_or_title": c.description,
+            "created": time::format(c.created),
+            "expires": c.expires.map(time::format),
+            "revoked": c.revoked,
+            "live": self.is_live(c),
+            "account_id": c.account_id,
+        })
+    }
+}
