@@ -8,7 +8,11 @@ pub const PATTERN: &str = "^([0-9]{1,9}(h|m|s))+$";
 
 /// Parses `1h30m`, `90s`, `240h`. Units: `h`, `m`, `s`; at least one number-unit pair.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}: use a number and a unit h, m or s, e.g. 90s, 15m, 1h30m");
+    let bad = || {
+        format!(
+            "invalid duration {text:?}: use a number and a unit h, m or s, e.g. 90s, 15m, 1h30m"
+        )
+    };
     if text.is_empty() {
         return Err(bad());
     }
