@@ -1,0 +1,457 @@
+//! Command-line and environment configuration of the operator.
+//!
+//! Every flag has an environment variable (the Helm chart sets flags; a plain `docker run` can use
+//! the environment) and a documented default. Durations use the Go syntax (`90s`, `15m`, `1h30m`)
+//! parsed by [`crate::duration::parse`].
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use clap::{ArgAction, Parser, ValueEnum};
+use url::Url;
+
+/// Log output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The operator's configuration: `nuclia-token-operator --help` lists it.
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "nuclia-token-operator",
+    version,
+    about = "Kubernetes operator that mints, rotates and revokes Nuclia credentials as Secrets"
+)]
+pub struct Config {
+    /// Base URL of Nuclia's global (account) API, where personal tokens are minted.
+    #[arg(
+        long,
+        env = "NUCLIA_GLOBAL_URL",
+        default_value = "https://accounts.progress.cloud",
+        value_parser = parse_base_url
+    )]
+    pub nuclia_global_url: Url,
+
+    /// Template of the regional API base URL; `{zone}` is replaced by the zone (e.g. europe-1).
+    /// A kbUrl is trusted only when its origin is this template for some zone or a
+    /// --nuclia-zone-origin.
+    #[arg(
+        long,
+        env = "NUCLIA_REGIONAL_URL",
+        default_value = "https://{zone}.dp.progress.cloud",
+        value_parser = parse_regional_template
+    )]
+    pub nuclia_regional_url: String,
+
+    /// Explicit regional origin for a zone, as ZONE=URL (repeatable; in the environment a
+    /// comma-separated list). Overrides the template for that zone. Default: none.
+    #[arg(
+        long = "nuclia-zone-origin",
+        env = "NUCLIA_ZONE_ORIGINS",
+        value_name = "ZONE=URL",
+        value_delimiter = ',',
+        value_parser = parse_zone_origin
+    )]
+    pub nuclia_zone_origins: Vec<(String, Url)>,
+
+    /// Timeout of each request to the Nuclia API.
+    #[arg(long, env = "NUCLIA_TIMEOUT", default_value = "15s", value_parser = crate::duration::parse)]
+    pub nuclia_timeout: Duration,
+
+    /// Sustained request rate to the Nuclia API, per credential (requests per second).
+    #[arg(long, env = "NUCLIA_RPS", default_value_t = 5.0, value_parser = parse_positive_f64)]
+    pub nuclia_rps: f64,
+
+    /// Burst of requests allowed above --nuclia-rps, per credential.
+    #[arg(long, env = "NUCLIA_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub nuclia_burst: u32,
+
+    /// Namespaces to watch, comma-separated. Default: empty, which watches all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// Only manage resources matching this label selector (e.g. `shard=a`). Default: all.
+    #[arg(long, env = "LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+
+    /// Maximum number of resources reconciled at the same time, per kind.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = parse_positive_usize)]
+    pub concurrency: usize,
+
+    /// How often each credential is checked upstream (revoked out of band?).
+    #[arg(long, env = "VERIFY_INTERVAL", default_value = "10m", value_parser = crate::duration::parse)]
+    pub verify_interval: Duration,
+
+    /// Cap on any scheduled wake-up, so a missed event heals by itself.
+    #[arg(long, env = "REQUEUE_MAX", default_value = "1h", value_parser = crate::duration::parse)]
+    pub requeue_max: Duration,
+
+    /// First retry delay after a failure; doubles (with jitter) on each consecutive failure.
+    #[arg(long, env = "BACKOFF_BASE", default_value = "5s", value_parser = crate::duration::parse)]
+    pub backoff_base: Duration,
+
+    /// Longest retry delay after failures.
+    #[arg(long, env = "BACKOFF_MAX", default_value = "5m", value_parser = crate::duration::parse)]
+    pub backoff_max: Duration,
+
+    /// Identity of this cluster in the ownership marker of minted tokens.
+    /// Default: the UID of the kube-system namespace.
+    #[arg(long, env = "CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, an EnvFilter directive (e.g. `info` or `info,nuclia_token_operator=debug`).
+    /// RUST_LOG, when set, takes precedence.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Elect a leader through a coordination.k8s.io Lease so that only one replica acts.
+    /// Accepts `--leader-elect`, `--leader-elect=true|false`.
+    #[arg(
+        long,
+        env = "LEADER_ELECT",
+        default_value_t = false,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "nuclia-token-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease (the chart sets the release namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// How long a leader's lease lasts without renewal: the longest a hand-over takes after the
+    /// leader dies. At least 3s; renewed every third of it.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
+    pub lease_duration: Duration,
+
+    /// Identity of this replica in the Lease. Default: `<hostname>-<pid>`.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+impl Config {
+    /// The explicit zone origins as a map; refuses a zone given twice with different URLs.
+    pub fn zone_origins(&self) -> Result<BTreeMap<String, Url>, String> {
+        let mut out = BTreeMap::new();
+        for (zone, url) in &self.nuclia_zone_origins {
+            if let Some(previous) = out.insert(zone.clone(), url.clone())
+                && previous != *url
+            {
+                return Err(format!(
+                    "zone {zone:?} has two origins: {previous} and {url}"
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The namespaces to watch; empty means all (empty items from `a,,b` or `""` are dropped).
+    pub fn watch_namespaces(&self) -> Vec<String> {
+        self.watch_namespaces
+            .iter()
+            .map(|ns| ns.trim())
+            .filter(|ns| !ns.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// This replica's identity in the leader-election Lease.
+    pub fn identity(&self) -> String {
+        match &self.identity {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => default_identity(),
+        }
+    }
+}
+
+/// `<hostname>-<pid>`, the identity used when POD_NAME is not set.
+pub fn default_identity() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+fn parse_base_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("invalid URL {text:?}: use http(s)://host[:port]"));
+    }
+    Ok(url)
+}
+
+fn parse_regional_template(text: &str) -> Result<String, String> {
+    if !text.contains("{zone}") {
+        return Err(format!("{text:?} must contain the placeholder {{zone}}"));
+    }
+    parse_base_url(&text.replace("{zone}", "zone"))?;
+    Ok(text.to_owned())
+}
+
+fn parse_zone_origin(text: &str) -> Result<(String, Url), String> {
+    let (zone, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("invalid zone origin {text:?}: use ZONE=URL"))?;
+    let zone = zone.trim();
+    if zone.is_empty()
+        || !zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("invalid zone {zone:?} in {text:?}"));
+    }
+    Ok((zone.to_owned(), parse_base_url(url.trim())?))
+}
+
+fn parse_positive_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
+}
+
+fn parse_positive_usize(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("{text:?} is not a positive integer")),
+    }
+}
+
+fn parse_lease_duration(text: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(text)?;
+    if d < Duration::from_secs(3) {
+        return Err(format!("lease duration {text:?} is shorter than 3s"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut argv = vec!["nuclia-token-operator"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv)
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        // Assumes the test process does not set the operator's environment variables.
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.nuclia_global_url.as_str(),
+            "https://accounts.progress.cloud/"
+        );
+        assert_eq!(c.nuclia_regional_url, "https://{zone}.dp.progress.cloud");
+        assert!(c.zone_origins().unwrap().is_empty());
+        assert_eq!(c.nuclia_timeout, Duration::from_secs(15));
+        assert_eq!(c.nuclia_rps, 5.0);
+        assert_eq!(c.nuclia_burst, 10);
+        assert!(c.watch_namespaces().is_empty());
+        assert_eq!(c.label_selector, None);
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.verify_interval, Duration::from_secs(600));
+        assert_eq!(c.requeue_max, Duration::from_secs(3600));
+        assert_eq!(c.backoff_base, Duration::from_secs(5));
+        assert_eq!(c.backoff_max, Duration::from_secs(300));
+        assert_eq!(c.cluster_id, None);
+        assert_eq!(c.metrics_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_level, "info");
+        assert!(!c.leader_elect);
+        assert_eq!(c.lease_name, "nuclia-token-operator");
+        assert_eq!(c.lease_namespace, "default");
+        assert_eq!(c.lease_duration, Duration::from_secs(15));
+        assert!(c.identity().ends_with(&format!("-{}", std::process::id())));
+    }
+
+    #[test]
+    fn flags() {
+        let c = parse(&[
+            "--nuclia-global-url=http://127.0.0.1:9000",
+            "--nuclia-regional-url=http://{zone}.localtest.me:9000",
+            "--nuclia-zone-origin=europe-1=http://127.0.0.1:9001",
+            "--nuclia-zone-origin",
+            "aws-us-east-2-1=https://us.example.com",
+            "--nuclia-timeout=1m30s",
+            "--nuclia-rps=0.5",
+            "--nuclia-burst=3",
+            "--watch-namespaces=apps,ci",
+            "--label-selector=shard=a",
+            "--concurrency=2",
+            "--verify-interval=30s",
+            "--requeue-max=15m",
+            "--backoff-base=1s",
+            "--backoff-max=1m",
+            "--cluster-id=prod-eu",
+            "--metrics-addr=127.0.0.1:0",
+            "--log-format=json",
+            "--log-level=debug",
+            "--leader-elect",
+            "--lease-name=l",
+            "--lease-namespace=ops",
+            "--lease-duration=5s",
+            "--identity=pod-0",
+        ])
+        .unwrap();
+        assert_eq!(c.nuclia_global_url.as_str(), "http://127.0.0.1:9000/");
+        assert_eq!(c.nuclia_regional_url, "http://{zone}.localtest.me:9000");
+        let zones = c.zone_origins().unwrap();
+        assert_eq!(zones.len(), 2);
+        assert_eq!(zones["europe-1"].as_str(), "http://127.0.0.1:9001/");
+        assert_eq!(zones["aws-us-east-2-1"].as_str(), "https://us.example.com/");
+        assert_eq!(c.nuclia_timeout, Duration::from_secs(90));
+        assert_eq!(c.nuclia_rps, 0.5);
+        assert_eq!(c.nuclia_burst, 3);
+        assert_eq!(c.watch_namespaces(), ["apps", "ci"]);
+        assert_eq!(c.label_selector.as_deref(), Some("shard=a"));
+        assert_eq!(c.concurrency, 2);
+        assert_eq!(c.verify_interval, Duration::from_secs(30));
+        assert_eq!(c.requeue_max, Duration::from_secs(900));
+        assert_eq!(c.backoff_base, Duration::from_secs(1));
+        assert_eq!(c.backoff_max, Duration::from_secs(60));
+        assert_eq!(c.cluster_id.as_deref(), Some("prod-eu"));
+        assert_eq!(c.metrics_addr.port(), 0);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_level, "debug");
+        assert!(c.leader_elect);
+        assert_eq!(c.lease_name, "l");
+        assert_eq!(c.lease_namespace, "ops");
+        assert_eq!(c.lease_duration, Duration::from_secs(5));
+        assert_eq!(c.identity(), "pod-0");
+
+        assert!(!parse(&["--leader-elect=false"]).unwrap().leader_elect);
+        assert!(parse(&["--leader-elect=true"]).unwrap().leader_elect);
+    }
+
+    #[test]
+    fn refusals() {
+        for bad in [
+            &["--nuclia-timeout=15"][..],
+            &["--nuclia-timeout=1d"],
+            &["--nuclia-rps=0"],
+            &["--nuclia-rps=-1"],
+            &["--nuclia-burst=0"],
+            &["--concurrency=0"],
+            &["--nuclia-global-url=ftp://x"],
+            &["--nuclia-global-url=not a url"],
+            &["--nuclia-regional-url=https://europe-1.dp.progress.cloud"],
+            &["--nuclia-zone-origin=europe-1"],
+            &["--nuclia-zone-origin==https://x"],
+            &["--nuclia-zone-origin=eu/1=https://x"],
+            &["--log-format=xml"],
+            &["--lease-duration=2s"],
+            &["--metrics-addr=8080"],
+            &["--leader-elect=maybe"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let twice = parse(&[
+            "--nuclia-zone-origin=eu=https://a",
+            "--nuclia-zone-origin=eu=https://b",
+        ])
+        .unwrap();
+        assert!(twice.zone_origins().is_err());
+    }
+
+    /// The environment is read through clap's `env` (one test sets it, in a child process so
+    /// the parallel test threads never see it).
+    #[test]
+    fn environment() {
+        if std::env::var_os("NTO_CONFIG_ENV_CHILD").is_none() {
+            let exe = std::env::current_exe().unwrap();
+            let status = std::process::Command::new(exe)
+                .args([
+                    "--exact",
+                    "runtime::config::tests::environment",
+                    "--nocapture",
+                ])
+                .env("NTO_CONFIG_ENV_CHILD", "1")
+                .env("NUCLIA_GLOBAL_URL", "http://127.0.0.1:9000")
+                .env("NUCLIA_REGIONAL_URL", "http://{zone}.local:9000")
+                .env(
+                    "NUCLIA_ZONE_ORIGINS",
+                    "europe-1=http://127.0.0.1:9001,asia-1=http://127.0.0.1:9002",
+                )
+                .env("NUCLIA_TIMEOUT", "3s")
+                .env("NUCLIA_RPS", "2.5")
+                .env("NUCLIA_BURST", "4")
+                .env("WATCH_NAMESPACES", "a,b")
+                .env("LABEL_SELECTOR", "team=x")
+                .env("CONCURRENCY", "3")
+                .env("VERIFY_INTERVAL", "1m")
+                .env("REQUEUE_MAX", "30m")
+                .env("BACKOFF_BASE", "2s")
+                .env("BACKOFF_MAX", "2m")
+                .env("CLUSTER_ID", "c1")
+                .env("METRICS_ADDR", "127.0.0.1:9090")
+                .env("LOG_FORMAT", "json")
+                .env("LOG_LEVEL", "warn")
+                .env("LEADER_ELECT", "true")
+                .env("LEASE_NAME", "lease-x")
+                .env("POD_NAMESPACE", "ops")
+                .env("LEASE_DURATION", "20s")
+                .env("POD_NAME", "op-7d9f")
+                .status()
+                .unwrap();
+            assert!(status.success(), "child test failed");
+            return;
+        }
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.nuclia_global_url.as_str(), "http://127.0.0.1:9000/");
+        assert_eq!(c.nuclia_regional_url, "http://{zone}.local:9000");
+        let zones = c.zone_origins().unwrap();
+        assert_eq!(zones["europe-1"].as_str(), "http://127.0.0.1:9001/");
+        assert_eq!(zones["asia-1"].as_str(), "http://127.0.0.1:9002/");
+        assert_eq!(c.nuclia_timeout, Duration::from_secs(3));
+        assert_eq!(c.nuclia_rps, 2.5);
+        assert_eq!(c.nuclia_burst, 4);
+        assert_eq!(c.watch_namespaces(), ["a", "b"]);
+        assert_eq!(c.label_selector.as_deref(), Some("team=x"));
+        assert_eq!(c.concurrency, 3);
+        assert_eq!(c.verify_interval, Duration::from_secs(60));
+        assert_eq!(c.requeue_max, Duration::from_secs(1800));
+        assert_eq!(c.backoff_base, Duration::from_secs(2));
+        assert_eq!(c.backoff_max, Duration::from_secs(120));
+        assert_eq!(c.cluster_id.as_deref(), Some("c1"));
+        assert_eq!(c.metrics_addr, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_level, "warn");
+        assert!(c.leader_elect);
+        assert_eq!(c.lease_name, "lease-x");
+        assert_eq!(c.lease_namespace, "ops");
+        assert_eq!(c.lease_duration, Duration::from_secs(20));
+        assert_eq!(c.identity(), "op-7d9f");
+        // A flag wins over its environment variable.
+        let c = parse(&["--log-level=error", "--leader-elect=false"]).unwrap();
+        assert_eq!(c.log_level, "error");
+        assert!(!c.leader_elect);
+    }
+}
