@@ -8,9 +8,12 @@
 //! - [`lifecycle`]: the pure decision of what to do next with a credential, shared by both kinds.
 //! - [`runtime`]: configuration, logging, `/metrics` `/healthz` `/readyz`, leader election.
 
+pub mod controller;
 pub mod crd;
 pub mod duration;
+pub mod error;
 pub mod fake;
+pub mod issuer;
 pub mod lifecycle;
 pub mod nuclia;
 pub mod runtime;

@@ -1,1 +1,136 @@
-fn main() {}
+//! The operator process: configuration, telemetry, HTTP endpoints, leader election and the two
+//! controllers, wired together. All logic lives in the library.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use nuclia_token_operator::controller::{self, Context, Settings};
+use nuclia_token_operator::nuclia::{self, ClientConfig, Endpoints};
+use nuclia_token_operator::runtime::{self, Config, Health, LeaderElection, LeaderState, Metrics};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::install_crypto();
+    let config = Config::parse();
+    runtime::telemetry::init(config.log_format, &config.log_level)
+        .map_err(|e| anyhow::anyhow!("logging: {e}"))?;
+    let kube = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+
+    let cluster_id = match &config.cluster_id {
+        Some(id) => id.clone(),
+        // The kube-system namespace's UID names this cluster in every ownership marker.
+        None => Api::<Namespace>::all(kube.clone())
+            .get("kube-system")
+            .await
+            .context("reading the kube-system namespace for the cluster id (or set --cluster-id)")?
+            .metadata
+            .uid
+            .context("kube-system has no uid")?,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let endpoints = Endpoints {
+        global: config.nuclia_global_url.clone(),
+        regional_template: config.nuclia_regional_url.clone(),
+        zone_origins: config.nuclia_zone_origins.iter().cloned().collect(),
+    };
+    let nuclia = nuclia::Client::new(ClientConfig {
+        endpoints,
+        timeout: config.nuclia_timeout,
+        per_credential_rps: config.nuclia_rps,
+        per_credential_burst: config.nuclia_burst,
+        ..ClientConfig::default()
+    })
+    .context("configuring the Nuclia client")?
+    .with_observer(metrics.clone());
+    let settings = Settings {
+        cluster_id,
+        verify_interval: config.verify_interval,
+        requeue_max: config.requeue_max,
+        backoff_base: config.backoff_base,
+        backoff_max: config.backoff_max,
+        intent_grace: config.nuclia_timeout * 2 + Duration::from_secs(5),
+        concurrency: config.concurrency.try_into().unwrap_or(u16::MAX),
+        namespaces: config.watch_namespaces(),
+        label_selector: config.label_selector.clone(),
+    };
+
+    let health = Arc::new(Health::new());
+    let shutdown = runtime::shutdown_signal().shared();
+    let (addr, server) = runtime::serve(
+        config.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding {}", config.metrics_addr))?;
+    tracing::info!(%addr, cluster_id = %settings.cluster_id, "nuclia-token-operator starting");
+
+    let election = if config.leader_elect {
+        health.set_leader_state(LeaderState::Standby);
+        let e = LeaderElection::start(
+            kube.clone(),
+            &config.lease_namespace,
+            &config.lease_name,
+            &config.identity(),
+            config.lease_duration,
+        )?;
+        let mut leading = e.is_leader();
+        tokio::select! {
+            _ = shutdown.clone() => { e.release().await; return Ok(()); }
+            r = leading.wait_for(|l| *l) => { r.context("leader election stopped")?; }
+        }
+        tracing::info!(identity = %e.identity(), "acquired the lease; starting controllers");
+        health.set_leader_state(LeaderState::Leading);
+        metrics.set_leader(true);
+        Some(e)
+    } else {
+        None
+    };
+
+    // Stop acting as soon as leadership is lost: another replica takes over.
+    let lost = match &election {
+        Some(e) => {
+            let mut leading = e.is_leader();
+            async move {
+                let _ = leading.wait_for(|l| !*l).await;
+            }
+            .boxed()
+        }
+        None => futures::future::pending().boxed(),
+    };
+    let lost = lost.shared();
+    let stop = futures::future::select(shutdown.clone(), lost.clone())
+        .map(|_| ())
+        .shared();
+
+    let ctx = Context::new(kube, nuclia, settings, metrics.clone());
+    let synced = {
+        let (ctx, health) = (ctx.clone(), health.clone());
+        tokio::spawn(async move {
+            ctx.wait_for_caches().await;
+            health.set_caches_synced(true);
+        })
+    };
+    controller::run(ctx, stop).await;
+    synced.abort();
+    let lost_leadership = lost.now_or_never().is_some();
+    if let Some(e) = election {
+        metrics.set_leader(false);
+        e.release().await;
+    }
+    health.begin_shutdown();
+    if lost_leadership {
+        anyhow::bail!("lost the lease; exiting so that a fresh process competes again");
+    }
+    server.abort();
+    tracing::info!("stopped");
+    Ok(())
+}

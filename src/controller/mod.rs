@@ -18,7 +18,7 @@ use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -28,8 +28,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::{
-    ANNOTATION_ISSUE_INTENT, ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, DeletionPolicy, FINALIZER,
-    NucliaKbApiKey, NucliaPersonalToken, PreviousToken, SecretKeyRef, SecretTemplate,
+    ANNOTATION_ISSUE_INTENT, ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus,
+    DeletionPolicy, FINALIZER, NucliaKbApiKey, NucliaPersonalToken, PreviousToken, SecretKeyRef,
+    SecretTemplate,
 };
 use crate::error::{Error, Result};
 use crate::issuer::kb::AccountCache;
@@ -83,8 +84,19 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(kube: kube::Client, nuclia: nuclia::Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
-        let recorder = Recorder::new(kube.clone(), Reporter { controller: crate::crd::FIELD_MANAGER.into(), instance: None });
+    pub fn new(
+        kube: kube::Client,
+        nuclia: nuclia::Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let recorder = Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: crate::crd::FIELD_MANAGER.into(),
+                instance: None,
+            },
+        );
         Arc::new(Self {
             kube,
             nuclia,
@@ -97,6 +109,17 @@ impl Context {
             accounts: AccountCache::default(),
             stores: OnceLock::new(),
         })
+    }
+
+    /// Resolves once both controllers' caches hold the cluster's resources.
+    pub async fn wait_for_caches(&self) {
+        loop {
+            if let Some((pt, kb)) = self.stores.get() {
+                let _ = futures::join!(pt.wait_until_ready(), kb.wait_until_ready());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn known_uids(&self) -> Option<HashSet<String>> {
@@ -125,9 +148,19 @@ impl Context {
         }
     }
 
-    async fn event(&self, obj_ref: &k8s_openapi::api::core::v1::ObjectReference, warning: bool, reason: &str, note: String) {
+    async fn event(
+        &self,
+        obj_ref: &k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(note),
             action: reason.into(),
@@ -141,7 +174,14 @@ impl Context {
 
 /// What distinguishes the two kinds; the reconcile is otherwise the same.
 pub trait Kind:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
 {
     type Issuer: Issuer;
     fn cr_status(&self) -> Option<&CredentialStatus>;
@@ -154,15 +194,25 @@ pub trait Kind:
     fn deletion_policy(&self) -> DeletionPolicy;
     /// Builds the issuer: reads the credentials Secret and, for KB keys, locates the KB.
     /// `managed` is the token the managed Secret holds (for `selfRenew`).
-    fn issuer(&self, ctx: &Context, managed: Option<ApiToken>) -> impl Future<Output = Result<Self::Issuer>> + Send;
+    fn issuer(
+        &self,
+        ctx: &Context,
+        managed: Option<ApiToken>,
+    ) -> impl Future<Output = Result<Self::Issuer>> + Send;
     /// Copies issuer state into status and drops what is no longer needed (KB service accounts).
-    fn settle(issuer: &mut Self::Issuer, status: &mut CredentialStatus) -> impl Future<Output = Result<()>> + Send;
+    fn settle(
+        issuer: &mut Self::Issuer,
+        status: &mut CredentialStatus,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Extra data keys the Secret should have even before an issuer exists (to detect drift).
     fn expected_extra(&self, status: &CredentialStatus) -> Vec<(String, String)>;
 }
 
 fn secret_name<K: Kind>(obj: &K) -> String {
-    obj.secret_template().name.clone().unwrap_or_else(|| obj.name_any())
+    obj.secret_template()
+        .name
+        .clone()
+        .unwrap_or_else(|| obj.name_any())
 }
 
 fn owner_ref<K: Kind>(obj: &K) -> OwnerReference {
@@ -177,7 +227,10 @@ fn owner_ref<K: Kind>(obj: &K) -> OwnerReference {
 }
 
 fn marker<K: Kind>(ctx: &Context, obj: &K) -> Marker {
-    Marker { cluster: ctx.settings.cluster_id.clone(), uid: obj.uid().unwrap_or_default() }
+    Marker {
+        cluster: ctx.settings.cluster_id.clone(),
+        uid: obj.uid().unwrap_or_default(),
+    }
 }
 
 /// Whole seconds: what the apiserver keeps, so a status read back compares equal.
@@ -190,13 +243,21 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
 }
 
 /// Runs both controllers until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Clone + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
     let pt = controller::<NucliaPersonalToken>(ctx.clone());
     let kb = controller::<NucliaKbApiKey>(ctx.clone());
     let _ = ctx.stores.set((pt.store(), kb.store()));
-    let run_one = |c: Controller<_>| c;
-    let pt = run_one(pt).graceful_shutdown_on(shutdown.clone()).run(reconcile, error_policy, ctx.clone()).for_each(|_| async {});
-    let kb = kb.graceful_shutdown_on(shutdown).run(reconcile, error_policy, ctx.clone()).for_each(|_| async {});
+    let pt = pt
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let kb = kb
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
     futures::join!(pt, kb);
 }
 
@@ -208,23 +269,24 @@ fn controller<K: Kind>(ctx: Arc<Context>) -> Controller<K> {
     if let Some(sel) = &s.label_selector {
         wc = wc.labels(sel);
     }
-    let (resources, secrets): (Api<K>, Api<Secret>) = match s.namespaces.as_slice() {
-        [ns] => (Api::namespaced(ctx.kube.clone(), ns), Api::namespaced(ctx.kube.clone(), ns)),
-        _ => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
-    };
-    let controller = Controller::new(resources, wc).with_config(
-        kube::runtime::controller::Config::default().concurrency(s.concurrency),
-    );
+    let (resources, secrets): (Api<K>, Api<PartialObjectMeta<Secret>>) =
+        match s.namespaces.as_slice() {
+            [ns] => (
+                Api::namespaced(ctx.kube.clone(), ns),
+                Api::namespaced(ctx.kube.clone(), ns),
+            ),
+            _ => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
+        };
+    let controller = Controller::new(resources, wc)
+        .with_config(kube::runtime::controller::Config::default().concurrency(s.concurrency));
     let store = controller.store();
     let namespaces = s.namespaces.clone();
-    let secret_events = kube::runtime::metadata_watcher(secrets, watcher::Config::default())
-        .touched_objects()
-        .filter(move |o| {
-            let keep = namespaces.len() <= 1 || o.namespace().is_some_and(|ns| namespaces.contains(&ns));
-            std::future::ready(keep)
-        });
-    controller.watches_stream(secret_events, move |secret| {
+    // Metadata only: no Secret data is cached in the operator's memory.
+    controller.watches(secrets, watcher::Config::default(), move |secret| {
         let ns = secret.namespace();
+        if namespaces.len() > 1 && !ns.as_ref().is_some_and(|ns| namespaces.contains(ns)) {
+            return Vec::new();
+        }
         let name = secret.name_any();
         let mut refs: Vec<ObjectRef<K>> = secret
             .owner_references()
@@ -249,11 +311,12 @@ async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
     let uid = obj.uid().unwrap_or_default();
     let result = if obj.meta().deletion_timestamp.is_some() {
-        cleanup(&obj, &ctx).await
+        cleanup(obj.as_ref(), &ctx).await
     } else {
-        Engine::new(&obj, &ctx).apply().await
+        Engine::new(obj.as_ref(), &ctx).apply().await
     };
-    ctx.metrics.observe_reconcile(K::kind(&()).as_ref(), started.elapsed());
+    ctx.metrics
+        .observe_reconcile(K::kind(&()).as_ref(), started.elapsed());
     if result.is_ok()
         && let Ok(mut m) = ctx.backoff.lock()
     {
@@ -266,7 +329,8 @@ async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
 /// errors the user must fix retry on the slow end of the range.
 fn error_policy<K: Kind>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     let s = &ctx.settings;
-    ctx.metrics.reconcile_error(K::kind(&()).as_ref(), err.label());
+    ctx.metrics
+        .reconcile_error(K::kind(&()).as_ref(), err.label());
     let uid = obj.uid().unwrap_or_default();
     let delay = ctx
         .backoff
@@ -285,7 +349,11 @@ fn error_policy<K: Kind>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action 
                 .next()
         })
         .unwrap_or(s.backoff_max);
-    let delay = if err.is_transient() { delay } else { delay.max(s.backoff_max / 4) };
+    let delay = if err.is_transient() {
+        delay
+    } else {
+        delay.max(s.backoff_max / 4)
+    };
     let delay = err.retry_after().map_or(delay, |ra| delay.max(ra));
     tracing::warn!(kind = K::kind(&()).as_ref(), name = %obj.name_any(), namespace = ?obj.namespace(),
         reason = err.label(), error = %err, retry_in = ?delay, "reconcile failed");
@@ -333,18 +401,42 @@ impl<'a, K: Kind> Engine<'a, K> {
     /// good token) and as a Warning Event when the reason is new.
     async fn report_failure(&mut self, e: &Error) {
         let generation = self.obj.meta().generation;
-        let token_ok = self.status.token_id.is_some() && self.status.not_after.is_some_and(|t| t > self.now);
+        let token_ok =
+            self.status.token_id.is_some() && self.status.not_after.is_some_and(|t| t > self.now);
         let message = e.to_string();
-        let was = self.status.condition(status::ISSUING).map(|c| c.reason.clone());
+        let was = self
+            .status
+            .condition(status::ISSUING)
+            .map(|c| c.reason.clone());
         if !token_ok || matches!(e, Error::SecretConflict(_)) {
-            status::set(&mut self.status.conditions, status::READY, false, e.label(), &message, generation, self.now);
+            status::set(
+                &mut self.status.conditions,
+                status::READY,
+                false,
+                e.label(),
+                &message,
+                generation,
+                self.now,
+            );
         }
-        status::set(&mut self.status.conditions, status::ISSUING, false, e.label(), &message, generation, self.now);
+        status::set(
+            &mut self.status.conditions,
+            status::ISSUING,
+            false,
+            e.label(),
+            &message,
+            generation,
+            self.now,
+        );
         self.status.observed_generation = generation;
         if was.as_deref() != Some(e.label()) {
-            self.ctx.event(&self.obj.object_ref(&()), true, e.label(), message).await;
+            self.ctx
+                .event(&self.obj.object_ref(&()), true, e.label(), message)
+                .await;
         }
-        if let Err(write_err) = status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await {
+        if let Err(write_err) =
+            status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await
+        {
             tracing::debug!(error = %write_err, "could not record failure in status");
         }
         self.publish_metrics();
@@ -355,7 +447,10 @@ impl<'a, K: Kind> Engine<'a, K> {
             // The managed token may mint its successor (selfRenew) only while it is the one
             // status vouches for.
             let managed = match &view.state {
-                SecretState::Owned { token_hash: Some(h), .. } if Some(h) == self.status.token_hash.as_ref() => view.token.clone(),
+                SecretState::Owned {
+                    token_hash: Some(h),
+                    ..
+                } if Some(h) == self.status.token_hash.as_ref() => view.token.clone(),
                 _ => None,
             };
             self.issuer = Some(self.obj.issuer(self.ctx, managed).await?);
@@ -368,7 +463,15 @@ impl<'a, K: Kind> Engine<'a, K> {
         let secret_name = secret_name(self.obj);
         let template = self.obj.secret_template().clone();
         let extra = self.obj.expected_extra(&self.status);
-        let view = secret::read(&self.secrets, &secret_name, &self.uid, self.obj.token_key(), &template, &extra).await?;
+        let view = secret::read(
+            &self.secrets,
+            &secret_name,
+            &self.uid,
+            self.obj.token_key(),
+            &template,
+            &extra,
+        )
+        .await?;
 
         // Leak guard: an intent that never completed may have minted a token we do not know.
         if let Some((nonce, at)) = self.pending_intent() {
@@ -382,7 +485,9 @@ impl<'a, K: Kind> Engine<'a, K> {
 
         if let (Some(issued), Some(not_after)) = (self.status.issued_at, self.status.not_after) {
             // renewBefore may have changed since the token was issued
-            self.status.renewal_time = Some(lifecycle::renewal_time(&policy, &self.uid, issued, not_after));
+            self.status.renewal_time = Some(lifecycle::renewal_time(
+                &policy, &self.uid, issued, not_after,
+            ));
         }
         let annotations = self.obj.annotations();
         let obs = Observation {
@@ -407,12 +512,16 @@ impl<'a, K: Kind> Engine<'a, K> {
             }
             Step::Issue(reason) => self.issue(reason, &policy, &view, &secret_name).await?,
             Step::RefreshSecret => {
-                let token = view.token.clone().expect("an owned Secret with a matching hash has a token");
+                let token = view
+                    .token
+                    .clone()
+                    .expect("an owned Secret with a matching hash has a token");
                 self.write_secret(&secret_name, &token, &view).await?;
             }
             Step::Verify => {
                 if !self.verify(&view).await? {
-                    self.issue(IssueReason::RevokedUpstream, &policy, &view, &secret_name).await?;
+                    self.issue(IssueReason::RevokedUpstream, &policy, &view, &secret_name)
+                        .await?;
                 }
             }
             Step::Idle => {}
@@ -424,10 +533,29 @@ impl<'a, K: Kind> Engine<'a, K> {
         if let Some(issuer) = self.issuer.as_mut() {
             K::settle(issuer, &mut self.status).await?;
         }
-        let expires = self.status.not_after.map(|t| t.to_rfc3339()).unwrap_or_default();
-        status::set(&mut self.status.conditions, status::READY, true, "TokenValid",
-            format!("Secret {secret_name} holds a valid token until {expires}"), generation, self.now);
-        status::set(&mut self.status.conditions, status::ISSUING, false, "Idle", "no issue in progress", generation, self.now);
+        let expires = self
+            .status
+            .not_after
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        status::set(
+            &mut self.status.conditions,
+            status::READY,
+            true,
+            "TokenValid",
+            format!("Secret {secret_name} holds a valid token until {expires}"),
+            generation,
+            self.now,
+        );
+        status::set(
+            &mut self.status.conditions,
+            status::ISSUING,
+            false,
+            "Idle",
+            "no issue in progress",
+            generation,
+            self.now,
+        );
         self.status.observed_generation = generation;
         self.status.secret_name = Some(secret_name);
         status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await?;
@@ -436,7 +564,10 @@ impl<'a, K: Kind> Engine<'a, K> {
     }
 
     fn publish_metrics(&self) {
-        let ready = self.status.condition(status::READY).is_some_and(|c| c.status == "True");
+        let ready = self
+            .status
+            .condition(status::READY)
+            .is_some_and(|c| c.status == "True");
         self.ctx.metrics.set_credential(
             K::kind(&()).as_ref(),
             &self.obj.namespace().unwrap_or_default(),
@@ -450,14 +581,18 @@ impl<'a, K: Kind> Engine<'a, K> {
     /// The next due time from the status just written, capped so a missed event heals itself.
     fn next_wake(&self) -> Duration {
         let s = &self.status;
-        let verify = self.ctx.last_verified(&self.uid).map(|t| t + chrono_dur(self.ctx.settings.verify_interval));
+        let verify = self
+            .ctx
+            .last_verified(&self.uid)
+            .map(|t| t + chrono_dur(self.ctx.settings.verify_interval));
         let next = [s.renewal_time, s.not_after, verify]
             .into_iter()
             .flatten()
             .chain(s.previous_tokens.iter().map(|p| p.revoke_at))
             .min();
         let wait = next.map(|t| (t - now()).to_std().unwrap_or(Duration::from_millis(200)));
-        wait.unwrap_or(self.ctx.settings.requeue_max).clamp(Duration::from_millis(200), self.ctx.settings.requeue_max)
+        wait.unwrap_or(self.ctx.settings.requeue_max)
+            .clamp(Duration::from_millis(200), self.ctx.settings.requeue_max)
     }
 
     fn pending_intent(&self) -> Option<(String, DateTime<Utc>)> {
@@ -466,7 +601,9 @@ impl<'a, K: Kind> Engine<'a, K> {
         if self.status.resolved_intent.as_deref() == Some(nonce) {
             return None;
         }
-        let at = DateTime::parse_from_rfc3339(at).map(|t| t.with_timezone(&Utc)).unwrap_or(DateTime::UNIX_EPOCH);
+        let at = DateTime::parse_from_rfc3339(at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(DateTime::UNIX_EPOCH);
         Some((nonce.to_owned(), at))
     }
 
@@ -485,24 +622,44 @@ impl<'a, K: Kind> Engine<'a, K> {
             meta["annotations"] = serde_json::json!({ ANNOTATION_ISSUE_INTENT: intent });
         }
         self.api
-            .patch(&self.obj.name_any(), &PatchParams::default(), &Patch::Merge(serde_json::json!({ "metadata": meta })))
+            .patch(
+                &self.obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "metadata": meta })),
+            )
             .await
             .map_err(Error::kube("record issue intent"))?;
         Ok(())
     }
 
-    async fn issue(&mut self, reason: IssueReason, policy: &Policy, view: &SecretView, secret_name: &str) -> Result<()> {
+    async fn issue(
+        &mut self,
+        reason: IssueReason,
+        policy: &Policy,
+        view: &SecretView,
+        secret_name: &str,
+    ) -> Result<()> {
         let nonce = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let intent = format!("{nonce} {}", self.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let intent = format!(
+            "{nonce} {}",
+            self.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
         self.issuer(view).await?;
         self.add_finalizer(Some(&intent)).await?;
         let marker = marker(self.ctx, self.obj);
         let expires = self.now + policy.lifetime;
-        let minted = match self.issuer.as_mut().expect("issuer").issue(&marker, expires).await {
+        let minted = match self
+            .issuer
+            .as_mut()
+            .expect("issuer")
+            .issue(&marker, expires)
+            .await
+        {
             Ok(m) => m,
             Err(e) => {
                 // Refused outright: nothing was minted, so there is nothing for the guard to sweep.
-                if !matches!(&e, Error::Nuclia(n) if n.is_transient() || matches!(n, nuclia::Error::Malformed { .. })) {
+                if !matches!(&e, Error::Nuclia(n) if n.is_transient() || matches!(n, nuclia::Error::Malformed { .. }))
+                {
                     self.status.resolved_intent = Some(nonce);
                 }
                 return Err(e);
@@ -510,15 +667,34 @@ impl<'a, K: Kind> Engine<'a, K> {
         };
         if let Err(e) = self.write_secret_minted(secret_name, &minted, view).await {
             // The token never reached the Secret: take it back rather than leak it.
-            if self.issuer.as_mut().expect("issuer").revoke(&minted.id, minted.service_account_id.as_deref()).await.is_ok() {
+            if self
+                .issuer
+                .as_mut()
+                .expect("issuer")
+                .revoke(&minted.id, minted.service_account_id.as_deref())
+                .await
+                .is_ok()
+            {
                 self.status.resolved_intent = Some(nonce);
             }
             return Err(e);
         }
-        let grace_end = if reason.revoke_replaced_now() { self.now } else { self.now + policy.revoke_previous_after };
+        let grace_end = if reason.revoke_replaced_now() {
+            self.now
+        } else {
+            self.now + policy.revoke_previous_after
+        };
         if let Some(old) = self.status.token_id.take() {
-            let sa = self.status.kb.as_ref().and_then(|k| k.service_account_id.clone());
-            self.status.previous_tokens.push(PreviousToken { id: old, revoke_at: grace_end, service_account_id: sa });
+            let sa = self
+                .status
+                .kb
+                .as_ref()
+                .and_then(|k| k.service_account_id.clone());
+            self.status.previous_tokens.push(PreviousToken {
+                id: old,
+                revoke_at: grace_end,
+                service_account_id: sa,
+            });
         }
         let annotations = self.obj.annotations();
         let s = &mut self.status;
@@ -526,7 +702,12 @@ impl<'a, K: Kind> Engine<'a, K> {
         s.token_hash = Some(lifecycle::token_hash(minted.token.expose()));
         s.issued_at = Some(self.now);
         s.not_after = Some(minted.not_after);
-        s.renewal_time = Some(lifecycle::renewal_time(policy, &self.uid, self.now, minted.not_after));
+        s.renewal_time = Some(lifecycle::renewal_time(
+            policy,
+            &self.uid,
+            self.now,
+            minted.not_after,
+        ));
         s.spec_hash = Some(policy.spec_hash.clone());
         s.resolved_intent = Some(nonce);
         s.rotate_handled = annotations.get(ANNOTATION_ROTATE).cloned();
@@ -542,18 +723,42 @@ impl<'a, K: Kind> Engine<'a, K> {
             "issued token {} ({}), valid until {}",
             minted.id,
             reason.as_str(),
-            minted.not_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            minted
+                .not_after
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         tracing::info!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), token_id = %minted.id, reason = reason.as_str(), "issued");
-        let warning = matches!(reason, IssueReason::SecretRepaired | IssueReason::RevokedUpstream | IssueReason::Expired);
-        self.ctx.event(&self.obj.object_ref(&()), warning, reason_event(reason), note).await;
+        let warning = matches!(
+            reason,
+            IssueReason::SecretRepaired | IssueReason::RevokedUpstream | IssueReason::Expired
+        );
+        self.ctx
+            .event(
+                &self.obj.object_ref(&()),
+                warning,
+                reason_event(reason),
+                note,
+            )
+            .await;
         Ok(())
     }
 
-    async fn write_secret_minted(&mut self, name: &str, minted: &Minted, view: &SecretView) -> Result<()> {
-        let extra = self.issuer.as_ref().map(|i| i.secret_extra_data()).unwrap_or_default();
+    async fn write_secret_minted(
+        &mut self,
+        name: &str,
+        minted: &Minted,
+        view: &SecretView,
+    ) -> Result<()> {
+        let extra = self
+            .issuer
+            .as_ref()
+            .map(|i| i.secret_extra_data())
+            .unwrap_or_default();
         let mut data: BTreeMap<String, String> = extra.into_iter().collect();
-        data.insert(self.obj.token_key().to_owned(), minted.token.expose().to_owned());
+        data.insert(
+            self.obj.token_key().to_owned(),
+            minted.token.expose().to_owned(),
+        );
         let template = self.obj.secret_template().clone();
         let desired = secret::Desired {
             name,
@@ -563,38 +768,68 @@ impl<'a, K: Kind> Engine<'a, K> {
             token_id: &minted.id,
             not_after: minted.not_after,
         };
-        secret::write(&self.secrets, &desired, view.exists && view.state != SecretState::Missing).await
+        secret::write(
+            &self.secrets,
+            &desired,
+            view.exists && view.state != SecretState::Missing,
+        )
+        .await
     }
 
     /// Rewrites the Secret's metadata and extra data around the token it already holds.
-    async fn write_secret(&mut self, name: &str, token: &ApiToken, view: &SecretView) -> Result<()> {
-        let (Some(id), Some(not_after)) = (self.status.token_id.clone(), self.status.not_after) else {
+    async fn write_secret(
+        &mut self,
+        name: &str,
+        token: &ApiToken,
+        view: &SecretView,
+    ) -> Result<()> {
+        let (Some(id), Some(not_after)) = (self.status.token_id.clone(), self.status.not_after)
+        else {
             return Ok(());
         };
         let extra = self.obj.expected_extra(&self.status);
         let mut data: BTreeMap<String, String> = extra.into_iter().collect();
         data.insert(self.obj.token_key().to_owned(), token.expose().to_owned());
         let template = self.obj.secret_template().clone();
-        let desired = secret::Desired { name, template: &template, owner: owner_ref(self.obj), data, token_id: &id, not_after };
+        let desired = secret::Desired {
+            name,
+            template: &template,
+            owner: owner_ref(self.obj),
+            data,
+            token_id: &id,
+            not_after,
+        };
         secret::write(&self.secrets, &desired, view.exists).await
     }
 
     /// Whether the current token still exists upstream, from the list shared by every resource
     /// that uses the same credential; also sweeps marked tokens of resources that are gone.
     async fn verify(&mut self, view: &SecretView) -> Result<bool> {
-        let max_age = self.ctx.settings.verify_interval;
+        let ctx = self.ctx;
         let issuer = self.issuer(view).await?;
-        let (fetched_at, live) = self.ctx.live.get(issuer, max_age).await?;
-        let Some(id) = self.status.token_id.clone() else { return Ok(true) };
+        let (fetched_at, live) = ctx.live.get(issuer, ctx.settings.verify_interval).await?;
+        let Some(id) = self.status.token_id.clone() else {
+            return Ok(true);
+        };
         // A list older than the token cannot vouch against it.
-        let alive = live.iter().any(|t| t.id == id) || self.status.issued_at.is_some_and(|t| t >= fetched_at);
+        let alive = live.iter().any(|t| t.id == id)
+            || self.status.issued_at.is_some_and(|t| t >= fetched_at);
         if alive {
             self.ctx.mark_verified(&self.uid, self.now);
             self.sweep_orphans(&live).await;
         } else {
-            self.ctx.live.invalidate(self.issuer.as_ref().expect("issuer")).await;
-            self.ctx.event(&self.obj.object_ref(&()), true, "RevokedUpstream",
-                format!("token {id} no longer exists at Nuclia; issuing a new one")).await;
+            self.ctx
+                .live
+                .invalidate(self.issuer.as_ref().expect("issuer"))
+                .await;
+            self.ctx
+                .event(
+                    &self.obj.object_ref(&()),
+                    true,
+                    "RevokedUpstream",
+                    format!("token {id} no longer exists at Nuclia; issuing a new one"),
+                )
+                .await;
         }
         Ok(alive)
     }
@@ -604,18 +839,30 @@ impl<'a, K: Kind> Engine<'a, K> {
         if !self.ctx.settings.sees_everything() {
             return;
         }
-        let Some(known) = self.ctx.known_uids() else { return };
+        let Some(known) = self.ctx.known_uids() else {
+            return;
+        };
         let cluster = &self.ctx.settings.cluster_id;
         let orphans: Vec<_> = live
             .iter()
-            .filter(|t| t.marker.as_ref().is_some_and(|m| &m.cluster == cluster && !known.contains(&m.uid)))
+            .filter(|t| {
+                t.marker
+                    .as_ref()
+                    .is_some_and(|m| &m.cluster == cluster && !known.contains(&m.uid))
+            })
             .cloned()
             .collect();
-        let Some(issuer) = self.issuer.as_mut() else { return };
+        let Some(issuer) = self.issuer.as_mut() else {
+            return;
+        };
         for t in orphans {
             match issuer.revoke(&t.id, t.service_account_id.as_deref()).await {
-                Ok(()) => tracing::info!(token_id = %t.id, "revoked a token of a resource that no longer exists"),
-                Err(e) => tracing::warn!(token_id = %t.id, error = %e, "could not revoke an orphaned token"),
+                Ok(()) => {
+                    tracing::info!(token_id = %t.id, "revoked a token of a resource that no longer exists")
+                }
+                Err(e) => {
+                    tracing::warn!(token_id = %t.id, error = %e, "could not revoke an orphaned token")
+                }
             }
         }
     }
@@ -625,8 +872,16 @@ impl<'a, K: Kind> Engine<'a, K> {
     async fn sweep_interrupted(&mut self, view: &SecretView, policy: &Policy) -> Result<()> {
         let marker = marker(self.ctx, self.obj);
         let live = self.issuer(view).await?.list_live().await?;
-        let mine: Vec<_> = live.into_iter().filter(|t| t.marker.as_ref() == Some(&marker)).collect();
-        let mut referenced: HashSet<String> = self.status.previous_tokens.iter().map(|p| p.id.clone()).collect();
+        let mine: Vec<_> = live
+            .into_iter()
+            .filter(|t| t.marker.as_ref() == Some(&marker))
+            .collect();
+        let mut referenced: HashSet<String> = self
+            .status
+            .previous_tokens
+            .iter()
+            .map(|p| p.id.clone())
+            .collect();
         referenced.extend(self.status.token_id.clone());
         if let (Some(id), Some(token)) = (&view.token_id, &view.token)
             && !referenced.contains(id)
@@ -634,7 +889,11 @@ impl<'a, K: Kind> Engine<'a, K> {
         {
             let not_after = found.expires.unwrap_or(self.now + policy.lifetime);
             if let Some(old) = self.status.token_id.take() {
-                let sa = self.status.kb.as_ref().and_then(|k| k.service_account_id.clone());
+                let sa = self
+                    .status
+                    .kb
+                    .as_ref()
+                    .and_then(|k| k.service_account_id.clone());
                 self.status.previous_tokens.push(PreviousToken {
                     id: old,
                     revoke_at: self.now + policy.revoke_previous_after,
@@ -646,17 +905,24 @@ impl<'a, K: Kind> Engine<'a, K> {
             s.token_hash = Some(lifecycle::token_hash(token.expose()));
             s.issued_at = Some(self.now);
             s.not_after = Some(not_after);
-            s.renewal_time = Some(lifecycle::renewal_time(policy, &self.uid, self.now, not_after));
+            s.renewal_time = Some(lifecycle::renewal_time(
+                policy, &self.uid, self.now, not_after,
+            ));
             s.spec_hash = Some(policy.spec_hash.clone());
             if let Some(kb) = s.kb.as_mut() {
-                kb.service_account_id = found.service_account_id.clone().or(kb.service_account_id.take());
+                kb.service_account_id = found
+                    .service_account_id
+                    .clone()
+                    .or(kb.service_account_id.take());
             }
             referenced.insert(id.clone());
             tracing::info!(token_id = %id, "adopted the token an interrupted issue left in the Secret");
         }
         let issuer = self.issuer.as_mut().expect("issuer");
         for t in mine.iter().filter(|t| !referenced.contains(&t.id)) {
-            issuer.revoke(&t.id, t.service_account_id.as_deref()).await?;
+            issuer
+                .revoke(&t.id, t.service_account_id.as_deref())
+                .await?;
             tracing::info!(token_id = %t.id, "revoked a token an interrupted issue left behind");
         }
         Ok(())
@@ -664,13 +930,23 @@ impl<'a, K: Kind> Engine<'a, K> {
 
     /// Revokes replaced tokens whose grace period is over.
     async fn revoke_due(&mut self, view: &SecretView) -> Result<()> {
-        let due: Vec<PreviousToken> = self.status.previous_tokens.iter().filter(|p| p.revoke_at <= self.now).cloned().collect();
+        let due: Vec<PreviousToken> = self
+            .status
+            .previous_tokens
+            .iter()
+            .filter(|p| p.revoke_at <= self.now)
+            .cloned()
+            .collect();
         if due.is_empty() {
             return Ok(());
         }
         self.issuer(view).await?;
         for p in due {
-            self.issuer.as_mut().expect("issuer").revoke(&p.id, p.service_account_id.as_deref()).await?;
+            self.issuer
+                .as_mut()
+                .expect("issuer")
+                .revoke(&p.id, p.service_account_id.as_deref())
+                .await?;
             self.status.previous_tokens.retain(|q| q.id != p.id);
             tracing::info!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), token_id = %p.id, "revoked previous token");
         }
@@ -693,7 +969,10 @@ trait FinalizerCheck {
 
 impl FinalizerCheck for CredentialStatus {
     fn finalizer_missing<K: Resource>(&self, obj: &K) -> bool {
-        !obj.meta().finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+        !obj.meta()
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
     }
 }
 
@@ -709,16 +988,24 @@ async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     let status = obj.cr_status().cloned().unwrap_or_default();
     let uid = obj.uid().unwrap_or_default();
     let revoke = obj.deletion_policy() == DeletionPolicy::Revoke;
-    let minted_anything = status.token_id.is_some() || !status.previous_tokens.is_empty()
-        || obj.annotations().contains_key(ANNOTATION_ISSUE_INTENT) || status.kb.is_some();
+    let minted_anything = status.token_id.is_some()
+        || !status.previous_tokens.is_empty()
+        || obj.annotations().contains_key(ANNOTATION_ISSUE_INTENT)
+        || status.kb.is_some();
     if revoke && minted_anything {
         let result: Result<()> = async {
             let managed = None;
             let mut issuer = obj.issuer(ctx, managed).await?;
             let marker = marker(ctx, obj);
-            let sa = status.kb.as_ref().and_then(|k| k.service_account_id.clone());
-            let mut ids: Vec<(String, Option<String>)> =
-                status.previous_tokens.iter().map(|p| (p.id.clone(), p.service_account_id.clone())).collect();
+            let sa = status
+                .kb
+                .as_ref()
+                .and_then(|k| k.service_account_id.clone());
+            let mut ids: Vec<(String, Option<String>)> = status
+                .previous_tokens
+                .iter()
+                .map(|p| (p.id.clone(), p.service_account_id.clone()))
+                .collect();
             ids.extend(status.token_id.clone().map(|id| (id, sa)));
             // and whatever an interrupted issue may have minted
             for t in issuer.list_live().await? {
@@ -736,20 +1023,34 @@ async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
             let note = format!(
                 "cannot revoke the tokens before deletion: {e}; fix the credentials, or set spec.deletionPolicy: Orphan to delete without revoking"
             );
-            ctx.event(&obj.object_ref(&()), true, "RevokeFailed", note).await;
+            ctx.event(&obj.object_ref(&()), true, "RevokeFailed", note)
+                .await;
             return Err(e);
         }
     }
     secret::delete_owned(&secrets, &secret_name(obj), &uid).await?;
-    let finalizers: Vec<String> = obj.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let finalizers: Vec<String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
     let patch = serde_json::json!({ "metadata": { "resourceVersion": obj.resource_version(), "finalizers": finalizers } });
-    match api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
         Ok(_) => {}
         Err(e) if Error::is_not_found(&e) => {}
         Err(e) => return Err(Error::kube("remove finalizer")(e)),
     }
     ctx.forget(&uid);
-    ctx.metrics.forget_credential(K::kind(&()).as_ref(), &ns, &obj.name_any());
+    ctx.metrics
+        .forget_credential(K::kind(&()).as_ref(), &ns, &obj.name_any());
     tracing::info!(kind = K::kind(&()).as_ref(), name = %obj.name_any(), revoked = revoke, "cleaned up");
     Ok(Action::await_change())
 }

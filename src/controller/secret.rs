@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 use crate::crd::{
-    ANNOTATION_NOT_AFTER, ANNOTATION_TOKEN_ID, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME,
-    MANAGED_BY, SecretTemplate,
+    ANNOTATION_NOT_AFTER, ANNOTATION_TOKEN_ID, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_OWNER_KIND,
+    LABEL_OWNER_NAME, MANAGED_BY, SecretTemplate,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::{SecretState, token_hash};
@@ -43,7 +43,10 @@ fn owned_by(secret: &Secret, uid: &str) -> bool {
         .metadata
         .owner_references
         .as_ref()
-        .is_some_and(|refs| refs.iter().any(|r| r.uid == uid && r.controller == Some(true)))
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        })
 }
 
 /// Reads the Secret. `expected` is the non-token data and metadata the spec asks for, to tell
@@ -57,21 +60,45 @@ pub async fn read(
     extra: &[(String, String)],
 ) -> Result<SecretView> {
     let Some(secret) = api.get_opt(name).await.map_err(Error::kube("get Secret"))? else {
-        return Ok(SecretView { state: SecretState::Missing, token: None, token_id: None, exists: false });
+        return Ok(SecretView {
+            state: SecretState::Missing,
+            token: None,
+            token_id: None,
+            exists: false,
+        });
     };
     if !owned_by(&secret, owner_uid) {
-        return Ok(SecretView { state: SecretState::Foreign, token: None, token_id: None, exists: true });
+        return Ok(SecretView {
+            state: SecretState::Foreign,
+            token: None,
+            token_id: None,
+            exists: true,
+        });
     }
     let data = secret.data.clone().unwrap_or_default();
-    let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
     let token = text(token_key).filter(|t| !t.is_empty());
     let labels = secret.metadata.labels.clone().unwrap_or_default();
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
-    let up_to_date = template.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-        && template.annotations.iter().all(|(k, v)| annotations.get(k) == Some(v))
-        && extra.iter().all(|(k, v)| text(k).as_deref() == Some(v.as_str()));
+    let up_to_date = template
+        .labels
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && template
+            .annotations
+            .iter()
+            .all(|(k, v)| annotations.get(k) == Some(v))
+        && extra
+            .iter()
+            .all(|(k, v)| text(k).as_deref() == Some(v.as_str()));
     Ok(SecretView {
-        state: SecretState::Owned { token_hash: token.as_deref().map(token_hash), up_to_date },
+        state: SecretState::Owned {
+            token_hash: token.as_deref().map(token_hash),
+            up_to_date,
+        },
         token: token.map(ApiToken::new),
         token_id: annotations.get(ANNOTATION_TOKEN_ID).cloned(),
         exists: true,
@@ -82,10 +109,17 @@ fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
     let mut labels = d.template.labels.clone();
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
     labels.insert(LABEL_OWNER_KIND.into(), owner_kind.into());
-    labels.insert(LABEL_OWNER_NAME.into(), d.owner.name.chars().take(63).collect());
+    labels.insert(
+        LABEL_OWNER_NAME.into(),
+        d.owner.name.chars().take(63).collect(),
+    );
     let mut annotations = d.template.annotations.clone();
     annotations.insert(ANNOTATION_TOKEN_ID.into(), d.token_id.into());
-    annotations.insert(ANNOTATION_NOT_AFTER.into(), d.not_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    annotations.insert(
+        ANNOTATION_NOT_AFTER.into(),
+        d.not_after
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
     Secret {
         metadata: ObjectMeta {
             name: Some(d.name.into()),
@@ -95,7 +129,12 @@ fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
             ..Default::default()
         },
         type_: Some("Opaque".into()),
-        data: Some(d.data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))).collect()),
+        data: Some(
+            d.data
+                .iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -105,11 +144,25 @@ fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
 pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<()> {
     let mut secret = build(d, &d.owner.kind);
     if !exists {
-        return match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await {
+        return match api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &secret,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) if Error::is_conflict(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) => Err(Error::SecretConflict(
-                format!("Secret {:?} was created by someone else; choose another spec.secret.name or delete that Secret", d.name),
-            )),
+            Err(e)
+                if Error::is_conflict(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) =>
+            {
+                Err(Error::SecretConflict(format!(
+                    "Secret {:?} was created by someone else; choose another spec.secret.name or delete that Secret",
+                    d.name
+                )))
+            }
             Err(e) => Err(Error::kube("create Secret")(e)),
         };
     }
@@ -117,20 +170,26 @@ pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<(
     let mut value = serde_json::to_value(&secret).map_err(|e| Error::InvalidSpec(e.to_string()))?;
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
-    api.patch(d.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
-        .await
-        .map_err(Error::kube("apply Secret"))?;
+    api.patch(
+        d.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(Error::kube("apply Secret"))?;
     Ok(())
 }
 
 /// Deletes the Secret if this resource owns it.
 pub async fn delete_owned(api: &Api<Secret>, name: &str, owner_uid: &str) -> Result<()> {
     match api.get_opt(name).await.map_err(Error::kube("get Secret"))? {
-        Some(s) if owned_by(&s, owner_uid) => match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(e) if Error::is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::kube("delete Secret")(e)),
-        },
+        Some(s) if owned_by(&s, owner_uid) => {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(e) if Error::is_not_found(&e) => Ok(()),
+                Err(e) => Err(Error::kube("delete Secret")(e)),
+            }
+        }
         _ => Ok(()),
     }
 }

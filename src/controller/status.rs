@@ -47,7 +47,12 @@ pub fn set(
 }
 
 /// Writes `status` if it differs from what the object has.
-pub async fn write<K>(api: &Api<K>, obj: &K, current: Option<&CredentialStatus>, status: &CredentialStatus) -> Result<()>
+pub async fn write<K>(
+    api: &Api<K>,
+    obj: &K,
+    current: Option<&CredentialStatus>,
+    status: &CredentialStatus,
+) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
@@ -59,8 +64,12 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::kube("patch status"))?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube("patch status"))?;
     Ok(())
 }

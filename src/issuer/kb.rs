@@ -67,17 +67,29 @@ impl KbIssuer {
             && state.zone.as_deref() == Some(location.zone.as_str());
         if !same_kb {
             // A different KB: forget the old location; its keys are still in previousTokens.
-            let retired = state.service_account_id.take().filter(|_| state.service_account_owned);
-            state = KbLocationStatus { retired_service_accounts: state.retired_service_accounts, ..Default::default() };
+            let retired = state
+                .service_account_id
+                .take()
+                .filter(|_| state.service_account_owned);
+            state = KbLocationStatus {
+                retired_service_accounts: state.retired_service_accounts,
+                ..Default::default()
+            };
             state.retired_service_accounts.extend(retired);
         }
         let cache_key = (credential.fingerprint(), location.kb_id.clone());
-        let account_id = match state.account_id.clone().filter(|_| same_kb && spec.account.is_none()) {
+        let account_id = match state
+            .account_id
+            .clone()
+            .filter(|_| same_kb && spec.account.is_none())
+        {
             Some(id) => id,
             None => match accounts.get(&cache_key) {
                 Some(id) => id,
                 None => {
-                    let id = resolve_account(&client, &credential, spec.account.as_deref(), &location).await?;
+                    let id =
+                        resolve_account(&client, &credential, spec.account.as_deref(), &location)
+                            .await?;
                     accounts.put(cache_key, id.clone());
                     id
                 }
@@ -99,9 +111,13 @@ impl KbIssuer {
         })
     }
 
-    async fn service_accounts(&self) -> std::result::Result<Vec<nuclia::ServiceAccount>, nuclia::Error> {
+    async fn service_accounts(
+        &self,
+    ) -> std::result::Result<Vec<nuclia::ServiceAccount>, nuclia::Error> {
         let l = &self.location;
-        self.client.service_accounts(&self.credential, &l.zone, &self.account_id, &l.kb_id).await
+        self.client
+            .service_accounts(&self.credential, &l.zone, &self.account_id, &l.kb_id)
+            .await
     }
 
     /// The service account to mint in: the adopted one, the owned one of the right role, one
@@ -119,9 +135,11 @@ impl KbIssuer {
             self.state.role = None;
             return Ok(id.clone());
         }
-        if let (Some(id), true, Some(role)) =
-            (&self.state.service_account_id, self.state.service_account_owned, self.state.role)
-            && role == self.role
+        if let (Some(id), true, Some(role)) = (
+            &self.state.service_account_id,
+            self.state.service_account_owned,
+            self.state.role,
+        ) && role == self.role
         {
             return Ok(id.clone());
         }
@@ -142,7 +160,14 @@ impl KbIssuer {
             None => {
                 let title = marker.label(&self.title);
                 self.client
-                    .create_service_account(&self.credential, &l.zone, &self.account_id, &l.kb_id, &title, nuclia_role(self.role))
+                    .create_service_account(
+                        &self.credential,
+                        &l.zone,
+                        &self.account_id,
+                        &l.kb_id,
+                        &title,
+                        nuclia_role(self.role),
+                    )
                     .await?
             }
         };
@@ -154,14 +179,21 @@ impl KbIssuer {
 
     async fn delete_service_account(&self, id: &str) -> Result<()> {
         let l = &self.location;
-        gone_is_ok(self.client.delete_service_account(&self.credential, &l.zone, &self.account_id, &l.kb_id, id).await)
+        gone_is_ok(
+            self.client
+                .delete_service_account(&self.credential, &l.zone, &self.account_id, &l.kb_id, id)
+                .await,
+        )
     }
 
     /// Deletes retired service accounts that no longer hold a key the resource still needs.
     pub async fn retire_unused(&mut self, still_needed: &[Option<String>]) -> Result<()> {
         let retired = std::mem::take(&mut self.state.retired_service_accounts);
         for id in retired {
-            if still_needed.iter().any(|n| n.as_deref() == Some(id.as_str())) {
+            if still_needed
+                .iter()
+                .any(|n| n.as_deref() == Some(id.as_str()))
+            {
                 self.state.retired_service_accounts.push(id);
             } else {
                 self.delete_service_account(&id).await?;
@@ -179,7 +211,9 @@ async fn resolve_account(
 ) -> Result<String> {
     if matches!(credential, Credential::NuaKey(_)) {
         // A NUA key belongs to exactly one account, which the authorizer names.
-        let info = client.authorizer_info(credential, &location.regional).await?;
+        let info = client
+            .authorizer_info(credential, &location.regional)
+            .await?;
         if let Some(id) = info.user.account_id {
             return Ok(id);
         }
@@ -198,7 +232,9 @@ async fn resolve_account(
     }
     for account in &accounts {
         match client.kbs(credential, &location.zone, &account.id).await {
-            Ok(kbs) if kbs.iter().any(|kb| kb.id == location.kb_id) => return Ok(account.id.clone()),
+            Ok(kbs) if kbs.iter().any(|kb| kb.id == location.kb_id) => {
+                return Ok(account.id.clone());
+            }
             Ok(_) | Err(nuclia::Error::Forbidden { .. } | nuclia::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -216,9 +252,21 @@ impl Issuer for KbIssuer {
         let l = &self.location;
         let created = self
             .client
-            .create_service_account_key(&self.credential, &l.zone, &self.account_id, &l.kb_id, &sa, expires)
+            .create_service_account_key(
+                &self.credential,
+                &l.zone,
+                &self.account_id,
+                &l.kb_id,
+                &sa,
+                expires,
+            )
             .await?;
-        Ok(Minted { id: created.id, token: created.token, not_after: expires, service_account_id: Some(sa) })
+        Ok(Minted {
+            id: created.id,
+            token: created.token,
+            not_after: expires,
+            service_account_id: Some(sa),
+        })
     }
 
     async fn revoke(&mut self, id: &str, service_account_id: Option<&str>) -> Result<()> {
@@ -228,7 +276,14 @@ impl Issuer for KbIssuer {
         let l = &self.location;
         gone_is_ok(
             self.client
-                .delete_service_account_key(&self.credential, &l.zone, &self.account_id, &l.kb_id, sa, id)
+                .delete_service_account_key(
+                    &self.credential,
+                    &l.zone,
+                    &self.account_id,
+                    &l.kb_id,
+                    sa,
+                    id,
+                )
                 .await,
         )
     }
@@ -253,7 +308,12 @@ impl Issuer for KbIssuer {
     }
 
     fn scope_key(&self) -> String {
-        format!("kb:{}:{}:{}", self.credential.fingerprint(), self.location.zone, self.location.kb_id)
+        format!(
+            "kb:{}:{}:{}",
+            self.credential.fingerprint(),
+            self.location.zone,
+            self.location.kb_id
+        )
     }
 
     fn secret_extra_data(&self) -> Vec<(String, String)> {

@@ -42,8 +42,10 @@ impl Marker {
         let start = text.rfind(Self::OPEN)?;
         let inner = text[start + Self::OPEN.len()..].strip_suffix(']')?;
         let (cluster, uid) = inner.rsplit_once(':')?;
-        (!cluster.is_empty() && !uid.is_empty())
-            .then(|| Marker { cluster: cluster.into(), uid: uid.into() })
+        (!cluster.is_empty() && !uid.is_empty()).then(|| Marker {
+            cluster: cluster.into(),
+            uid: uid.into(),
+        })
     }
 }
 
@@ -69,9 +71,17 @@ pub struct LiveToken {
 /// Issue, revoke and list one kind of credential at Nuclia, for one resource.
 pub trait Issuer: Send {
     /// Mints a credential that expires at `expires` and carries `marker`.
-    fn issue(&mut self, marker: &Marker, expires: DateTime<Utc>) -> impl Future<Output = Result<Minted>> + Send;
+    fn issue(
+        &mut self,
+        marker: &Marker,
+        expires: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Minted>> + Send;
     /// Revokes one credential; one that is already gone counts as revoked.
-    fn revoke(&mut self, id: &str, service_account_id: Option<&str>) -> impl Future<Output = Result<()>> + Send;
+    fn revoke(
+        &mut self,
+        id: &str,
+        service_account_id: Option<&str>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Every credential this issuer's account credential can see in its scope, marked or not.
     fn list_live(&mut self) -> impl Future<Output = Result<Vec<LiveToken>>> + Send;
     /// Key under which [`Issuer::list_live`] results are shared: the account credential's
@@ -81,7 +91,8 @@ pub trait Issuer: Send {
     fn secret_extra_data(&self) -> Vec<(String, String)>;
     /// Releases what the issuer owns besides tokens (the KB kind's service accounts) once the
     /// resource goes; `revoke` says whether upstream credentials are to be removed.
-    fn cleanup(&mut self, marker: &Marker, revoke: bool) -> impl Future<Output = Result<()>> + Send;
+    fn cleanup(&mut self, marker: &Marker, revoke: bool)
+    -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Reads a credential from a Secret in the resource's own namespace. The error says what to fix
@@ -97,7 +108,11 @@ pub async fn read_credential(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<
                 r.name, r.key
             ))
         })?;
-    let bytes = secret.data.as_ref().and_then(|d| d.get(&r.key)).map(|b| b.0.as_slice());
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.as_slice());
     let Some(bytes) = bytes else {
         return Err(Error::CredentialsMissing(format!(
             "credentials Secret {:?} has no key {:?}; put the Nuclia token there or fix spec.auth.secretRef.key",
@@ -134,10 +149,25 @@ mod tests {
 
     #[test]
     fn markers_round_trip_and_ignore_foreign_text() {
-        let m = Marker { cluster: "c1".into(), uid: "0f6a-11".into() };
+        let m = Marker {
+            cluster: "c1".into(),
+            uid: "0f6a-11".into(),
+        };
         assert_eq!(Marker::find(&m.label("CI pipeline")), Some(m.clone()));
-        assert_eq!(Marker::find("a [nto:c:1] then [nto:c2:u2]"), Some(Marker { cluster: "c2".into(), uid: "u2".into() }));
-        for foreign in ["CI pipeline", "[nto:]", "x [nto:c1:]", "x [nto:c1:u1] trailing", "[nto:nouid]"] {
+        assert_eq!(
+            Marker::find("a [nto:c:1] then [nto:c2:u2]"),
+            Some(Marker {
+                cluster: "c2".into(),
+                uid: "u2".into()
+            })
+        );
+        for foreign in [
+            "CI pipeline",
+            "[nto:]",
+            "x [nto:c1:]",
+            "x [nto:c1:u1] trailing",
+            "[nto:nouid]",
+        ] {
             assert_eq!(Marker::find(foreign), None, "{foreign}");
         }
     }

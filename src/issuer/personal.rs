@@ -16,7 +16,11 @@ pub struct PersonalIssuer {
 
 impl PersonalIssuer {
     pub fn new(client: Client, description: String, credentials: Vec<Credential>) -> Self {
-        Self { client, description, credentials }
+        Self {
+            client,
+            description,
+            credentials,
+        }
     }
 
     /// Runs `op` with each credential in turn until one is not refused.
@@ -28,11 +32,14 @@ impl PersonalIssuer {
         let mut last = None;
         for c in &self.credentials {
             match op(c.clone()).await {
-                Err(e @ (nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })) => last = Some(e),
+                Err(e @ (nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })) => {
+                    last = Some(e)
+                }
                 other => return other,
             }
         }
-        Err(last.unwrap_or_else(|| nuclia::Error::Config("no credential to call Nuclia with".into())))
+        Err(last
+            .unwrap_or_else(|| nuclia::Error::Config("no credential to call Nuclia with".into())))
     }
 }
 
@@ -43,7 +50,11 @@ impl Issuer for PersonalIssuer {
         let created = self
             .with_credentials(|c| {
                 let (client, description) = (client.clone(), description.clone());
-                async move { client.create_personal_token(&c, &description, expires).await }
+                async move {
+                    client
+                        .create_personal_token(&c, &description, expires)
+                        .await
+                }
             })
             .await?;
         Ok(Minted {
@@ -85,7 +96,11 @@ impl Issuer for PersonalIssuer {
     }
 
     fn scope_key(&self) -> String {
-        let fp = self.credentials.first().map(|c| c.fingerprint()).unwrap_or_default();
+        let fp = self
+            .credentials
+            .first()
+            .map(|c| c.fingerprint())
+            .unwrap_or_default();
         format!("pat:{fp}")
     }
 

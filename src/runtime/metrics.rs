@@ -285,3 +285,10 @@ mod tests {
         assert!(text.contains(r#"name="search""#));
     }
 }
+
+/// The Nuclia client reports every request here.
+impl crate::nuclia::ApiObserver for Metrics {
+    fn observe(&self, op: &'static str, outcome: &str, elapsed: Duration) {
+        self.observe_api(op, outcome, elapsed);
+    }
+}

@@ -130,7 +130,6 @@ start() {
     --listen-client-urls "http://127.0.0.1:$ep" --advertise-client-urls "http://127.0.0.1:$ep" \
     --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
     --initial-cluster "local=http://127.0.0.1:$pp" --quota-backend-bytes $((1024 * 1024 * 1024)) \
-    --unsafe-no-fsync \
     >"$D/logs/etcd.log" 2>&1 </dev/null &
   echo $! > "$D/etcd.pid"
   wait_for etcd 30 curl -fsS --max-time 2 "http://127.0.0.1:$ep/health" || { tail -20 "$D/logs/etcd.log" >&2; return 1; }
