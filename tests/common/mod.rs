@@ -15,6 +15,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt};
 use nuclia_token_operator::crd::{FIELD_MANAGER, NucliaKbApiKey, NucliaPersonalToken};
 
+pub mod operator;
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -1,0 +1,208 @@
+//! One test's world: a namespace on the real control plane, a `nuclia-fake` over loopback HTTP,
+//! and the operator as a real process watching only that namespace, its log kept in a file.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use nuclia_token_operator::crd::CredentialStatus;
+use nuclia_token_operator::fake::{self, FakeConfig, FakeHandle};
+
+pub struct World {
+    pub client: Client,
+    pub ns: String,
+    pub fake: FakeHandle,
+    pub http: reqwest::Client,
+    pub operator: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl World {
+    /// A fresh namespace and fake, CRDs installed; the operator is started with [`World::start_operator`].
+    pub async fn new(prefix: &str) -> World {
+        nuclia_token_operator::runtime::install_crypto();
+        let client = super::client().await;
+        super::install_crds(&client).await;
+        let ns = super::namespace(&client, prefix).await;
+        let fake = fake::spawn(FakeConfig::default()).await.expect("start nuclia-fake");
+        let log = std::env::temp_dir().join(format!("nto-operator-{ns}.log"));
+        World { client, ns, fake, http: reqwest::Client::new(), operator: None, log }
+    }
+
+    pub fn start_operator(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let url = &self.fake.url;
+        let zone = &self.fake.bootstrap.zone;
+        let child = Command::new(env!("CARGO_BIN_EXE_nuclia-token-operator"))
+            .env("KUBECONFIG", &super::cluster().kubeconfig)
+            .env("RUST_LOG", "info,nuclia_token_operator=debug")
+            .args(["--nuclia-global-url", url])
+            .args(["--nuclia-zone-origin", &format!("{zone}={url}")])
+            .args(["--watch-namespaces", &self.ns, "--metrics-addr", "127.0.0.1:0", "--cluster-id", "test-cluster"])
+            .args(["--verify-interval", "3s", "--backoff-base", "1s", "--backoff-max", "5s", "--nuclia-timeout", "5s"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the operator");
+        self.operator = Some(child);
+    }
+
+    pub fn kill_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn create_secret(&self, name: &str, key: &str, value: &str) {
+        let s: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {key: value}
+        }))
+        .unwrap();
+        self.secrets().create(&PostParams::default(), &s).await.expect("create Secret");
+    }
+
+    /// The value of `key` in Secret `name`, if any.
+    pub async fn secret_value(&self, name: &str, key: &str) -> Option<String> {
+        let s = self.secrets().get_opt(name).await.ok()??;
+        let b = s.data?.get(key)?.0.clone();
+        String::from_utf8(b).ok()
+    }
+
+    pub fn kubectl_apply(&self, yaml: &str) {
+        let out = super::kubectl(&["apply", "-n", &self.ns, "-f", "-"], Some(yaml));
+        assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn kubectl(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        let out = super::kubectl(&all, None);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// GET on the fake's admin API.
+    pub async fn admin(&self, path: &str) -> serde_json::Value {
+        self.http.get(format!("{}/_fake/{path}", self.fake.url)).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn admin_post(&self, path: &str, body: serde_json::Value) {
+        let r = self.http.post(format!("{}/_fake/{path}", self.fake.url)).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "admin {path}: {}", r.status());
+    }
+
+    /// Ids of live credentials at the fake whose description or title carries `uid`'s marker.
+    pub async fn live_marked(&self, uid: &str) -> Vec<String> {
+        let creds = self.admin("credentials").await;
+        let mut ids: Vec<String> = creds
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["description_or_title"].as_str().is_some_and(|d| d.contains(uid)) || owner_marked(c, uid))
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Whether a PAT is accepted by the fake.
+    pub async fn pat_works(&self, token: &str) -> bool {
+        let r = self.http.get(format!("{}/api/v1/user/welcome", self.fake.url)).bearer_auth(token).send().await;
+        r.is_ok_and(|r| r.status().is_success())
+    }
+
+    /// Whether a KB key works against `GET {kbUrl}`, as a consumer of the Secret would use it.
+    pub async fn kb_key_works(&self, kb_url: &str, token: &str) -> bool {
+        let r = self.http.get(kb_url).header("X-NUCLIA-SERVICEACCOUNT", format!("Bearer {token}")).send().await;
+        r.is_ok_and(|r| r.status().is_success())
+    }
+
+    /// The operator's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asserts that no value the fake ever minted (nor its bootstrap credentials) is in the log.
+    pub async fn assert_log_has_no_tokens(&self) {
+        let minted = self.admin("minted").await;
+        let log = self.log_text();
+        let mut values: Vec<String> =
+            minted.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+        let b = &self.fake.bootstrap;
+        values.extend([b.user_token.clone(), b.pat.clone(), b.nua_key.clone()]);
+        let leaked = values.iter().filter(|v| v.len() >= 8 && log.contains(v.as_str())).count();
+        assert_eq!(leaked, 0, "{leaked} token value(s) found in the operator log {}", self.log.display());
+        assert!(!log.contains("panicked"), "the operator panicked; see {}", self.log.display());
+    }
+}
+
+fn owner_marked(c: &serde_json::Value, uid: &str) -> bool {
+    // SA keys carry their service account's title as owner description in some fakes.
+    c["owner"].as_str().is_some_and(|o| o.contains(uid))
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill_operator();
+    }
+}
+
+/// Polls the resource's status until `check` accepts it.
+pub async fn wait_status<K, F>(api: &Api<K>, name: &str, within: Duration, what: &str, check: F) -> CredentialStatus
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + HasStatus,
+    F: Fn(&CredentialStatus) -> bool,
+{
+    let found = super::poll(within, || async {
+        let obj = api.get_opt(name).await.ok()??;
+        let status = obj.status_ref()?.clone();
+        check(&status).then_some(status)
+    })
+    .await;
+    match found {
+        Some(s) => s,
+        None => {
+            let last = api.get_opt(name).await.ok().flatten().and_then(|o| o.status_ref().cloned());
+            panic!("{name}: timed out waiting for {what}; last status: {last:?}")
+        }
+    }
+}
+
+pub trait HasStatus {
+    fn status_ref(&self) -> Option<&CredentialStatus>;
+    fn uid_str(&self) -> String;
+}
+
+impl HasStatus for nuclia_token_operator::crd::NucliaPersonalToken {
+    fn status_ref(&self) -> Option<&CredentialStatus> {
+        self.status.as_ref()
+    }
+    fn uid_str(&self) -> String {
+        self.uid().unwrap_or_default()
+    }
+}
+
+impl HasStatus for nuclia_token_operator::crd::NucliaKbApiKey {
+    fn status_ref(&self) -> Option<&CredentialStatus> {
+        self.status.as_ref()
+    }
+    fn uid_str(&self) -> String {
+        self.uid().unwrap_or_default()
+    }
+}
+
+pub fn ready(s: &CredentialStatus) -> bool {
+    s.condition("Ready").is_some_and(|c| c.status == "True")
+}
+
+pub fn reason(s: &CredentialStatus) -> Option<String> {
+    s.condition("Ready").filter(|c| c.status == "False").map(|c| c.reason.clone())
+}
