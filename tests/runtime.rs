@@ -105,6 +105,10 @@ mod leader {
             return None;
         };
         runtime::install_crypto();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
         let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

@@ -229,8 +229,12 @@ impl Elector {
         failures: &mut u32,
     ) -> Exit {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut poll = tokio::time::interval(self.timings.standby_poll);
+        let start = tokio::time::Instant::now() + self.timings.standby_poll;
+        let mut poll = tokio::time::interval_at(start, self.timings.standby_poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Only a release seen after the lease was held by another replica triggers a rebuild:
+        // a lease that is free from the start is taken by `changed()` itself.
+        let mut seen_held = false;
         loop {
             let leading = *self.tx.borrow();
             tokio::select! {
@@ -262,7 +266,9 @@ impl Elector {
                     // of sleeping until its old expiry.
                     if let Ok(lease) = leases.get(&self.name).await {
                         let held = lease.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_some();
-                        if !held {
+                        if held {
+                            seen_held = true;
+                        } else if seen_held {
                             tracing::debug!(lease = %self.name, "lease released by its holder");
                             return Exit::Rebuild;
                         }
