@@ -145,12 +145,12 @@ async fn invalid_manifests_are_refused_naming_the_field() {
         (
             "missing description",
             PT.replace("  description: ok\n", ""),
-            "spec.description",
+            "missing required field \"description\"",
         ),
         (
             "missing auth",
             PT.replace("  auth: {secretRef: {name: login, key: token}}\n", ""),
-            "spec.auth",
+            "missing required field \"auth\"",
         ),
         (
             "invalid secret name",
@@ -221,7 +221,7 @@ async fn invalid_manifests_are_refused_naming_the_field() {
                 "  kbUrl: https://europe-1.dp.progress.cloud/api/v1/kb/0f6a\n",
                 "",
             ),
-            "spec.kbUrl",
+            "missing required field \"kbUrl\"",
         ),
     ];
     assert!(cases.len() >= 12);

@@ -21,7 +21,13 @@ fn pt_manifest(name: &str, extra_spec: &str) -> String {
     )
 }
 
-async fn uid_of<K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + HasStatus>(
+async fn uid_of<
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + HasStatus,
+>(
     api: &Api<K>,
     name: &str,
 ) -> String {
@@ -33,16 +39,31 @@ async fn uid_of<K: kube::Resource<DynamicType = ()> + Clone + serde::de::Deseria
 #[tokio::test]
 async fn personal_token_issue_rotate_and_delete() {
     let mut w = World::new("pt-life").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone()).await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
     w.start_operator(&[]);
     w.kubectl_apply(&pt_manifest("ci", "  renewBefore: 23h59m52s\n  rotation: {revokePreviousAfter: 3s}\n  secret: {name: ci-token, labels: {team: search}}\n"));
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let first = wait_status(&api, "ci", MINUTE, "Ready", ready).await;
     let uid = uid_of(&api, "ci").await;
-    let token = w.secret_value("ci-token", "token").await.expect("Secret has the token");
-    assert!(w.pat_works(&token).await, "the issued token is accepted by Nuclia");
+    let token = w
+        .secret_value("ci-token", "token")
+        .await
+        .expect("Secret has the token");
+    assert!(
+        w.pat_works(&token).await,
+        "the issued token is accepted by Nuclia"
+    );
     let secret = w.secrets().get("ci-token").await.unwrap();
-    assert_eq!(secret.metadata.labels.unwrap().get("team").map(String::as_str), Some("search"));
+    assert_eq!(
+        secret
+            .metadata
+            .labels
+            .unwrap()
+            .get("team")
+            .map(String::as_str),
+        Some("search")
+    );
     assert_eq!(first.secret_name.as_deref(), Some("ci-token"));
 
     // Sampler: every 200 ms the Secret's token must be accepted.
@@ -56,7 +77,11 @@ async fn personal_token_issue_rotate_and_delete() {
             while !stop.load(Ordering::Relaxed) {
                 let s = secrets.get("ci-token").await.unwrap();
                 let tok = String::from_utf8(s.data.unwrap()["token"].0.clone()).unwrap();
-                let ok = http.get(format!("{url}/api/v1/user/welcome")).bearer_auth(&tok).send().await
+                let ok = http
+                    .get(format!("{url}/api/v1/user/welcome"))
+                    .bearer_auth(&tok)
+                    .send()
+                    .await
                     .is_ok_and(|r| r.status().is_success());
                 samples.fetch_add(1, Ordering::Relaxed);
                 if !ok {
@@ -67,11 +92,19 @@ async fn personal_token_issue_rotate_and_delete() {
         })
     };
     let first_id = first.token_id.clone().unwrap();
-    let second = wait_status(&api, "ci", MINUTE, "first rotation", |s| ready(s) && s.token_id.as_ref() != Some(&first_id)).await;
+    let second = wait_status(&api, "ci", MINUTE, "first rotation", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&first_id)
+    })
+    .await;
     let second_id = second.token_id.clone().unwrap();
-    assert!(second.previous_tokens.iter().any(|p| p.id == first_id), "the old token waits out its grace period");
+    assert!(
+        second.previous_tokens.iter().any(|p| p.id == first_id),
+        "the old token waits out its grace period"
+    );
     let third = wait_status(&api, "ci", MINUTE, "second rotation", |s| {
-        ready(s) && s.token_id.as_ref() != Some(&second_id) && s.token_id.as_ref() != Some(&first_id)
+        ready(s)
+            && s.token_id.as_ref() != Some(&second_id)
+            && s.token_id.as_ref() != Some(&first_id)
     })
     .await;
     // Grace periods end: only the current token (and at most one in grace) stay live.
@@ -83,19 +116,37 @@ async fn personal_token_issue_rotate_and_delete() {
     .await;
     stop.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
-    assert!(settled.is_some(), "previous tokens were not revoked after the grace period");
-    let (n, bad) = (samples.load(Ordering::Relaxed), failures.load(Ordering::Relaxed));
+    assert!(
+        settled.is_some(),
+        "previous tokens were not revoked after the grace period"
+    );
+    let (n, bad) = (
+        samples.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed),
+    );
     println!("rotation sampler: {n} samples, {bad} failures over two rotations");
     assert!(n > 20, "sampler ran {n} times");
-    assert_eq!(bad, 0, "the Secret held a refused token in {bad} of {n} samples");
+    assert_eq!(
+        bad, 0,
+        "the Secret held a refused token in {bad} of {n} samples"
+    );
     assert!(third.renewal_time.unwrap() > third.issued_at.unwrap());
 
     // Steady state is quiet: a resource that is not due writes nothing.
     api.delete("ci", &DeleteParams::default()).await.unwrap();
-    let gone = common::poll(MINUTE, || async { api.get_opt("ci").await.ok()?.is_none().then_some(()) }).await;
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt("ci").await.ok()?.is_none().then_some(())
+    })
+    .await;
     assert!(gone.is_some(), "the finalizer never let the resource go");
-    assert!(w.live_marked(&uid).await.is_empty(), "tokens left at Nuclia after delete");
-    assert!(w.secrets().get_opt("ci-token").await.unwrap().is_none(), "Secret left after delete");
+    assert!(
+        w.live_marked(&uid).await.is_empty(),
+        "tokens left at Nuclia after delete"
+    );
+    assert!(
+        w.secrets().get_opt("ci-token").await.unwrap().is_none(),
+        "Secret left after delete"
+    );
     w.assert_log_has_no_tokens().await;
 }
 
@@ -103,17 +154,29 @@ async fn personal_token_issue_rotate_and_delete() {
 #[tokio::test]
 async fn self_renew_outlives_the_bootstrap_token() {
     let mut w = World::new("pt-self").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.user_token.clone()).await;
+    w.create_secret("login", "token", &w.fake.bootstrap.user_token.clone())
+        .await;
     w.start_operator(&[]);
     w.kubectl_apply(&pt_manifest("boot", "  renewBefore: 23h59m55s\n  rotation: {revokePreviousAfter: 1s}\n  auth: {secretRef: {name: login}, selfRenew: true}\n"));
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let first = wait_status(&api, "boot", MINUTE, "Ready", ready).await;
     // The bootstrap token is revoked: successors must be minted with the managed token.
-    let user_token_id = w.admin("credentials").await.as_array().unwrap().iter()
-        .find(|c| c["kind"] == "user_token").map(|c| c["id"].as_str().unwrap().to_owned()).unwrap();
-    w.admin_post(&format!("revoke/{user_token_id}"), serde_json::json!({})).await;
+    let user_token_id = w
+        .admin("credentials")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "user_token")
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    w.admin_post(&format!("revoke/{user_token_id}"), serde_json::json!({}))
+        .await;
     let first_id = first.token_id.unwrap();
-    let next = wait_status(&api, "boot", MINUTE, "a self-renewed rotation", |s| ready(s) && s.token_id.as_ref() != Some(&first_id)).await;
+    let next = wait_status(&api, "boot", MINUTE, "a self-renewed rotation", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&first_id)
+    })
+    .await;
     let token = w.secret_value("boot", "token").await.unwrap();
     assert!(w.pat_works(&token).await);
     assert!(next.token_id.is_some());
@@ -124,27 +187,64 @@ async fn self_renew_outlives_the_bootstrap_token() {
 #[tokio::test]
 async fn repairs_secret_and_upstream_drift() {
     let mut w = World::new("pt-repair").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone()).await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
     w.start_operator(&[]);
-    w.kubectl_apply(&pt_manifest("app", "  rotation: {revokePreviousAfter: 2s}\n"));
+    w.kubectl_apply(&pt_manifest(
+        "app",
+        "  rotation: {revokePreviousAfter: 2s}\n",
+    ));
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let s1 = wait_status(&api, "app", MINUTE, "Ready", ready).await;
     let id1 = s1.token_id.clone().unwrap();
 
-    w.secrets().delete("app", &DeleteParams::default()).await.unwrap();
-    let s2 = wait_status(&api, "app", MINUTE, "repair after delete", |s| ready(s) && s.token_id.as_ref() != Some(&id1)).await;
+    w.secrets()
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let s2 = wait_status(&api, "app", MINUTE, "repair after delete", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&id1)
+    })
+    .await;
     let id2 = s2.token_id.clone().unwrap();
-    assert!(w.pat_works(&w.secret_value("app", "token").await.unwrap()).await);
+    assert!(
+        w.pat_works(&w.secret_value("app", "token").await.unwrap())
+            .await
+    );
 
     let patch = serde_json::json!({"stringData": {"token": "edited-by-hand"}});
-    w.secrets().patch("app", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(patch)).await.unwrap();
-    let s3 = wait_status(&api, "app", MINUTE, "repair after edit", |s| ready(s) && s.token_id.as_ref() != Some(&id2)).await;
+    w.secrets()
+        .patch(
+            "app",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .unwrap();
+    let s3 = wait_status(&api, "app", MINUTE, "repair after edit", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&id2)
+    })
+    .await;
     let id3 = s3.token_id.clone().unwrap();
-    assert!(w.pat_works(&w.secret_value("app", "token").await.unwrap()).await);
+    assert!(
+        w.pat_works(&w.secret_value("app", "token").await.unwrap())
+            .await
+    );
 
-    w.admin_post(&format!("revoke/{id3}"), serde_json::json!({})).await;
-    wait_status(&api, "app", MINUTE, "re-issue after out-of-band revocation", |s| ready(s) && s.token_id.as_ref() != Some(&id3)).await;
-    assert!(w.pat_works(&w.secret_value("app", "token").await.unwrap()).await);
+    w.admin_post(&format!("revoke/{id3}"), serde_json::json!({}))
+        .await;
+    wait_status(
+        &api,
+        "app",
+        MINUTE,
+        "re-issue after out-of-band revocation",
+        |s| ready(s) && s.token_id.as_ref() != Some(&id3),
+    )
+    .await;
+    assert!(
+        w.pat_works(&w.secret_value("app", "token").await.unwrap())
+            .await
+    );
     w.assert_log_has_no_tokens().await;
 }
 
@@ -157,13 +257,34 @@ async fn conflicts_and_missing_credentials_are_reported() {
     w.kubectl_apply(&pt_manifest("nocreds", ""));
     w.kubectl_apply(&pt_manifest("clash", "  secret: {name: taken}\n"));
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
-    let s = wait_status(&api, "nocreds", MINUTE, "CredentialsMissing", |s| reason(s).as_deref() == Some("CredentialsMissing")).await;
+    let s = wait_status(&api, "nocreds", MINUTE, "CredentialsMissing", |s| {
+        reason(s).as_deref() == Some("CredentialsMissing")
+    })
+    .await;
     let msg = &s.condition("Ready").unwrap().message;
-    assert!(msg.contains("login"), "the message names the Secret to create: {msg}");
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone()).await;
-    wait_status(&api, "nocreds", MINUTE, "Ready once the credentials exist", ready).await;
-    wait_status(&api, "clash", MINUTE, "SecretConflict", |s| reason(s).as_deref() == Some("SecretConflict")).await;
-    assert_eq!(w.secret_value("taken", "token").await.as_deref(), Some("not-ours"), "foreign Secret untouched");
+    assert!(
+        msg.contains("login"),
+        "the message names the Secret to create: {msg}"
+    );
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    wait_status(
+        &api,
+        "nocreds",
+        MINUTE,
+        "Ready once the credentials exist",
+        ready,
+    )
+    .await;
+    wait_status(&api, "clash", MINUTE, "SecretConflict", |s| {
+        reason(s).as_deref() == Some("SecretConflict")
+    })
+    .await;
+    assert_eq!(
+        w.secret_value("taken", "token").await.as_deref(),
+        Some("not-ours"),
+        "foreign Secret untouched"
+    );
     w.assert_log_has_no_tokens().await;
 }
 
@@ -172,7 +293,8 @@ async fn conflicts_and_missing_credentials_are_reported() {
 #[tokio::test]
 async fn kb_key_issue_and_delete() {
     let mut w = World::new("kb-life").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone()).await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
     w.start_operator(&[]);
     let kb_url = w.fake.bootstrap.kbs[0].url.clone();
     w.kubectl_apply(&format!(
@@ -182,19 +304,37 @@ async fn kb_key_issue_and_delete() {
     let s = wait_status(&api, "search", MINUTE, "Ready", ready).await;
     let kb = s.kb.clone().unwrap();
     assert!(kb.service_account_owned);
-    assert_eq!(kb.account_id.as_deref(), Some(w.fake.bootstrap.account_id.as_str()), "account discovered");
+    assert_eq!(
+        kb.account_id.as_deref(),
+        Some(w.fake.bootstrap.account_id.as_str()),
+        "account discovered"
+    );
     let token = w.secret_value("search", "token").await.unwrap();
     let url = w.secret_value("search", "kbUrl").await.unwrap();
     assert_eq!(url, kb_url);
-    assert_eq!(w.secret_value("search", "kbId").await, Some(w.fake.bootstrap.kbs[0].id.clone()));
-    assert!(w.kb_key_works(&url, &token).await, "the key works against GET {{kbUrl}}");
+    assert_eq!(
+        w.secret_value("search", "kbId").await,
+        Some(w.fake.bootstrap.kbs[0].id.clone())
+    );
+    assert!(
+        w.kb_key_works(&url, &token).await,
+        "the key works against GET {{kbUrl}}"
+    );
     let sa = kb.service_account_id.unwrap();
-    api.delete("search", &DeleteParams::default()).await.unwrap();
-    let gone = common::poll(MINUTE, || async { api.get_opt("search").await.ok()?.is_none().then_some(()) }).await;
+    api.delete("search", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt("search").await.ok()?.is_none().then_some(())
+    })
+    .await;
     assert!(gone.is_some(), "the finalizer never let the resource go");
     assert!(!w.kb_key_works(&url, &token).await, "the key is revoked");
     let sas = w.admin("service_accounts").await;
-    assert!(!sas.to_string().contains(&sa), "the owned service account is deleted");
+    assert!(
+        !sas.to_string().contains(&sa),
+        "the owned service account is deleted"
+    );
     w.assert_log_has_no_tokens().await;
 }
 
@@ -202,7 +342,8 @@ async fn kb_key_issue_and_delete() {
 #[tokio::test]
 async fn untrusted_kb_url_gets_no_request() {
     let mut w = World::new("kb-untrusted").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone()).await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -217,9 +358,16 @@ async fn untrusted_kb_url_gets_no_request() {
         "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: evil}}\nspec:\n  kbUrl: http://127.0.0.1:{port}/api/v1/kb/abc\n  auth: {{secretRef: {{name: login}}}}\n"
     ));
     let api: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
-    let s = wait_status(&api, "evil", MINUTE, "UntrustedEndpoint", |s| reason(s).as_deref() == Some("UntrustedEndpoint")).await;
+    let s = wait_status(&api, "evil", MINUTE, "UntrustedEndpoint", |s| {
+        reason(s).as_deref() == Some("UntrustedEndpoint")
+    })
+    .await;
     assert!(s.token_id.is_none());
-    assert_eq!(hits.load(Ordering::Relaxed), 0, "the untrusted listener received a connection");
+    assert_eq!(
+        hits.load(Ordering::Relaxed),
+        0,
+        "the untrusted listener received a connection"
+    );
     w.assert_log_has_no_tokens().await;
 }
 
@@ -228,21 +376,42 @@ async fn untrusted_kb_url_gets_no_request() {
 #[tokio::test]
 async fn crash_between_mint_and_record_leaks_nothing() {
     let mut w = World::new("pt-kill").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone()).await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
     let rule = serde_json::json!([{ "route": "POST /api/v1/user/pa_tokens", "latency_ms": 4000, "latency_after_commit": true, "count": 1 }]);
-    let r = w.http.put(format!("{}/_fake/faults", w.fake.url)).json(&rule).send().await.unwrap();
+    let r = w
+        .http
+        .put(format!("{}/_fake/faults", w.fake.url))
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     w.start_operator(&[]);
     w.kubectl_apply(&pt_manifest("crashy", ""));
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
-    let uid = common::poll(MINUTE, || async { Some(api.get_opt("crashy").await.ok()??.uid_str()).filter(|u| !u.is_empty()) }).await.unwrap();
+    let uid = common::poll(MINUTE, || async {
+        Some(api.get_opt("crashy").await.ok()??.uid_str()).filter(|u| !u.is_empty())
+    })
+    .await
+    .unwrap();
     // wait until the fake has minted (the answer is still held back), then kill
-    let minted = common::poll(MINUTE, || async { (!w.live_marked(&uid).await.is_empty()).then_some(()) }).await;
+    let minted = common::poll(MINUTE, || async {
+        (!w.live_marked(&uid).await.is_empty()).then_some(())
+    })
+    .await;
     assert!(minted.is_some(), "the fake never minted");
     w.kill_operator();
     let orphan = w.live_marked(&uid).await;
     w.start_operator(&[]);
-    let s = wait_status(&api, "crashy", Duration::from_secs(90), "Ready after restart", ready).await;
+    let s = wait_status(
+        &api,
+        "crashy",
+        Duration::from_secs(90),
+        "Ready after restart",
+        ready,
+    )
+    .await;
     let settled = common::poll(MINUTE, || async {
         let live = w.live_marked(&uid).await;
         let mut referenced: Vec<String> = s.token_id.iter().cloned().collect();
@@ -251,7 +420,14 @@ async fn crash_between_mint_and_record_leaks_nothing() {
         (live == referenced).then_some(live)
     })
     .await;
-    assert!(settled.is_some(), "live marked tokens differ from those the status references (orphan was {orphan:?})");
-    assert!(!settled.unwrap().iter().any(|id| orphan.contains(id)) || s.token_id.as_ref() == orphan.first(), "the orphan was revoked or adopted");
+    assert!(
+        settled.is_some(),
+        "live marked tokens differ from those the status references (orphan was {orphan:?})"
+    );
+    assert!(
+        !settled.unwrap().iter().any(|id| orphan.contains(id))
+            || s.token_id.as_ref() == orphan.first(),
+        "the orphan was revoked or adopted"
+    );
     w.assert_log_has_no_tokens().await;
 }

@@ -240,6 +240,13 @@ fn resource(kind: &str, ns: &str, name: &str) -> ResourceLabels {
     }
 }
 
+/// The Nuclia client reports every request here.
+impl crate::nuclia::ApiObserver for Metrics {
+    fn observe(&self, op: &'static str, outcome: &str, elapsed: Duration) {
+        self.observe_api(op, outcome, elapsed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,12 +290,5 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains(r#"name="ci""#), "{text}");
         assert!(text.contains(r#"name="search""#));
-    }
-}
-
-/// The Nuclia client reports every request here.
-impl crate::nuclia::ApiObserver for Metrics {
-    fn observe(&self, op: &'static str, outcome: &str, elapsed: Duration) {
-        self.observe_api(op, outcome, elapsed);
     }
 }

@@ -27,13 +27,26 @@ impl World {
         let client = super::client().await;
         super::install_crds(&client).await;
         let ns = super::namespace(&client, prefix).await;
-        let fake = fake::spawn(FakeConfig::default()).await.expect("start nuclia-fake");
+        let fake = fake::spawn(FakeConfig::default())
+            .await
+            .expect("start nuclia-fake");
         let log = std::env::temp_dir().join(format!("nto-operator-{ns}.log"));
-        World { client, ns, fake, http: reqwest::Client::new(), operator: None, log }
+        World {
+            client,
+            ns,
+            fake,
+            http: reqwest::Client::new(),
+            operator: None,
+            log,
+        }
     }
 
     pub fn start_operator(&mut self, extra: &[&str]) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let url = &self.fake.url;
         let zone = &self.fake.bootstrap.zone;
         let child = Command::new(env!("CARGO_BIN_EXE_nuclia-token-operator"))
@@ -41,8 +54,24 @@ impl World {
             .env("RUST_LOG", "info,nuclia_token_operator=debug")
             .args(["--nuclia-global-url", url])
             .args(["--nuclia-zone-origin", &format!("{zone}={url}")])
-            .args(["--watch-namespaces", &self.ns, "--metrics-addr", "127.0.0.1:0", "--cluster-id", "test-cluster"])
-            .args(["--verify-interval", "3s", "--backoff-base", "1s", "--backoff-max", "5s", "--nuclia-timeout", "5s"])
+            .args([
+                "--watch-namespaces",
+                &self.ns,
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--cluster-id",
+                "test-cluster",
+            ])
+            .args([
+                "--verify-interval",
+                "3s",
+                "--backoff-base",
+                "1s",
+                "--backoff-max",
+                "5s",
+                "--nuclia-timeout",
+                "5s",
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -67,7 +96,10 @@ impl World {
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {key: value}
         }))
         .unwrap();
-        self.secrets().create(&PostParams::default(), &s).await.expect("create Secret");
+        self.secrets()
+            .create(&PostParams::default(), &s)
+            .await
+            .expect("create Secret");
     }
 
     /// The value of `key` in Secret `name`, if any.
@@ -79,23 +111,44 @@ impl World {
 
     pub fn kubectl_apply(&self, yaml: &str) {
         let out = super::kubectl(&["apply", "-n", &self.ns, "-f", "-"], Some(yaml));
-        assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn kubectl(&self, args: &[&str]) {
         let mut all = vec!["-n", self.ns.as_str()];
         all.extend_from_slice(args);
         let out = super::kubectl(&all, None);
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// GET on the fake's admin API.
     pub async fn admin(&self, path: &str) -> serde_json::Value {
-        self.http.get(format!("{}/_fake/{path}", self.fake.url)).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}/_fake/{path}", self.fake.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn admin_post(&self, path: &str, body: serde_json::Value) {
-        let r = self.http.post(format!("{}/_fake/{path}", self.fake.url)).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}/_fake/{path}", self.fake.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "admin {path}: {}", r.status());
     }
 
@@ -106,7 +159,12 @@ impl World {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|c| c["description_or_title"].as_str().is_some_and(|d| d.contains(uid)) || owner_marked(c, uid))
+            .filter(|c| {
+                c["description_or_title"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(uid))
+                    || owner_marked(c, uid)
+            })
             .map(|c| c["id"].as_str().unwrap().to_owned())
             .collect();
         ids.sort();
@@ -115,13 +173,23 @@ impl World {
 
     /// Whether a PAT is accepted by the fake.
     pub async fn pat_works(&self, token: &str) -> bool {
-        let r = self.http.get(format!("{}/api/v1/user/welcome", self.fake.url)).bearer_auth(token).send().await;
+        let r = self
+            .http
+            .get(format!("{}/api/v1/user/welcome", self.fake.url))
+            .bearer_auth(token)
+            .send()
+            .await;
         r.is_ok_and(|r| r.status().is_success())
     }
 
     /// Whether a KB key works against `GET {kbUrl}`, as a consumer of the Secret would use it.
     pub async fn kb_key_works(&self, kb_url: &str, token: &str) -> bool {
-        let r = self.http.get(kb_url).header("X-NUCLIA-SERVICEACCOUNT", format!("Bearer {token}")).send().await;
+        let r = self
+            .http
+            .get(kb_url)
+            .header("X-NUCLIA-SERVICEACCOUNT", format!("Bearer {token}"))
+            .send()
+            .await;
         r.is_ok_and(|r| r.status().is_success())
     }
 
@@ -134,13 +202,31 @@ impl World {
     pub async fn assert_log_has_no_tokens(&self) {
         let minted = self.admin("minted").await;
         let log = self.log_text();
-        let mut values: Vec<String> =
-            minted.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+        let mut values: Vec<String> = minted
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
         let b = &self.fake.bootstrap;
         values.extend([b.user_token.clone(), b.pat.clone(), b.nua_key.clone()]);
-        let leaked = values.iter().filter(|v| v.len() >= 8 && log.contains(v.as_str())).count();
-        assert_eq!(leaked, 0, "{leaked} token value(s) found in the operator log {}", self.log.display());
-        assert!(!log.contains("panicked"), "the operator panicked; see {}", self.log.display());
+        let leaked = values
+            .iter()
+            .filter(|v| v.len() >= 8 && log.contains(v.as_str()))
+            .count();
+        assert_eq!(
+            leaked,
+            0,
+            "{leaked} token value(s) found in the operator log {}",
+            self.log.display()
+        );
+        assert!(
+            !log.contains("panicked"),
+            "the operator panicked; see {}",
+            self.log.display()
+        );
     }
 }
 
@@ -156,9 +242,19 @@ impl Drop for World {
 }
 
 /// Polls the resource's status until `check` accepts it.
-pub async fn wait_status<K, F>(api: &Api<K>, name: &str, within: Duration, what: &str, check: F) -> CredentialStatus
+pub async fn wait_status<K, F>(
+    api: &Api<K>,
+    name: &str,
+    within: Duration,
+    what: &str,
+    check: F,
+) -> CredentialStatus
 where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + HasStatus,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + HasStatus,
     F: Fn(&CredentialStatus) -> bool,
 {
     let found = super::poll(within, || async {
@@ -170,7 +266,12 @@ where
     match found {
         Some(s) => s,
         None => {
-            let last = api.get_opt(name).await.ok().flatten().and_then(|o| o.status_ref().cloned());
+            let last = api
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|o| o.status_ref().cloned());
             panic!("{name}: timed out waiting for {what}; last status: {last:?}")
         }
     }
@@ -204,5 +305,7 @@ pub fn ready(s: &CredentialStatus) -> bool {
 }
 
 pub fn reason(s: &CredentialStatus) -> Option<String> {
-    s.condition("Ready").filter(|c| c.status == "False").map(|c| c.reason.clone())
+    s.condition("Ready")
+        .filter(|c| c.status == "False")
+        .map(|c| c.reason.clone())
 }
