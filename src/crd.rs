@@ -144,8 +144,8 @@ pub struct PersonalTokenAuth {
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.notAfter"}"#,
-    printcolumn = r#"{"name":"Renews","type":"date","jsonPath":".status.renewalTime"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.notAfter"}"#,
+    printcolumn = r#"{"name":"Renews","type":"string","jsonPath":".status.renewalTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -301,8 +301,8 @@ pub struct KbSecretTemplate {
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Role","type":"string","priority":1,"jsonPath":".spec.role"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.notAfter"}"#,
-    printcolumn = r#"{"name":"Renews","type":"date","jsonPath":".status.renewalTime"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.notAfter"}"#,
+    printcolumn = r#"{"name":"Renews","type":"string","jsonPath":".status.renewalTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

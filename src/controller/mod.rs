@@ -390,6 +390,11 @@ impl<'a, K: Kind> Engine<'a, K> {
     async fn apply(mut self) -> Result<Action> {
         match self.apply_inner().await {
             Ok(action) => Ok(action),
+            // The cached object was stale (our own write raced a watch event): look again soon,
+            // quietly; the resourceVersion guard did its job.
+            Err(Error::Kube { source, .. }) if Error::is_conflict(&source) => {
+                Ok(Action::requeue(Duration::from_millis(500)))
+            }
             Err(e) => {
                 self.report_failure(&e).await;
                 Err(e)

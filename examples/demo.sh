@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The whole thing on one machine: a real local control plane, nuclia-fake, the CRDs, the operator
+# and the examples. Waits until everything is Ready, shows `kubectl get nuclia`, the Secrets'
+# keys (values masked) and one rotation, then cleans up on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "building the operator and nuclia-fake"
+cargo build --locked --bin nuclia-token-operator --bin nuclia-fake
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/nto-demo.XXXXXX")
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  tests/k8s/cluster.sh stop "$STATE" >/dev/null 2>&1 || true
+  rm -rf "$STATE"
+}
+trap cleanup EXIT
+
+say "starting a local control plane (kube-apiserver v1.20.2; built once and cached)"
+BIN=$(tests/k8s/provision.sh)
+NTO_CLUSTER_WATCH_PID=$$ tests/k8s/cluster.sh start "$STATE" >/dev/null
+export KUBECONFIG=$STATE/kubeconfig
+k() { "$BIN/kubectl" "$@"; }
+
+say "starting nuclia-fake"
+target/debug/nuclia-fake --listen 127.0.0.1:0 >"$STATE/fake.out" 2>"$STATE/fake.log" &
+PIDS+=($!)
+for _ in $(seq 1 100); do [[ -s $STATE/fake.out ]] && break; sleep 0.1; done
+field() { python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(eval(sys.argv[2], {}, d))' "$STATE/fake.out" "$1"; }
+URL=$(field url); ZONE=$(field zone); KB_URL=$(field 'kbs[0]["url"]')
+echo "nuclia-fake at $URL (zone $ZONE)"
+
+say "installing the CRDs and the examples' login Secret (a 30-minute user token)"
+k apply -f crds/ >/dev/null
+k wait --for=condition=Established crd/nucliapersonaltokens.nuclia.dev crd/nucliakbapikeys.nuclia.dev --timeout=60s >/dev/null
+k create namespace demo >/dev/null
+field user_token | k -n demo create secret generic nuclia-login --from-file=token=/dev/stdin >/dev/null
+
+say "starting the operator"
+target/debug/nuclia-token-operator --nuclia-global-url "$URL" --nuclia-zone-origin "$ZONE=$URL" \
+  --metrics-addr 127.0.0.1:0 --cluster-id demo --verify-interval 30s >"$STATE/operator.log" 2>&1 &
+PIDS+=($!)
+
+say "applying the examples"
+k -n demo apply -f examples/personal-token.yaml
+sed "s|kbUrl: .*|kbUrl: $KB_URL|" examples/kb-api-key.yaml | k -n demo apply -f -
+k -n demo apply -f examples/consumer-deployment.yaml
+k -n demo wait --for=condition=Ready nucliapersonaltoken/ci nucliakbapikey/search --timeout=120s
+
+say "kubectl get nuclia"
+k -n demo get nuclia -o wide
+
+say "the Secrets the operator wrote (values masked)"
+for s in ci-nuclia-token search-nuclia; do
+  k -n demo get secret "$s" -o json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(s["metadata"]["name"] + ":")
+for key, value in sorted(s["data"].items()):
+    print("  %-8s %s" % (key, "****" + "(%d bytes)" % len(value) if key == "token" else __import__("base64").b64decode(value).decode()))
+'
+done
+
+say "one rotation (kubectl annotate ... nuclia.dev/rotate=now)"
+OLD=$(k -n demo get npt ci -o jsonpath='{.status.tokenId}')
+k -n demo annotate npt ci nuclia.dev/rotate="$(date +%s)" --overwrite >/dev/null
+for _ in $(seq 1 300); do
+  NEW=$(k -n demo get npt ci -o jsonpath='{.status.tokenId}')
+  [[ -n $NEW && $NEW != "$OLD" ]] && break
+  sleep 0.2
+done
+[[ $NEW != "$OLD" ]] || { echo "no rotation happened; operator log:"; tail -20 "$STATE/operator.log"; exit 1; }
+echo "token $OLD -> $NEW; the old one stays valid for rotation.revokePreviousAfter, then is revoked"
+k -n demo get npt ci -o jsonpath='{range .status.previousTokens[*]}  previous {.id} revoked at {.revokeAt}{"\n"}{end}'
+k -n demo get events --field-selector involvedObject.name=ci -o custom-columns=REASON:.reason,MESSAGE:.message | tail -3
+say "done; cleaning up"
