@@ -431,3 +431,137 @@ async fn crash_between_mint_and_record_leaks_nothing() {
     );
     w.assert_log_has_no_tokens().await;
 }
+
+/// `nuclia.dev/rotate` rotates once per new value; `nuclia.dev/revoke-now` rotates and revokes
+/// the old token at once; `deletionPolicy: Orphan` leaves the token valid after delete.
+#[tokio::test]
+async fn annotations_and_orphan_policy() {
+    let mut w = World::new("pt-annot").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest(
+        "keep",
+        "  deletionPolicy: Orphan\n  rotation: {revokePreviousAfter: 1h}\n",
+    ));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let s = wait_status(&api, "keep", MINUTE, "Ready", ready).await;
+    let id1 = s.token_id.unwrap();
+    let tok1 = w.secret_value("keep", "token").await.unwrap();
+
+    w.kubectl(&["annotate", "npt", "keep", "nuclia.dev/rotate=one"]);
+    let s = wait_status(&api, "keep", MINUTE, "rotation on request", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&id1)
+    })
+    .await;
+    let id2 = s.token_id.unwrap();
+    assert_eq!(s.rotate_handled.as_deref(), Some("one"));
+    assert!(
+        w.pat_works(&tok1).await,
+        "a rotated-out token stays valid during its grace period"
+    );
+
+    w.kubectl(&[
+        "annotate",
+        "npt",
+        "keep",
+        "nuclia.dev/revoke-now=glass",
+        "--overwrite",
+    ]);
+    let s = wait_status(&api, "keep", MINUTE, "break-glass rotation", |s| {
+        ready(s)
+            && s.token_id.as_ref() != Some(&id2)
+            && s.previous_tokens.iter().all(|p| p.id != id2)
+    })
+    .await;
+    let tok3 = w.secret_value("keep", "token").await.unwrap();
+    assert!(w.pat_works(&tok3).await);
+    let uid = uid_of(&api, "keep").await;
+    assert!(
+        !w.live_marked(&uid).await.contains(&id2),
+        "revoke-now revoked the old token at once"
+    );
+    // the same annotation value does not rotate again
+    let calls_before = w.admin("calls").await["POST /api/v1/user/pa_tokens"]
+        .as_u64()
+        .unwrap_or(0);
+    w.kubectl(&["annotate", "npt", "keep", "unrelated=touch"]);
+    let s2 = wait_status(&api, "keep", MINUTE, "steady", ready).await;
+    assert_eq!(s2.token_id, s.token_id);
+    assert_eq!(
+        w.admin("calls").await["POST /api/v1/user/pa_tokens"]
+            .as_u64()
+            .unwrap_or(0),
+        calls_before
+    );
+
+    api.delete("keep", &DeleteParams::default()).await.unwrap();
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt("keep").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some());
+    assert!(
+        w.pat_works(&tok3).await,
+        "Orphan leaves the token at Nuclia"
+    );
+    w.assert_log_has_no_tokens().await;
+}
+
+/// With Nuclia refusing every call (503) for 60 s, the operator backs off: its call count is
+/// bounded, and it recovers once Nuclia answers again.
+#[tokio::test]
+async fn backs_off_while_nuclia_is_down() {
+    let mut w = World::new("pt-backoff").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    let rule = serde_json::json!([{ "route": "*", "status": 503, "rate": 1.0 }]);
+    let r = w
+        .http
+        .put(format!("{}/_fake/faults", w.fake.url))
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest("down", ""));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let s = wait_status(
+        &api,
+        "down",
+        MINUTE,
+        "Ready=False while Nuclia is down",
+        |s| reason(s).is_some(),
+    )
+    .await;
+    assert_eq!(reason(&s).as_deref(), Some("Transient"));
+    let start = tokio::time::Instant::now();
+    // The observation window itself (not a wait for a condition): one minute of refusals.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let calls = w.admin("calls").await;
+    let total: u64 = calls
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.contains("/_fake/"))
+        .filter_map(|(_, v)| v.as_u64())
+        .sum();
+    println!(
+        "calls to Nuclia during {:?} of refusals: {total}",
+        start.elapsed()
+    );
+    // Backoff 1 s doubling to 5 s, and an interrupted mint waits out the intent grace (15 s)
+    // before it is swept: far fewer than one call per second. Bound: 30.
+    assert!(
+        total <= 30,
+        "{total} calls in a minute of refusals: backoff is not working"
+    );
+    w.http
+        .delete(format!("{}/_fake/faults", w.fake.url))
+        .send()
+        .await
+        .unwrap();
+    wait_status(&api, "down", Duration::from_secs(90), "recovery", ready).await;
+    w.assert_log_has_no_tokens().await;
+}
