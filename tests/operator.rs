@@ -565,3 +565,48 @@ async fn backs_off_while_nuclia_is_down() {
     wait_status(&api, "down", Duration::from_secs(90), "recovery", ready).await;
     w.assert_log_has_no_tokens().await;
 }
+
+/// A resource deleted without its finalizer (forced) leaves its token at Nuclia; the next
+/// verification of another resource sharing the credential finds the marked orphan and revokes
+/// it. Unmarked tokens (the login PAT itself) are never touched.
+#[tokio::test]
+async fn orphan_sweep_revokes_tokens_of_vanished_resources() {
+    let mut w = World::new("pt-orphan").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest("gone", ""));
+    w.kubectl_apply(&pt_manifest("stays", ""));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&api, "gone", MINUTE, "Ready", ready).await;
+    let stays = wait_status(&api, "stays", MINUTE, "Ready", ready).await;
+    let gone_uid = uid_of(&api, "gone").await;
+    assert_eq!(w.live_marked(&gone_uid).await.len(), 1);
+    // Force the resource away without the operator's cleanup.
+    w.kill_operator();
+    let patch = serde_json::json!({"metadata": {"finalizers": null}});
+    api.patch(
+        "gone",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await
+    .unwrap();
+    api.delete("gone", &DeleteParams::default()).await.unwrap();
+    w.start_operator(&[]);
+    let swept = common::poll(MINUTE, || async {
+        w.live_marked(&gone_uid).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(swept.is_some(), "the orphaned token was not revoked");
+    let now = api.get("stays").await.unwrap().status.unwrap();
+    assert_eq!(
+        now.token_id, stays.token_id,
+        "the other resource is untouched"
+    );
+    assert!(
+        w.pat_works(&w.fake.bootstrap.pat.clone()).await,
+        "an unmarked token was touched"
+    );
+    w.assert_log_has_no_tokens().await;
+}

@@ -61,9 +61,11 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The orphan sweep may only judge tokens of resources it can see: all of them.
-    fn sees_everything(&self) -> bool {
-        self.namespaces.is_empty() && self.label_selector.is_none()
+    /// The orphan sweep may only judge tokens of resources it can see: every resource of a
+    /// watched namespace (a label selector hides some, so it turns the sweep off).
+    fn sees_namespace(&self, namespace: &str) -> bool {
+        self.label_selector.is_none()
+            && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
     }
 }
 
@@ -124,6 +126,10 @@ impl Context {
 
     fn known_uids(&self) -> Option<HashSet<String>> {
         let (pt, kb) = self.stores.get()?;
+        // Before both caches are complete an unknown UID proves nothing.
+        use futures::FutureExt;
+        pt.wait_until_ready().now_or_never()?.ok()?;
+        kb.wait_until_ready().now_or_never()?.ok()?;
         let mut uids: HashSet<String> = pt.state().iter().filter_map(|o| o.uid()).collect();
         uids.extend(kb.state().iter().filter_map(|o| o.uid()));
         Some(uids)
@@ -229,6 +235,7 @@ fn owner_ref<K: Kind>(obj: &K) -> OwnerReference {
 fn marker<K: Kind>(ctx: &Context, obj: &K) -> Marker {
     Marker {
         cluster: ctx.settings.cluster_id.clone(),
+        namespace: obj.namespace().unwrap_or_default(),
         uid: obj.uid().unwrap_or_default(),
     }
 }
@@ -310,6 +317,14 @@ fn controller<K: Kind>(ctx: Arc<Context>) -> Controller<K> {
 async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
     let uid = obj.uid().unwrap_or_default();
+    let watched = ctx.settings.namespaces.is_empty()
+        || obj
+            .namespace()
+            .is_some_and(|ns| ctx.settings.namespaces.contains(&ns));
+    if !watched {
+        // Several namespaces are watched through one cluster-wide watch: skip the others.
+        return Ok(Action::await_change());
+    }
     let result = if obj.meta().deletion_timestamp.is_some() {
         cleanup(obj.as_ref(), &ctx).await
     } else {
@@ -841,19 +856,18 @@ impl<'a, K: Kind> Engine<'a, K> {
 
     /// Revokes tokens marked by this cluster for resources that no longer exist.
     async fn sweep_orphans(&mut self, live: &[crate::issuer::LiveToken]) {
-        if !self.ctx.settings.sees_everything() {
-            return;
-        }
         let Some(known) = self.ctx.known_uids() else {
             return;
         };
-        let cluster = &self.ctx.settings.cluster_id;
+        let settings = &self.ctx.settings;
         let orphans: Vec<_> = live
             .iter()
             .filter(|t| {
-                t.marker
-                    .as_ref()
-                    .is_some_and(|m| &m.cluster == cluster && !known.contains(&m.uid))
+                t.marker.as_ref().is_some_and(|m| {
+                    m.cluster == settings.cluster_id
+                        && settings.sees_namespace(&m.namespace)
+                        && !known.contains(&m.uid)
+                })
             })
             .cloned()
             .collect();

@@ -15,13 +15,15 @@ use crate::crd::SecretKeyRef;
 use crate::error::{Error, Result};
 use crate::nuclia::ApiToken;
 
-/// Identifies what this operator minted: the cluster it runs in and the resource's UID.
+/// Identifies what this operator minted: the cluster it runs in, the resource's namespace (so an
+/// operator that watches some namespaces judges only tokens of those) and the resource's UID.
 /// Appended to a personal token's description or a service account's title, so a token minted
 /// just before a crash, or left by a resource deleted without its finalizer, can be found and
 /// revoked. Credentials without a marker are never touched.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Marker {
     pub cluster: String,
+    pub namespace: String,
     pub uid: String,
 }
 
@@ -29,7 +31,13 @@ impl Marker {
     const OPEN: &'static str = "[nto:";
 
     pub fn render(&self) -> String {
-        format!("{}{}:{}]", Self::OPEN, self.cluster, self.uid)
+        format!(
+            "{}{}/{}/{}]",
+            Self::OPEN,
+            self.cluster,
+            self.namespace,
+            self.uid
+        )
     }
 
     /// `text` followed by the marker, e.g. `CI pipeline [nto:<cluster>:<uid>]`.
@@ -41,11 +49,17 @@ impl Marker {
     pub fn find(text: &str) -> Option<Marker> {
         let start = text.rfind(Self::OPEN)?;
         let inner = text[start + Self::OPEN.len()..].strip_suffix(']')?;
-        let (cluster, uid) = inner.rsplit_once(':')?;
-        (!cluster.is_empty() && !uid.is_empty()).then(|| Marker {
-            cluster: cluster.into(),
-            uid: uid.into(),
-        })
+        // From the right: the cluster id is the operator's to choose; the others hold no '/'.
+        let (rest, uid) = inner.rsplit_once('/')?;
+        let (cluster, namespace) = rest.rsplit_once('/')?;
+        [cluster, namespace, uid]
+            .iter()
+            .all(|p| !p.is_empty())
+            .then(|| Marker {
+                cluster: cluster.into(),
+                namespace: namespace.into(),
+                uid: uid.into(),
+            })
     }
 }
 
@@ -150,23 +164,28 @@ mod tests {
     #[test]
     fn markers_round_trip_and_ignore_foreign_text() {
         let m = Marker {
-            cluster: "c1".into(),
+            cluster: "c:1".into(),
+            namespace: "apps".into(),
             uid: "0f6a-11".into(),
         };
+        assert_eq!(m.label("CI pipeline"), "CI pipeline [nto:c:1/apps/0f6a-11]");
         assert_eq!(Marker::find(&m.label("CI pipeline")), Some(m.clone()));
+        let last = Marker::find("a [nto:c/n/1] then [nto:c2/n2/u2]").unwrap();
         assert_eq!(
-            Marker::find("a [nto:c:1] then [nto:c2:u2]"),
-            Some(Marker {
-                cluster: "c2".into(),
-                uid: "u2".into()
-            })
+            (
+                last.cluster.as_str(),
+                last.namespace.as_str(),
+                last.uid.as_str()
+            ),
+            ("c2", "n2", "u2")
         );
         for foreign in [
             "CI pipeline",
             "[nto:]",
-            "x [nto:c1:]",
-            "x [nto:c1:u1] trailing",
+            "x [nto:c1/ns/]",
+            "x [nto:c1/ns/u1] trailing",
             "[nto:nouid]",
+            "[nto:c/u]",
         ] {
             assert_eq!(Marker::find(foreign), None, "{foreign}");
         }
