@@ -610,3 +610,60 @@ async fn orphan_sweep_revokes_tokens_of_vanished_resources() {
     );
     w.assert_log_has_no_tokens().await;
 }
+
+/// A spec change that shapes the credential rotates it (with Events); a spec that the schema
+/// accepts but cannot work says what to fix.
+#[tokio::test]
+async fn spec_changes_rotate_and_invalid_specs_explain() {
+    let mut w = World::new("pt-spec").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest("svc", ""));
+    w.kubectl_apply(&pt_manifest("odd", "  renewBefore: 48h\n"));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let s = wait_status(&api, "svc", MINUTE, "Ready", ready).await;
+    let id1 = s.token_id.unwrap();
+    w.kubectl_apply(&pt_manifest("svc", "").replace("days: 1", "days: 2"));
+    let s = wait_status(&api, "svc", MINUTE, "rotation after the spec change", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&id1)
+    })
+    .await;
+    assert!(
+        s.previous_tokens.iter().any(|p| p.id == id1),
+        "the old token gets its grace period"
+    );
+    let lifetime = s.not_after.unwrap() - s.issued_at.unwrap();
+    assert!(
+        lifetime >= chrono::Duration::hours(47),
+        "days: 2 honoured: {lifetime}"
+    );
+    assert_eq!(s.observed_generation, Some(2));
+
+    let odd = wait_status(&api, "odd", MINUTE, "InvalidSpec", |s| {
+        reason(s).as_deref() == Some("InvalidSpec")
+    })
+    .await;
+    let msg = &odd.condition("Ready").unwrap().message;
+    assert!(
+        msg.contains("renewBefore") && msg.contains("shorter"),
+        "{msg}"
+    );
+    assert!(odd.token_id.is_none());
+
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(w.client.clone(), &w.ns);
+    let reasons = common::poll(MINUTE, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        let r: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+        (r.iter().any(|x| x == "Issued")
+            && r.iter().any(|x| x == "Rotated")
+            && r.iter().any(|x| x == "InvalidSpec"))
+        .then_some(r)
+    })
+    .await;
+    assert!(
+        reasons.is_some(),
+        "Events Issued, Rotated and InvalidSpec expected"
+    );
+    w.assert_log_has_no_tokens().await;
+}
