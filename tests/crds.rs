@@ -37,12 +37,24 @@ async fn crds_install_and_are_documented() {
     common::install_crds(&client).await;
     let ns = namespace(&client, "crds").await;
 
+    // The apiserver publishes a new CRD's discovery and OpenAPI a moment after Established.
+    let within = std::time::Duration::from_secs(30);
+    let listed = common::poll(within, || async {
+        kubectl(&["get", "nuclia", "-n", &ns], None)
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
     let out = kubectl(&["get", "nuclia", "-n", &ns], None);
-    assert!(out.status.success(), "kubectl get nuclia: {}", text(&out));
+    assert!(listed.is_some(), "kubectl get nuclia: {}", text(&out));
 
-    let out = kubectl(&["explain", "nucliapersonaltoken.spec.days"], None);
-    let doc = text(&out);
-    assert!(out.status.success(), "kubectl explain: {doc}");
+    let doc = common::poll(within, || async {
+        let out = kubectl(&["explain", "nucliapersonaltoken.spec.days"], None);
+        out.status.success().then(|| text(&out))
+    })
+    .await
+    .expect("kubectl explain nucliapersonaltoken.spec.days");
     assert!(doc.contains("Lifetime of each token, in days"), "{doc}");
 
     let out = kubectl(&["explain", "nkak.spec.role"], None);

@@ -134,6 +134,20 @@ pub async fn install_crds(client: &Client) {
         .await;
         assert!(established.is_some(), "CRD {name} never became Established");
     }
+    // kubectl validates manifests against the published OpenAPI, which follows a moment later.
+    for field in ["nucliapersonaltoken.spec.days", "nucliakbapikey.spec.kbUrl"] {
+        let published = poll(Duration::from_secs(60), || async {
+            kubectl(&["explain", field], None)
+                .status
+                .success()
+                .then_some(())
+        })
+        .await;
+        assert!(
+            published.is_some(),
+            "the schema of {field} was never published"
+        );
+    }
 }
 
 /// Creates a fresh namespace `<prefix>-<random>` for one test.
