@@ -385,6 +385,9 @@ struct Engine<'a, K: Kind> {
     issuer: Option<K::Issuer>,
     now: DateTime<Utc>,
     uid: String,
+    /// This reconcile already wrote the finalizer (with an issue intent): `obj` is now stale,
+    /// and a second resourceVersion-guarded patch would only conflict.
+    finalizer_written: bool,
 }
 
 impl<'a, K: Kind> Engine<'a, K> {
@@ -399,6 +402,7 @@ impl<'a, K: Kind> Engine<'a, K> {
             issuer: None,
             now: now(),
             uid: obj.uid().unwrap_or_default(),
+            finalizer_written: false,
         }
     }
 
@@ -546,7 +550,7 @@ impl<'a, K: Kind> Engine<'a, K> {
             }
             Step::Idle => {}
         }
-        if self.status.finalizer_missing(self.obj) {
+        if !self.finalizer_written && self.status.finalizer_missing(self.obj) {
             self.add_finalizer(None).await?;
         }
         self.revoke_due(&view).await?;
@@ -629,7 +633,7 @@ impl<'a, K: Kind> Engine<'a, K> {
 
     /// Records the intent to mint, together with the finalizer, guarded by resourceVersion: of
     /// two replicas racing (a leader hand-over), only one gets to mint.
-    async fn add_finalizer(&self, intent: Option<&str>) -> Result<()> {
+    async fn add_finalizer(&mut self, intent: Option<&str>) -> Result<()> {
         let mut finalizers = self.obj.finalizers().to_vec();
         if !finalizers.iter().any(|f| f == FINALIZER) {
             finalizers.push(FINALIZER.into());
@@ -649,6 +653,7 @@ impl<'a, K: Kind> Engine<'a, K> {
             )
             .await
             .map_err(Error::kube("record issue intent"))?;
+        self.finalizer_written = true;
         Ok(())
     }
 
