@@ -933,11 +933,9 @@ impl<'a, K: Kind> Engine<'a, K> {
                 policy, &self.uid, self.now, not_after,
             ));
             s.spec_hash = Some(policy.spec_hash.clone());
-            if let Some(kb) = s.kb.as_mut() {
-                kb.service_account_id = found
-                    .service_account_id
-                    .clone()
-                    .or(kb.service_account_id.take());
+            // Where it lives (a KB key's service account) is issuer state, copied to status.
+            if let Some(issuer) = self.issuer.as_mut() {
+                issuer.adopted(found);
             }
             referenced.insert(id.clone());
             tracing::info!(token_id = %id, "adopted the token an interrupted issue left in the Secret");

@@ -324,6 +324,23 @@ impl Issuer for KbIssuer {
         ]
     }
 
+    fn adopted(&mut self, token: &LiveToken) {
+        // A marked key lives in a service account this resource created (only those carry the
+        // marker), so it is owned; the one status named before retires unless it is the same.
+        let Some(sa) = token.service_account_id.clone() else {
+            return;
+        };
+        if let Some(old) = self.state.service_account_id.take()
+            && old != sa
+            && self.state.service_account_owned
+        {
+            self.state.retired_service_accounts.push(old);
+        }
+        self.state.service_account_id = Some(sa);
+        self.state.service_account_owned = true;
+        self.state.role = Some(self.role);
+    }
+
     async fn cleanup(&mut self, marker: &Marker, revoke: bool) -> Result<()> {
         if !revoke {
             return Ok(());

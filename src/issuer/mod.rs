@@ -107,6 +107,9 @@ pub trait Issuer: Send {
     /// resource goes; `revoke` says whether upstream credentials are to be removed.
     fn cleanup(&mut self, marker: &Marker, revoke: bool)
     -> impl Future<Output = Result<()>> + Send;
+    /// The leak guard adopted `token` (marked for this resource, found in the Secret after an
+    /// interrupted issue) as the current credential: record where it lives.
+    fn adopted(&mut self, _token: &LiveToken) {}
 }
 
 /// Reads a credential from a Secret in the resource's own namespace. The error says what to fix
