@@ -12,15 +12,18 @@ use crate::crd::{KbLocationStatus, KbRole, KbSecretKeys, NucliaKbApiKeySpec};
 use crate::error::Result;
 use crate::nuclia::{self, Client, Credential, KbLocation};
 
-/// Account ids resolved per (credential, KB), so discovery runs once per credential.
+/// Account ids resolved per (credential, KB, `spec.account`), so discovery runs once per
+/// credential, and a resource naming an account never borrows another resource's answer.
 #[derive(Clone, Default)]
-pub struct AccountCache(Arc<Mutex<HashMap<(String, String), String>>>);
+pub struct AccountCache(Arc<Mutex<HashMap<AccountKey, String>>>);
+
+type AccountKey = (String, String, Option<String>);
 
 impl AccountCache {
-    fn get(&self, key: &(String, String)) -> Option<String> {
+    fn get(&self, key: &AccountKey) -> Option<String> {
         self.0.lock().ok()?.get(key).cloned()
     }
-    fn put(&self, key: (String, String), account: String) {
+    fn put(&self, key: AccountKey, account: String) {
         if let Ok(mut m) = self.0.lock() {
             m.insert(key, account);
         }
@@ -77,7 +80,11 @@ impl KbIssuer {
             };
             state.retired_service_accounts.extend(retired);
         }
-        let cache_key = (credential.fingerprint(), location.kb_id.clone());
+        let cache_key = (
+            credential.fingerprint(),
+            location.kb_id.clone(),
+            spec.account.clone(),
+        );
         let account_id = match state
             .account_id
             .clone()
@@ -220,7 +227,7 @@ async fn resolve_account(
     }
     let accounts = client.accounts(credential).await?;
     if let Some(wanted) = wanted {
-        return accounts
+        let id = accounts
             .into_iter()
             .find(|a| a.slug == wanted || a.id == wanted)
             .map(|a| a.id)
@@ -228,7 +235,15 @@ async fn resolve_account(
                 crate::error::Error::InvalidSpec(format!(
                     "spec.account {wanted:?} is not an account this credential can see; fix the slug or id, or remove it to discover the account"
                 ))
-            });
+            })?;
+        let kbs = client.kbs(credential, &location.zone, &id).await?;
+        if !kbs.iter().any(|kb| kb.id == location.kb_id) {
+            return Err(crate::error::Error::InvalidSpec(format!(
+                "spec.account {wanted:?} does not hold Knowledge Box {}; fix spec.account or remove it to discover the account",
+                location.kb_id
+            )));
+        }
+        return Ok(id);
     }
     for account in &accounts {
         match client.kbs(credential, &location.zone, &account.id).await {
