@@ -23,13 +23,16 @@ pub struct World {
 impl World {
     /// A fresh namespace and fake, CRDs installed; the operator is started with [`World::start_operator`].
     pub async fn new(prefix: &str) -> World {
+        World::with_fake(prefix, FakeConfig::default()).await
+    }
+
+    /// Like [`World::new`], with a fake configured by the test (e.g. seeded accounts).
+    pub async fn with_fake(prefix: &str, config: FakeConfig) -> World {
         nuclia_token_operator::runtime::install_crypto();
         let client = super::client().await;
         super::install_crds(&client).await;
         let ns = super::namespace(&client, prefix).await;
-        let fake = fake::spawn(FakeConfig::default())
-            .await
-            .expect("start nuclia-fake");
+        let fake = fake::spawn(config).await.expect("start nuclia-fake");
         let log = std::env::temp_dir().join(format!("nto-operator-{ns}.log"));
         World {
             client,
