@@ -550,7 +550,7 @@ impl<'a, K: Kind> Engine<'a, K> {
             }
             Step::Idle => {}
         }
-        if !self.finalizer_written && self.status.finalizer_missing(self.obj) {
+        if !self.finalizer_written && !has_finalizer(self.obj) {
             self.add_finalizer(None).await?;
         }
         self.revoke_due(&view).await?;
@@ -985,23 +985,14 @@ fn reason_event(reason: IssueReason) -> &'static str {
     }
 }
 
-trait FinalizerCheck {
-    fn finalizer_missing<K: Resource>(&self, obj: &K) -> bool;
-}
-
-impl FinalizerCheck for CredentialStatus {
-    fn finalizer_missing<K: Resource>(&self, obj: &K) -> bool {
-        !obj.meta()
-            .finalizers
-            .as_ref()
-            .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
-    }
+fn has_finalizer<K: Resource>(obj: &K) -> bool {
+    obj.meta().finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == FINALIZER))
 }
 
 /// Deletion: revoke every token (unless `Orphan`), release what the issuer owns, delete the
 /// Secret, then let the resource go.
 async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
-    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+    if !has_finalizer(obj) {
         return Ok(Action::await_change());
     }
     let ns = obj.namespace().unwrap_or_default();
