@@ -986,7 +986,10 @@ fn reason_event(reason: IssueReason) -> &'static str {
 }
 
 fn has_finalizer<K: Resource>(obj: &K) -> bool {
-    obj.meta().finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+    obj.meta()
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
 }
 
 /// Deletion: revoke every token (unless `Orphan`), release what the issuer owns, delete the
