@@ -92,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
         metrics.set_leader(true);
         Some(e)
     } else {
+        // Without leader election this replica always acts.
+        metrics.set_leader(true);
         None
     };
 
