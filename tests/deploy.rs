@@ -1087,7 +1087,8 @@ async fn leader_election_one_acts_and_hands_over() {
     ids.push(s.token_id.clone().unwrap());
     assert_eq!(s.rotate_handled.as_deref(), Some("after-term"));
     println!(
-        "leader election (lease 6s): SIGKILL -> {} acting after {:.1}s; SIGTERM -> {} exited after {:.1}s, {} acting after {:.1}s",
+        "leader election (lease 6s): SIGKILL {} -> {} acting after {:.1}s; SIGTERM {} -> exited after {:.1}s, {} acting after {:.1}s",
+        ops[first].name,
         ops[second].name,
         after_kill.as_secs_f64(),
         ops[second].name,
