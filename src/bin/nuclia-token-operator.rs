@@ -92,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
         metrics.set_leader(true);
         Some(e)
     } else {
+        // Without leader election this replica always acts.
+        metrics.set_leader(true);
         None
     };
 
@@ -115,7 +117,14 @@ async fn main() -> anyhow::Result<()> {
     let synced = {
         let (ctx, health) = (ctx.clone(), health.clone());
         tokio::spawn(async move {
-            ctx.wait_for_caches().await;
+            // A store's readiness is a oneshot channel with a single waker slot, which the
+            // controllers' runners wait on too: whoever polls last is the only one woken. So
+            // poll again now and then instead of waiting to be woken (readiness is remembered
+            // once seen, so a late poll returns at once).
+            while tokio::time::timeout(Duration::from_millis(250), ctx.wait_for_caches())
+                .await
+                .is_err()
+            {}
             health.set_caches_synced(true);
         })
     };

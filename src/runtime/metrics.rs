@@ -183,8 +183,9 @@ impl Metrics {
     }
 
     /// Counts one Nuclia API request and records its duration. `op` names the call
-    /// (e.g. `create_personal_token`), `outcome` is from a fixed set (e.g. `ok`,
-    /// `unauthorized`, `not_found`, `rate_limited`, `transient`, `invalid`).
+    /// (e.g. `create_personal_token`), `outcome` is the HTTP status of the answer (e.g. `201`,
+    /// `401`, `503`) or, without one, the failure class (`timeout`, `connect`, `io`,
+    /// `too_large`).
     pub fn observe_api(&self, op: &str, outcome: &str, elapsed: Duration) {
         self.api_requests
             .get_or_create(&ApiLabels {

@@ -312,3 +312,184 @@ pub fn reason(s: &CredentialStatus) -> Option<String> {
         .filter(|c| c.status == "False")
         .map(|c| c.reason.clone())
 }
+
+/// An operator process started by [`World::spawn_operator`], with its own log file;
+/// SIGKILLed when dropped.
+pub struct OperatorProcess {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// The process's log so far, without terminal colour codes.
+    pub fn log_text(&self) -> String {
+        plain(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM (what kubelet sends), then waits up to `within` for the exit status.
+    /// `None` when the process did not exit in time (it is then SIGKILLed).
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(term.is_ok_and(|s| s.success()), "kill -TERM failed");
+        let status = super::poll(within, || {
+            let exited = child.try_wait().ok().flatten();
+            async move { exited }
+        })
+        .await;
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The address of /metrics, /healthz and /readyz, from the "serving /metrics" log line;
+    /// waits up to 30 s for it.
+    pub async fn http_addr(&self) -> std::net::SocketAddr {
+        let found = super::poll(Duration::from_secs(30), || async {
+            served_addr(&self.log_text())
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "{}: no \"serving /metrics\" line in {}",
+                self.name,
+                self.log.display()
+            )
+        })
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `text` without ANSI escape sequences (the text log format colours its fields).
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The bound address in an operator log's "serving /metrics" line (`addr=127.0.0.1:PORT`).
+pub fn served_addr(log: &str) -> Option<std::net::SocketAddr> {
+    let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+    let rest = &line[line.find("addr=")? + "addr=".len()..];
+    rest.split_whitespace()
+        .next()?
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
+impl World {
+    /// Starts one more operator process watching this world's namespace, beside (or instead of)
+    /// [`World::start_operator`]'s: with `kubeconfig` (e.g. a ServiceAccount token's), its own log
+    /// file named after `name`, and `extra` arguments. Without `cluster_id` the `--cluster-id`
+    /// flag is left out, so the operator reads the kube-system namespace's UID as a real
+    /// deployment does.
+    pub fn spawn_operator(
+        &self,
+        name: &str,
+        kubeconfig: &std::path::Path,
+        cluster_id: bool,
+        extra: &[&str],
+    ) -> OperatorProcess {
+        let path = std::env::temp_dir().join(format!("nto-operator-{}-{name}.log", self.ns));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("log file");
+        let url = &self.fake.url;
+        let zone = &self.fake.bootstrap.zone;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nuclia-token-operator"));
+        cmd.env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,nuclia_token_operator=debug")
+            .args(["--nuclia-global-url", url])
+            .args(["--nuclia-zone-origin", &format!("{zone}={url}")])
+            .args(["--watch-namespaces", &self.ns])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--verify-interval", "3s"])
+            .args(["--backoff-base", "1s", "--backoff-max", "5s"])
+            .args(["--nuclia-timeout", "5s"]);
+        if cluster_id {
+            cmd.args(["--cluster-id", "test-cluster"]);
+        }
+        let child = cmd
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the operator");
+        OperatorProcess {
+            name: name.to_owned(),
+            child: Some(child),
+            log: path,
+        }
+    }
+
+    /// [`World::assert_log_has_no_tokens`] for another log file (e.g. an [`OperatorProcess`]'s).
+    pub async fn assert_no_tokens_in(&self, log: &std::path::Path) {
+        let minted = self.admin("minted").await;
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let b = &self.fake.bootstrap;
+        let mut values: Vec<String> = minted
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        values.extend([b.user_token.clone(), b.pat.clone(), b.nua_key.clone()]);
+        let leaked = values
+            .iter()
+            .filter(|v| v.len() >= 8 && text.contains(v.as_str()))
+            .count();
+        assert_eq!(
+            leaked,
+            0,
+            "{leaked} token value(s) found in the operator log {}",
+            log.display()
+        );
+        assert!(
+            !text.contains("panicked"),
+            "the operator panicked; see {}",
+            log.display()
+        );
+    }
+}

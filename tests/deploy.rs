@@ -1,0 +1,1269 @@
+//! Running it like a real deployment (issue 6): the Helm chart against the real apiserver, the
+//! operator with the chart's ServiceAccount token instead of admin, leader election between
+//! operator processes, and `/metrics`, `/healthz`, `/readyz` of a running operator.
+//!
+//! No kubelet runs here, so the chart's pods never start: the install tests prove the objects are
+//! accepted, and the operator runs as a local process with the credentials the chart creates.
+//! The CRDs are cluster-wide and shared with tests running at the same time: installs use
+//! `crds.enabled=false`, and the `crds.keep` test installs a copy of the chart's CRD templates
+//! renamed into a group of its own.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::operator::{OperatorProcess, World, ready, reason, wait_status};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, CustomResourceExt};
+use nuclia_token_operator::crd::{NucliaKbApiKey, NucliaPersonalToken};
+use serde::Deserialize;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const CHART: &str = "charts/nuclia-token-operator";
+const CHART_NAME: &str = "nuclia-token-operator";
+/// Image values that need not exist: no kubelet pulls them.
+const IMAGE: [&str; 4] = [
+    "--set",
+    "image.repository=registry.invalid/nuclia-token-operator",
+    "--set",
+    "image.tag=never-pulled",
+];
+const PAT_MINTS: &str = "POST /api/v1/user/pa_tokens";
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+fn chart() -> PathBuf {
+    common::repo_root().join(CHART)
+}
+
+/// Runs the control plane's helm against it.
+fn helm(args: &[&str]) -> Output {
+    let c = common::cluster();
+    Command::new(c.bin_dir.join("helm"))
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(args)
+        .output()
+        .expect("run helm")
+}
+
+/// stdout of a command that must succeed.
+fn ok(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `helm template` of the chart with `--set` values, as one JSON value per manifest.
+fn render(sets: &[&str]) -> Vec<serde_json::Value> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "nto",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "ops",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let text = ok(&format!("helm template {sets:?}"), helm(&args));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).expect("rendered manifest is YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn names(docs: &[&serde_json::Value]) -> BTreeSet<String> {
+    docs.iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["metadata"]["namespace"].as_str().unwrap_or(""),
+                d["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// The operator container's arguments in a rendered Deployment.
+fn args_of(docs: &[serde_json::Value]) -> Vec<String> {
+    let deploy = of_kind(docs, "Deployment");
+    assert_eq!(deploy.len(), 1);
+    deploy[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A random suffix for cluster-scoped names.
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// Uninstalls a Helm release when dropped (also when the test fails), so no ClusterRole is left.
+struct Release {
+    name: String,
+    ns: String,
+}
+
+impl Release {
+    fn install(name: &str, ns: &str, chart: &Path, sets: &[&str]) -> Release {
+        let mut args = vec!["install", name, chart.to_str().unwrap(), "--namespace", ns];
+        args.extend(IMAGE);
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let release = Release {
+            name: name.to_owned(),
+            ns: ns.to_owned(),
+        };
+        ok(&format!("helm install {name}"), helm(&args));
+        release
+    }
+
+    fn uninstall(&self) -> Output {
+        helm(&["uninstall", &self.name, "--namespace", &self.ns])
+    }
+
+    fn fullname(&self) -> String {
+        format!("{}-{CHART_NAME}", self.name)
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = self.uninstall();
+    }
+}
+
+/// Deletes cluster-scoped CRDs by name when dropped.
+struct CrdCleanup(Vec<String>);
+
+impl Drop for CrdCleanup {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = common::kubectl(&["delete", "crd", name, "--ignore-not-found"], None);
+        }
+    }
+}
+
+fn crd_exists(name: &str) -> bool {
+    let out = common::kubectl(&["get", "crd", name, "-o", "name"], None);
+    out.status.success()
+}
+
+/// Copies `from` into `to` recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of the chart whose CRD templates define their kinds in a group of their own
+/// (`<tag>.keep.test`, kinds `K<tag>PersonalToken` and `K<tag>KbApiKey`, no short names or
+/// categories), so installing and uninstalling it never touches the shared `nuclia.dev` CRDs
+/// nor makes `kubectl get npt` ambiguous. Returns the CRD names.
+fn chart_with_private_crds(dir: &Path, tag: &str) -> Vec<String> {
+    copy_dir(&chart(), dir);
+    let mut crds = Vec::new();
+    for (file, plural, kind, short) in [
+        (
+            "nucliapersonaltoken.yaml",
+            "nucliapersonaltoken",
+            "NucliaPersonalToken",
+            "npt",
+        ),
+        (
+            "nucliakbapikey.yaml",
+            "nucliakbapikey",
+            "NucliaKbApiKey",
+            "nkak",
+        ),
+    ] {
+        let path = dir.join("templates/crds").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for removed in [
+            "    categories:\n    - nuclia\n".to_owned(),
+            format!("    shortNames:\n    - {short}\n"),
+        ] {
+            assert!(
+                text.contains(&removed),
+                "{file}: the generated CRD layout changed; update this test"
+            );
+        }
+        let new_plural = format!("k{tag}{}", &plural["nuclia".len()..]);
+        let new_kind = format!("K{tag}{}", &kind["Nuclia".len()..]);
+        let group = format!("{tag}.keep.test");
+        let text = text
+            .replace("    categories:\n    - nuclia\n", "")
+            .replace(&format!("    shortNames:\n    - {short}\n"), "")
+            .replace(plural, &new_plural)
+            .replace(kind, &new_kind)
+            .replace("nuclia.dev", &group);
+        std::fs::write(&path, text).unwrap();
+        crds.push(format!("{new_plural}s.{group}"));
+    }
+    crds
+}
+
+/// A kube client from a kubeconfig file.
+async fn client_from(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("kube client")
+}
+
+/// Writes (mode 0600) a kubeconfig for the test apiserver that authenticates with `token`.
+fn token_kubeconfig(path: &Path, token: &str, ns: &str) {
+    let admin = Kubeconfig::read_from(&common::cluster().kubeconfig).expect("admin kubeconfig");
+    let cluster = admin.clusters[0].cluster.as_ref().expect("cluster entry");
+    let server = cluster.server.as_deref().expect("server");
+    let ca = match (
+        &cluster.certificate_authority_data,
+        &cluster.certificate_authority,
+    ) {
+        (Some(data), _) => format!("certificate-authority-data: {data}"),
+        (None, Some(file)) => format!("certificate-authority: {file}"),
+        (None, None) => "insecure-skip-tls-verify: true".to_owned(),
+    };
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    {ca}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context: {{cluster: local, user: sa, namespace: {ns}}}\ncurrent-context: sa\n"
+    );
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .expect("write kubeconfig");
+    f.write_all(yaml.as_bytes()).expect("write kubeconfig");
+}
+
+/// Mints a token of ServiceAccount `ns/name` (TokenRequest API, as the kubelet does for a pod)
+/// and writes a kubeconfig that uses it into `dir`.
+async fn sa_kubeconfig(client: &Client, ns: &str, name: &str, dir: &Path) -> PathBuf {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let minted = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest for the chart's ServiceAccount");
+    let token = minted.status.expect("token").token;
+    let path = dir.join("kubeconfig");
+    token_kubeconfig(&path, &token, ns);
+    path
+}
+
+/// The HTTP status of a kube request: 200 when it succeeded, the apiserver's code otherwise.
+fn http_code<T>(result: Result<T, kube::Error>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(kube::Error::Api(status)) => status.code,
+        Err(e) => panic!("request failed without an HTTP status: {e}"),
+    }
+}
+
+fn pt_manifest(name: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaPersonalToken\nmetadata: {{name: {name}}}\nspec:\n  description: deploy test\n  days: 1\n  auth: {{secretRef: {{name: login}}}}\n{extra_spec}"
+    )
+}
+
+async fn mints(w: &World) -> u64 {
+    w.admin("calls").await[PAT_MINTS].as_u64().unwrap_or(0)
+}
+
+/// Waits until only the current token (none in grace) is live at Nuclia for `uid`.
+async fn settles(w: &World, api: &Api<NucliaPersonalToken>, name: &str, uid: &str) -> bool {
+    common::poll(MINUTE, || async {
+        let s = api.get(name).await.ok()?.status?;
+        let live = w.live_marked(uid).await;
+        (s.previous_tokens.is_empty() && live == vec![s.token_id.clone()?]).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+async fn get_text(http: &reqwest::Client, addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    match http.get(format!("http://{addr}{path}")).send().await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed) in OpenMetrics text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+const ACQUIRED: &str = "acquired the lease; starting controllers";
+
+fn acquired(p: &OperatorProcess) -> usize {
+    p.log_text().matches(ACQUIRED).count()
+}
+
+fn issued_lines(p: &OperatorProcess) -> usize {
+    p.log_text()
+        .lines()
+        .filter(|l| l.contains(": issued kind="))
+        .count()
+}
+
+async fn lease_holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases
+        .get(name)
+        .await
+        .ok()?
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. the chart
+
+/// `helm lint` and `helm template` pass, and the rendered objects are what the README promises:
+/// CRDs identical to the generated ones with the keep policy, hardened pod, RBAC scoped by
+/// `watchNamespaces`, PDB only with replicas; the values schema refuses a bad value.
+#[test]
+fn chart_lints_and_renders() {
+    let chart = chart();
+    ok(
+        "helm lint --strict",
+        helm(&["lint", "--strict", chart.to_str().unwrap()]),
+    );
+
+    let docs = render(&[]);
+    let crds = of_kind(&docs, "CustomResourceDefinition");
+    assert_eq!(crds.len(), 2, "two CRDs by default");
+    for want in [NucliaPersonalToken::crd(), NucliaKbApiKey::crd()] {
+        let name = want.metadata.name.clone().unwrap();
+        let have = crds
+            .iter()
+            .find(|d| d["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("CRD {name} not rendered"));
+        assert_eq!(
+            have["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name}: crds.keep is on by default"
+        );
+        assert_eq!(
+            have["spec"],
+            serde_json::to_value(&want.spec).unwrap(),
+            "{name}: the chart's CRD differs from the generated one (run `cargo run --bin crdgen`)"
+        );
+    }
+    for d in render(&["crds.keep=false"])
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+    {
+        assert!(
+            d["metadata"]["annotations"]["helm.sh/resource-policy"].is_null(),
+            "crds.keep=false drops the keep policy"
+        );
+    }
+    assert!(of_kind(&render(&["crds.enabled=false"]), "CustomResourceDefinition").is_empty());
+
+    // Cluster-wide by default: the controller ClusterRole, the kube-system reader, the Lease
+    // Role in the release namespace only.
+    let full = format!("nto-{CHART_NAME}");
+    assert_eq!(
+        names(&of_kind(&docs, "ClusterRole")),
+        BTreeSet::from([format!("/{full}"), format!("/{full}-cluster-id")])
+    );
+    assert_eq!(
+        names(&of_kind(&docs, "Role")),
+        BTreeSet::from([format!("ops/{full}-leader-election")])
+    );
+    assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
+    assert_eq!(of_kind(&docs, "ServiceAccount").len(), 1);
+    assert_eq!(of_kind(&docs, "Service").len(), 1);
+    let args = args_of(&docs);
+    assert!(args.contains(&"--leader-elect=true".to_owned()), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--watch-namespaces")));
+
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(c["resources"]["requests"]["memory"].is_string());
+
+    // Namespaced: one Role per watched namespace, no controller ClusterRole.
+    let docs = render(&["watchNamespaces={apps,ci}", "clusterId=prod"]);
+    assert_eq!(
+        names(&of_kind(&docs, "Role")),
+        BTreeSet::from([
+            format!("apps/{full}"),
+            format!("ci/{full}"),
+            format!("ops/{full}-leader-election")
+        ])
+    );
+    assert!(
+        of_kind(&docs, "ClusterRole").is_empty(),
+        "namespaced mode with clusterId set needs nothing cluster-wide"
+    );
+    let args = args_of(&docs);
+    assert!(
+        args.contains(&"--watch-namespaces=apps,ci".to_owned()),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--cluster-id=prod".to_owned()), "{args:?}");
+
+    let docs = render(&["replicaCount=2"]);
+    assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
+    let docs = render(&["leaderElection.enabled=false"]);
+    assert!(of_kind(&docs, "Role").is_empty());
+    assert!(args_of(&docs).contains(&"--leader-elect=false".to_owned()));
+
+    let bad = helm(&[
+        "template",
+        "nto",
+        chart.to_str().unwrap(),
+        "--set",
+        "logFormat=xml",
+    ]);
+    assert!(
+        !bad.status.success(),
+        "values.schema.json accepts logFormat=xml"
+    );
+}
+
+/// `helm install` into a fresh namespace of the real apiserver is accepted (every object is
+/// created), and `helm uninstall` removes them, cluster-scoped RBAC included.
+#[tokio::test]
+async fn chart_installs_and_uninstalls() {
+    let client = common::client().await;
+    common::install_crds(&client).await;
+    let ns = common::namespace(&client, "deploy-helm").await;
+    let release = Release::install(
+        &format!("nto-{}", suffix()),
+        &ns,
+        &chart(),
+        &["crds.enabled=false", "replicaCount=2"],
+    );
+    let full = release.fullname();
+    let status = ok(
+        "helm status",
+        helm(&["status", &release.name, "--namespace", &ns]),
+    );
+    assert!(status.contains("STATUS: deployed"), "{status}");
+    let listed = ok(
+        "kubectl get",
+        common::kubectl(
+            &[
+                "get",
+                "-n",
+                &ns,
+                "deployment,serviceaccount,service,role,rolebinding,poddisruptionbudget",
+                "-o",
+                "name",
+            ],
+            None,
+        ),
+    );
+    for want in [
+        format!("deployment.apps/{full}"),
+        format!("serviceaccount/{full}"),
+        format!("service/{full}-metrics"),
+        format!("role.rbac.authorization.k8s.io/{full}-leader-election"),
+        format!("rolebinding.rbac.authorization.k8s.io/{full}-leader-election"),
+        format!("poddisruptionbudget.policy/{full}"),
+    ] {
+        assert!(
+            listed.lines().any(|l| l == want),
+            "{want} missing:\n{listed}"
+        );
+    }
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    for name in [full.clone(), format!("{full}-cluster-id")] {
+        assert!(
+            cluster_roles.get_opt(&name).await.unwrap().is_some(),
+            "ClusterRole {name} missing"
+        );
+    }
+    ok("helm uninstall", release.uninstall());
+    for name in [full.clone(), format!("{full}-cluster-id")] {
+        let gone = common::poll(MINUTE, || async {
+            cluster_roles
+                .get_opt(&name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        assert!(gone.is_some(), "ClusterRole {name} left after uninstall");
+    }
+    let left = ok(
+        "kubectl get",
+        common::kubectl(
+            &[
+                "get",
+                "-n",
+                &ns,
+                "deployment,serviceaccount,service,role",
+                "-o",
+                "name",
+            ],
+            None,
+        ),
+    );
+    assert!(
+        !left.contains(&full),
+        "objects of the release left after uninstall: {left}"
+    );
+    drop(release);
+    let _ = Api::<Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+/// With `crds.keep` (the default) `helm uninstall` leaves the chart's CRDs in place; with
+/// `crds.keep=false` it deletes them. Uses a copy of the chart whose CRDs are renamed into a
+/// private group, so the shared `nuclia.dev` CRDs are never at risk.
+#[tokio::test]
+async fn chart_uninstall_keeps_crds_when_asked() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "deploy-keep").await;
+    let mut cleanup = CrdCleanup(Vec::new());
+    for keep in [true, false] {
+        let tag = format!("t{}", suffix());
+        let dir = tempfile::tempdir().unwrap();
+        let chart = dir.path().join(CHART_NAME);
+        let crds = chart_with_private_crds(&chart, &tag);
+        cleanup.0.extend(crds.iter().cloned());
+        let release = Release::install(
+            &format!("keep-{tag}"),
+            &ns,
+            &chart,
+            &[
+                "crds.enabled=true",
+                &format!("crds.keep={keep}"),
+                "rbac.create=false",
+            ],
+        );
+        for crd in &crds {
+            assert!(crd_exists(crd), "helm install did not create CRD {crd}");
+        }
+        ok("helm uninstall", release.uninstall());
+        if keep {
+            for crd in &crds {
+                assert!(crd_exists(crd), "crds.keep=true: uninstall deleted {crd}");
+            }
+        } else {
+            let gone = common::poll(MINUTE, || async {
+                crds.iter().all(|c| !crd_exists(c)).then_some(())
+            })
+            .await;
+            assert!(gone.is_some(), "crds.keep=false: uninstall left {crds:?}");
+        }
+    }
+    drop(cleanup);
+    let _ = Api::<Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. RBAC
+
+/// The operator runs with a token of the chart's ServiceAccount (cluster-wide RBAC, leader
+/// election on, no `--cluster-id`): it issues, rotates on request, and on delete revokes and
+/// removes the Secret, with Events and without a single forbidden request; a KB key is issued
+/// and revoked the same way. The same token is refused what the role does not grant.
+#[tokio::test]
+async fn chart_rbac_is_enough_and_no_more() {
+    let w = World::new("deploy-rbac").await;
+    let release = Release::install(
+        &format!("nto-{}", suffix()),
+        &w.ns,
+        &chart(),
+        &["crds.enabled=false"],
+    );
+    let full = release.fullname();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = sa_kubeconfig(&w.client, &w.ns, &full, dir.path()).await;
+
+    let mut op = w.spawn_operator(
+        "sa",
+        &kubeconfig,
+        false,
+        &[
+            "--leader-elect",
+            "--lease-namespace",
+            &w.ns,
+            "--lease-name",
+            &full,
+            "--identity",
+            "sa-0",
+        ],
+    );
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.kubectl_apply(&pt_manifest(
+        "rbac",
+        "  rotation: {revokePreviousAfter: 2s}\n  secret: {name: rbac-token}\n",
+    ));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let first = wait_status(&api, "rbac", MINUTE, "Ready under the chart's RBAC", ready).await;
+    let uid = api.get("rbac").await.unwrap().metadata.uid.unwrap();
+    let tok = w.secret_value("rbac-token", "token").await.unwrap();
+    assert!(w.pat_works(&tok).await, "the issued token works");
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns);
+    assert_eq!(lease_holder(&leases, &full).await.as_deref(), Some("sa-0"));
+
+    w.kubectl(&["annotate", "npt", "rbac", "nuclia.dev/rotate=rbac-1"]);
+    let first_id = first.token_id.unwrap();
+    let second = wait_status(&api, "rbac", MINUTE, "rotation on request", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&first_id)
+    })
+    .await;
+    assert_eq!(second.rotate_handled.as_deref(), Some("rbac-1"));
+    assert!(
+        w.pat_works(&w.secret_value("rbac-token", "token").await.unwrap())
+            .await
+    );
+    assert!(
+        settles(&w, &api, "rbac", &uid).await,
+        "the rotated-out token was not revoked after its grace period"
+    );
+
+    // Events went through (core or events.k8s.io, both granted).
+    let events: Api<Event> = Api::namespaced(w.client.clone(), &w.ns);
+    let reasons = common::poll(MINUTE, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        let r: BTreeSet<String> = list.items.into_iter().filter_map(|e| e.reason).collect();
+        (r.contains("Issued") && r.contains("Rotated")).then_some(r)
+    })
+    .await;
+    assert!(reasons.is_some(), "Events Issued and Rotated expected");
+
+    api.delete("rbac", &DeleteParams::default()).await.unwrap();
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt("rbac").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the finalizer never let the resource go");
+    assert!(
+        w.live_marked(&uid).await.is_empty(),
+        "tokens left at Nuclia after delete"
+    );
+    let secret_gone = common::poll(MINUTE, || async {
+        w.secrets()
+            .get_opt("rbac-token")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(secret_gone.is_some(), "Secret left after delete");
+
+    // A KB key too: issue and delete (the service account it created is removed).
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    w.kubectl_apply(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: search}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{secretRef: {{name: login}}}}\n"
+    ));
+    let keys: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&keys, "search", MINUTE, "KB key Ready", ready).await;
+    let key = w.secret_value("search", "token").await.unwrap();
+    assert!(w.kb_key_works(&kb_url, &key).await);
+    keys.delete("search", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = common::poll(MINUTE, || async {
+        keys.get_opt("search").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the KB key's finalizer never let it go");
+    assert!(!w.kb_key_works(&kb_url, &key).await, "the key is revoked");
+
+    // It read kube-system's UID for its cluster id (the -cluster-id ClusterRole).
+    let kube_system = Api::<Namespace>::all(w.client.clone())
+        .get("kube-system")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let log = op.log_text();
+    assert!(
+        log.contains(&format!("cluster_id={kube_system}")),
+        "the operator did not use kube-system's UID; see {}",
+        op.log.display()
+    );
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "a request was forbidden under the chart's RBAC; see {}",
+        op.log.display()
+    );
+    assert!(
+        op.running(),
+        "the operator exited; see {}",
+        op.log.display()
+    );
+
+    // Outside the role: refused (and the token is good: the allowed requests pass).
+    let sa = client_from(&kubeconfig).await;
+    let ns = w.ns.clone();
+    assert_eq!(
+        http_code(
+            Api::<Secret>::namespaced(sa.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+        ),
+        200,
+        "the ServiceAccount token authenticates"
+    );
+    assert_eq!(
+        http_code(Api::<Namespace>::all(sa.clone()).get("kube-system").await),
+        200
+    );
+    let denied = [
+        (
+            "list pods",
+            http_code(
+                Api::<Pod>::namespaced(sa.clone(), &ns)
+                    .list(&ListParams::default())
+                    .await,
+            ),
+        ),
+        (
+            "delete its namespace",
+            http_code(
+                Api::<Namespace>::all(sa.clone())
+                    .delete(&ns, &DeleteParams::default())
+                    .await,
+            ),
+        ),
+        (
+            "get namespace default",
+            http_code(Api::<Namespace>::all(sa.clone()).get("default").await),
+        ),
+        (
+            "list namespaces",
+            http_code(
+                Api::<Namespace>::all(sa.clone())
+                    .list(&ListParams::default())
+                    .await,
+            ),
+        ),
+        (
+            "list ClusterRoles",
+            http_code(
+                Api::<ClusterRole>::all(sa.clone())
+                    .list(&ListParams::default())
+                    .await,
+            ),
+        ),
+        (
+            "read Leases outside the release namespace",
+            http_code(
+                Api::<Lease>::namespaced(sa.clone(), "default")
+                    .list(&ListParams::default())
+                    .await,
+            ),
+        ),
+    ];
+    for (what, code) in denied {
+        assert_eq!(code, 403, "the ServiceAccount may {what}");
+    }
+    op.kill();
+    w.assert_no_tokens_in(&op.log).await;
+    drop(release);
+}
+
+/// Namespaced mode (`watchNamespaces: [ns]`): a Role in the namespace, nothing cluster-wide but
+/// the kube-system reader. With the ServiceAccount's token the operator issues and deletes a
+/// token without a forbidden request, and cannot read Secrets elsewhere.
+#[tokio::test]
+async fn chart_namespaced_rbac_one_namespace() {
+    namespaced_rbac(false).await;
+}
+
+/// The same with two watched namespaces. Fails today: with more than one namespace the
+/// controller watches at cluster scope (`Api::all`), which the per-namespace Roles do not allow
+/// (403 "cannot list ... at the cluster scope"); it needs one watch per namespace.
+#[tokio::test]
+#[ignore = "the controller watches several namespaces at cluster scope; the chart's Roles refuse it"]
+async fn chart_namespaced_rbac_two_namespaces() {
+    namespaced_rbac(true).await;
+}
+
+async fn namespaced_rbac(two: bool) {
+    let w = World::new("deploy-nsrbac").await;
+    let other = if two {
+        common::namespace(&w.client, "deploy-nsrbac-b").await
+    } else {
+        w.ns.clone()
+    };
+    let watched: Vec<&str> = if two {
+        vec![w.ns.as_str(), other.as_str()]
+    } else {
+        vec![w.ns.as_str()]
+    };
+    let release = Release::install(
+        &format!("nto-{}", suffix()),
+        &w.ns,
+        &chart(),
+        &[
+            "crds.enabled=false",
+            "leaderElection.enabled=false",
+            &format!("watchNamespaces={{{}}}", watched.join(",")),
+        ],
+    );
+    let full = release.fullname();
+    let cluster_roles: Api<ClusterRole> = Api::all(w.client.clone());
+    assert!(
+        cluster_roles.get_opt(&full).await.unwrap().is_none(),
+        "namespaced mode created the cluster-wide role"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = sa_kubeconfig(&w.client, &w.ns, &full, dir.path()).await;
+    let extra: &[&str] = if two {
+        &["--watch-namespaces", &other]
+    } else {
+        &[]
+    };
+    let mut op = w.spawn_operator("sa", &kubeconfig, false, extra);
+
+    let pat = w.fake.bootstrap.pat.clone();
+    for &ns in &watched {
+        let login: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "login"},
+            "stringData": {"token": pat}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(w.client.clone(), ns)
+            .create(&PostParams::default(), &login)
+            .await
+            .unwrap();
+        let out = common::kubectl(
+            &["apply", "-n", ns, "-f", "-"],
+            Some(&pt_manifest("scoped", "")),
+        );
+        ok("kubectl apply", out);
+    }
+    for &ns in &watched {
+        let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), ns);
+        wait_status(&api, "scoped", MINUTE, "Ready in namespaced mode", ready).await;
+    }
+    let log = op.log_text();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "a request was forbidden under the namespaced RBAC; see {}",
+        op.log.display()
+    );
+    let sa = client_from(&kubeconfig).await;
+    assert_eq!(
+        http_code(
+            Api::<Secret>::namespaced(sa.clone(), &other)
+                .list(&ListParams::default())
+                .await
+        ),
+        200
+    );
+    assert_eq!(
+        http_code(
+            Api::<Secret>::namespaced(sa.clone(), "default")
+                .list(&ListParams::default())
+                .await
+        ),
+        403,
+        "Secrets of an unwatched namespace are readable"
+    );
+    assert_eq!(
+        http_code(Api::<Secret>::all(sa).list(&ListParams::default()).await),
+        403,
+        "Secrets of all namespaces are readable"
+    );
+    for &ns in &watched {
+        let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), ns);
+        api.delete("scoped", &DeleteParams::default())
+            .await
+            .unwrap();
+        let gone = common::poll(MINUTE, || async {
+            api.get_opt("scoped").await.ok()?.is_none().then_some(())
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "{ns}: the finalizer never let the resource go"
+        );
+    }
+    op.kill();
+    w.assert_no_tokens_in(&op.log).await;
+    drop(release);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. leader election
+
+/// Three operator processes on one Lease: exactly one acts and mints; SIGKILL of the leader
+/// hands over after the lease expires and the requested rotation happens; SIGTERM of the next
+/// leader releases the Lease before the process exits and the last one takes over. Every
+/// rotation mints exactly one token.
+#[tokio::test]
+async fn leader_election_one_acts_and_hands_over() {
+    let w = World::new("deploy-le").await;
+    let kubeconfig = common::cluster().kubeconfig.clone();
+    let lease_name = "nto-le";
+    let mut ops: Vec<OperatorProcess> = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            w.spawn_operator(
+                id,
+                &kubeconfig,
+                true,
+                &[
+                    "--leader-elect",
+                    "--lease-namespace",
+                    &w.ns,
+                    "--lease-name",
+                    lease_name,
+                    "--lease-duration",
+                    "6s",
+                    "--identity",
+                    id,
+                ],
+            )
+        })
+        .collect();
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns);
+    let first = common::poll(MINUTE, || async {
+        let leading: Vec<usize> = (0..ops.len()).filter(|&i| acquired(&ops[i]) > 0).collect();
+        (leading.len() == 1).then(|| leading[0])
+    })
+    .await
+    .expect("no single replica acquired the lease");
+    assert_eq!(
+        lease_holder(&leases, lease_name).await.as_deref(),
+        Some(ops[first].name.as_str())
+    );
+
+    // Standbys are ready (standing by is healthy) and say they are not leading.
+    for (i, op) in ops.iter().enumerate() {
+        let addr = op.http_addr().await;
+        let (code, body) = common::poll(MINUTE, || async {
+            let r = get_text(&w.http, addr, "/readyz").await;
+            (r.0 == 200).then_some(r)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{}: /readyz never answered 200", op.name));
+        let role = if i == first { "leading" } else { "standby" };
+        assert!(
+            body.contains(&format!("leader={role}")),
+            "{}: {code} {body}",
+            op.name
+        );
+        let (_, metrics) = get_text(&w.http, addr, "/metrics").await;
+        let want = if i == first { 1.0 } else { 0.0 };
+        assert_eq!(
+            sample(&metrics, "nuclia_operator_leader"),
+            Some(want),
+            "{}",
+            op.name
+        );
+    }
+
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.kubectl_apply(&pt_manifest(
+        "le",
+        "  rotation: {revokePreviousAfter: 2s}\n",
+    ));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let s = wait_status(&api, "le", MINUTE, "Ready", ready).await;
+    let uid = api.get("le").await.unwrap().metadata.uid.unwrap();
+    let mut ids = vec![s.token_id.clone().unwrap()];
+    assert_eq!(mints(&w).await, 1, "one resource, one mint");
+    for (i, op) in ops.iter().enumerate() {
+        let want = usize::from(i == first);
+        assert_eq!(issued_lines(op), want, "{} issued", op.name);
+        assert_eq!(acquired(op), want, "{} acquired the lease", op.name);
+    }
+
+    // SIGKILL the leader: the lease expires, another takes over and rotates as requested.
+    let killed_at = Instant::now();
+    ops[first].kill();
+    w.kubectl(&["annotate", "npt", "le", "nuclia.dev/rotate=after-kill"]);
+    let second = common::poll(MINUTE, || async {
+        (0..ops.len()).find(|&i| i != first && acquired(&ops[i]) > 0)
+    })
+    .await
+    .expect("nobody took over after SIGKILL of the leader");
+    let after_kill = killed_at.elapsed();
+    let prev = ids[0].clone();
+    let s = wait_status(&api, "le", MINUTE, "rotation after the hand-over", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&prev)
+    })
+    .await;
+    ids.push(s.token_id.clone().unwrap());
+    assert_eq!(s.rotate_handled.as_deref(), Some("after-kill"));
+    assert_eq!(mints(&w).await, 2, "one mint for the one rotation");
+
+    // SIGTERM the new leader: it releases the Lease before exiting; the last one takes over.
+    let termed_at = Instant::now();
+    let exit = ops[second].terminate(MINUTE).await;
+    let exited_after = termed_at.elapsed();
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "{}: SIGTERM did not end the process cleanly ({exit:?}); see {}",
+        ops[second].name,
+        ops[second].log.display()
+    );
+    let holder = lease_holder(&leases, lease_name).await;
+    assert_ne!(
+        holder.as_deref(),
+        Some(ops[second].name.as_str()),
+        "the Lease still names the replica that shut down: it was not released"
+    );
+    assert!(ops[second].log_text().contains("released the lease"));
+    let third = common::poll(MINUTE, || async {
+        (0..ops.len()).find(|&i| i != first && i != second && acquired(&ops[i]) > 0)
+    })
+    .await
+    .expect("nobody took over after SIGTERM of the leader");
+    let after_term = termed_at.elapsed();
+    w.kubectl(&[
+        "annotate",
+        "npt",
+        "le",
+        "nuclia.dev/rotate=after-term",
+        "--overwrite",
+    ]);
+    let prev = ids[1].clone();
+    let s = wait_status(&api, "le", MINUTE, "rotation after the release", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&prev)
+    })
+    .await;
+    ids.push(s.token_id.clone().unwrap());
+    assert_eq!(s.rotate_handled.as_deref(), Some("after-term"));
+    println!(
+        "leader election (lease 6s): SIGKILL {} -> {} acting after {:.1}s; SIGTERM {} -> exited after {:.1}s, {} acting after {:.1}s",
+        ops[first].name,
+        ops[second].name,
+        after_kill.as_secs_f64(),
+        ops[second].name,
+        exited_after.as_secs_f64(),
+        ops[third].name,
+        after_term.as_secs_f64()
+    );
+
+    // One token per issue or rotation, each minted by the replica leading at the time.
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 3);
+    assert_eq!(
+        mints(&w).await,
+        3,
+        "tokens minted for 1 issue + 2 rotations"
+    );
+    let issued: Vec<usize> = ops.iter().map(issued_lines).collect();
+    let mut want = vec![0; 3];
+    for i in [first, second, third] {
+        want[i] = 1;
+    }
+    assert_eq!(issued, want, "issued per replica (a, b, c)");
+    assert!(
+        settles(&w, &api, "le", &uid).await,
+        "rotated-out tokens were not revoked after their grace period"
+    );
+    for op in &mut ops {
+        op.kill();
+    }
+    for op in &ops {
+        w.assert_no_tokens_in(&op.log).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. metrics and health
+
+/// `/healthz` and `/readyz` answer 200 once synced; `/metrics` shows each resource's expiry and
+/// renewal time equal to its status (Unix seconds), its Ready state, the Nuclia calls the fake
+/// counted, reconcile durations and errors; a rotation moves the expiry; a delete drops the
+/// series.
+#[tokio::test]
+async fn metrics_match_the_status() {
+    let w = World::new("deploy-metrics").await;
+    let op = w.spawn_operator("m", &common::cluster().kubeconfig.clone(), true, &[]);
+    let addr = op.http_addr().await;
+    let (code, _) = get_text(&w.http, addr, "/healthz").await;
+    assert_eq!(code, 200, "/healthz");
+    let synced = common::poll(MINUTE, || async {
+        let r = get_text(&w.http, addr, "/readyz").await;
+        (r.0 == 200).then_some(r.1)
+    })
+    .await
+    .expect("/readyz never answered 200");
+    assert!(synced.contains("caches_synced=true"), "{synced}");
+
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.kubectl_apply(&pt_manifest("m", "  rotation: {revokePreviousAfter: 1s}\n"));
+    w.kubectl_apply(&pt_manifest("nocreds", "").replace("name: login", "name: missing"));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let s = wait_status(&api, "m", MINUTE, "Ready", ready).await;
+    wait_status(&api, "nocreds", MINUTE, "CredentialsMissing", |s| {
+        reason(s).as_deref() == Some("CredentialsMissing")
+    })
+    .await;
+
+    let labels = |name: &str| {
+        format!(
+            "{{kind=\"NucliaPersonalToken\",namespace=\"{}\",name=\"{name}\"}}",
+            w.ns
+        )
+    };
+    let expiry = format!("nuclia_credential_expiry_timestamp_seconds{}", labels("m"));
+    let renewal = format!("nuclia_credential_renewal_timestamp_seconds{}", labels("m"));
+    let ready_m = format!("nuclia_credential_ready{}", labels("m"));
+    let ready_bad = format!("nuclia_credential_ready{}", labels("nocreds"));
+    let not_after = s.not_after.unwrap().timestamp() as f64;
+    let renew_at = s.renewal_time.unwrap().timestamp() as f64;
+    let text = common::poll(MINUTE, || async {
+        let (_, t) = get_text(&w.http, addr, "/metrics").await;
+        (sample(&t, &expiry) == Some(not_after) && sample(&t, &ready_bad).is_some()).then_some(t)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{expiry} never equalled status.notAfter {not_after}"));
+    assert_eq!(
+        sample(&text, &renewal),
+        Some(renew_at),
+        "renewal == status.renewalTime"
+    );
+    assert_eq!(sample(&text, &ready_m), Some(1.0));
+    assert_eq!(sample(&text, &ready_bad), Some(0.0), "not Ready → 0");
+    assert!(
+        !text.contains(&format!(
+            "nuclia_credential_expiry_timestamp_seconds{}",
+            labels("nocreds")
+        )),
+        "no expiry series for a resource without a credential"
+    );
+    // Requests by operation and outcome (the HTTP status, or a failure class).
+    let mint_series = r#"nuclia_api_requests_total{operation="create_personal_token",outcome=""#;
+    let counted: f64 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(mint_series))
+        .filter_map(|rest| rest.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        counted,
+        mints(&w).await as f64,
+        "the operator's count of mint requests equals the fake's"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"nuclia_api_requests_total{operation="create_personal_token",outcome="201"}"#
+        ),
+        Some(1.0)
+    );
+    let reconciles = sample(
+        &text,
+        r#"nuclia_operator_reconcile_duration_seconds_count{kind="NucliaPersonalToken"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(reconciles >= 2.0, "reconcile durations: {reconciles}");
+    assert!(
+        text.lines().any(|l| {
+            l.starts_with("nuclia_operator_reconcile_duration_seconds_bucket{")
+                && l.contains(r#"kind="NucliaPersonalToken""#)
+                && l.contains("le=")
+        }),
+        "reconcile duration histogram buckets"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"nuclia_operator_reconcile_errors_total{kind="NucliaPersonalToken",reason="CredentialsMissing"}"#
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "reconcile errors by reason"
+    );
+    assert_eq!(
+        sample(&text, "nuclia_operator_leader"),
+        Some(1.0),
+        "without leader election the only replica acts"
+    );
+
+    // A rotation moves the series with the status.
+    let id1 = s.token_id.clone().unwrap();
+    w.kubectl(&["annotate", "npt", "m", "nuclia.dev/rotate=metrics"]);
+    let s2 = wait_status(&api, "m", MINUTE, "rotation", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&id1)
+    })
+    .await;
+    let not_after2 = s2.not_after.unwrap().timestamp() as f64;
+    let renew2 = s2.renewal_time.unwrap().timestamp() as f64;
+    let moved = common::poll(MINUTE, || async {
+        let (_, t) = get_text(&w.http, addr, "/metrics").await;
+        (sample(&t, &expiry) == Some(not_after2) && sample(&t, &renewal) == Some(renew2))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "after the rotation the series did not follow status ({not_after2}, {renew2})"
+    );
+
+    api.delete("m", &DeleteParams::default()).await.unwrap();
+    let dropped = common::poll(MINUTE, || async {
+        let (_, t) = get_text(&w.http, addr, "/metrics").await;
+        (!t.contains(&labels("m"))).then_some(())
+    })
+    .await;
+    assert!(dropped.is_some(), "the deleted resource's series stayed");
+    let log = op.log.clone();
+    drop(op);
+    w.assert_no_tokens_in(&log).await;
+}
