@@ -828,11 +828,9 @@ async fn chart_namespaced_rbac_one_namespace() {
     namespaced_rbac(false).await;
 }
 
-/// The same with two watched namespaces. Fails today: with more than one namespace the
-/// controller watches at cluster scope (`Api::all`), which the per-namespace Roles do not allow
-/// (403 "cannot list ... at the cluster scope"); it needs one watch per namespace.
+/// The same with two watched namespaces: one watch per namespace, none at cluster scope (the
+/// per-namespace Roles would refuse it with 403).
 #[tokio::test]
-#[ignore = "the controller watches several namespaces at cluster scope; the chart's Roles refuse it"]
 async fn chart_namespaced_rbac_two_namespaces() {
     namespaced_rbac(true).await;
 }

@@ -117,14 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let synced = {
         let (ctx, health) = (ctx.clone(), health.clone());
         tokio::spawn(async move {
-            // A store's readiness is a oneshot channel with a single waker slot, which the
-            // controllers' runners wait on too: whoever polls last is the only one woken. So
-            // poll again now and then instead of waiting to be woken (readiness is remembered
-            // once seen, so a late poll returns at once).
-            while tokio::time::timeout(Duration::from_millis(250), ctx.wait_for_caches())
-                .await
-                .is_err()
-            {}
+            ctx.wait_for_caches().await;
             health.set_caches_synced(true);
         })
     };

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -69,6 +69,9 @@ impl Settings {
     }
 }
 
+/// The caches of every controller (one per kind and watched namespace).
+type Stores = (Vec<Store<NucliaPersonalToken>>, Vec<Store<NucliaKbApiKey>>);
+
 /// Everything a reconcile needs, shared by both controllers.
 pub struct Context {
     pub kube: kube::Client,
@@ -82,7 +85,7 @@ pub struct Context {
     backoff: Mutex<HashMap<String, ExponentialBackoff>>,
     pub accounts: AccountCache,
     /// UIDs of every resource of both kinds, for the orphan sweep.
-    stores: OnceLock<(Store<NucliaPersonalToken>, Store<NucliaKbApiKey>)>,
+    stores: OnceLock<Stores>,
 }
 
 impl Context {
@@ -113,25 +116,38 @@ impl Context {
         })
     }
 
-    /// Resolves once both controllers' caches hold the cluster's resources.
+    /// Whether every controller's cache holds its resources. The stores' own readiness future
+    /// wakes only its last poller (the controllers poll it too), so this is polled, not awaited.
+    pub fn caches_ready(&self) -> bool {
+        let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
+        self.stores.get().is_some_and(|(pt, kb)| {
+            pt.iter()
+                .all(|s| ready(s.wait_until_ready().now_or_never()))
+                && kb
+                    .iter()
+                    .all(|s| ready(s.wait_until_ready().now_or_never()))
+        })
+    }
+
+    /// Resolves once [`Context::caches_ready`].
     pub async fn wait_for_caches(&self) {
-        loop {
-            if let Some((pt, kb)) = self.stores.get() {
-                let _ = futures::join!(pt.wait_until_ready(), kb.wait_until_ready());
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        while !self.caches_ready() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
     fn known_uids(&self) -> Option<HashSet<String>> {
+        // Before every cache is complete an unknown UID proves nothing.
+        if !self.caches_ready() {
+            return None;
+        }
         let (pt, kb) = self.stores.get()?;
-        // Before both caches are complete an unknown UID proves nothing.
-        use futures::FutureExt;
-        pt.wait_until_ready().now_or_never()?.ok()?;
-        kb.wait_until_ready().now_or_never()?.ok()?;
-        let mut uids: HashSet<String> = pt.state().iter().filter_map(|o| o.uid()).collect();
-        uids.extend(kb.state().iter().filter_map(|o| o.uid()));
+        let mut uids: HashSet<String> = pt
+            .iter()
+            .flat_map(|s| s.state())
+            .filter_map(|o| o.uid())
+            .collect();
+        uids.extend(kb.iter().flat_map(|s| s.state()).filter_map(|o| o.uid()));
         Some(uids)
     }
 
@@ -254,46 +270,65 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    let pt = controller::<NucliaPersonalToken>(ctx.clone());
-    let kb = controller::<NucliaKbApiKey>(ctx.clone());
-    let _ = ctx.stores.set((pt.store(), kb.store()));
-    let pt = pt
-        .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let kb = kb
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|_| async {});
-    futures::join!(pt, kb);
+    // One watch per namespace when several are named: a Role per namespace grants no
+    // cluster-wide list, and merged watchers cannot share one store.
+    let scopes: Vec<Option<String>> = match ctx.settings.namespaces.as_slice() {
+        [] => vec![None],
+        names => names.iter().cloned().map(Some).collect(),
+    };
+    let pts: Vec<_> = scopes
+        .iter()
+        .map(|ns| controller::<NucliaPersonalToken>(ctx.clone(), ns.as_deref()))
+        .collect();
+    let kbs: Vec<_> = scopes
+        .iter()
+        .map(|ns| controller::<NucliaKbApiKey>(ctx.clone(), ns.as_deref()))
+        .collect();
+    let _ = ctx.stores.set((
+        pts.iter().map(|c| c.store()).collect(),
+        kbs.iter().map(|c| c.store()).collect(),
+    ));
+    let mut runs = Vec::new();
+    for c in pts {
+        runs.push(
+            c.graceful_shutdown_on(shutdown.clone())
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(|_| async {})
+                .boxed(),
+        );
+    }
+    for c in kbs {
+        runs.push(
+            c.graceful_shutdown_on(shutdown.clone())
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(|_| async {})
+                .boxed(),
+        );
+    }
+    futures::future::join_all(runs).await;
 }
 
 /// A controller for one kind: the resources, plus Secrets (metadata only, so no secret data is
 /// cached) mapped to the resources that own them or read credentials from them.
-fn controller<K: Kind>(ctx: Arc<Context>) -> Controller<K> {
+fn controller<K: Kind>(ctx: Arc<Context>, namespace: Option<&str>) -> Controller<K> {
     let s = &ctx.settings;
     let mut wc = watcher::Config::default();
     if let Some(sel) = &s.label_selector {
         wc = wc.labels(sel);
     }
-    let (resources, secrets): (Api<K>, Api<PartialObjectMeta<Secret>>) =
-        match s.namespaces.as_slice() {
-            [ns] => (
-                Api::namespaced(ctx.kube.clone(), ns),
-                Api::namespaced(ctx.kube.clone(), ns),
-            ),
-            _ => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
-        };
+    let (resources, secrets): (Api<K>, Api<PartialObjectMeta<Secret>>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(ctx.kube.clone(), ns),
+            Api::namespaced(ctx.kube.clone(), ns),
+        ),
+        None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
+    };
     let controller = Controller::new(resources, wc)
         .with_config(kube::runtime::controller::Config::default().concurrency(s.concurrency));
     let store = controller.store();
-    let namespaces = s.namespaces.clone();
     // Metadata only: no Secret data is cached in the operator's memory.
     controller.watches(secrets, watcher::Config::default(), move |secret| {
         let ns = secret.namespace();
-        if namespaces.len() > 1 && !ns.as_ref().is_some_and(|ns| namespaces.contains(ns)) {
-            return Vec::new();
-        }
         let name = secret.name_any();
         let mut refs: Vec<ObjectRef<K>> = secret
             .owner_references()
@@ -317,14 +352,6 @@ fn controller<K: Kind>(ctx: Arc<Context>) -> Controller<K> {
 async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
     let uid = obj.uid().unwrap_or_default();
-    let watched = ctx.settings.namespaces.is_empty()
-        || obj
-            .namespace()
-            .is_some_and(|ns| ctx.settings.namespaces.contains(&ns));
-    if !watched {
-        // Several namespaces are watched through one cluster-wide watch: skip the others.
-        return Ok(Action::await_change());
-    }
     let result = if obj.meta().deletion_timestamp.is_some() {
         cleanup(obj.as_ref(), &ctx).await
     } else {
