@@ -55,8 +55,19 @@ impl Policy {
         };
         let grace = crate::duration::parse(revoke_previous_after)
             .map_err(|e| format!("spec.rotation.revokePreviousAfter: {e}"))?;
+        // A replaced token is dead by the longest lifetime anyway; beyond it, `now + grace`
+        // could overflow the calendar (and panic) for values the schema's pattern lets through.
+        let max_grace = Duration::days(crate::crd::MAX_DAYS.into());
         let revoke_previous_after = Duration::from_std(grace)
-            .map_err(|_| "spec.rotation.revokePreviousAfter is too long".to_string())?;
+            .ok()
+            .filter(|g| *g <= max_grace)
+            .ok_or_else(|| {
+                format!(
+                    "spec.rotation.revokePreviousAfter {revoke_previous_after} is longer than the \
+                     longest token lifetime ({} days); shorten it",
+                    crate::crd::MAX_DAYS
+                )
+            })?;
         Ok(Self {
             lifetime,
             renew_before,
@@ -575,6 +586,11 @@ mod tests {
         assert!(err.contains("spec.renewBefore"), "{err}");
         let err = Policy::new(5, None, "1 hour", "s".into(), DeletionPolicy::Revoke).unwrap_err();
         assert!(err.contains("revokePreviousAfter"), "{err}");
+        // the schema's pattern allows this; adding it to a date would overflow
+        let huge = "999999999h".repeat(3);
+        let err = Policy::new(5, None, &huge, "s".into(), DeletionPolicy::Revoke).unwrap_err();
+        assert!(err.contains("spec.rotation.revokePreviousAfter"), "{err}");
+        assert!(Policy::new(5, None, "26280h", "s".into(), DeletionPolicy::Revoke).is_ok());
         let p = Policy::new(90, None, "1h", "s".into(), DeletionPolicy::Revoke).unwrap();
         assert_eq!(p.renew_before, Duration::days(30));
     }
