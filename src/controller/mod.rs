@@ -454,7 +454,18 @@ impl<'a, K: Kind> Engine<'a, K> {
         let generation = self.obj.meta().generation;
         let token_ok =
             self.status.token_id.is_some() && self.status.not_after.is_some_and(|t| t > self.now);
-        let message = e.to_string();
+        let mut message = e.to_string();
+        if matches!(
+            e,
+            Error::Nuclia(nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })
+        ) {
+            // Nuclia's answer cannot say which credential; the user needs to know where it is.
+            let r = self.obj.auth_ref();
+            message.push_str(&format!(
+                "; check the credential in Secret {:?} key {:?} (spec.auth.secretRef)",
+                r.name, r.key
+            ));
+        }
         let was = self
             .status
             .condition(status::ISSUING)
