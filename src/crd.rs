@@ -87,6 +87,79 @@ pub struct SecretTemplate {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Room left under the apiserver's 256 KiB limit on a Secret's annotations for the ones the
+/// operator adds (token id, expiry).
+const MAX_USER_ANNOTATION_BYTES: usize = 256 * 1024 - 1024;
+
+impl SecretTemplate {
+    /// Checks labels and annotations as the apiserver will check the Secret, so that a spec
+    /// whose Secret can never be written is refused before any token is minted for it (the
+    /// v1.20 schema cannot express these rules on map keys).
+    pub fn validate(&self) -> Result<(), String> {
+        for (k, v) in &self.labels {
+            qualified_name(k)
+                .map_err(|e| format!("spec.secret.labels: key {:?} {e}; fix it", short(k)))?;
+            if !(v.is_empty() || (v.len() <= 63 && name_part(v))) {
+                return Err(format!(
+                    "spec.secret.labels: the value of {:?} must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit; fix it",
+                    short(k)
+                ));
+            }
+        }
+        let mut size = 0;
+        for (k, v) in &self.annotations {
+            qualified_name(k)
+                .map_err(|e| format!("spec.secret.annotations: key {:?} {e}; fix it", short(k)))?;
+            size += k.len() + v.len();
+        }
+        if size > MAX_USER_ANNOTATION_BYTES {
+            return Err(format!(
+                "spec.secret.annotations take {size} bytes; a Secret's annotations must stay under 256 KiB; shorten them"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A label or annotation key: `[prefix/]name`, prefix a DNS subdomain, name at most 63 characters.
+fn qualified_name(key: &str) -> Result<(), &'static str> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if p.is_empty() || p.len() > 253 || !p.split('.').all(label_ok) {
+            return Err("has a prefix that is not a DNS subdomain");
+        }
+    }
+    if name.is_empty() || name.len() > 63 || !name_part(name) {
+        return Err(
+            "must be at most 63 letters, digits, '-', '_' or '.' (after an optional DNS prefix and '/'), starting and ending with a letter or digit",
+        );
+    }
+    Ok(())
+}
+
+fn name_part(s: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    alnum(s.chars().next())
+        && alnum(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A key for an error message: user input, possibly huge.
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
 /// How a rotation hands over from the old token to the new one.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -496,6 +569,54 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(chrono_time(&k8s_time(t)), t);
+    }
+
+    #[test]
+    fn secret_templates_are_checked_like_the_apiserver_does() {
+        let with = |labels: &[(&str, &str)], annotations: &[(&str, &str)]| SecretTemplate {
+            name: None,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let big = "x".repeat(300_000);
+        let ok = [
+            with(
+                &[
+                    ("team", "search"),
+                    ("example.com/tier", ""),
+                    ("a.b_c-1", "v.1"),
+                ],
+                &[],
+            ),
+            with(&[], &[("note", "ünïcødé \"quoted\" 日本"), ("x.io/a", "")]),
+        ];
+        for t in ok {
+            assert_eq!(t.validate(), Ok(()), "{t:?}");
+        }
+        let bad = [
+            (with(&[("bad key!", "x")], &[]), "spec.secret.labels"),
+            (with(&[("-x", "x")], &[]), "spec.secret.labels"),
+            (with(&[("Example.com/x", "x")], &[]), "spec.secret.labels"),
+            (with(&[("a/b/c", "x")], &[]), "spec.secret.labels"),
+            (with(&[(&"k".repeat(64), "x")], &[]), "spec.secret.labels"),
+            (with(&[("team", "ünï")], &[]), "spec.secret.labels"),
+            (
+                with(&[("team", &"v".repeat(64))], &[]),
+                "spec.secret.labels",
+            ),
+            (with(&[], &[("bad key", "x")]), "spec.secret.annotations"),
+            (with(&[], &[("big", &big)]), "spec.secret.annotations"),
+        ];
+        for (t, field) in bad {
+            let err = t.validate().unwrap_err();
+            assert!(err.contains(field) && err.len() < 400, "{err}");
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ impl Kind for NucliaPersonalToken {
 
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
+        s.secret.validate().map_err(Error::InvalidSpec)?;
         let hash = spec_hash(serde_json::json!([
             s.description,
             s.days,
@@ -105,6 +106,7 @@ impl Kind for NucliaKbApiKey {
 
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
+        s.secret.template.validate().map_err(Error::InvalidSpec)?;
         let hash = spec_hash(serde_json::json!([
             s.kb_url,
             s.account,
