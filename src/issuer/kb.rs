@@ -275,7 +275,14 @@ impl Issuer for KbIssuer {
                 &sa,
                 expires,
             )
-            .await?;
+            .await
+            .map_err(|e| match (e, &self.adopted) {
+                (nuclia::Error::NotFound { .. }, Some(id)) => crate::error::Error::InvalidSpec(format!(
+                    "spec.serviceAccount.id {id:?} is not a service account of Knowledge Box {}; fix the id, or remove it to let the operator create one",
+                    l.kb_id
+                )),
+                (e, _) => e.into(),
+            })?;
         Ok(Minted {
             id: created.id,
             token: created.token,
