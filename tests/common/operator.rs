@@ -493,3 +493,83 @@ impl World {
         );
     }
 }
+
+// ---- helpers for the chaos suite (tests/chaos.rs) ----
+
+impl World {
+    /// Whether the operator process is still running (it has not exited or crashed).
+    pub fn operator_alive(&mut self) -> bool {
+        self.operator
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Replaces the fake's fault rules (`PUT /_fake/faults`).
+    pub async fn set_faults(&self, rules: serde_json::Value) {
+        let r = self
+            .http
+            .put(format!("{}/_fake/faults", self.fake.url))
+            .json(&rules)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "set faults: {}", r.status());
+    }
+
+    /// Removes every fault rule.
+    pub async fn clear_faults(&self) {
+        let r = self
+            .http
+            .delete(format!("{}/_fake/faults", self.fake.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "clear faults: {}", r.status());
+    }
+
+    /// Ids of every credential at the fake, live or not, whose description or title carries
+    /// `uid`: everything ever minted for that resource.
+    pub async fn all_marked(&self, uid: &str) -> Vec<String> {
+        let creds = self.admin("credentials?all=true").await;
+        let mut ids: Vec<String> = creds
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                c["description_or_title"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(uid))
+            })
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Creates a Secret whose `key` holds arbitrary bytes (e.g. not UTF-8).
+    pub async fn create_secret_bytes(&self, name: &str, key: &str, value: &[u8]) {
+        let s = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some([(key.to_owned(), k8s_openapi::ByteString(value.to_vec()))].into()),
+            ..Default::default()
+        };
+        self.secrets()
+            .create(&PostParams::default(), &s)
+            .await
+            .expect("create Secret");
+    }
+
+    /// `kubectl apply` of a manifest that may be refused: (accepted, stdout + stderr).
+    pub fn kubectl_try_apply(&self, manifest: &str) -> (bool, String) {
+        let out = super::kubectl(&["apply", "-n", &self.ns, "-f", "-"], Some(manifest));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
