@@ -429,6 +429,14 @@ async fn hostile_input_table() {
     if !w.operator_alive() {
         failures.push(format!("the operator exited; see {}", w.log.display()));
     }
+    // Nothing interrupted an issue here (no faults, no kills): the leak guard had no work.
+    let interrupted = w.log_text().matches("an interrupted issue left").count();
+    if interrupted > 0 {
+        failures.push(format!(
+            "{interrupted} issue(s) were treated as interrupted without any fault; see {}",
+            w.log.display()
+        ));
+    }
     for f in &failures {
         println!("FAILED: {f}");
     }
