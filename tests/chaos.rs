@@ -842,3 +842,938 @@ async fn nuclia_fault_table() {
     w.assert_log_has_no_tokens().await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Soak
+// ---------------------------------------------------------------------------------------------
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, PostParams};
+use rand::Rng;
+
+const SOAK_CLUSTER_ID: &str = "soak-cluster";
+const MANAGED_SECRETS: &str = "app.kubernetes.io/managed-by=nuclia-token-operator";
+const SOAK_PTS: usize = 16;
+const SOAK_KBS: usize = 14;
+
+/// A control plane of the soak's own, in a temporary directory: the soak restarts its
+/// apiserver, which must never happen to the control plane the other tests share.
+struct OwnControlPlane {
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl OwnControlPlane {
+    fn script() -> PathBuf {
+        common::repo_root().join("tests/k8s/cluster.sh")
+    }
+
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("nto-chaos-")
+            .tempdir()
+            .expect("temp dir");
+        let ok = Command::new(Self::script())
+            .arg("start")
+            .arg(dir.path())
+            // its watchdog stops it if this process dies before Drop runs
+            .env("NTO_CLUSTER_WATCH_PID", std::process::id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "the soak's own control plane failed to start");
+        let kubeconfig = dir.path().join("kubeconfig");
+        OwnControlPlane { dir, kubeconfig }
+    }
+
+    fn restart_apiserver(dir: &Path) -> bool {
+        Command::new(Self::script())
+            .arg("restart-apiserver")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for OwnControlPlane {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Applies the CRDs generated from the types and waits until they are Established.
+async fn install_crds_on(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    use kube::api::{Patch, PatchParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [NucliaPersonalToken::crd(), NucliaKbApiKey::crd()] {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("chaos-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        let established = common::poll(MINUTE, || async {
+            let conds = api.get(&name).await.ok()?.status?.conditions?;
+            conds
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+        assert!(established.is_some(), "CRD {name} never became Established");
+    }
+}
+
+/// Where the soak's operators point.
+struct SoakEnv {
+    kubeconfig: PathBuf,
+    fake_url: String,
+    zone: String,
+    ns: String,
+    logs: PathBuf,
+}
+
+/// One operator process, one of the two replicas competing for the Lease.
+struct Replica {
+    identity: String,
+    child: Child,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_replica(env: &SoakEnv, identity: &str) -> Replica {
+    let log = std::fs::File::create(env.logs.join(format!("{identity}.log"))).expect("log file");
+    let url = &env.fake_url;
+    let child = Command::new(env!("CARGO_BIN_EXE_nuclia-token-operator"))
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("RUST_LOG", "info,nuclia_token_operator=debug")
+        .args(["--nuclia-global-url", url])
+        .args(["--nuclia-zone-origin", &format!("{}={url}", env.zone)])
+        .args([
+            "--watch-namespaces",
+            &env.ns,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--cluster-id", SOAK_CLUSTER_ID, "--identity", identity])
+        .args([
+            "--leader-elect",
+            "--lease-namespace",
+            &env.ns,
+            "--lease-duration",
+            "6s",
+        ])
+        .args([
+            "--verify-interval",
+            "5s",
+            "--backoff-base",
+            "1s",
+            "--backoff-max",
+            "5s",
+        ])
+        .args([
+            "--nuclia-timeout",
+            "3s",
+            "--nuclia-rps",
+            "200",
+            "--nuclia-burst",
+            "200",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start the operator");
+    Replica {
+        identity: identity.to_owned(),
+        child,
+    }
+}
+
+/// What the sampler saw.
+#[derive(Default)]
+struct SamplerStats {
+    samples: AtomicU64,
+    failed: AtomicU64,
+    inconclusive: AtomicU64,
+    apiserver_gaps: AtomicU64,
+    failures: Mutex<Vec<String>>,
+    /// Token ids seen in each resource's Secret.
+    seen: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    stop: AtomicBool,
+}
+
+/// Whether the fake accepts the token as its consumer would use it: Some(false) only on a
+/// definite refusal (401/403).
+async fn accepted(
+    http: &reqwest::Client,
+    fake_url: &str,
+    kb_url: Option<&str>,
+    token: &str,
+) -> Option<bool> {
+    let req = match kb_url {
+        Some(kb) => http
+            .get(kb)
+            .header("X-NUCLIA-SERVICEACCOUNT", format!("Bearer {token}")),
+        None => http
+            .get(format!("{fake_url}/api/v1/user/welcome"))
+            .bearer_auth(token),
+    };
+    match req.send().await {
+        Ok(r) if r.status().is_success() => Some(true),
+        Ok(r) if r.status() == 401 || r.status() == 403 => Some(false),
+        _ => None,
+    }
+}
+
+/// Every ~300 ms: every Secret the operator has issued holds a token the fake accepts.
+async fn sample(
+    secrets: Api<Secret>,
+    fake_url: String,
+    stats: Arc<SamplerStats>,
+    started: std::time::Instant,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    while !stats.stop.load(Ordering::Relaxed) {
+        let list = match secrets
+            .list(&ListParams::default().labels(MANAGED_SECRETS))
+            .await
+        {
+            Ok(l) => l,
+            Err(_) => {
+                stats.apiserver_gaps.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+        };
+        for s in list.items {
+            let labels = s.metadata.labels.clone().unwrap_or_default();
+            let owner = labels
+                .get("nuclia.dev/owner-name")
+                .cloned()
+                .unwrap_or_default();
+            let id = s
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("nuclia.dev/token-id").cloned())
+                .unwrap_or_default();
+            let data = s.data.unwrap_or_default();
+            let text = |k: &str| {
+                data.get(k)
+                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            };
+            let Some(token) = text("token") else { continue };
+            let kb_url = text("kbUrl");
+            stats
+                .seen
+                .lock()
+                .unwrap()
+                .entry(owner.clone())
+                .or_default()
+                .insert(id.clone());
+            let mut verdict = None;
+            for _ in 0..3 {
+                verdict = accepted(&http, &fake_url, kb_url.as_deref(), &token).await;
+                if verdict.is_some() {
+                    break;
+                }
+            }
+            match verdict {
+                Some(true) => {
+                    stats.samples.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(false) => {
+                    stats.samples.fetch_add(1, Ordering::Relaxed);
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    stats.failures.lock().unwrap().push(format!(
+                        "t+{:.1}s: Secret of {owner} holds token {id}, refused by Nuclia",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                None => {
+                    stats.inconclusive.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The soak's fault mix: (kind, rule). Counts are huge so the fake's remaining count tells how
+/// often each rule fired.
+fn soak_faults() -> Vec<(&'static str, Value)> {
+    const N: u64 = 1_000_000_000;
+    let r = |route: &str, method: Option<&str>, rest: Value| {
+        let mut v = merged(json!({ "route": route, "count": N }), rest);
+        if let Some(m) = method {
+            v["method"] = json!(m);
+        }
+        v
+    };
+    vec![
+        (
+            "5xx",
+            r("*", Some("POST"), json!({"rate": 0.08, "status": 503})),
+        ),
+        (
+            "5xx",
+            r("*", Some("DELETE"), json!({"rate": 0.08, "status": 502})),
+        ),
+        (
+            "5xx",
+            r(
+                "GET /api/v1/user/pa_tokens",
+                None,
+                json!({"rate": 0.1, "status": 500}),
+            ),
+        ),
+        (
+            "5xx",
+            r(
+                "GET /api/v1/account/{account_id}/kb/{kb_id}/service_accounts",
+                None,
+                json!({"rate": 0.1, "status": 500}),
+            ),
+        ),
+        (
+            "429 with Retry-After",
+            r(
+                "*",
+                Some("POST"),
+                json!({"rate": 0.05, "status": 429, "retry_after": 1}),
+            ),
+        ),
+        (
+            "429 with Retry-After",
+            r(
+                "*",
+                Some("DELETE"),
+                json!({"rate": 0.05, "status": 429, "retry_after": 1}),
+            ),
+        ),
+        (
+            "latency 1.2s",
+            r("*", Some("POST"), json!({"rate": 0.1, "latency_ms": 1200})),
+        ),
+        (
+            "latency 1.2s",
+            r(
+                "*",
+                Some("DELETE"),
+                json!({"rate": 0.1, "latency_ms": 1200}),
+            ),
+        ),
+        (
+            "mint answer held past the timeout",
+            r(
+                PT_MINT,
+                None,
+                json!({"rate": 0.03, "latency_ms": 4000, "latency_after_commit": true}),
+            ),
+        ),
+        (
+            "mint answer held past the timeout",
+            r(
+                KB_MINT,
+                None,
+                json!({"rate": 0.03, "latency_ms": 4000, "latency_after_commit": true}),
+            ),
+        ),
+        (
+            "dropped connection (mint)",
+            r(
+                PT_MINT,
+                None,
+                json!({"rate": 0.04, "drop_connection": true}),
+            ),
+        ),
+        (
+            "dropped connection (mint)",
+            r(
+                KB_MINT,
+                None,
+                json!({"rate": 0.04, "drop_connection": true}),
+            ),
+        ),
+        (
+            "dropped connection (revoke)",
+            r(
+                "*",
+                Some("DELETE"),
+                json!({"rate": 0.04, "drop_connection": true}),
+            ),
+        ),
+    ]
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `token_id=<id>` values on log lines that contain `what`.
+fn logged_ids(log: &str, what: &str) -> BTreeSet<String> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| l.split("token_id=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|id| id.trim_matches('"').to_owned())
+        .collect()
+}
+
+fn secs_from_env(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The soak (bounded by `NTO_SOAK_SECS`, default 120 s): on a control plane of its own, 30
+/// resources of both kinds rotate every ~15 s with a 3 s grace while two replicas with leader
+/// election are SIGKILLed and restarted at random moments, nuclia-fake injects 5xx, 429 with
+/// Retry-After, latency, answers held past the client's timeout and dropped connections on about
+/// a third of the operator's calls, and the apiserver is restarted once. A sampler checks all
+/// along that every issued Secret's token is accepted; at the end, after the faults stop,
+/// everything must be Ready, the live marked credentials at Nuclia exactly those the statuses
+/// reference, every mint accounted for, no panic and no token value in any log, Event or status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak() {
+    nuclia_token_operator::runtime::install_crypto();
+    let soak_secs = secs_from_env("NTO_SOAK_SECS", 120);
+    let cp = OwnControlPlane::start();
+    let client = common::operator::client_for(&cp.kubeconfig).await;
+    install_crds_on(&client).await;
+    let ns = common::namespace(&client, "soak").await;
+    let fake = nuclia_token_operator::fake::spawn(Default::default())
+        .await
+        .expect("start nuclia-fake");
+    let http = reqwest::Client::new();
+    let logs = std::env::temp_dir().join(format!("nto-{ns}"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let env = SoakEnv {
+        kubeconfig: cp.kubeconfig.clone(),
+        fake_url: fake.url.clone(),
+        zone: fake.bootstrap.zone.clone(),
+        ns: ns.clone(),
+        logs: logs.clone(),
+    };
+    println!(
+        "soak: {soak_secs}s in namespace {ns}; operator logs in {}",
+        logs.display()
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "login"},
+                "stringData": {"token": fake.bootstrap.pat}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let rotating =
+        json!({"days": 1, "renewBefore": "23h59m45s", "rotation": {"revokePreviousAfter": "3s"}});
+    let pts: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), &ns);
+    let kbs: Api<NucliaKbApiKey> = Api::namespaced(client.clone(), &ns);
+    for i in 0..SOAK_PTS {
+        let spec = merged(
+            pt_spec(json!({"description": format!("soak {i}")})),
+            rotating.clone(),
+        );
+        let obj: NucliaPersonalToken = serde_json::from_value(json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaPersonalToken",
+            "metadata": {"name": format!("pt-{i}")}, "spec": spec
+        }))
+        .unwrap();
+        pts.create(&PostParams::default(), &obj).await.unwrap();
+    }
+    let roles = ["SMEMBER", "SCONTRIBUTOR"];
+    for i in 0..SOAK_KBS {
+        let kb = &fake.bootstrap.kbs[i % fake.bootstrap.kbs.len()].url;
+        let spec = merged(kb_spec(kb, json!({"role": roles[i % 2]})), rotating.clone());
+        let obj: NucliaKbApiKey = serde_json::from_value(json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaKbApiKey",
+            "metadata": {"name": format!("kb-{i}")}, "spec": spec
+        }))
+        .unwrap();
+        kbs.create(&PostParams::default(), &obj).await.unwrap();
+    }
+
+    let faults = soak_faults();
+    let rules: Vec<Value> = faults.iter().map(|(_, r)| r.clone()).collect();
+    let put = http
+        .put(format!("{}/_fake/faults", fake.url))
+        .json(&rules)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+
+    let started = std::time::Instant::now();
+    let stats = Arc::new(SamplerStats::default());
+    let sampler = tokio::spawn(sample(
+        secrets.clone(),
+        fake.url.clone(),
+        stats.clone(),
+        started,
+    ));
+
+    // ---- chaos: kills at random moments, self-exits restarted, one apiserver restart ----
+    let mut generation = [0usize; 2];
+    let mut replicas: Vec<Option<Replica>> = vec![
+        Some(spawn_replica(&env, "replica-a-0")),
+        Some(spawn_replica(&env, "replica-b-0")),
+    ];
+    let mut restart_at: [Option<tokio::time::Instant>; 2] = [None, None];
+    let (mut kills, mut leader_kills, mut self_exits) = (0u64, 0u64, 0u64);
+    let mut self_exit_notes = Vec::new();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(soak_secs);
+    let restart_apiserver_at = tokio::time::Instant::now() + Duration::from_secs(soak_secs / 2);
+    let mut apiserver_restart: Option<tokio::task::JoinHandle<(bool, Duration)>> = None;
+    let mut next_kill = tokio::time::Instant::now() + Duration::from_secs(10);
+    let cp_dir = cp.dir.path().to_owned();
+    while tokio::time::Instant::now() < deadline {
+        let now = tokio::time::Instant::now();
+        for slot in 0..2 {
+            // a replica that exited on its own (e.g. it lost the lease while the apiserver was
+            // down) is restarted, as its Deployment would
+            if let Some(r) = replicas[slot].as_mut()
+                && let Ok(Some(status)) = r.child.try_wait()
+            {
+                self_exits += 1;
+                let log = std::fs::read_to_string(env.logs.join(format!("{}.log", r.identity)))
+                    .unwrap_or_default();
+                let last_line = strip_ansi(log.lines().last().unwrap_or_default());
+                self_exit_notes.push(format!("{} exited ({status}): {last_line}", r.identity));
+                replicas[slot] = None;
+                restart_at[slot] = Some(now + Duration::from_secs(1));
+            }
+            if replicas[slot].is_none() && restart_at[slot].is_some_and(|t| now >= t) {
+                generation[slot] += 1;
+                let id = format!("replica-{}-{}", ["a", "b"][slot], generation[slot]);
+                replicas[slot] = Some(spawn_replica(&env, &id));
+                restart_at[slot] = None;
+            }
+        }
+        if now >= next_kill {
+            let holder = leases
+                .get_opt("nuclia-token-operator")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec?.holder_identity);
+            let mut rng = rand::rng();
+            let leader_slot = (0..2).find(|s| {
+                replicas[*s]
+                    .as_ref()
+                    .is_some_and(|r| Some(&r.identity) == holder.as_ref())
+            });
+            let slot = match leader_slot {
+                Some(s) if rng.random_bool(0.75) => s,
+                _ => rng.random_range(0..2),
+            };
+            if let Some(mut r) = replicas[slot].take() {
+                let _ = r.child.kill(); // SIGKILL
+                let _ = r.child.wait();
+                kills += 1;
+                if Some(slot) == leader_slot {
+                    leader_kills += 1;
+                }
+                restart_at[slot] = Some(now + Duration::from_millis(rng.random_range(0..2000)));
+            }
+            next_kill = now + Duration::from_millis(rng.random_range(4000..12000));
+        }
+        if apiserver_restart.is_none() && now >= restart_apiserver_at {
+            let dir = cp_dir.clone();
+            apiserver_restart = Some(tokio::task::spawn_blocking(move || {
+                let t = std::time::Instant::now();
+                (OwnControlPlane::restart_apiserver(&dir), t.elapsed())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (apiserver_ok, apiserver_down) = match apiserver_restart {
+        Some(h) => h.await.unwrap(),
+        None => (false, Duration::ZERO),
+    };
+
+    // ---- the faults stop; count what fired ----
+    let left: Vec<Value> = http
+        .get(format!("{}/_fake/faults", fake.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    http.delete(format!("{}/_fake/faults", fake.url))
+        .send()
+        .await
+        .unwrap();
+    let mut fired: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut interrupted_mints = 0;
+    for ((kind, rule), now) in faults.iter().zip(&left) {
+        let n = rule["count"].as_u64().unwrap() - now["count"].as_u64().unwrap_or(0);
+        *fired.entry(kind).or_default() += n;
+        if kind.starts_with("mint answer") || *kind == "dropped connection (mint)" {
+            interrupted_mints += n;
+        }
+    }
+    let calls: Value = http
+        .get(format!("{}/_fake/calls", fake.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operator_calls: u64 = calls
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.contains("/welcome") && !k.starts_with("GET /api/v1/kb/"))
+        .filter_map(|(_, v)| v.as_u64())
+        .sum();
+    for slot in 0..2 {
+        if replicas[slot].is_none() {
+            generation[slot] += 1;
+            let id = format!("replica-{}-{}", ["a", "b"][slot], generation[slot]);
+            replicas[slot] = Some(spawn_replica(&env, &id));
+        }
+    }
+
+    // ---- recovery: all Ready, live marked credentials == referenced ones ----
+    let recovery_started = std::time::Instant::now();
+    let marker = format!("[nto:{SOAK_CLUSTER_ID}/{ns}/");
+    // One consistent look: statuses, then the fake. Rotation goes on meanwhile, so a look
+    // that raced a mint is simply taken again; the last look is what a failure reports.
+    let last: Mutex<Option<Snapshot>> = Mutex::new(None);
+    let settle = common::poll(Duration::from_secs(180), || async {
+        let mut snap = Snapshot::default();
+        let mut statuses = Vec::new();
+        for o in pts.list(&Default::default()).await.ok()?.items {
+            statuses.push((
+                o.metadata.name.unwrap_or_default(),
+                o.status.unwrap_or_default(),
+            ));
+        }
+        for o in kbs.list(&Default::default()).await.ok()?.items {
+            let s = o.status.unwrap_or_default();
+            snap.sas
+                .extend(s.kb.as_ref().and_then(|k| k.service_account_id.clone()));
+            statuses.push((o.metadata.name.unwrap_or_default(), s));
+        }
+        for (name, s) in &statuses {
+            if !ready(s) {
+                snap.not_ready.push(format!(
+                    "{name}: {:?}",
+                    s.condition("Ready").map(|c| (&c.reason, &c.message))
+                ));
+            }
+            snap.referenced.extend(s.token_id.clone());
+            snap.referenced
+                .extend(s.previous_tokens.iter().map(|p| p.id.clone()));
+        }
+        snap.live = w_marked(&http, &fake.url, &marker, false).await;
+        snap.live_sas = fake_sas(&http, &fake.url, &marker).await;
+        let done = statuses.len() == SOAK_PTS + SOAK_KBS
+            && snap.not_ready.is_empty()
+            && snap.live == snap.referenced
+            && snap.live_sas == snap.sas;
+        let referenced = snap.referenced.clone();
+        *last.lock().unwrap() = Some(snap);
+        done.then_some(referenced)
+    })
+    .await;
+    let recovery = recovery_started.elapsed();
+    stats.stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    // Stop the replicas gracefully so that no mint is in flight while the books are read.
+    let mut unclean_stops = Vec::new();
+    for r in replicas.iter_mut().flatten() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &r.child.id().to_string()])
+            .status();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut exited = None;
+        while exited.is_none() && tokio::time::Instant::now() < deadline {
+            exited = r.child.try_wait().ok().flatten();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !exited.is_some_and(|s| s.success()) {
+            unclean_stops.push(format!("{}: {exited:?}", r.identity));
+        }
+    }
+
+    // ---- what was minted, what was used ----
+    let mut failures = Vec::new();
+    let all_minted = w_marked(&http, &fake.url, &marker, true).await;
+    let mut log_text = String::new();
+    for entry in std::fs::read_dir(&logs).unwrap().flatten() {
+        log_text.push_str(&strip_ansi(
+            &std::fs::read_to_string(entry.path()).unwrap_or_default(),
+        ));
+    }
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let events = events
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut used: BTreeSet<String> = stats
+        .seen
+        .lock()
+        .unwrap()
+        .values()
+        .flatten()
+        .cloned()
+        .collect();
+    used.extend(logged_ids(&log_text, " issued "));
+    used.extend(logged_ids(&log_text, "adopted the token"));
+    for e in &events {
+        if let Some(id) = e
+            .note
+            .as_deref()
+            .and_then(|n| n.strip_prefix("issued token "))
+        {
+            used.extend(id.split_whitespace().next().map(str::to_owned));
+        }
+    }
+    let referenced = settle.clone().unwrap_or_default();
+    used.extend(referenced.iter().cloned());
+    let used_minted: BTreeSet<&String> = used.intersection(&all_minted).collect();
+    let unused: Vec<&String> = all_minted.difference(&used).collect();
+    let rotations = used_minted.len().saturating_sub(SOAK_PTS + SOAK_KBS);
+    let snap = last.lock().unwrap().take().unwrap_or_default();
+    let leaks: Vec<&String> = snap.live.difference(&snap.referenced).collect();
+    let dead_referenced: Vec<&String> = snap.referenced.difference(&snap.live).collect();
+    let sa_leaks: Vec<&String> = snap.live_sas.difference(&snap.sas).collect();
+    let secret_write_failures = log_text
+        .lines()
+        .filter(|l| {
+            l.contains("reconcile failed")
+                && (l.contains("call create Secret failed")
+                    || l.contains("call apply Secret failed"))
+        })
+        .count() as u64;
+    let unexplained =
+        (unused.len() as u64).saturating_sub(interrupted_mints + secret_write_failures);
+
+    // ---- figures ----
+    let (samples, failed) = (
+        stats.samples.load(Ordering::Relaxed),
+        stats.failed.load(Ordering::Relaxed),
+    );
+    let faults_total: u64 = fired.values().sum();
+    println!(
+        "soak figures ({soak_secs}s, {} personal tokens + {} KB keys, 2 replicas):",
+        SOAK_PTS, SOAK_KBS
+    );
+    println!("  rotations done:            {rotations}");
+    println!(
+        "  kills survived:            {kills} SIGKILLs ({leader_kills} of the leader), {self_exits} self-exits restarted"
+    );
+    println!(
+        "  apiserver restarts:        {} (down for {:.1}s)",
+        u8::from(apiserver_ok),
+        apiserver_down.as_secs_f64()
+    );
+    println!(
+        "  faults injected:           {faults_total} on {operator_calls} operator calls to Nuclia"
+    );
+    for (kind, n) in &fired {
+        println!("    {kind:<36} {n}");
+    }
+    println!(
+        "  samples taken:             {samples} ({} inconclusive, {} apiserver gaps)",
+        stats.inconclusive.load(Ordering::Relaxed),
+        stats.apiserver_gaps.load(Ordering::Relaxed)
+    );
+    println!("  samples failed:            {failed}");
+    println!(
+        "  leaks:                     {} credentials, {} service accounts",
+        leaks.len(),
+        sa_leaks.len()
+    );
+    println!(
+        "  credentials minted:        {} ({} used, {} never used and revoked: {interrupted_mints} answers lost by injected faults, {secret_write_failures} Secret writes failed, {unexplained} other)",
+        all_minted.len(),
+        used_minted.len(),
+        unused.len()
+    );
+    println!(
+        "  recovery after the faults: {:.1}s",
+        recovery.as_secs_f64()
+    );
+    for note in &self_exit_notes {
+        println!("  note: {note}");
+    }
+
+    // ---- invariants ----
+    for f in stats.failures.lock().unwrap().iter().take(20) {
+        failures.push(format!("sampler: {f}"));
+    }
+    if settle.is_none() {
+        failures.push(format!(
+            "not settled within 180 s after the faults stopped; not Ready: {:?}; live but not referenced: {leaks:?}; referenced but dead: {dead_referenced:?}; service accounts not referenced: {sa_leaks:?}",
+            snap.not_ready
+        ));
+    }
+    if !unclean_stops.is_empty() {
+        failures.push(format!(
+            "replicas did not stop cleanly on SIGTERM: {unclean_stops:?}"
+        ));
+    }
+    if !leaks.is_empty() {
+        failures.push(format!(
+            "{} live credential(s) no status references: {leaks:?}",
+            leaks.len()
+        ));
+    }
+    if unexplained > 2 * (kills + self_exits) + 2 {
+        failures.push(format!(
+            "{unexplained} minted credentials were never used and no fault, kill or failed write explains them (minted twice for one rotation?)"
+        ));
+    }
+    if rotations < SOAK_PTS + SOAK_KBS {
+        failures.push(format!(
+            "only {rotations} rotations: the soak did not exercise rotation"
+        ));
+    }
+    if samples < 100 {
+        failures.push(format!("only {samples} samples"));
+    }
+    if !apiserver_ok {
+        failures.push("the apiserver restart failed".into());
+    }
+    if log_text.contains("panicked") {
+        failures.push(format!(
+            "a panic in the operator logs in {}",
+            logs.display()
+        ));
+    }
+    // No token value in any log, Event or status.
+    let values = common::operator::minted_values(&http, &fake.url).await;
+    let events_text = serde_json::to_string(&events).unwrap();
+    let status_text = format!(
+        "{}{}",
+        serde_json::to_string(&pts.list(&Default::default()).await.unwrap().items).unwrap(),
+        serde_json::to_string(&kbs.list(&Default::default()).await.unwrap().items).unwrap()
+    );
+    for (what, text) in [
+        ("logs", &log_text),
+        ("Events", &events_text),
+        ("resources", &status_text),
+    ] {
+        let n = values
+            .iter()
+            .filter(|v| v.len() >= 8 && text.contains(v.as_str()))
+            .count();
+        if n > 0 {
+            failures.push(format!("{n} token value(s) found in the {what}"));
+        }
+    }
+    for f in &failures {
+        println!("FAILED: {f}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    drop(replicas);
+}
+
+/// One look at the statuses and the fake during recovery.
+#[derive(Default)]
+struct Snapshot {
+    referenced: BTreeSet<String>,
+    live: BTreeSet<String>,
+    sas: BTreeSet<String>,
+    live_sas: BTreeSet<String>,
+    not_ready: Vec<String>,
+}
+
+/// Ids of credentials at the fake whose description or title carries `marker` (live only, or all).
+async fn w_marked(
+    http: &reqwest::Client,
+    fake_url: &str,
+    marker: &str,
+    all: bool,
+) -> BTreeSet<String> {
+    let v: Value = http
+        .get(format!("{fake_url}/_fake/credentials?all={all}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["description_or_title"]
+                .as_str()
+                .is_some_and(|d| d.contains(marker))
+        })
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Ids of service accounts at the fake whose title carries `marker`.
+async fn fake_sas(http: &reqwest::Client, fake_url: &str, marker: &str) -> BTreeSet<String> {
+    let v: Value = http
+        .get(format!("{fake_url}/_fake/service_accounts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|sa| sa["title"].as_str().is_some_and(|t| t.contains(marker)))
+        .filter_map(|sa| sa["id"].as_str().map(str::to_owned))
+        .collect()
+}

@@ -573,3 +573,33 @@ impl World {
         (out.status.success(), text)
     }
 }
+
+/// A kube client for the admin user of the control plane that `kubeconfig` names (for a test
+/// that runs its own control plane rather than the shared one).
+pub async fn client_for(kubeconfig: &std::path::Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+    Client::try_from(config).expect("kube client")
+}
+
+/// Every token value the fake ever minted or seeded (for leak scans).
+pub async fn minted_values(http: &reqwest::Client, fake_url: &str) -> Vec<String> {
+    let v: serde_json::Value = http
+        .get(format!("{fake_url}/_fake/minted"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
