@@ -874,9 +874,14 @@ impl<'a, K: Kind> Engine<'a, K> {
         let Some(id) = self.status.token_id.clone() else {
             return Ok(true);
         };
-        // A list older than the token cannot vouch against it.
+        // A list older than the token cannot vouch against it. `issued_at` is when the issuing
+        // reconcile started (whole seconds); the mint commits up to one Nuclia call later, so a
+        // list fetched before then (by any resource sharing the credential) may lack it.
         let alive = live.iter().any(|t| t.id == id)
-            || self.status.issued_at.is_some_and(|t| t >= fetched_at);
+            || self
+                .status
+                .issued_at
+                .is_some_and(|t| t + chrono_dur(self.ctx.settings.intent_grace) >= fetched_at);
         if alive {
             self.ctx.mark_verified(&self.uid, self.now);
             self.sweep_orphans(&live).await;
