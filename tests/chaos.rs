@@ -76,6 +76,11 @@ fn kb_spec(kb_url: &str, extra: Value) -> Value {
     )
 }
 
+/// Runs a blocking call (kubectl) without stalling the runtime's other tasks (the fake).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 /// What a case must lead to.
 #[derive(Debug)]
 enum Expect {
@@ -206,7 +211,9 @@ async fn revoked_pat(w: &World) -> String {
 
 /// Every bad and hostile input at once in one namespace, with a healthy personal token and KB
 /// key beside them. See the module documentation.
-#[tokio::test]
+// Multi-threaded, and kubectl runs in `block_in_place`: the in-process fake must keep answering
+// the operator while the test waits for kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_table() {
     let mut w = World::new("chaos-input").await;
     let pat = w.fake.bootstrap.pat.clone();
@@ -253,12 +260,14 @@ async fn hostile_input_table() {
 
     w.start_operator(&[]);
     // Healthy neighbours, Ready before the storm; they must stay so, untouched.
-    w.kubectl_apply(&manifest(Kind::Pt, "healthy", pt_spec(json!({}))));
-    w.kubectl_apply(&manifest(
-        Kind::Kb,
-        "healthy-kb",
-        kb_spec(&kb_url, json!({})),
-    ));
+    blocking(|| w.kubectl_apply(&manifest(Kind::Pt, "healthy", pt_spec(json!({})))));
+    blocking(|| {
+        w.kubectl_apply(&manifest(
+            Kind::Kb,
+            "healthy-kb",
+            kb_spec(&kb_url, json!({})),
+        ))
+    });
     let pts: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let kbs: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
     let healthy = wait_status(&pts, "healthy", MINUTE, "Ready", ready).await;
@@ -305,11 +314,11 @@ async fn hostile_input_table() {
     for c in &cases {
         let m = manifest(c.kind, &c.name, c.spec.clone());
         let (accepted, out) = if c.create {
-            let out = common::kubectl(&["create", "-n", &w.ns, "-f", "-"], Some(&m));
+            let out = blocking(|| common::kubectl(&["create", "-n", &w.ns, "-f", "-"], Some(&m)));
             let text = String::from_utf8_lossy(&out.stderr).into_owned();
             (out.status.success(), text)
         } else {
-            w.kubectl_try_apply(&m)
+            blocking(|| w.kubectl_try_apply(&m))
         };
         match (&c.expect, accepted) {
             (Rejected(field), false) if out.contains(field) => {}
@@ -649,7 +658,7 @@ fn fault(
 /// resources already Ready stay Ready; once the faults clear, everything is Ready and the live
 /// credentials at Nuclia are exactly those the statuses reference (tokens minted behind a
 /// spoiled answer were swept).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nuclia_fault_table() {
     let mut w = World::new("chaos-faults").await;
     let kb_url = w.fake.bootstrap.kbs[0].url.clone();
@@ -661,8 +670,8 @@ async fn nuclia_fault_table() {
         Kind::Pt => pt_spec(json!({})),
         Kind::Kb => kb_spec(&kb_url, json!({})),
     };
-    w.kubectl_apply(&manifest(Kind::Pt, "steady", spec(Kind::Pt)));
-    w.kubectl_apply(&manifest(Kind::Kb, "steady-kb", spec(Kind::Kb)));
+    blocking(|| w.kubectl_apply(&manifest(Kind::Pt, "steady", spec(Kind::Pt))));
+    blocking(|| w.kubectl_apply(&manifest(Kind::Kb, "steady-kb", spec(Kind::Kb))));
     let pts: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let kbs: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
     wait_status(&pts, "steady", MINUTE, "Ready", ready).await;
@@ -775,10 +784,10 @@ async fn nuclia_fault_table() {
             // the account of a KB is cached per credential: naming it makes the lookup happen
             broken_spec = merged(broken_spec, json!({ "account": slug }));
         }
-        w.kubectl_apply(&manifest(f.kind, &broken, broken_spec));
+        blocking(|| w.kubectl_apply(&manifest(f.kind, &broken, broken_spec)));
         let other = if f.kind == Pt { Kb } else { Pt };
         let served = format!("served-{i}");
-        w.kubectl_apply(&manifest(other, &served, spec(other)));
+        blocking(|| w.kubectl_apply(&manifest(other, &served, spec(other))));
         let got = common::poll(MINUTE, || async {
             let (_, s) = status_of(&w, f.kind, &broken).await?;
             reason(&s).map(|r| (r, ready_message(&s)))
