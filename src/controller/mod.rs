@@ -117,8 +117,19 @@ impl Context {
     pub async fn wait_for_caches(&self) {
         loop {
             if let Some((pt, kb)) = self.stores.get() {
-                let _ = futures::join!(pt.wait_until_ready(), kb.wait_until_ready());
-                return;
+                // Look again now and then rather than wait once: a store's readiness signal
+                // (a oneshot channel inside kube-runtime) wakes only the last of its concurrent
+                // waiters, and the controller's own runner waits on it too, so a single wait
+                // here could sleep forever (and /readyz never turn ready). A fresh poll always
+                // sees a store that is ready.
+                let both = futures::future::join(pt.wait_until_ready(), kb.wait_until_ready());
+                if tokio::time::timeout(Duration::from_millis(500), both)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
