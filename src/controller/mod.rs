@@ -396,6 +396,8 @@ struct Engine<'a, K: Kind> {
     issuer: Option<K::Issuer>,
     now: DateTime<Utc>,
     uid: String,
+    /// The finalizer was written in this reconcile (the cached object does not show it yet).
+    finalizer_written: bool,
 }
 
 impl<'a, K: Kind> Engine<'a, K> {
@@ -410,6 +412,7 @@ impl<'a, K: Kind> Engine<'a, K> {
             issuer: None,
             now: now(),
             uid: obj.uid().unwrap_or_default(),
+            finalizer_written: false,
         }
     }
 
@@ -557,7 +560,9 @@ impl<'a, K: Kind> Engine<'a, K> {
             }
             Step::Idle => {}
         }
-        if self.status.finalizer_missing(self.obj) {
+        // Not again after an issue wrote it with the intent: the second patch would carry the
+        // stale resourceVersion, conflict, and drop this reconcile's status write.
+        if !self.finalizer_written && self.status.finalizer_missing(self.obj) {
             self.add_finalizer(None).await?;
         }
         self.revoke_due(&view).await?;
@@ -640,7 +645,7 @@ impl<'a, K: Kind> Engine<'a, K> {
 
     /// Records the intent to mint, together with the finalizer, guarded by resourceVersion: of
     /// two replicas racing (a leader hand-over), only one gets to mint.
-    async fn add_finalizer(&self, intent: Option<&str>) -> Result<()> {
+    async fn add_finalizer(&mut self, intent: Option<&str>) -> Result<()> {
         let mut finalizers = self.obj.finalizers().to_vec();
         if !finalizers.iter().any(|f| f == FINALIZER) {
             finalizers.push(FINALIZER.into());
@@ -660,6 +665,7 @@ impl<'a, K: Kind> Engine<'a, K> {
             )
             .await
             .map_err(Error::kube("record issue intent"))?;
+        self.finalizer_written = true;
         Ok(())
     }
 
