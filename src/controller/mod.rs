@@ -849,8 +849,18 @@ impl<'a, K: Kind> Engine<'a, K> {
             return Ok(true);
         };
         // A list older than the token cannot vouch against it.
-        let alive = live.iter().any(|t| t.id == id)
+        let mut alive = live.iter().any(|t| t.id == id)
             || self.status.issued_at.is_some_and(|t| t >= fetched_at);
+        let mut live = live;
+        if !alive {
+            // The shared list may have been fetched (for another resource) while this token was
+            // being minted: `issued_at` is the start of that reconcile, in whole seconds, so it
+            // cannot tell. Judge only by a list fetched now, after the token was recorded.
+            let issuer = self.issuer.as_mut().expect("issuer");
+            ctx.live.invalidate(issuer).await;
+            (_, live) = ctx.live.get(issuer, ctx.settings.verify_interval).await?;
+            alive = live.iter().any(|t| t.id == id);
+        }
         if alive {
             self.ctx.mark_verified(&self.uid, self.now);
             self.sweep_orphans(&live).await;
