@@ -112,6 +112,9 @@ impl ObjectLog {
             tokio::spawn(async move {
                 let mut s = watcher(api, wc()).boxed();
                 while let Some(ev) = s.next().await {
+                    if let Err(e) = &ev {
+                        eprintln!("[bench] watch error (the watch restarts): {e}");
+                    }
                     if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
                         let mut l = log.lock();
                         l.write(Obj::Resource, o.uid(), o.resource_version());
@@ -126,6 +129,9 @@ impl ObjectLog {
             tokio::spawn(async move {
                 let mut s = watcher(api, wc()).boxed();
                 while let Some(ev) = s.next().await {
+                    if let Err(e) = &ev {
+                        eprintln!("[bench] watch error (the watch restarts): {e}");
+                    }
                     if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
                         let mut l = log.lock();
                         l.write(Obj::Resource, o.uid(), o.resource_version());
@@ -140,6 +146,9 @@ impl ObjectLog {
             tokio::spawn(async move {
                 let mut s = watcher(api, wc()).boxed();
                 while let Some(ev) = s.next().await {
+                    if let Err(e) = &ev {
+                        eprintln!("[bench] watch error (the watch restarts): {e}");
+                    }
                     if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
                         let mut l = log.lock();
                         l.write(Obj::Secret, o.uid(), o.resource_version());
@@ -156,6 +165,9 @@ impl ObjectLog {
             tokio::spawn(async move {
                 let mut s = watcher(api, wc()).boxed();
                 while let Some(ev) = s.next().await {
+                    if let Err(e) = &ev {
+                        eprintln!("[bench] watch error (the watch restarts): {e}");
+                    }
                     if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
                         log.lock().write(Obj::Event, o.uid(), o.resource_version());
                     }
@@ -415,9 +427,28 @@ impl ProcSampler {
     }
 }
 
-/// The apiserver's write requests so far, per `VERB resource`, from its `/metrics`
+/// Whether a `VERB resource` key of [`apiserver_requests`] is a write.
+pub fn is_write(key: &str) -> bool {
+    let verb = key.split(' ').next().unwrap_or_default();
+    matches!(
+        verb,
+        "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY" | "DELETECOLLECTION"
+    )
+}
+
+/// Only the writes of an [`apiserver_requests`] reading.
+pub fn writes(m: &Option<BTreeMap<String, u64>>) -> Option<BTreeMap<String, u64>> {
+    m.as_ref().map(|m| {
+        m.iter()
+            .filter(|(k, _)| is_write(k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    })
+}
+
+/// The apiserver's requests so far, per `VERB resource`, from its `/metrics`
 /// (`apiserver_request_total`); counts every client of the apiserver, not only this benchmark.
-pub async fn apiserver_writes(client: &Client) -> Option<BTreeMap<String, u64>> {
+pub async fn apiserver_requests(client: &Client) -> Option<BTreeMap<String, u64>> {
     let req = http::Request::get("/metrics").body(Vec::new()).ok()?;
     let text = client.request_text(req).await.ok()?;
     let mut out = BTreeMap::new();
@@ -436,12 +467,6 @@ pub async fn apiserver_writes(client: &Client) -> Option<BTreeMap<String, u64>> 
                 .unwrap_or_default()
         };
         let verb = label("verb");
-        if !matches!(
-            verb.as_str(),
-            "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY" | "DELETECOLLECTION"
-        ) {
-            continue;
-        }
         let Ok(n) = value.trim().parse::<f64>() else {
             continue;
         };
@@ -449,4 +474,23 @@ pub async fn apiserver_writes(client: &Client) -> Option<BTreeMap<String, u64>> 
             .or_default() += n as u64;
     }
     Some(out)
+}
+
+/// How many reconciles the operator has finished, from its `/metrics`.
+pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<u64> {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let n = text
+        .lines()
+        .filter(|l| l.starts_with("nuclia_operator_reconcile_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(n as u64)
 }

@@ -119,8 +119,10 @@ pub struct Burst {
     pub writes: Writes,
     /// From the apiserver's /metrics (every write request, no-ops included), less the creates.
     pub apiserver_write_requests_per_resource: Option<f64>,
-    /// The same, per `VERB resource`.
-    pub apiserver_write_requests: BTreeMap<String, u64>,
+    /// Every request (reads too) from the apiserver's /metrics, per `VERB resource`.
+    pub apiserver_requests: BTreeMap<String, u64>,
+    /// Reconciles the operator finished (its /metrics).
+    pub reconciles: Option<u64>,
     pub nuclia_calls_per_resource: f64,
     pub nuclia_calls: BTreeMap<String, u64>,
     /// The least time the per-credential budget allows for the calls made.
@@ -403,6 +405,14 @@ pub fn print(r: &Report) {
         u.apiserver_write_requests_per_resource
             .map(|w| format!("; apiserver write requests per resource {w:.2}"))
             .unwrap_or_default()
+    );
+    println!(
+        "          reconciles {}; apiserver requests: {}",
+        u.reconciles.map_or("?".into(), |n| format!(
+            "{n} ({:.1} per resource)",
+            n as f64 / c.n as f64
+        )),
+        calls(&u.apiserver_requests)
     );
     println!(
         "          Nuclia: {:.2} calls per resource ({}); the budget alone needs >= {:.1}s",

@@ -129,7 +129,7 @@ async fn phases(
 
     // ---- baseline: N Secrets created directly, same client and parallelism ----
     eprintln!("[bench] baseline: creating {} Secrets", args.n);
-    let api_w0 = probes::apiserver_writes(&client).await;
+    let api_w0 = probes::apiserver_requests(&client).await;
     let base_api: Api<Secret> = Api::namespaced(client.clone(), &base_ns);
     let t0 = Instant::now();
     let latencies = create_all(args.concurrency, args.n, |i| {
@@ -146,7 +146,7 @@ async fn phases(
     })
     .await?;
     let baseline_secs = t0.elapsed().as_secs_f64();
-    let api_w1 = probes::apiserver_writes(&client).await;
+    let api_w1 = probes::apiserver_requests(&client).await;
     let baseline = report::Baseline {
         secrets: args.n,
         seconds: baseline_secs,
@@ -169,8 +169,9 @@ async fn phases(
     // ---- issue burst ----
     eprintln!("[bench] burst: applying {} resources", args.n);
     proc.reset_peak();
+    let rec0 = probes::reconciles(&http, port).await;
     let c0 = calls.sample().await?;
-    let api_w0 = probes::apiserver_writes(&client).await;
+    let api_w0 = probes::apiserver_requests(&client).await;
     let t0 = Instant::now();
     let created: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let items = Arc::new(items);
@@ -219,7 +220,7 @@ async fn phases(
         .await;
     let t1 = Instant::now();
     let c1 = calls.sample().await?;
-    let api_w1 = probes::apiserver_writes(&client).await;
+    let api_w1 = probes::apiserver_requests(&client).await;
     let burst_fp = Footprint::of("burst", &proc, t0, t1);
     let burst = {
         let l = log.lock();
@@ -253,9 +254,13 @@ async fn phases(
             writes,
             apiserver_write_requests_per_resource: api_total(&api_w0, &api_w1)
                 .map(|w| w.saturating_sub(args.n as u64) as f64 / args.n as f64),
-            apiserver_write_requests: match (&api_w0, &api_w1) {
+            apiserver_requests: match (&api_w0, &api_w1) {
                 (Some(a), Some(b)) => probes::delta(a, b),
                 _ => BTreeMap::new(),
+            },
+            reconciles: match (rec0, probes::reconciles(&http, port).await) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
             },
             nuclia_calls_per_resource: nuclia_total as f64 / args.n as f64,
             budget_floor_seconds: nuclia_floor(&c0, &c1, args),
@@ -273,12 +278,12 @@ async fn phases(
     eprintln!("[bench] steady state: watching for 2 x {period:?}");
     proc.reset_peak();
     let c0 = calls.sample().await?;
-    let api_w0 = probes::apiserver_writes(&client).await;
+    let api_w0 = probes::apiserver_requests(&client).await;
     let t0 = Instant::now();
     tokio::time::sleep(period * 2).await; // the phase *is* a span of time: nothing to poll for
     let t1 = Instant::now();
     let c1 = calls.sample().await?;
-    let api_w1 = probes::apiserver_writes(&client).await;
+    let api_w1 = probes::apiserver_requests(&client).await;
     let steady_fp = Footprint::of("steady", &proc, t0, t1);
     let steady = {
         let l = log.lock();
@@ -334,7 +339,7 @@ async fn phases(
         bail!("storm: some resources have no token or expiry in status");
     }
     let c0 = calls.sample().await?;
-    let api_w0 = probes::apiserver_writes(&client).await;
+    let api_w0 = probes::apiserver_requests(&client).await;
     let t0 = Instant::now();
     // Patching takes about the baseline's time; leave room so every patch lands before T.
     let lead = Duration::from_secs_f64((baseline_secs * 3.0).max(15.0));
@@ -400,7 +405,7 @@ async fn phases(
         .await;
     let t1 = Instant::now();
     let c1 = calls.sample().await?;
-    let api_w1 = probes::apiserver_writes(&client).await;
+    let api_w1 = probes::apiserver_requests(&client).await;
     let storm_fp = Footprint::of("storm", &proc, t0, t1);
     let storm = {
         let l = log.lock();
@@ -495,9 +500,10 @@ fn signed_secs(t: Instant, reference: Instant) -> f64 {
     }
 }
 
+/// Write requests between two readings of the apiserver's counters.
 fn api_total(a: &Option<BTreeMap<String, u64>>, b: &Option<BTreeMap<String, u64>>) -> Option<u64> {
-    let (a, b) = (a.as_ref()?, b.as_ref()?);
-    Some(probes::delta(a, b).values().sum())
+    let (a, b) = (probes::writes(a)?, probes::writes(b)?);
+    Some(probes::delta(&a, &b).values().sum())
 }
 
 /// The routes the operator's upstream verification uses (one list per credential and scope).
@@ -702,6 +708,7 @@ fn start_operator(
         .args(["--nuclia-burst", &args.nuclia_burst.to_string()])
         .args(["--concurrency", &args.concurrency.to_string()])
         .env_remove("RUST_LOG")
+        .envs(std::env::var("NTO_BENCH_OPERATOR_RUST_LOG").map(|v| ("RUST_LOG", v)))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
