@@ -221,6 +221,7 @@ async fn phases(
     let t1 = Instant::now();
     let c1 = calls.sample().await?;
     let api_w1 = probes::apiserver_requests(&client).await;
+    let rec1 = probes::reconciles(&http, port).await;
     let burst_fp = Footprint::of("burst", &proc, t0, t1);
     let burst = {
         let l = log.lock();
@@ -258,7 +259,7 @@ async fn phases(
                 (Some(a), Some(b)) => probes::delta(a, b),
                 _ => BTreeMap::new(),
             },
-            reconciles: match (rec0, probes::reconciles(&http, port).await) {
+            reconciles: match (rec0, rec1) {
                 (Some(a), Some(b)) => Some(b.saturating_sub(a)),
                 _ => None,
             },
