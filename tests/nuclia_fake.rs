@@ -733,6 +733,39 @@ mod error_classes {
     }
 
     #[tokio::test]
+    async fn calls_are_counted_per_credential() {
+        let env = Env::start().await;
+        env.client.zones(&env.pat()).await.unwrap();
+        env.client.zones(&env.pat()).await.unwrap();
+        env.client.zones(&env.user()).await.unwrap();
+        // refused (a NUA key on a global route) and anonymous calls are counted too
+        assert!(env.client.zones(&env.nua()).await.is_err());
+        let anonymous = env.http.get(env.url("/api/v1/zones")).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401);
+        let creds = env.admin_get("/_fake/credentials").await;
+        let id_of = |kind: &str| {
+            creds
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["kind"] == kind)
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let by = env.admin_get("/_fake/calls?by=credential").await;
+        assert_eq!(
+            by,
+            json!({id_of("pat"): 2, id_of("user_token"): 1, id_of("nua_key"): 1, "unknown": 1}),
+        );
+        assert_eq!(env.admin_get("/_fake/calls").await["GET /api/v1/zones"], 5);
+        env.admin_send(reqwest::Method::POST, "/_fake/calls/reset", json!({}))
+            .await;
+        assert_eq!(env.admin_get("/_fake/calls?by=credential").await, json!({}));
+    }
+
+    #[tokio::test]
     async fn calls_are_counted_per_route_template() {
         let env = Env::start().await;
         let (sa, key_id, _) = env.sa_with_key().await;

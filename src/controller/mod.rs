@@ -874,14 +874,19 @@ impl<'a, K: Kind> Engine<'a, K> {
         let Some(id) = self.status.token_id.clone() else {
             return Ok(true);
         };
-        // A list older than the token cannot vouch against it. `issued_at` is when the issuing
-        // reconcile started (whole seconds); the mint commits up to one Nuclia call later, so a
-        // list fetched before then (by any resource sharing the credential) may lack it.
-        let alive = live.iter().any(|t| t.id == id)
-            || self
-                .status
-                .issued_at
-                .is_some_and(|t| t + chrono_dur(self.ctx.settings.intent_grace) >= fetched_at);
+        // A list older than the token cannot vouch against it.
+        let mut alive = live.iter().any(|t| t.id == id)
+            || self.status.issued_at.is_some_and(|t| t >= fetched_at);
+        let mut live = live;
+        if !alive {
+            // The shared list may have been fetched (for another resource) while this token was
+            // being minted: `issued_at` is the start of that reconcile, in whole seconds, so it
+            // cannot tell. Judge only by a list fetched now, after the token was recorded.
+            let issuer = self.issuer.as_mut().expect("issuer");
+            ctx.live.invalidate(issuer).await;
+            (_, live) = ctx.live.get(issuer, ctx.settings.verify_interval).await?;
+            alive = live.iter().any(|t| t.id == id);
+        }
         if alive {
             self.ctx.mark_verified(&self.uid, self.now);
             self.sweep_orphans(&live).await;

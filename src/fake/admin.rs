@@ -101,12 +101,20 @@ async fn advance(State(s): S, body: Bytes) -> Response {
     Json(clock_view(&st)).into_response()
 }
 
-async fn calls(State(s): S) -> Json<Value> {
-    Json(json!(s.lock().calls))
+/// Calls per route template, or per credential id with `?by=credential`.
+async fn calls(State(s): S, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+    let st = s.lock();
+    if q.get("by").is_some_and(|v| v == "credential") {
+        Json(json!(st.calls_by_credential))
+    } else {
+        Json(json!(st.calls))
+    }
 }
 
 async fn reset_calls(State(s): S) -> StatusCode {
-    s.lock().calls.clear();
+    let mut st = s.lock();
+    st.calls.clear();
+    st.calls_by_credential.clear();
     StatusCode::NO_CONTENT
 }
 

@@ -117,6 +117,19 @@ const HEADERS: [(&str, &[CredKind]); 3] = [
     ("authorization", &[CredKind::UserToken, CredKind::Pat]),
 ];
 
+/// The credential value a request carries in any of the authentication headers, if any.
+pub(crate) fn credential_value(headers: &HeaderMap) -> Option<&str> {
+    let raw = HEADERS
+        .iter()
+        .find_map(|(name, _)| headers.get(*name))?
+        .to_str()
+        .ok()?;
+    match raw.split_once(' ') {
+        Some((scheme, value)) if scheme.eq_ignore_ascii_case("bearer") => Some(value.trim()),
+        _ => None,
+    }
+}
+
 fn authenticate(st: &State, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let unauthorized = |msg: &str| detail(StatusCode::UNAUTHORIZED, msg);
     let (raw, kinds) = HEADERS

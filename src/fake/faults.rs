@@ -119,6 +119,11 @@ pub async fn layer(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
     let plan = {
         let mut st = shared.lock();
         *st.calls.entry(format!("{method} {template}")).or_default() += 1;
+        let who = super::api::credential_value(req.headers())
+            .and_then(|v| st.credential_id(v))
+            .unwrap_or("unknown")
+            .to_owned();
+        *st.calls_by_credential.entry(who).or_default() += 1;
         let mut plan = Plan::default();
         let mut rng = rand::rng();
         for rule in st.faults.iter_mut() {

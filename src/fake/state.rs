@@ -108,6 +108,8 @@ pub struct State {
     by_value: HashMap<String, String>,
     pub minted: Vec<String>,
     pub calls: BTreeMap<String, u64>,
+    /// Calls per credential id (`unknown` when the request carried no known credential).
+    pub calls_by_credential: BTreeMap<String, u64>,
     pub faults: Vec<FaultRule>,
 }
 
@@ -211,6 +213,7 @@ impl State {
             by_value: HashMap::new(),
             minted: Vec::new(),
             calls: BTreeMap::new(),
+            calls_by_credential: BTreeMap::new(),
             faults: Vec::new(),
         };
         st.add_zone("europe-1", "Europe 1", false, Some(url.to_owned()));
@@ -527,6 +530,11 @@ impl State {
             },
         );
         id
+    }
+
+    /// The id of the credential with this value, live or not.
+    pub fn credential_id(&self, value: &str) -> Option<&str> {
+        self.by_value.get(value).map(String::as_str)
     }
 
     /// The live credential with this value, or why there is none.

@@ -1,0 +1,496 @@
+//! What the benchmark observes while the phases run, each in a background task, kept as
+//! timestamped records so that any phase's window can be measured afterwards:
+//! - [`ObjectLog`]: watches of the resources, Secrets and Events in the benchmark namespace;
+//!   every new resourceVersion is one apiserver write.
+//! - [`CallSampler`]: the fake's call counters (per route and per credential), once a second.
+//! - [`ProcSampler`]: the operator's RSS and CPU time from `/proc`.
+//! - [`apiserver_writes`]: the apiserver's own write-request counters from its `/metrics`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use nuclia_token_operator::crd::{CredentialStatus, NucliaKbApiKey, NucliaPersonalToken};
+
+/// Which kind of object a write touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Obj {
+    Resource,
+    Secret,
+    Event,
+}
+
+/// What the benchmark knows about one resource, as last seen through the watch.
+#[derive(Clone, Debug, Default)]
+pub struct Res {
+    pub ready: bool,
+    pub first_ready: Option<Instant>,
+    pub token_id: Option<String>,
+    /// Every token id the resource held, with when the watch first showed it.
+    pub tokens: Vec<(Instant, String)>,
+    pub previous_tokens: usize,
+    pub not_after: Option<DateTime<Utc>>,
+    pub generation: Option<i64>,
+}
+
+#[derive(Default)]
+pub struct Log {
+    seen: HashSet<(Obj, String, String)>,
+    /// One entry per apiserver write seen (a new resourceVersion of a watched object).
+    pub writes: Vec<(Instant, Obj)>,
+    pub secret_first_seen: HashMap<String, Instant>,
+    pub res: HashMap<String, Res>,
+}
+
+impl Log {
+    fn write(&mut self, kind: Obj, uid: Option<String>, rv: Option<String>) {
+        if let (Some(uid), Some(rv)) = (uid, rv)
+            && self.seen.insert((kind, uid, rv))
+        {
+            self.writes.push((Instant::now(), kind));
+        }
+    }
+
+    fn resource(
+        &mut self,
+        name: String,
+        generation: Option<i64>,
+        status: Option<&CredentialStatus>,
+    ) {
+        let now = Instant::now();
+        let r = self.res.entry(name).or_default();
+        r.generation = generation;
+        let Some(s) = status else { return };
+        r.ready = s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            && s.observed_generation == generation
+            && s.token_id.is_some();
+        if r.ready && r.first_ready.is_none() {
+            r.first_ready = Some(now);
+        }
+        if s.token_id.is_some() && s.token_id != r.token_id {
+            r.tokens.push((now, s.token_id.clone().unwrap_or_default()));
+        }
+        r.token_id = s.token_id.clone();
+        r.previous_tokens = s.previous_tokens.len();
+        r.not_after = s.not_after;
+    }
+
+    /// Writes of `kind` (all kinds when `None`) seen in `[from, to)`.
+    pub fn writes_between(&self, kind: Option<Obj>, from: Instant, to: Instant) -> usize {
+        self.writes
+            .iter()
+            .filter(|(t, k)| *t >= from && *t < to && kind.is_none_or(|want| *k == want))
+            .count()
+    }
+
+    /// When the last write was seen.
+    pub fn last_write(&self) -> Option<Instant> {
+        self.writes.last().map(|(t, _)| *t)
+    }
+}
+
+/// The watches of one namespace, feeding a shared [`Log`].
+#[derive(Clone)]
+pub struct ObjectLog(Arc<Mutex<Log>>);
+
+impl ObjectLog {
+    pub fn start(client: &Client, ns: &str) -> Self {
+        let log = ObjectLog(Arc::default());
+        let wc = watcher::Config::default;
+        {
+            let log = log.clone();
+            let api: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), ns);
+            tokio::spawn(async move {
+                let mut s = watcher(api, wc()).boxed();
+                while let Some(ev) = s.next().await {
+                    if let Err(e) = &ev {
+                        eprintln!("[bench] watch error (the watch restarts): {e}");
+                    }
+                    if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
+                        let mut l = log.lock();
+                        l.write(Obj::Resource, o.uid(), o.resource_version());
+                        l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
+                    }
+                }
+            });
+        }
+        {
+            let log = log.clone();
+            let api: Api<NucliaKbApiKey> = Api::namespaced(client.clone(), ns);
+            tokio::spawn(async move {
+                let mut s = watcher(api, wc()).boxed();
+                while let Some(ev) = s.next().await {
+                    if let Err(e) = &ev {
+                        eprintln!("[bench] watch error (the watch restarts): {e}");
+                    }
+                    if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
+                        let mut l = log.lock();
+                        l.write(Obj::Resource, o.uid(), o.resource_version());
+                        l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
+                    }
+                }
+            });
+        }
+        {
+            let log = log.clone();
+            let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), ns);
+            tokio::spawn(async move {
+                let mut s = watcher(api, wc()).boxed();
+                while let Some(ev) = s.next().await {
+                    if let Err(e) = &ev {
+                        eprintln!("[bench] watch error (the watch restarts): {e}");
+                    }
+                    if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
+                        let mut l = log.lock();
+                        l.write(Obj::Secret, o.uid(), o.resource_version());
+                        l.secret_first_seen
+                            .entry(o.name_any())
+                            .or_insert_with(Instant::now);
+                    }
+                }
+            });
+        }
+        {
+            let log = log.clone();
+            let api: Api<Event> = Api::namespaced(client.clone(), ns);
+            tokio::spawn(async move {
+                let mut s = watcher(api, wc()).boxed();
+                while let Some(ev) = s.next().await {
+                    if let Err(e) = &ev {
+                        eprintln!("[bench] watch error (the watch restarts): {e}");
+                    }
+                    if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
+                        log.lock().write(Obj::Event, o.uid(), o.resource_version());
+                    }
+                }
+            });
+        }
+        log
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Log> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `done` holds (checked every 100 ms), at most `within`; false on time-out.
+    pub async fn wait(&self, within: Duration, mut done: impl FnMut(&Log) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if done(&self.lock()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until no write has been seen for `quiet` (at most `within`).
+    pub async fn settle(&self, quiet: Duration, within: Duration) {
+        let _ = self
+            .wait(within, |l| {
+                l.last_write().is_none_or(|t| t.elapsed() >= quiet)
+            })
+            .await;
+    }
+}
+
+/// One reading of the fake's counters.
+#[derive(Clone, Debug, Default)]
+pub struct Calls {
+    pub at: Option<Instant>,
+    pub by_route: BTreeMap<String, u64>,
+    pub by_credential: BTreeMap<String, u64>,
+}
+
+/// Reads the fake's call counters once a second (and on demand at phase boundaries).
+#[derive(Clone)]
+pub struct CallSampler {
+    http: reqwest::Client,
+    url: String,
+    samples: Arc<Mutex<Vec<Calls>>>,
+}
+
+impl CallSampler {
+    pub fn start(url: &str) -> Self {
+        let s = CallSampler {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            samples: Arc::default(),
+        };
+        let bg = s.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let _ = bg.sample().await;
+            }
+        });
+        s
+    }
+
+    async fn get(&self, query: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+        Ok(self
+            .http
+            .get(format!("{}/_fake/calls{query}", self.url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// Reads the counters now and keeps the reading.
+    pub async fn sample(&self) -> anyhow::Result<Calls> {
+        let by_route = self.get("").await?;
+        let by_credential = self.get("?by=credential").await?;
+        let c = Calls {
+            at: Some(Instant::now()),
+            by_route,
+            by_credential,
+        };
+        let mut v = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        v.push(c.clone());
+        v.sort_by_key(|c| c.at);
+        Ok(c)
+    }
+
+    /// The readings taken in `[from, to]`.
+    pub fn between(&self, from: Instant, to: Instant) -> Vec<Calls> {
+        let v = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        v.iter()
+            .filter(|c| c.at.is_some_and(|t| t >= from && t <= to))
+            .cloned()
+            .collect()
+    }
+}
+
+/// `b - a` per key (counters only grow).
+pub fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    b.iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(a.get(k).copied().unwrap_or(0))))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// How fast one credential called Nuclia within a phase, from the once-a-second readings.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RateReport {
+    /// Highest calls per second of any credential between two consecutive readings (~1 s).
+    pub peak_per_second: f64,
+    /// Highest average calls per second of any credential over ~10 s.
+    pub peak_per_second_10s: f64,
+    /// Windows (1 s and 10 s, per credential) with more calls than the budget allows:
+    /// `rps × seconds + burst` (+1 for a call counted on the window's edge).
+    pub windows_over_budget: usize,
+    pub windows_checked: usize,
+}
+
+pub fn rates(samples: &[Calls], rps: f64, burst: u32) -> RateReport {
+    let mut r = RateReport::default();
+    let allowed = |secs: f64| rps * secs + f64::from(burst) + 1.0;
+    for (i, a) in samples.iter().enumerate() {
+        let (Some(ta), rest) = (a.at, &samples[i + 1..]) else {
+            continue;
+        };
+        // the next reading (~1 s) and the first one at least 10 s later
+        let next = rest.first();
+        let ten = rest
+            .iter()
+            .find(|b| b.at.is_some_and(|tb| tb - ta >= Duration::from_secs(10)));
+        for (b, long) in [(next, false), (ten, true)] {
+            let Some(b) = b else { continue };
+            let Some(tb) = b.at else { continue };
+            let secs = (tb - ta).as_secs_f64().max(0.001);
+            for (cred, n) in delta(&a.by_credential, &b.by_credential) {
+                if cred == "unknown" {
+                    continue;
+                }
+                let n = n as f64;
+                r.windows_checked += 1;
+                if n > allowed(secs) {
+                    r.windows_over_budget += 1;
+                }
+                let rate = n / secs;
+                if long {
+                    r.peak_per_second_10s = r.peak_per_second_10s.max(rate);
+                } else {
+                    r.peak_per_second = r.peak_per_second.max(rate);
+                }
+            }
+        }
+    }
+    r
+}
+
+/// One reading of the operator process.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcSample {
+    pub at: Instant,
+    pub rss_kb: u64,
+    pub hwm_kb: u64,
+    pub cpu_ticks: u64,
+}
+
+/// Samples the operator's `/proc/PID/status` and `/proc/PID/stat` every 250 ms.
+#[derive(Clone)]
+pub struct ProcSampler {
+    pid: u32,
+    samples: Arc<Mutex<Vec<ProcSample>>>,
+    pub ticks_per_second: f64,
+}
+
+impl ProcSampler {
+    pub fn start(pid: u32) -> Self {
+        let ticks_per_second = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0);
+        let s = ProcSampler {
+            pid,
+            samples: Arc::default(),
+            ticks_per_second,
+        };
+        let bg = s.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if bg.sample().is_none() {
+                    return; // the process is gone
+                }
+            }
+        });
+        s
+    }
+
+    pub fn sample(&self) -> Option<ProcSample> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let kb = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        let s = ProcSample {
+            at: Instant::now(),
+            rss_kb: kb("VmRSS:")?,
+            hwm_kb: kb("VmHWM:")?,
+            cpu_ticks: ticks,
+        };
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(s);
+        Some(s)
+    }
+
+    /// Resets the kernel's peak-RSS mark (VmHWM) so the next phase's peak is its own.
+    pub fn reset_peak(&self) -> bool {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5").is_ok()
+    }
+
+    /// Peak RSS (MiB) and CPU seconds in `[from, to]`.
+    pub fn footprint(&self, from: Instant, to: Instant) -> (f64, f64) {
+        let v = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let inside: Vec<&ProcSample> = v.iter().filter(|s| s.at >= from && s.at <= to).collect();
+        let peak = inside
+            .iter()
+            .map(|s| s.rss_kb.max(s.hwm_kb))
+            .max()
+            .unwrap_or(0);
+        let cpu = match (inside.first(), inside.last()) {
+            (Some(a), Some(b)) => (b.cpu_ticks - a.cpu_ticks) as f64 / self.ticks_per_second,
+            _ => 0.0,
+        };
+        (peak as f64 / 1024.0, cpu)
+    }
+}
+
+/// Whether a `VERB resource` key of [`apiserver_requests`] is a write.
+pub fn is_write(key: &str) -> bool {
+    let verb = key.split(' ').next().unwrap_or_default();
+    matches!(
+        verb,
+        "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY" | "DELETECOLLECTION"
+    )
+}
+
+/// Only the writes of an [`apiserver_requests`] reading.
+pub fn writes(m: &Option<BTreeMap<String, u64>>) -> Option<BTreeMap<String, u64>> {
+    m.as_ref().map(|m| {
+        m.iter()
+            .filter(|(k, _)| is_write(k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    })
+}
+
+/// The apiserver's requests so far, per `VERB resource`, from its `/metrics`
+/// (`apiserver_request_total`); counts every client of the apiserver, not only this benchmark.
+pub async fn apiserver_requests(client: &Client) -> Option<BTreeMap<String, u64>> {
+    let req = http::Request::get("/metrics").body(Vec::new()).ok()?;
+    let text = client.request_text(req).await.ok()?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let verb = label("verb");
+        let Ok(n) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        *out.entry(format!("{verb} {}", label("resource")))
+            .or_default() += n as u64;
+    }
+    Some(out)
+}
+
+/// How many reconciles the operator has finished, from its `/metrics`.
+pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<u64> {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let n = text
+        .lines()
+        .filter(|l| l.starts_with("nuclia_operator_reconcile_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(n as u64)
+}

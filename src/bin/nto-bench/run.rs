@@ -1,0 +1,785 @@
+//! The phases: set-up, baseline, issue burst, steady state, rotation storm, clean-up.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use nuclia_token_operator::crd::{FIELD_MANAGER, NucliaKbApiKey, NucliaPersonalToken};
+use nuclia_token_operator::fake::Bootstrap;
+use serde_json::json;
+
+use crate::Args;
+use crate::probes::{self, CallSampler, Calls, ObjectLog, ProcSampler};
+use crate::report::{self, Footprint, Pcts, Report, Writes};
+
+/// One resource the benchmark creates.
+struct Item {
+    name: String,
+    kb: bool,
+    secret: String,
+}
+
+fn items(args: &Args) -> Vec<Item> {
+    let kb_count = (args.n as f64 * args.kb_share).round() as usize;
+    (0..args.n)
+        .map(|i| {
+            // spread the KB keys evenly among the personal tokens
+            let kb = (i * kb_count) / args.n != ((i + 1) * kb_count) / args.n;
+            let name = format!("{}-{i:05}", if kb { "kb" } else { "pt" });
+            let secret = format!("{name}-secret");
+            Item { name, kb, secret }
+        })
+        .collect()
+}
+
+fn login_secret(i: usize, args: &Args) -> String {
+    format!("login-{:04}", i / args.per_credential)
+}
+
+/// The processes and namespaces the run owns; stopped and removed on drop.
+struct Owned {
+    children: Vec<Child>,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<Report> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes (set KUBECONFIG)")?;
+    let work = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("nto-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    eprintln!("[bench] logs in {}", work.display());
+    let mut owned = Owned {
+        children: Vec::new(),
+    };
+
+    install_crds(&client).await?;
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let ns = format!("nto-bench-{suffix}");
+    let base_ns = format!("nto-bench-base-{suffix}");
+    create_namespace(&client, &ns).await?;
+    create_namespace(&client, &base_ns).await?;
+    let result = phases(args, &client, &ns, &base_ns, &work, &mut owned).await;
+    // the operator and the fake stop first, so that nothing acts on the clean-up
+    drop(owned);
+    if args.keep {
+        eprintln!("[bench] kept namespaces {ns} and {base_ns}");
+    } else {
+        eprintln!("[bench] cleaning up");
+        cleanup(&client, &ns, &base_ns, args.concurrency).await;
+    }
+    result
+}
+
+async fn phases(
+    args: &Args,
+    client: &Client,
+    ns: &str,
+    base_ns: &str,
+    work: &Path,
+    owned: &mut Owned,
+) -> anyhow::Result<Report> {
+    let (client, ns, base_ns) = (client.clone(), ns.to_owned(), base_ns.to_owned());
+    // nuclia-fake, as a process
+    let (fake, boot) = start_fake(&args.bin_dir, work)?;
+    owned.children.push(fake);
+    let http = reqwest::Client::new();
+    let items = items(args);
+    let credentials = args.n.div_ceil(args.per_credential);
+    eprintln!(
+        "[bench] {} resources ({} KB keys) over {credentials} credentials in namespace {ns}",
+        items.len(),
+        items.iter().filter(|i| i.kb).count()
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for c in 0..credentials {
+        let token = mint_login(&http, &boot, c).await?;
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("login-{c:04}")},
+            "stringData": {"token": token},
+        }))?;
+        secrets
+            .create(&PostParams::default(), &s)
+            .await
+            .context("creating a login Secret")?;
+    }
+
+    let log = ObjectLog::start(&client, &ns);
+    let calls = CallSampler::start(&boot.url);
+
+    // ---- baseline: N Secrets created directly, same client and parallelism ----
+    eprintln!("[bench] baseline: creating {} Secrets", args.n);
+    let api_w0 = probes::apiserver_requests(&client).await;
+    let base_api: Api<Secret> = Api::namespaced(client.clone(), &base_ns);
+    let t0 = Instant::now();
+    let latencies = create_all(args.concurrency, args.n, |i| {
+        let api = base_api.clone();
+        async move {
+            let s: Secret = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": format!("base-{i:05}")},
+                "stringData": {"token": format!("baseline-value-{i:05}-{}", "x".repeat(24))},
+            }))?;
+            api.create(&PostParams::default(), &s).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let baseline_secs = t0.elapsed().as_secs_f64();
+    let api_w1 = probes::apiserver_requests(&client).await;
+    let baseline = report::Baseline {
+        secrets: args.n,
+        seconds: baseline_secs,
+        per_second: args.n as f64 / baseline_secs,
+        create_latency_ms: Pcts::of(&latencies),
+        apiserver_write_requests: api_total(&api_w0, &api_w1),
+    };
+
+    // ---- the operator, as a process ----
+    let port = free_port()?;
+    let operator = start_operator(args, &boot, &ns, port, work)?;
+    let pid = operator.id();
+    owned.children.push(operator);
+    let proc = ProcSampler::start(pid);
+    let t_start = Instant::now();
+    wait_ready(&http, port, Duration::from_secs(120)).await?;
+    let startup = Footprint::of("startup", &proc, t_start, Instant::now());
+    eprintln!("[bench] operator pid {pid} ready");
+
+    // ---- issue burst ----
+    eprintln!("[bench] burst: applying {} resources", args.n);
+    proc.reset_peak();
+    let rec0 = probes::reconciles(&http, port).await;
+    let c0 = calls.sample().await?;
+    let api_w0 = probes::apiserver_requests(&client).await;
+    let t0 = Instant::now();
+    let created: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let items = Arc::new(items);
+    {
+        let created = created.clone();
+        let items = items.clone();
+        let (client, ns, boot) = (client.clone(), ns.clone(), boot.clone());
+        let a = args.clone();
+        create_all(args.concurrency, args.n, move |i| {
+            let (client, ns, created, items) =
+                (client.clone(), ns.clone(), created.clone(), items.clone());
+            let (boot, a) = (boot.clone(), a.clone());
+            async move {
+                let it = &items[i];
+                create_resource(&client, &ns, it, i, &a, &boot).await?;
+                created
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(it.name.clone(), Instant::now());
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    let create_secs = t0.elapsed().as_secs_f64();
+    let all_ready = log
+        .wait(args.phase_timeout, |l| {
+            items
+                .iter()
+                .all(|it| l.res.get(&it.name).is_some_and(|r| r.ready))
+        })
+        .await;
+    let t_ready = Instant::now();
+    if !all_ready {
+        let l = log.lock();
+        let ready = l.res.values().filter(|r| r.ready).count();
+        bail!(
+            "burst: only {ready}/{} resources Ready after {:?}; see {}",
+            args.n,
+            args.phase_timeout,
+            work.join("operator.log").display()
+        );
+    }
+    // trailing writes (Events, status) belong to the burst
+    log.settle(Duration::from_secs(3), Duration::from_secs(30))
+        .await;
+    let t1 = Instant::now();
+    let c1 = calls.sample().await?;
+    let api_w1 = probes::apiserver_requests(&client).await;
+    let rec1 = probes::reconciles(&http, port).await;
+    let burst_fp = Footprint::of("burst", &proc, t0, t1);
+    let burst = {
+        let l = log.lock();
+        let created = created.lock().unwrap_or_else(|p| p.into_inner());
+        let mut to_secret = Vec::new();
+        let mut to_ready = Vec::new();
+        for it in items.iter() {
+            let Some(c) = created.get(&it.name) else {
+                continue;
+            };
+            if let Some(s) = l.secret_first_seen.get(&it.secret) {
+                to_secret.push(s.saturating_duration_since(*c));
+            }
+            if let Some(r) = l.res.get(&it.name).and_then(|r| r.first_ready) {
+                to_ready.push(r.saturating_duration_since(*c));
+            }
+        }
+        let writes = Writes::between(&l, t0, t1, args.n);
+        let nuclia = probes::delta(&c0.by_route, &c1.by_route);
+        let nuclia_total: u64 = nuclia.values().sum();
+        let seconds = (t_ready - t0).as_secs_f64();
+        report::Burst {
+            resources: args.n,
+            kb_keys: items.iter().filter(|i| i.kb).count(),
+            create_seconds: create_secs,
+            seconds_to_all_ready: seconds,
+            ratio_to_baseline: seconds / baseline_secs,
+            apply_to_secret_ms: Pcts::of(&to_secret),
+            apply_to_ready_ms: Pcts::of(&to_ready),
+            writes_per_resource: writes.operator as f64 / args.n as f64,
+            writes,
+            apiserver_write_requests_per_resource: api_total(&api_w0, &api_w1)
+                .map(|w| w.saturating_sub(args.n as u64) as f64 / args.n as f64),
+            apiserver_requests: match (&api_w0, &api_w1) {
+                (Some(a), Some(b)) => probes::delta(a, b),
+                _ => BTreeMap::new(),
+            },
+            reconciles: match (rec0, rec1) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            },
+            nuclia_calls_per_resource: nuclia_total as f64 / args.n as f64,
+            budget_floor_seconds: nuclia_floor(&c0, &c1, args),
+            nuclia_calls: nuclia,
+            rate: probes::rates(&calls.between(t0, t1), args.nuclia_rps, args.nuclia_burst),
+        }
+    };
+    eprintln!(
+        "[bench] burst: all Ready in {:.1}s ({:.1}x baseline)",
+        burst.seconds_to_all_ready, burst.ratio_to_baseline
+    );
+
+    // ---- steady state: two verify periods ----
+    let period = args.verify_interval;
+    eprintln!("[bench] steady state: watching for 2 x {period:?}");
+    proc.reset_peak();
+    let c0 = calls.sample().await?;
+    let api_w0 = probes::apiserver_requests(&client).await;
+    let t0 = Instant::now();
+    tokio::time::sleep(period * 2).await; // the phase *is* a span of time: nothing to poll for
+    let t1 = Instant::now();
+    let c1 = calls.sample().await?;
+    let api_w1 = probes::apiserver_requests(&client).await;
+    let steady_fp = Footprint::of("steady", &proc, t0, t1);
+    let steady = {
+        let l = log.lock();
+        let nuclia = probes::delta(&c0.by_route, &c1.by_route);
+        let kb_creds: std::collections::BTreeSet<(String, usize)> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.kb)
+            .map(|(i, _)| (login_secret(i, args), i % boot.kbs.len().max(1)))
+            .collect();
+        let pt_creds: std::collections::BTreeSet<String> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| !it.kb)
+            .map(|(i, _)| login_secret(i, args))
+            .collect();
+        let scopes = kb_creds.len() + pt_creds.len();
+        let list_calls: u64 = nuclia
+            .iter()
+            .filter(|(route, _)| is_verification_list(route))
+            .map(|(_, n)| n)
+            .sum();
+        let other: u64 = nuclia.values().sum::<u64>() - list_calls;
+        report::Steady {
+            seconds: (t1 - t0).as_secs_f64(),
+            verify_periods: 2,
+            writes: Writes::between(&l, t0, t1, 0),
+            apiserver_write_requests: api_total(&api_w0, &api_w1),
+            verification_scopes: scopes,
+            // one list per scope per period, plus one when a period boundary splits a round
+            verification_lists_expected_max: scopes as u64 * 3,
+            verification_lists: list_calls,
+            other_nuclia_calls: other,
+            nuclia_calls: nuclia,
+            rate: probes::rates(&calls.between(t0, t1), args.nuclia_rps, args.nuclia_burst),
+        }
+    };
+
+    // ---- rotation storm: every resource's renewal falls due at one instant ----
+    eprintln!("[bench] rotation storm");
+    proc.reset_peak();
+    let before: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)> = {
+        let l = log.lock();
+        items
+            .iter()
+            .filter_map(|it| {
+                let r = l.res.get(&it.name)?;
+                Some((it.name.clone(), (r.token_id.clone()?, r.not_after?)))
+            })
+            .collect()
+    };
+    if before.len() != items.len() {
+        bail!("storm: some resources have no token or expiry in status");
+    }
+    let c0 = calls.sample().await?;
+    let api_w0 = probes::apiserver_requests(&client).await;
+    let t0 = Instant::now();
+    // Patching takes about the baseline's time; leave room so every patch lands before T.
+    let lead = Duration::from_secs_f64((baseline_secs * 3.0).max(15.0));
+    let due = chrono::Utc::now() + chrono::Duration::from_std(lead)?;
+    let due_instant = t0 + lead;
+    {
+        let before = Arc::new(before.clone());
+        let items = items.clone();
+        let (client, ns) = (client.clone(), ns.clone());
+        create_all(args.concurrency, args.n, move |i| {
+            let (client, ns, items, before) =
+                (client.clone(), ns.clone(), items.clone(), before.clone());
+            async move {
+                let it = &items[i];
+                let not_after = before.get(&it.name).map(|b| b.1).context("no expiry")?;
+                // renewBefore such that the nominal renewal time is `due` for everyone
+                let secs = (not_after - due).num_seconds().max(1);
+                let patch = Patch::Merge(json!({"spec": {"renewBefore": format!("{secs}s")}}));
+                let pp = PatchParams::default();
+                if it.kb {
+                    Api::<NucliaKbApiKey>::namespaced(client, &ns)
+                        .patch(&it.name, &pp, &patch)
+                        .await?;
+                } else {
+                    Api::<NucliaPersonalToken>::namespaced(client, &ns)
+                        .patch(&it.name, &pp, &patch)
+                        .await?;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    let patched = Instant::now();
+    let rotated_and_revoked = |l: &probes::Log| {
+        items.iter().all(|it| {
+            l.res.get(&it.name).is_some_and(|r| {
+                r.ready
+                    && r.previous_tokens == 0
+                    && r.token_id.as_deref() != before.get(&it.name).map(|b| b.0.as_str())
+            })
+        })
+    };
+    if !log.wait(args.phase_timeout, rotated_and_revoked).await {
+        let l = log.lock();
+        let done = items
+            .iter()
+            .filter(|it| {
+                l.res.get(&it.name).is_some_and(|r| {
+                    r.token_id.as_deref() != before.get(&it.name).map(|b| b.0.as_str())
+                })
+            })
+            .count();
+        bail!(
+            "storm: only {done}/{} resources rotated after {:?}; see {}",
+            args.n,
+            args.phase_timeout,
+            work.join("operator.log").display()
+        );
+    }
+    let t_done = Instant::now();
+    log.settle(Duration::from_secs(3), Duration::from_secs(30))
+        .await;
+    let t1 = Instant::now();
+    let c1 = calls.sample().await?;
+    let api_w1 = probes::apiserver_requests(&client).await;
+    let storm_fp = Footprint::of("storm", &proc, t0, t1);
+    let storm = {
+        let l = log.lock();
+        let mut rotated_at = Vec::new();
+        for it in items.iter() {
+            let Some(r) = l.res.get(&it.name) else {
+                continue;
+            };
+            let old = before.get(&it.name).map(|b| b.0.as_str());
+            if let Some((t, _)) = r
+                .tokens
+                .iter()
+                .find(|(t, id)| *t >= t0 && Some(id.as_str()) != old)
+            {
+                rotated_at.push(*t);
+            }
+        }
+        rotated_at.sort();
+        let offsets: Vec<f64> = rotated_at
+            .iter()
+            .map(|t| signed_secs(*t, due_instant))
+            .collect();
+        let nuclia = probes::delta(&c0.by_route, &c1.by_route);
+        report::Storm {
+            resources: args.n,
+            patch_seconds: (patched - t0).as_secs_f64(),
+            due_after_seconds: lead.as_secs_f64(),
+            first_rotation_vs_due_s: offsets.first().copied().unwrap_or_default(),
+            last_rotation_vs_due_s: offsets.last().copied().unwrap_or_default(),
+            rotation_spread_s: match (rotated_at.first(), rotated_at.last()) {
+                (Some(a), Some(b)) => (*b - *a).as_secs_f64(),
+                _ => 0.0,
+            },
+            rotation_vs_due_s: Pcts::of_secs(&offsets),
+            seconds_to_all_rotated_and_revoked: signed_secs(t_done, due_instant),
+            writes: Writes::between(&l, t0, t1, args.n),
+            apiserver_write_requests: api_total(&api_w0, &api_w1),
+            nuclia_calls_per_resource: nuclia.values().sum::<u64>() as f64 / args.n as f64,
+            nuclia_calls: nuclia,
+            rate: probes::rates(&calls.between(t0, t1), args.nuclia_rps, args.nuclia_burst),
+        }
+    };
+    eprintln!(
+        "[bench] storm: rotations from {:+.1}s to {:+.1}s around the due time",
+        storm.first_rotation_vs_due_s, storm.last_rotation_vs_due_s
+    );
+
+    let whole = Footprint::of("whole run", &proc, t_start, Instant::now());
+    let log_text = std::fs::read_to_string(work.join("operator.log")).unwrap_or_default();
+    let operator_log = report::LogSummary {
+        warnings: log_text.lines().filter(|l| l.contains(" WARN ")).count(),
+        errors: log_text.lines().filter(|l| l.contains(" ERROR ")).count(),
+        panics: log_text.matches("panicked").count(),
+        reconcile_failures: log_text.matches("reconcile failed").count(),
+        path: work.join("operator.log").display().to_string(),
+    };
+
+    let mut report = Report {
+        config: report::Config {
+            n: args.n,
+            personal_tokens: items.iter().filter(|i| !i.kb).count(),
+            kb_keys: items.iter().filter(|i| i.kb).count(),
+            credentials,
+            nuclia_rps: args.nuclia_rps,
+            nuclia_burst: args.nuclia_burst,
+            concurrency: args.concurrency,
+            verify_interval_s: args.verify_interval.as_secs_f64(),
+            commit: git_commit(),
+            apiserver: client
+                .apiserver_version()
+                .await
+                .map(|v| v.git_version)
+                .unwrap_or_default(),
+        },
+        baseline,
+        burst,
+        steady,
+        storm,
+        footprint: vec![startup, burst_fp, steady_fp, storm_fp, whole],
+        operator_log,
+        targets: Vec::new(),
+    };
+    report.targets = report::targets(&report);
+    Ok(report)
+}
+
+fn signed_secs(t: Instant, reference: Instant) -> f64 {
+    if t >= reference {
+        (t - reference).as_secs_f64()
+    } else {
+        -(reference - t).as_secs_f64()
+    }
+}
+
+/// Write requests between two readings of the apiserver's counters.
+fn api_total(a: &Option<BTreeMap<String, u64>>, b: &Option<BTreeMap<String, u64>>) -> Option<u64> {
+    let (a, b) = (probes::writes(a)?, probes::writes(b)?);
+    Some(probes::delta(&a, &b).values().sum())
+}
+
+/// The routes the operator's upstream verification uses (one list per credential and scope).
+fn is_verification_list(route: &str) -> bool {
+    route == "GET /api/v1/user/pa_tokens"
+        || route == "GET /api/v1/account/{account_id}/kb/{kb_id}/service_accounts"
+}
+
+/// The shortest time the per-credential budget allows for the calls the burst made: the
+/// busiest credential's calls, less its burst, at the sustained rate.
+fn nuclia_floor(c0: &Calls, c1: &Calls, args: &Args) -> f64 {
+    probes::delta(&c0.by_credential, &c1.by_credential)
+        .iter()
+        .filter(|(k, _)| k.as_str() != "unknown")
+        .map(|(_, n)| (*n as f64 - f64::from(args.nuclia_burst)).max(0.0) / args.nuclia_rps)
+        .fold(0.0, f64::max)
+}
+
+/// Runs `make(i)` for i in 0..n with `concurrency` in flight; returns each call's latency.
+async fn create_all<F, Fut>(concurrency: usize, n: usize, make: F) -> anyhow::Result<Vec<Duration>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let fut = make(i);
+            async move {
+                let t = Instant::now();
+                fut.await?;
+                Ok(t.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn create_resource(
+    client: &Client,
+    ns: &str,
+    it: &Item,
+    i: usize,
+    args: &Args,
+    boot: &Bootstrap,
+) -> anyhow::Result<()> {
+    let login = login_secret(i, args);
+    let common = json!({
+        "days": 1,
+        "renewBefore": "12h",
+        "auth": {"secretRef": {"name": login, "key": "token"}},
+        "rotation": {"revokePreviousAfter": "10s"},
+    });
+    let pp = PostParams::default();
+    if it.kb {
+        let kb = &boot.kbs[i % boot.kbs.len().max(1)];
+        let mut spec = common;
+        spec["kbUrl"] = json!(kb.url);
+        spec["secret"] = json!({"name": it.secret});
+        let obj: NucliaKbApiKey = serde_json::from_value(json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaKbApiKey",
+            "metadata": {"name": it.name}, "spec": spec,
+        }))?;
+        Api::<NucliaKbApiKey>::namespaced(client.clone(), ns)
+            .create(&pp, &obj)
+            .await?;
+    } else {
+        let mut spec = common;
+        spec["description"] = json!(format!("bench {}", it.name));
+        spec["secret"] = json!({"name": it.secret});
+        let obj: NucliaPersonalToken = serde_json::from_value(json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaPersonalToken",
+            "metadata": {"name": it.name}, "spec": spec,
+        }))?;
+        Api::<NucliaPersonalToken>::namespaced(client.clone(), ns)
+            .create(&pp, &obj)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [NucliaPersonalToken::crd(), NucliaKbApiKey::crd()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .context("applying the CRDs")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let established = api
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("CRD {name} never became Established");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let ns: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}
+
+fn start_fake(bin_dir: &Path, work: &Path) -> anyhow::Result<(Child, Bootstrap)> {
+    use std::io::BufRead;
+    let bin = bin_dir.join("nuclia-fake");
+    let mut child = Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(work.join("fake.log"))?))
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("fake stdout")?;
+    // The fake prints its bootstrap line at once; a thread keeps the wait bounded.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("nuclia-fake printed no bootstrap line")?;
+    let boot: Bootstrap = serde_json::from_str(&line).context("nuclia-fake bootstrap line")?;
+    Ok((child, boot))
+}
+
+/// A personal access token for the benchmark's login Secret number `i`.
+async fn mint_login(http: &reqwest::Client, boot: &Bootstrap, i: usize) -> anyhow::Result<String> {
+    let expires = (chrono::Utc::now() + chrono::Duration::days(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let r: serde_json::Value = http
+        .post(format!("{}/api/v1/user/pa_tokens", boot.url))
+        .bearer_auth(&boot.pat)
+        .json(&json!({"description": format!("bench login {i}"), "expiration_date": expires}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    r["token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("nuclia-fake answered no token")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_operator(
+    args: &Args,
+    boot: &Bootstrap,
+    ns: &str,
+    port: u16,
+    work: &Path,
+) -> anyhow::Result<Child> {
+    let bin = args.bin_dir.join("nuclia-token-operator");
+    let log = std::fs::File::create(work.join("operator.log"))?;
+    let child = Command::new(&bin)
+        .args(["--nuclia-global-url", &boot.url])
+        .args([
+            "--nuclia-zone-origin",
+            &format!("{}={}", boot.zone, boot.url),
+        ])
+        .args(["--watch-namespaces", ns])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--cluster-id", "bench"])
+        .args([
+            "--verify-interval",
+            &format!("{}s", args.verify_interval.as_secs()),
+        ])
+        .args(["--nuclia-rps", &args.nuclia_rps.to_string()])
+        .args(["--nuclia-burst", &args.nuclia_burst.to_string()])
+        .args(["--concurrency", &args.concurrency.to_string()])
+        .env_remove("RUST_LOG")
+        .envs(std::env::var("NTO_BENCH_OPERATOR_RUST_LOG").map(|v| ("RUST_LOG", v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(child)
+}
+
+async fn wait_ready(http: &reqwest::Client, port: u16, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let ok = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the operator was not ready within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn git_commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| !o.stdout.is_empty());
+    let c = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (!c.is_empty()).then(|| if dirty { format!("{c}-dirty") } else { c })
+}
+
+/// Drops the resources' finalizers (the operator is stopped, the fake is gone) and deletes
+/// the namespaces.
+async fn cleanup(client: &Client, ns: &str, base_ns: &str, concurrency: usize) {
+    let lp = kube::api::ListParams::default();
+    let pts: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), ns);
+    let kbs: Api<NucliaKbApiKey> = Api::namespaced(client.clone(), ns);
+    let mut names: Vec<(bool, String)> = Vec::new();
+    if let Ok(l) = pts.list_metadata(&lp).await {
+        names.extend(l.items.iter().map(|o| (false, o.name_any())));
+    }
+    if let Ok(l) = kbs.list_metadata(&lp).await {
+        names.extend(l.items.iter().map(|o| (true, o.name_any())));
+    }
+    let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let _ = create_all(concurrency, names.len(), |i| {
+        let (pts, kbs, patch) = (pts.clone(), kbs.clone(), patch.clone());
+        let (kb, name) = names[i].clone();
+        async move {
+            let pp = PatchParams::default();
+            if kb {
+                kbs.patch(&name, &pp, &patch).await?;
+            } else {
+                pts.patch(&name, &pp, &patch).await?;
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let api: Api<Namespace> = Api::all(client.clone());
+    for n in [ns, base_ns] {
+        let _ = api.delete(n, &DeleteParams::default()).await;
+    }
+}
