@@ -747,31 +747,15 @@ impl<'a, K: Kind> Engine<'a, K> {
         } else {
             self.now + policy.revoke_previous_after
         };
-        if let Some(old) = self.status.token_id.take() {
-            let sa = self
-                .status
-                .kb
-                .as_ref()
-                .and_then(|k| k.service_account_id.clone());
-            self.status.previous_tokens.push(PreviousToken {
-                id: old,
-                revoke_at: grace_end,
-                service_account_id: sa,
-            });
-        }
+        self.record_current(
+            policy,
+            &minted.id,
+            &minted.token,
+            minted.not_after,
+            grace_end,
+        );
         let annotations = self.obj.annotations();
         let s = &mut self.status;
-        s.token_id = Some(minted.id.clone());
-        s.token_hash = Some(lifecycle::token_hash(minted.token.expose()));
-        s.issued_at = Some(self.now);
-        s.not_after = Some(minted.not_after);
-        s.renewal_time = Some(lifecycle::renewal_time(
-            policy,
-            &self.uid,
-            self.now,
-            minted.not_after,
-        ));
-        s.spec_hash = Some(policy.spec_hash.clone());
         s.resolved_intent = Some(nonce);
         s.rotate_handled = annotations.get(ANNOTATION_ROTATE).cloned();
         s.revoke_now_handled = annotations.get(ANNOTATION_REVOKE_NOW).cloned();
@@ -939,6 +923,34 @@ impl<'a, K: Kind> Engine<'a, K> {
         }
     }
 
+    /// Makes `id` the current token in status; the one it replaces waits until `grace_end`.
+    fn record_current(
+        &mut self,
+        policy: &Policy,
+        id: &str,
+        token: &ApiToken,
+        not_after: DateTime<Utc>,
+        grace_end: DateTime<Utc>,
+    ) {
+        let s = &mut self.status;
+        if let Some(old) = s.token_id.take() {
+            let sa = s.kb.as_ref().and_then(|k| k.service_account_id.clone());
+            s.previous_tokens.push(PreviousToken {
+                id: old,
+                revoke_at: grace_end,
+                service_account_id: sa,
+            });
+        }
+        s.token_id = Some(id.to_owned());
+        s.token_hash = Some(lifecycle::token_hash(token.expose()));
+        s.issued_at = Some(self.now);
+        s.not_after = Some(not_after);
+        s.renewal_time = Some(lifecycle::renewal_time(
+            policy, &self.uid, self.now, not_after,
+        ));
+        s.spec_hash = Some(policy.spec_hash.clone());
+    }
+
     /// After an interrupted issue: adopt the token the Secret holds if it is ours and alive,
     /// and revoke every other token marked for this resource that status does not reference.
     async fn sweep_interrupted(&mut self, view: &SecretView, policy: &Policy) -> Result<()> {
@@ -960,27 +972,8 @@ impl<'a, K: Kind> Engine<'a, K> {
             && let Some(found) = mine.iter().find(|t| &t.id == id)
         {
             let not_after = found.expires.unwrap_or(self.now + policy.lifetime);
-            if let Some(old) = self.status.token_id.take() {
-                let sa = self
-                    .status
-                    .kb
-                    .as_ref()
-                    .and_then(|k| k.service_account_id.clone());
-                self.status.previous_tokens.push(PreviousToken {
-                    id: old,
-                    revoke_at: self.now + policy.revoke_previous_after,
-                    service_account_id: sa,
-                });
-            }
-            let s = &mut self.status;
-            s.token_id = Some(id.clone());
-            s.token_hash = Some(lifecycle::token_hash(token.expose()));
-            s.issued_at = Some(self.now);
-            s.not_after = Some(not_after);
-            s.renewal_time = Some(lifecycle::renewal_time(
-                policy, &self.uid, self.now, not_after,
-            ));
-            s.spec_hash = Some(policy.spec_hash.clone());
+            let grace_end = self.now + policy.revoke_previous_after;
+            self.record_current(policy, id, token, not_after, grace_end);
             // Where it lives (a KB key's service account) is issuer state, copied to status.
             if let Some(issuer) = self.issuer.as_mut() {
                 issuer.adopted(found);
