@@ -1,8 +1,7 @@
 //! The two kinds as the reconcile sees them: spec accessors, the credential-shaping spec hash,
 //! and how to build each one's issuer.
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use super::{Context, Kind};
@@ -13,17 +12,12 @@ use crate::crd::{
 use crate::error::{Error, Result};
 use crate::issuer::kb::KbIssuer;
 use crate::issuer::personal::PersonalIssuer;
-use crate::issuer::read_credential;
 use crate::lifecycle::Policy;
 use crate::nuclia::{ApiToken, Credential};
 
 /// Hash of the spec fields that shape the credential; changing any of them rotates it.
 fn spec_hash(value: serde_json::Value) -> String {
     hex::encode(&Sha256::digest(value.to_string().as_bytes())[..8])
-}
-
-fn secrets(ctx: &Context, obj: &impl ResourceExt) -> Api<Secret> {
-    Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default())
 }
 
 impl Kind for NucliaPersonalToken {
@@ -68,14 +62,19 @@ impl Kind for NucliaPersonalToken {
         self.spec.deletion_policy
     }
 
-    async fn issuer(&self, ctx: &Context, managed: Option<ApiToken>) -> Result<PersonalIssuer> {
+    async fn issuer(
+        &self,
+        ctx: &Context,
+        managed: Option<ApiToken>,
+        credential: Result<ApiToken>,
+    ) -> Result<PersonalIssuer> {
         let mut credentials = Vec::new();
         if self.spec.auth.self_renew
             && let Some(token) = managed
         {
             credentials.push(Credential::Bearer(token));
         }
-        match read_credential(&secrets(ctx, self), &self.spec.auth.secret_ref).await {
+        match credential {
             Ok(token) => credentials.push(Credential::Bearer(token)),
             // With selfRenew the bootstrap credential may be long gone: the managed token is enough.
             Err(e) if credentials.is_empty() => return Err(e),
@@ -143,10 +142,15 @@ impl Kind for NucliaKbApiKey {
         self.spec.deletion_policy
     }
 
-    async fn issuer(&self, ctx: &Context, _managed: Option<ApiToken>) -> Result<KbIssuer> {
-        // Refuse an untrusted kbUrl before reading, let alone sending, any credential.
+    async fn issuer(
+        &self,
+        ctx: &Context,
+        _managed: Option<ApiToken>,
+        credential: Result<ApiToken>,
+    ) -> Result<KbIssuer> {
+        // Refuse an untrusted kbUrl before using, let alone sending, any credential.
         ctx.nuclia.endpoints().locate_kb(&self.spec.kb_url)?;
-        let token = read_credential(&secrets(ctx, self), &self.spec.auth.secret_ref).await?;
+        let token = credential?;
         let credential = match self.spec.auth.credential_type {
             CredentialType::Bearer => Credential::Bearer(token),
             CredentialType::NuaKey => Credential::NuaKey(token),

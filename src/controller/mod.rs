@@ -2,6 +2,7 @@
 //! carries out what [`crate::lifecycle::decide`] says. Per kind, only [`Kind`] differs.
 
 pub mod kinds;
+mod memo;
 pub mod secret;
 pub mod status;
 mod verify;
@@ -21,8 +22,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,6 +39,7 @@ use crate::issuer::{Issuer, Marker, Minted};
 use crate::lifecycle::{self, IssueReason, Observation, Policy, SecretState, Step};
 use crate::nuclia::{self, ApiToken};
 use crate::runtime::metrics::Metrics;
+use memo::Memo;
 use secret::SecretView;
 use verify::LiveCache;
 
@@ -82,6 +84,7 @@ pub struct Context {
     /// When each resource's token was last seen upstream (memory only: verifying writes nothing).
     verified: Mutex<HashMap<String, DateTime<Utc>>>,
     live: LiveCache,
+    memo: Memo,
     backoff: Mutex<HashMap<String, ExponentialBackoff>>,
     pub accounts: AccountCache,
     /// UIDs of every resource of both kinds, for the orphan sweep.
@@ -110,6 +113,7 @@ impl Context {
             recorder,
             verified: Mutex::default(),
             live: LiveCache::default(),
+            memo: Memo::default(),
             backoff: Mutex::default(),
             accounts: AccountCache::default(),
             stores: OnceLock::new(),
@@ -162,6 +166,7 @@ impl Context {
     }
 
     fn forget(&self, uid: &str) {
+        self.memo.forget(uid);
         if let Ok(mut m) = self.verified.lock() {
             m.remove(uid);
         }
@@ -170,7 +175,9 @@ impl Context {
         }
     }
 
-    async fn event(
+    /// Publishes an Event in the background: it informs people, and must not hold up the
+    /// reconcile (an Event is one more apiserver round trip).
+    fn event(
         &self,
         obj_ref: &k8s_openapi::api::core::v1::ObjectReference,
         warning: bool,
@@ -188,9 +195,13 @@ impl Context {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, obj_ref).await {
-            tracing::debug!(error = %e, "could not publish event");
-        }
+        let recorder = self.recorder.clone();
+        let obj_ref = obj_ref.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&ev, &obj_ref).await {
+                tracing::debug!(error = %e, "could not publish event");
+            }
+        });
     }
 }
 
@@ -214,12 +225,14 @@ pub trait Kind:
     fn token_key(&self) -> &str;
     fn auth_ref(&self) -> &SecretKeyRef;
     fn deletion_policy(&self) -> DeletionPolicy;
-    /// Builds the issuer: reads the credentials Secret and, for KB keys, locates the KB.
-    /// `managed` is the token the managed Secret holds (for `selfRenew`).
+    /// Builds the issuer from the credential read from `spec.auth.secretRef` (see
+    /// [`read_credential`]) and, for KB keys, locates the KB. `managed` is the token the managed
+    /// Secret holds (for `selfRenew`).
     fn issuer(
         &self,
         ctx: &Context,
         managed: Option<ApiToken>,
+        credential: Result<ApiToken>,
     ) -> impl Future<Output = Result<Self::Issuer>> + Send;
     /// Copies issuer state into status and drops what is no longer needed (KB service accounts).
     fn settle(
@@ -228,6 +241,12 @@ pub trait Kind:
     ) -> impl Future<Output = Result<()>> + Send;
     /// Extra data keys the Secret should have even before an issuer exists (to detect drift).
     fn expected_extra(&self, status: &CredentialStatus) -> Vec<(String, String)>;
+}
+
+/// Reads the credential the resource authenticates with, from its own namespace.
+async fn read_credential<K: Kind>(ctx: &Context, obj: &K) -> Result<ApiToken> {
+    let secrets = Api::namespaced(ctx.kube.clone(), &obj.namespace().unwrap_or_default());
+    crate::issuer::read_credential(&secrets, obj.auth_ref()).await
 }
 
 fn secret_name<K: Kind>(obj: &K) -> String {
@@ -323,17 +342,28 @@ fn controller<K: Kind>(ctx: Arc<Context>, namespace: Option<&str>) -> Controller
         ),
         None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
     };
-    let controller = Controller::new(resources, wc)
+    // The cache keeps every resource for the process's life: without managedFields (the
+    // largest part of an object, and never read) it is a fraction of the size.
+    let (reader, writer) = reflector::store();
+    let resources = reflector(
+        writer,
+        watcher(resources, wc).modify(|o: &mut K| o.meta_mut().managed_fields = None),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(resources, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(s.concurrency));
     let store = controller.store();
     // Metadata only: no Secret data is cached in the operator's memory.
     controller.watches(secrets, watcher::Config::default(), move |secret| {
         let ns = secret.namespace();
         let name = secret.name_any();
+        let rv = secret.resource_version();
         let mut refs: Vec<ObjectRef<K>> = secret
             .owner_references()
             .iter()
             .filter(|r| r.kind == K::kind(&()) && r.controller == Some(true))
+            // The echo of the owner's own write changes nothing for it.
+            .filter(|r| !ctx.memo.secret_seen(&r.uid, rv.as_deref()))
             .filter_map(|r| ns.as_deref().map(|ns| ObjectRef::new(&r.name).within(ns)))
             .collect();
         // Resources that read their credentials from this Secret: a credential that appears
@@ -354,6 +384,12 @@ async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let uid = obj.uid().unwrap_or_default();
     let result = if obj.meta().deletion_timestamp.is_some() {
         cleanup(obj.as_ref(), &ctx).await
+    } else if let Some(wait) =
+        ctx.memo
+            .unchanged(&uid, obj.resource_version().as_deref(), Utc::now())
+    {
+        ctx.metrics.reconcile_skipped(K::kind(&()).as_ref());
+        return Ok(Action::requeue(wait));
     } else {
         Engine::new(obj.as_ref(), &ctx).apply().await
     };
@@ -415,6 +451,12 @@ struct Engine<'a, K: Kind> {
     /// This reconcile already wrote the finalizer (with an issue intent): `obj` is now stale,
     /// and a second resourceVersion-guarded patch would only conflict.
     finalizer_written: bool,
+    /// Versions of the resource this reconcile saw or wrote, and of the Secret it leaves, for
+    /// [`Memo`].
+    resource_versions: Vec<String>,
+    secret_version: Option<String>,
+    /// The credential, when read ahead (alongside the Secret, for a resource about to mint).
+    credential: Option<Result<ApiToken>>,
 }
 
 impl<'a, K: Kind> Engine<'a, K> {
@@ -430,6 +472,9 @@ impl<'a, K: Kind> Engine<'a, K> {
             now: now(),
             uid: obj.uid().unwrap_or_default(),
             finalizer_written: false,
+            resource_versions: obj.resource_version().into_iter().collect(),
+            secret_version: None,
+            credential: None,
         }
     }
 
@@ -439,9 +484,11 @@ impl<'a, K: Kind> Engine<'a, K> {
             // The cached object was stale (our own write raced a watch event): look again soon,
             // quietly; the resourceVersion guard did its job.
             Err(Error::Kube { source, .. }) if Error::is_conflict(&source) => {
+                self.ctx.memo.invalidate(&self.uid);
                 Ok(Action::requeue(Duration::from_millis(500)))
             }
             Err(e) => {
+                self.ctx.memo.invalidate(&self.uid);
                 self.report_failure(&e).await;
                 Err(e)
             }
@@ -493,8 +540,7 @@ impl<'a, K: Kind> Engine<'a, K> {
         self.status.observed_generation = generation;
         if was.as_deref() != Some(e.label()) {
             self.ctx
-                .event(&self.obj.object_ref(&()), true, e.label(), message)
-                .await;
+                .event(&self.obj.object_ref(&()), true, e.label(), message);
         }
         if let Err(write_err) =
             status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await
@@ -515,7 +561,11 @@ impl<'a, K: Kind> Engine<'a, K> {
                 } if Some(h) == self.status.token_hash.as_ref() => view.token.clone(),
                 _ => None,
             };
-            self.issuer = Some(self.obj.issuer(self.ctx, managed).await?);
+            let credential = match self.credential.take() {
+                Some(read) => read,
+                None => read_credential(self.ctx, self.obj).await,
+            };
+            self.issuer = Some(self.obj.issuer(self.ctx, managed, credential).await?);
         }
         Ok(self.issuer.as_mut().expect("issuer was just set"))
     }
@@ -525,15 +575,24 @@ impl<'a, K: Kind> Engine<'a, K> {
         let secret_name = secret_name(self.obj);
         let template = self.obj.secret_template().clone();
         let extra = self.obj.expected_extra(&self.status);
-        let view = secret::read(
+        let read = secret::read(
             &self.secrets,
             &secret_name,
             &self.uid,
             self.obj.token_key(),
             &template,
             &extra,
-        )
-        .await?;
+        );
+        let view = if self.status.token_id.is_none() {
+            // No token yet: this reconcile will most likely mint, so read the credential while
+            // the Secret is read instead of after.
+            let (view, credential) = tokio::join!(read, read_credential(self.ctx, self.obj));
+            self.credential = Some(credential);
+            view?
+        } else {
+            read.await?
+        };
+        self.secret_version = view.resource_version.clone();
 
         // Leak guard: an intent that never completed may have minted a token we do not know.
         if let Some((nonce, at)) = self.pending_intent() {
@@ -620,9 +679,27 @@ impl<'a, K: Kind> Engine<'a, K> {
         );
         self.status.observed_generation = generation;
         self.status.secret_name = Some(secret_name);
-        status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await?;
+        let written =
+            status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await?;
+        // The status write is not resourceVersion-guarded: the version it returns stands for
+        // this reconcile only if nobody changed what it acted on meanwhile.
+        if let Some(rv) = written
+            .filter(|w| same_inputs(self.obj, w))
+            .and_then(|w| w.resource_version())
+        {
+            self.resource_versions.push(rv);
+        }
         self.publish_metrics();
-        Ok(Action::requeue(self.next_wake()))
+        let wake = self.next_wake();
+        if let Some(secret_version) = self.secret_version.take() {
+            self.ctx.memo.settle(
+                &self.uid,
+                std::mem::take(&mut self.resource_versions),
+                secret_version,
+                Utc::now() + chrono_dur(wake),
+            );
+        }
+        Ok(Action::requeue(wake))
     }
 
     fn publish_metrics(&self) {
@@ -683,7 +760,8 @@ impl<'a, K: Kind> Engine<'a, K> {
         if let Some(intent) = intent {
             meta["annotations"] = serde_json::json!({ ANNOTATION_ISSUE_INTENT: intent });
         }
-        self.api
+        let written = self
+            .api
             .patch(
                 &self.obj.name_any(),
                 &PatchParams::default(),
@@ -691,6 +769,7 @@ impl<'a, K: Kind> Engine<'a, K> {
             )
             .await
             .map_err(Error::kube("record issue intent"))?;
+        self.resource_versions.extend(written.resource_version());
         self.finalizer_written = true;
         Ok(())
     }
@@ -742,10 +821,12 @@ impl<'a, K: Kind> Engine<'a, K> {
             }
             return Err(e);
         }
+        // The grace period starts when consumers can see the new token, not when this
+        // reconcile started: a slow mint must not eat into it.
         let grace_end = if reason.revoke_replaced_now() {
             self.now
         } else {
-            self.now + policy.revoke_previous_after
+            now() + policy.revoke_previous_after
         };
         self.record_current(
             policy,
@@ -779,14 +860,12 @@ impl<'a, K: Kind> Engine<'a, K> {
             reason,
             IssueReason::SecretRepaired | IssueReason::RevokedUpstream | IssueReason::Expired
         );
-        self.ctx
-            .event(
-                &self.obj.object_ref(&()),
-                warning,
-                reason_event(reason),
-                note,
-            )
-            .await;
+        // The first issue is told by the Ready condition; an Event for it would be one more
+        // write per resource in a burst. Rotations, repairs and failures get one.
+        if let Some(event_reason) = reason_event(reason) {
+            self.ctx
+                .event(&self.obj.object_ref(&()), warning, event_reason, note);
+        }
         Ok(())
     }
 
@@ -815,12 +894,13 @@ impl<'a, K: Kind> Engine<'a, K> {
             token_id: &minted.id,
             not_after: minted.not_after,
         };
-        secret::write(
+        self.secret_version = secret::write(
             &self.secrets,
             &desired,
             view.exists && view.state != SecretState::Missing,
         )
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Rewrites the Secret's metadata and extra data around the token it already holds.
@@ -846,7 +926,8 @@ impl<'a, K: Kind> Engine<'a, K> {
             token_id: &id,
             not_after,
         };
-        secret::write(&self.secrets, &desired, view.exists).await
+        self.secret_version = secret::write(&self.secrets, &desired, view.exists).await?;
+        Ok(())
     }
 
     /// Whether the current token still exists upstream, from the list shared by every resource
@@ -854,39 +935,39 @@ impl<'a, K: Kind> Engine<'a, K> {
     async fn verify(&mut self, view: &SecretView) -> Result<bool> {
         let ctx = self.ctx;
         let issuer = self.issuer(view).await?;
-        let (fetched_at, live) = ctx.live.get(issuer, ctx.settings.verify_interval).await?;
+        let mut listed = ctx.live.get(issuer, ctx.settings.verify_interval).await?;
         let Some(id) = self.status.token_id.clone() else {
             return Ok(true);
         };
         // A list older than the token cannot vouch against it.
-        let mut alive = live.iter().any(|t| t.id == id)
-            || self.status.issued_at.is_some_and(|t| t >= fetched_at);
-        let mut live = live;
+        let mut alive =
+            listed.live.contains(&id) || self.status.issued_at.is_some_and(|t| t >= listed.at);
         if !alive {
             // The shared list may have been fetched (for another resource) while this token was
             // being minted: `issued_at` is the start of that reconcile, in whole seconds, so it
             // cannot tell. Judge only by a list fetched now, after the token was recorded.
             let issuer = self.issuer.as_mut().expect("issuer");
             ctx.live.invalidate(issuer).await;
-            (_, live) = ctx.live.get(issuer, ctx.settings.verify_interval).await?;
-            alive = live.iter().any(|t| t.id == id);
+            listed = ctx.live.get(issuer, ctx.settings.verify_interval).await?;
+            alive = listed.live.contains(&id);
         }
         if alive {
             self.ctx.mark_verified(&self.uid, self.now);
-            self.sweep_orphans(&live).await;
+            // Once per list, by the reconcile that fetched it.
+            if let Some(list) = &listed.fetched {
+                self.sweep_orphans(list).await;
+            }
         } else {
             self.ctx
                 .live
                 .invalidate(self.issuer.as_ref().expect("issuer"))
                 .await;
-            self.ctx
-                .event(
-                    &self.obj.object_ref(&()),
-                    true,
-                    "RevokedUpstream",
-                    format!("token {id} no longer exists at Nuclia; issuing a new one"),
-                )
-                .await;
+            self.ctx.event(
+                &self.obj.object_ref(&()),
+                true,
+                "RevokedUpstream",
+                format!("token {id} no longer exists at Nuclia; issuing a new one"),
+            );
         }
         Ok(alive)
     }
@@ -1017,13 +1098,26 @@ impl<'a, K: Kind> Engine<'a, K> {
     }
 }
 
-fn reason_event(reason: IssueReason) -> &'static str {
+fn reason_event(reason: IssueReason) -> Option<&'static str> {
     match reason {
-        IssueReason::Initial => "Issued",
-        IssueReason::SecretRepaired => "SecretRepaired",
-        IssueReason::RevokedUpstream => "RevokedUpstream",
-        _ => "Rotated",
+        IssueReason::Initial => None,
+        IssueReason::SecretRepaired => Some("SecretRepaired"),
+        IssueReason::RevokedUpstream => Some("RevokedUpstream"),
+        _ => Some("Rotated"),
     }
+}
+
+/// Whether `after` asks the same of the operator as `before`: same spec, same requests, not
+/// being deleted (the issue intent is the operator's own bookkeeping).
+fn same_inputs<K: Kind>(before: &K, after: &K) -> bool {
+    let requests = |o: &K| {
+        let mut a = o.annotations().clone();
+        a.remove(ANNOTATION_ISSUE_INTENT);
+        a
+    };
+    before.meta().generation == after.meta().generation
+        && after.meta().deletion_timestamp.is_none()
+        && requests(before) == requests(after)
 }
 
 fn has_finalizer<K: Resource>(obj: &K) -> bool {
@@ -1052,7 +1146,8 @@ async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     if revoke && minted_anything {
         let result: Result<()> = async {
             let managed = None;
-            let mut issuer = obj.issuer(ctx, managed).await?;
+            let credential = read_credential(ctx, obj).await;
+            let mut issuer = obj.issuer(ctx, managed, credential).await?;
             let marker = marker(ctx, obj);
             let sa = status
                 .kb
@@ -1080,8 +1175,7 @@ async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
             let note = format!(
                 "cannot revoke the tokens before deletion: {e}; fix the credentials, or set spec.deletionPolicy: Orphan to delete without revoking"
             );
-            ctx.event(&obj.object_ref(&()), true, "RevokeFailed", note)
-                .await;
+            ctx.event(&obj.object_ref(&()), true, "RevokeFailed", note);
             return Err(e);
         }
     }

@@ -26,6 +26,8 @@ pub struct SecretView {
     /// The token id its annotation names.
     pub token_id: Option<String>,
     pub exists: bool,
+    /// The Secret's resourceVersion when read.
+    pub resource_version: Option<String>,
 }
 
 /// The Secret's desired content.
@@ -65,6 +67,7 @@ pub async fn read(
             token: None,
             token_id: None,
             exists: false,
+            resource_version: None,
         });
     };
     if !owned_by(&secret, owner_uid) {
@@ -73,6 +76,7 @@ pub async fn read(
             token: None,
             token_id: None,
             exists: true,
+            resource_version: secret.metadata.resource_version.clone(),
         });
     }
     let data = secret.data.clone().unwrap_or_default();
@@ -102,6 +106,7 @@ pub async fn read(
         token: token.map(ApiToken::new),
         token_id: annotations.get(ANNOTATION_TOKEN_ID).cloned(),
         exists: true,
+        resource_version: secret.metadata.resource_version.clone(),
     })
 }
 
@@ -140,8 +145,8 @@ fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
 }
 
 /// Writes the Secret: create when missing (fails rather than take over a Secret created
-/// meanwhile), server-side apply when this resource owns it.
-pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<()> {
+/// meanwhile), server-side apply when this resource owns it. Returns the new resourceVersion.
+pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<Option<String>> {
     let mut secret = build(d, &d.owner.kind);
     if !exists {
         return match api
@@ -154,7 +159,7 @@ pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<(
             )
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(s) => Ok(s.metadata.resource_version),
             Err(e)
                 if Error::is_conflict(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) =>
             {
@@ -170,14 +175,15 @@ pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<(
     let mut value = serde_json::to_value(&secret).map_err(|e| Error::InvalidSpec(e.to_string()))?;
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
-    api.patch(
-        d.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .map_err(Error::kube("apply Secret"))?;
-    Ok(())
+    let written = api
+        .patch(
+            d.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .map_err(Error::kube("apply Secret"))?;
+    Ok(written.metadata.resource_version)
 }
 
 /// Deletes the Secret if this resource owns it.

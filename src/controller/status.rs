@@ -46,30 +46,35 @@ pub fn set(
     });
 }
 
-/// Writes `status` if it differs from what the object has.
+/// Writes `status` if it differs from what the object has; returns the object written.
 pub async fn write<K>(
     api: &Api<K>,
     obj: &K,
     current: Option<&CredentialStatus>,
     status: &CredentialStatus,
-) -> Result<()>
+) -> Result<Option<K>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     if current == Some(status) {
-        return Ok(());
+        return Ok(None);
     }
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::kube("patch status"))?;
-    Ok(())
+    // The operator is the only writer of status, so it replaces it whole: a JSON patch costs
+    // the apiserver far less than a server-side apply of the same content.
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        { "op": "add", "path": "/status", "value": status }
+    ]))
+    .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let written = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .map_err(Error::kube("patch status"))?;
+    Ok(Some(written))
 }

@@ -68,6 +68,7 @@ pub struct Metrics {
     api_duration: Family<OperationLabels, Histogram, Buckets>,
     reconcile_duration: Family<KindLabels, Histogram, Buckets>,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_skipped: Family<KindLabels, Counter>,
     leader: Gauge,
 }
 
@@ -94,6 +95,7 @@ impl Metrics {
         let api_duration = Family::new_with_constructor(Buckets);
         let reconcile_duration = Family::new_with_constructor(Buckets);
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_skipped = Family::<KindLabels, Counter>::default();
         let leader = Gauge::default();
 
         registry.register(
@@ -132,6 +134,11 @@ impl Metrics {
             reconcile_errors.clone(),
         );
         registry.register(
+            "nuclia_operator_reconciles_skipped",
+            "Reconciliations answered without a request because nothing changed since the last one (the echo of the operator's own writes), by resource kind",
+            reconcile_skipped.clone(),
+        );
+        registry.register(
             "nuclia_operator_leader",
             "1 when this replica is the one acting (leader, or leader election disabled), else 0",
             leader.clone(),
@@ -145,6 +152,7 @@ impl Metrics {
             api_duration,
             reconcile_duration,
             reconcile_errors,
+            reconcile_skipped,
             leader,
         }
     }
@@ -207,6 +215,15 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a reconciliation skipped because nothing changed.
+    pub fn reconcile_skipped(&self, kind: &str) {
+        self.reconcile_skipped
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a failed reconciliation; `reason` is the error's CamelCase label.
