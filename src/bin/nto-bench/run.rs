@@ -10,9 +10,12 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
-use nuclia_token_operator::crd::{FIELD_MANAGER, NucliaKbApiKey, NucliaPersonalToken};
+use nuclia_token_operator::crd::{
+    ANNOTATION_ISSUE_INTENT, FIELD_MANAGER, NucliaKbApiKey, NucliaPersonalToken,
+};
 use nuclia_token_operator::fake::Bootstrap;
 use serde_json::json;
 
@@ -147,12 +150,18 @@ async fn phases(
     .await?;
     let baseline_secs = t0.elapsed().as_secs_f64();
     let api_w1 = probes::apiserver_requests(&client).await;
+    eprintln!(
+        "[bench] write floor: {} resources and their three writes, directly",
+        args.n
+    );
+    let write_floor_seconds = write_floor(&client, &base_ns, &items, args, &boot).await?;
     let baseline = report::Baseline {
         secrets: args.n,
         seconds: baseline_secs,
         per_second: args.n as f64 / baseline_secs,
         create_latency_ms: Pcts::of(&latencies),
         apiserver_write_requests: api_total(&api_w0, &api_w1),
+        write_floor_seconds,
     };
 
     // ---- the operator, as a process ----
@@ -249,6 +258,7 @@ async fn phases(
             create_seconds: create_secs,
             seconds_to_all_ready: seconds,
             ratio_to_baseline: seconds / baseline_secs,
+            ratio_to_write_floor: seconds / write_floor_seconds,
             apply_to_secret_ms: Pcts::of(&to_secret),
             apply_to_ready_ms: Pcts::of(&to_ready),
             writes_per_resource: writes.operator as f64 / args.n as f64,
@@ -544,6 +554,7 @@ where
     results.into_iter().collect()
 }
 
+/// Creates one resource; returns its metadata as created.
 async fn create_resource(
     client: &Client,
     ns: &str,
@@ -551,7 +562,7 @@ async fn create_resource(
     i: usize,
     args: &Args,
     boot: &Bootstrap,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ObjectMeta> {
     let login = login_secret(i, args);
     let common = json!({
         "days": 1,
@@ -569,9 +580,10 @@ async fn create_resource(
             "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaKbApiKey",
             "metadata": {"name": it.name}, "spec": spec,
         }))?;
-        Api::<NucliaKbApiKey>::namespaced(client.clone(), ns)
+        Ok(Api::<NucliaKbApiKey>::namespaced(client.clone(), ns)
             .create(&pp, &obj)
-            .await?;
+            .await?
+            .metadata)
     } else {
         let mut spec = common;
         spec["description"] = json!(format!("bench {}", it.name));
@@ -580,12 +592,102 @@ async fn create_resource(
             "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaPersonalToken",
             "metadata": {"name": it.name}, "spec": spec,
         }))?;
-        Api::<NucliaPersonalToken>::namespaced(client.clone(), ns)
+        Ok(Api::<NucliaPersonalToken>::namespaced(client.clone(), ns)
             .create(&pp, &obj)
-            .await?;
+            .await?
+            .metadata)
     }
-    Ok(())
 }
+
+/// What a perfect operator's writes cost: each resource created, then given the three writes
+/// an issue needs (finalizer with intent, owned Secret, status) in the baseline namespace (the
+/// operator does not watch it), `concurrency` resources at a time, with no reads and no Nuclia.
+async fn write_floor(
+    client: &Client,
+    ns: &str,
+    items: &[Item],
+    args: &Args,
+    boot: &Bootstrap,
+) -> anyhow::Result<f64> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let t0 = Instant::now();
+    create_all(args.concurrency, items.len(), |i| {
+        let (client, secrets, it) = (client.clone(), secrets.clone(), &items[i]);
+        async move {
+            let meta = create_resource(&client, ns, it, i, args, boot).await?;
+            let (kind, plural) = if it.kb {
+                ("NucliaKbApiKey", "nucliakbapikeys")
+            } else {
+                ("NucliaPersonalToken", "nucliapersonaltokens")
+            };
+            let resources: Api<kube::api::DynamicObject> = Api::namespaced_with(
+                client.clone(),
+                ns,
+                &kube::api::ApiResource {
+                    group: "nuclia.dev".into(),
+                    version: "v1alpha1".into(),
+                    api_version: "nuclia.dev/v1alpha1".into(),
+                    kind: kind.into(),
+                    plural: plural.into(),
+                },
+            );
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let intent = format!("{:012x} {now}", i);
+            resources
+                .patch(
+                    &it.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {
+                        "resourceVersion": meta.resource_version,
+                        "finalizers": [FLOOR_FINALIZER],
+                        "annotations": {ANNOTATION_ISSUE_INTENT: intent},
+                    }})),
+                )
+                .await?;
+            let secret: Secret = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {
+                    "name": it.secret,
+                    "labels": {"app.kubernetes.io/managed-by": "nuclia-token-operator"},
+                    "annotations": {"nuclia.dev/token-id": format!("floor-{i:05}")},
+                    "ownerReferences": [{
+                        "apiVersion": "nuclia.dev/v1alpha1", "kind": kind, "name": it.name,
+                        "uid": meta.uid, "controller": true, "blockOwnerDeletion": true,
+                    }],
+                },
+                "stringData": {"token": format!("floor-value-{i:05}-{}", "x".repeat(24))},
+            }))?;
+            secrets.create(&PostParams::default(), &secret).await?;
+            let status = json!({
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "TokenValid",
+                     "message": format!("Secret {} holds a valid token until {now}", it.secret),
+                     "observedGeneration": 1, "lastTransitionTime": now},
+                    {"type": "Issuing", "status": "False", "reason": "Idle",
+                     "message": "no issue in progress", "observedGeneration": 1,
+                     "lastTransitionTime": now},
+                ],
+                "observedGeneration": 1, "secretName": it.secret,
+                "tokenId": format!("floor-{i:05}"), "tokenHash": "0123456789ab",
+                "issuedAt": now, "notAfter": now, "renewalTime": now,
+                "specHash": "0123456789abcdef", "resolvedIntent": format!("{:012x}", i),
+                "kb": if it.kb { json!({"kbId": boot.kbs.first().map(|k| k.id.clone())}) } else { json!(null) },
+            });
+            let patch: json_patch::Patch = serde_json::from_value(
+                json!([{"op": "add", "path": "/status", "value": status}]),
+            )?;
+            resources
+                .patch_status(&it.name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The finalizer the write floor puts on its resources (removed at clean-up).
+const FLOOR_FINALIZER: &str = "nuclia.dev/bench-floor";
 
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -753,6 +855,16 @@ fn git_commit() -> Option<String> {
 /// Drops the resources' finalizers (the operator is stopped, the fake is gone) and deletes
 /// the namespaces.
 async fn cleanup(client: &Client, ns: &str, base_ns: &str, concurrency: usize) {
+    for n in [ns, base_ns] {
+        drop_finalizers(client, n, concurrency).await;
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    for n in [ns, base_ns] {
+        let _ = api.delete(n, &DeleteParams::default()).await;
+    }
+}
+
+async fn drop_finalizers(client: &Client, ns: &str, concurrency: usize) {
     let lp = kube::api::ListParams::default();
     let pts: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), ns);
     let kbs: Api<NucliaKbApiKey> = Api::namespaced(client.clone(), ns);
@@ -778,8 +890,4 @@ async fn cleanup(client: &Client, ns: &str, base_ns: &str, concurrency: usize) {
         }
     })
     .await;
-    let api: Api<Namespace> = Api::all(client.clone());
-    for n in [ns, base_ns] {
-        let _ = api.delete(n, &DeleteParams::default()).await;
-    }
 }
