@@ -1,6 +1,7 @@
 //! The controllers: kube-runtime wiring for both kinds around one generic reconcile that
 //! carries out what [`crate::lifecycle::decide`] says. Per kind, only [`Kind`] differs.
 
+mod credential_index;
 pub mod kinds;
 mod memo;
 pub mod secret;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -39,6 +40,7 @@ use crate::issuer::{Issuer, Marker, Minted};
 use crate::lifecycle::{self, IssueReason, Observation, Policy, SecretState, Step};
 use crate::nuclia::{self, ApiToken};
 use crate::runtime::metrics::Metrics;
+use credential_index::CredentialIndex;
 use memo::Memo;
 use secret::SecretView;
 use verify::LiveCache;
@@ -345,14 +347,20 @@ fn controller<K: Kind>(ctx: Arc<Context>, namespace: Option<&str>) -> Controller
     // The cache keeps every resource for the process's life: without managedFields (the
     // largest part of an object, and never read) it is a fraction of the size.
     let (reader, writer) = reflector::store();
+    let index = Arc::new(CredentialIndex::default());
+    let indexed = index.clone();
     let resources = reflector(
         writer,
-        watcher(resources, wc).modify(|o: &mut K| o.meta_mut().managed_fields = None),
+        watcher(resources, wc)
+            .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+            .map_ok(move |event| {
+                indexed.observe(&event);
+                event
+            }),
     )
     .applied_objects();
     let controller = Controller::for_stream(resources, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(s.concurrency));
-    let store = controller.store();
     // Metadata only: no Secret data is cached in the operator's memory.
     controller.watches(secrets, watcher::Config::default(), move |secret| {
         let ns = secret.namespace();
@@ -368,13 +376,14 @@ fn controller<K: Kind>(ctx: Arc<Context>, namespace: Option<&str>) -> Controller
             .collect();
         // Resources that read their credentials from this Secret: a credential that appears
         // or changes is picked up at once.
-        refs.extend(
-            store
-                .state()
-                .iter()
-                .filter(|o| o.namespace() == ns && o.auth_ref().name == name)
-                .map(|o| ObjectRef::from_obj(o.as_ref())),
-        );
+        if let Some(ns) = ns.as_deref() {
+            refs.extend(
+                index
+                    .readers(ns, &name)
+                    .iter()
+                    .map(|r| ObjectRef::new(r).within(ns)),
+            );
+        }
         refs
     })
 }
