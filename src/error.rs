@@ -7,7 +7,7 @@ use crate::nuclia;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API call {op} failed: {source}")]
+    #[error("Kubernetes API call {op} failed: {}", describe_kube(source))]
     Kube {
         op: &'static str,
         #[source]
@@ -24,6 +24,16 @@ pub enum Error {
     /// The Secret to write exists and is not owned by this resource.
     #[error("{0}")]
     SecretConflict(String),
+}
+
+/// The apiserver's own words (message, reason, code) rather than kube's debug dump of its
+/// Status: this text ends up in conditions, Events and logs.
+fn describe_kube(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.reason.is_empty() => format!("{} (HTTP {})", s.message, s.code),
+        kube::Error::Api(s) => format!("{} ({}, HTTP {})", s.message, s.reason, s.code),
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -70,3 +80,22 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kube_errors_read_like_the_apiserver() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "secrets \"x\" is forbidden: User \"u\" cannot get resource \"secrets\"",
+        }))
+        .expect("a Status");
+        let e = Error::kube("get Secret")(kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            e.to_string(),
+            "Kubernetes API call get Secret failed: secrets \"x\" is forbidden: User \"u\" cannot get resource \"secrets\" (Forbidden, HTTP 403)"
+        );
+    }
+}
