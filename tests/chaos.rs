@@ -140,13 +140,7 @@ fn ready_message(s: &CredentialStatus) -> String {
 
 /// Service accounts at the fake whose title carries `uid`.
 async fn marked_service_accounts(w: &World, uid: &str) -> usize {
-    w.admin("service_accounts")
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|sa| sa["title"].as_str().is_some_and(|t| t.contains(uid)))
-        .count()
+    fake_sas(&w.http, &w.fake.url, uid).await.len()
 }
 
 /// No value the fake ever minted appears in the namespace's Events or in the resources (status
@@ -1787,40 +1781,17 @@ async fn w_marked(
     marker: &str,
     all: bool,
 ) -> BTreeSet<String> {
-    let v: Value = http
-        .get(format!("{fake_url}/_fake/credentials?all={all}"))
-        .send()
+    let path = format!("credentials?all={all}");
+    common::operator::fake_ids_where(http, fake_url, &path, "description_or_title", marker)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| {
-            c["description_or_title"]
-                .as_str()
-                .is_some_and(|d| d.contains(marker))
-        })
-        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .into_iter()
         .collect()
 }
 
 /// Ids of service accounts at the fake whose title carries `marker`.
 async fn fake_sas(http: &reqwest::Client, fake_url: &str, marker: &str) -> BTreeSet<String> {
-    let v: Value = http
-        .get(format!("{fake_url}/_fake/service_accounts"))
-        .send()
+    common::operator::fake_ids_where(http, fake_url, "service_accounts", "title", marker)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter(|sa| sa["title"].as_str().is_some_and(|t| t.contains(marker)))
-        .filter_map(|sa| sa["id"].as_str().map(str::to_owned))
+        .into_iter()
         .collect()
 }

@@ -134,14 +134,7 @@ impl World {
 
     /// GET on the fake's admin API.
     pub async fn admin(&self, path: &str) -> serde_json::Value {
-        self.http
-            .get(format!("{}/_fake/{path}", self.fake.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        fake_admin(&self.http, &self.fake.url, path).await
     }
 
     pub async fn admin_post(&self, path: &str, body: serde_json::Value) {
@@ -530,20 +523,14 @@ impl World {
     /// Ids of every credential at the fake, live or not, whose description or title carries
     /// `uid`: everything ever minted for that resource.
     pub async fn all_marked(&self, uid: &str) -> Vec<String> {
-        let creds = self.admin("credentials?all=true").await;
-        let mut ids: Vec<String> = creds
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| {
-                c["description_or_title"]
-                    .as_str()
-                    .is_some_and(|d| d.contains(uid))
-            })
-            .map(|c| c["id"].as_str().unwrap().to_owned())
-            .collect();
-        ids.sort();
-        ids
+        fake_ids_where(
+            &self.http,
+            &self.fake.url,
+            "credentials?all=true",
+            "description_or_title",
+            uid,
+        )
+        .await
     }
 
     /// Creates a Secret whose `key` holds arbitrary bytes (e.g. not UTF-8).
@@ -585,16 +572,40 @@ pub async fn client_for(kubeconfig: &std::path::Path) -> Client {
     Client::try_from(config).expect("kube client")
 }
 
-/// Every token value the fake ever minted or seeded (for leak scans).
-pub async fn minted_values(http: &reqwest::Client, fake_url: &str) -> Vec<String> {
-    let v: serde_json::Value = http
-        .get(format!("{fake_url}/_fake/minted"))
+/// An admin route of the fake (`/_fake/{path}`), as JSON.
+pub async fn fake_admin(http: &reqwest::Client, fake_url: &str, path: &str) -> serde_json::Value {
+    http.get(format!("{fake_url}/_fake/{path}"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Ids of the items an admin list of the fake returns whose `field` contains `needle`, sorted.
+pub async fn fake_ids_where(
+    http: &reqwest::Client,
+    fake_url: &str,
+    path: &str,
+    field: &str,
+    needle: &str,
+) -> Vec<String> {
+    let mut ids: Vec<String> = fake_admin(http, fake_url, path)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c[field].as_str().is_some_and(|d| d.contains(needle)))
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Every token value the fake ever minted or seeded (for leak scans).
+pub async fn minted_values(http: &reqwest::Client, fake_url: &str) -> Vec<String> {
+    let v = fake_admin(http, fake_url, "minted").await;
     v.as_array()
         .map(|a| {
             a.iter()

@@ -105,76 +105,54 @@ pub struct ObjectLog(Arc<Mutex<Log>>);
 impl ObjectLog {
     pub fn start(client: &Client, ns: &str) -> Self {
         let log = ObjectLog(Arc::default());
-        let wc = watcher::Config::default;
-        {
-            let log = log.clone();
-            let api: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), ns);
-            tokio::spawn(async move {
-                let mut s = watcher(api, wc()).boxed();
-                while let Some(ev) = s.next().await {
-                    if let Err(e) = &ev {
-                        eprintln!("[bench] watch error (the watch restarts): {e}");
-                    }
-                    if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
-                        let mut l = log.lock();
-                        l.write(Obj::Resource, o.uid(), o.resource_version());
-                        l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
-                    }
-                }
-            });
-        }
-        {
-            let log = log.clone();
-            let api: Api<NucliaKbApiKey> = Api::namespaced(client.clone(), ns);
-            tokio::spawn(async move {
-                let mut s = watcher(api, wc()).boxed();
-                while let Some(ev) = s.next().await {
-                    if let Err(e) = &ev {
-                        eprintln!("[bench] watch error (the watch restarts): {e}");
-                    }
-                    if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
-                        let mut l = log.lock();
-                        l.write(Obj::Resource, o.uid(), o.resource_version());
-                        l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
-                    }
-                }
-            });
-        }
-        {
-            let log = log.clone();
-            let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), ns);
-            tokio::spawn(async move {
-                let mut s = watcher(api, wc()).boxed();
-                while let Some(ev) = s.next().await {
-                    if let Err(e) = &ev {
-                        eprintln!("[bench] watch error (the watch restarts): {e}");
-                    }
-                    if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
-                        let mut l = log.lock();
-                        l.write(Obj::Secret, o.uid(), o.resource_version());
-                        l.secret_first_seen
-                            .entry(o.name_any())
-                            .or_insert_with(Instant::now);
-                    }
-                }
-            });
-        }
-        {
-            let log = log.clone();
-            let api: Api<Event> = Api::namespaced(client.clone(), ns);
-            tokio::spawn(async move {
-                let mut s = watcher(api, wc()).boxed();
-                while let Some(ev) = s.next().await {
-                    if let Err(e) = &ev {
-                        eprintln!("[bench] watch error (the watch restarts): {e}");
-                    }
-                    if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
-                        log.lock().write(Obj::Event, o.uid(), o.resource_version());
-                    }
-                }
-            });
-        }
+        log.follow(
+            Api::<NucliaPersonalToken>::namespaced(client.clone(), ns),
+            |l, o| {
+                l.write(Obj::Resource, o.uid(), o.resource_version());
+                l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
+            },
+        );
+        log.follow(
+            Api::<NucliaKbApiKey>::namespaced(client.clone(), ns),
+            |l, o| {
+                l.write(Obj::Resource, o.uid(), o.resource_version());
+                l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
+            },
+        );
+        log.follow(
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+            |l, o| {
+                l.write(Obj::Secret, o.uid(), o.resource_version());
+                l.secret_first_seen
+                    .entry(o.name_any())
+                    .or_insert_with(Instant::now);
+            },
+        );
+        log.follow(Api::<Event>::namespaced(client.clone(), ns), |l, o| {
+            l.write(Obj::Event, o.uid(), o.resource_version())
+        });
         log
+    }
+
+    /// Watches `api` in the background, recording each object added or changed with `record`.
+    fn follow<K>(&self, api: Api<K>, record: impl Fn(&mut Log, &K) + Send + 'static)
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K::DynamicType: Default,
+    {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut s = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = s.next().await {
+                match ev {
+                    Err(e) => eprintln!("[bench] watch error (the watch restarts): {e}"),
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                        record(&mut log.lock(), &o)
+                    }
+                    Ok(_) => {}
+                }
+            }
+        });
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Log> {
