@@ -402,11 +402,11 @@ impl<'a> Fields<'a> {
 
 /// How Python's `datetime.isoformat()` prints a naive UTC time (the PAT routes use it, so
 /// clients see a naive form as well as the offset form of the key routes).
-fn naive_iso(t: DateTime<Utc>) -> String {
+pub(crate) fn naive_iso(t: DateTime<Utc>) -> String {
     t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
-fn offset_iso(t: DateTime<Utc>) -> String {
+pub(crate) fn offset_iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 

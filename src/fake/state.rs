@@ -569,6 +569,13 @@ impl State {
         }
     }
 
+    /// Caps a credential's expiry at `cap` (an unknown id is ignored).
+    pub fn cap_expiry(&mut self, id: &str, cap: DateTime<Utc>) {
+        if let Some(c) = self.creds.get_mut(id) {
+            c.expires = Some(c.expires.map_or(cap, |e| e.min(cap)));
+        }
+    }
+
     /// Deletes a service account and revokes its keys.
     pub fn delete_service_account(&mut self, sa_id: &str) -> bool {
         let Some(sa) = self.service_accounts.remove(sa_id) else {
