@@ -707,6 +707,99 @@ mod kbs_and_keys {
             );
         }
     }
+
+    #[tokio::test]
+    async fn admin_deletes_a_kb_with_its_service_accounts_and_keys() {
+        let env = Env::start().await;
+        let (sa, key_id, key) = env.sa_with_key().await;
+        let c = &env.client;
+        let (acc, kb) = (env.acc().to_owned(), env.kb(0).to_owned());
+        let other_sa = c
+            .create_service_account(
+                &env.pat(),
+                "europe-1",
+                &acc,
+                env.kb(1),
+                "other",
+                KbRole::SMEMBER,
+            )
+            .await
+            .unwrap();
+        let other_key = c
+            .create_service_account_key(
+                &env.pat(),
+                "europe-1",
+                &acc,
+                env.kb(1),
+                &other_sa,
+                in_days(3),
+            )
+            .await
+            .unwrap();
+        let loc = c.endpoints().locate_kb(&env.b().kbs[0].url).unwrap();
+        c.get_kb_with_key(&loc, &key).await.unwrap();
+
+        let path = format!("/_fake/kbs/{kb}");
+        assert_eq!(
+            env.admin_send(reqwest::Method::DELETE, &path, json!({}))
+                .await,
+            204
+        );
+        assert_eq!(
+            env.admin_send(reqwest::Method::DELETE, &path, json!({}))
+                .await,
+            404
+        );
+
+        // Its keys stop working, everything under it answers 404, the other KB is untouched.
+        assert_label(c.get_kb_with_key(&loc, &key).await, "Unauthorized");
+        assert!(!env.live().await.contains_key(&key_id));
+        let sas = env.admin_get("/_fake/service_accounts").await;
+        let sas: Vec<&str> = sas
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(sas, [other_sa.as_str()]);
+        assert_label(c.kb(&env.pat(), "europe-1", &acc, &kb).await, "NotFound");
+        assert_label(
+            c.service_accounts(&env.pat(), "europe-1", &acc, &kb).await,
+            "NotFound",
+        );
+        assert_label(
+            c.create_service_account(&env.pat(), "europe-1", &acc, &kb, "x", KbRole::SMEMBER)
+                .await,
+            "NotFound",
+        );
+        assert_label(
+            c.create_service_account_key(&env.pat(), "europe-1", &acc, &kb, &sa, in_days(1))
+                .await,
+            "NotFound",
+        );
+        assert_label(
+            c.delete_service_account_key(&env.pat(), "europe-1", &acc, &kb, &sa, &key_id)
+                .await,
+            "NotFound",
+        );
+        assert_label(
+            c.delete_service_account(&env.pat(), "europe-1", &acc, &kb, &sa)
+                .await,
+            "NotFound",
+        );
+        let kbs = c.kbs(&env.pat(), "europe-1", &acc).await.unwrap();
+        assert_eq!(kbs.len(), 1);
+        assert_eq!(kbs[0].id, env.kb(1));
+        let other_loc = c.endpoints().locate_kb(&env.b().kbs[1].url).unwrap();
+        c.get_kb_with_key(&other_loc, &other_key.token)
+            .await
+            .unwrap();
+        assert_eq!(
+            env.admin_send(reqwest::Method::DELETE, "/_fake/kbs/nope", json!({}))
+                .await,
+            404
+        );
+    }
 }
 
 mod error_classes {

@@ -576,6 +576,23 @@ impl State {
         }
     }
 
+    /// Deletes a KB with its service accounts, revoking their keys; false if unknown.
+    pub fn delete_kb(&mut self, kb_id: &str) -> bool {
+        if self.kbs.remove(kb_id).is_none() {
+            return false;
+        }
+        let sas: Vec<String> = self
+            .service_accounts
+            .values()
+            .filter(|sa| sa.kb_id == kb_id)
+            .map(|sa| sa.id.clone())
+            .collect();
+        for sa in sas {
+            self.delete_service_account(&sa);
+        }
+        true
+    }
+
     /// Deletes a service account and revokes its keys.
     pub fn delete_service_account(&mut self, sa_id: &str) -> bool {
         let Some(sa) = self.service_accounts.remove(sa_id) else {
