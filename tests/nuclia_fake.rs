@@ -383,6 +383,107 @@ mod personal_tokens {
             "a GET does not shorten credentials"
         );
     }
+
+    #[tokio::test]
+    async fn seeded_users_own_their_pats() {
+        let seed: Seed = serde_json::from_value(json!({
+            "users": [{"email": "b@example.com", "token": "fixed-user-b-token"},
+                      {"email": "c@example.com", "name": "C"}]
+        }))
+        .unwrap();
+        let env = Env::with(FakeConfig {
+            seed,
+            ..FakeConfig::default()
+        })
+        .await;
+        let c = &env.client;
+        let users = &env.b().users;
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].email, "b@example.com");
+        assert!(users[0].user_token == "fixed-user-b-token");
+        assert!(uuid::Uuid::parse_str(&users[1].id).is_ok());
+        let b = Credential::Bearer(ApiToken::new(users[0].user_token.clone()));
+        let cu = Credential::Bearer(ApiToken::new(users[1].user_token.clone()));
+        assert!(!users[1].user_token.is_empty() && users[1].user_token != env.b().user_token);
+
+        // Each user is itself, with the default user's accounts.
+        for (cred, email) in [
+            (&users[0].user_token, "b@example.com"),
+            (&users[1].user_token, "c@example.com"),
+            (&env.b().user_token, "user@example.com"),
+        ] {
+            let me: Value = env
+                .http
+                .get(env.url("/api/v1/user"))
+                .bearer_auth(cred)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(me["email"], email);
+        }
+        let accounts = c.accounts(&b).await.unwrap();
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(accounts[0].id, env.acc());
+        c.kbs(&cu, "europe-1", env.acc()).await.unwrap();
+
+        // PATs are per user: listed and deleted only by their owner.
+        let b_pat = c
+            .create_personal_token(&b, "b's", in_days(5))
+            .await
+            .unwrap();
+        let b_pat_cred = Credential::Bearer(b_pat.token.clone());
+        let ids = |list: Vec<nuclia_token_operator::nuclia::PersonalTokenItem>| {
+            list.into_iter().map(|t| t.id).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(c.list_personal_tokens(&b).await.unwrap()),
+            [b_pat.id.clone()]
+        );
+        assert_eq!(
+            ids(c.list_personal_tokens(&b_pat_cred).await.unwrap()),
+            [b_pat.id.clone()]
+        );
+        assert!(c.list_personal_tokens(&cu).await.unwrap().is_empty());
+        let mine = ids(c.list_personal_tokens(&env.pat()).await.unwrap());
+        assert!(!mine.contains(&b_pat.id) && mine.len() == 1);
+        let bootstrap_pat = mine[0].clone();
+        assert_label(
+            c.delete_personal_token(&env.pat(), &b_pat.id).await,
+            "NotFound",
+        );
+        assert_label(c.delete_personal_token(&cu, &b_pat.id).await, "NotFound");
+        assert_label(
+            c.delete_personal_token(&b_pat_cred, &bootstrap_pat).await,
+            "NotFound",
+        );
+        c.welcome(&b_pat_cred).await.unwrap();
+        c.delete_personal_token(&b, &b_pat.id).await.unwrap();
+        assert_label(c.welcome(&b_pat_cred).await, "Unauthorized");
+        c.welcome(&env.pat()).await.unwrap();
+        let owners: HashSet<String> = env
+            .live()
+            .await
+            .into_values()
+            .filter(|c| c["kind"] == "user_token")
+            .map(|c| c["owner"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(owners.len(), 3, "one user token per user");
+
+        // A seeded user may not reuse an email.
+        let dup: Seed =
+            serde_json::from_value(json!({"users": [{"email": "user@example.com"}]})).unwrap();
+        let err = fake::spawn(FakeConfig {
+            seed: dup,
+            ..FakeConfig::default()
+        })
+        .await
+        .err()
+        .expect("duplicate email refused");
+        assert!(err.to_string().contains("already exists"), "{err}");
+    }
 }
 
 mod kbs_and_keys {

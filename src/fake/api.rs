@@ -416,9 +416,13 @@ type S = AxState<Arc<Shared>>;
 
 async fn user(AxState(s): S, headers: HeaderMap) -> ApiResult {
     let st = s.lock();
-    global_user(&st, &headers)?;
+    let user_id = global_user(&st, &headers)?;
+    let user = st
+        .users
+        .get(&user_id)
+        .ok_or_else(|| detail(StatusCode::UNAUTHORIZED, "The user no longer exists"))?;
     ok(json!({
-        "id": st.user.id, "name": st.user.name, "email": st.user.email,
+        "id": user.id, "name": user.name, "email": user.email,
         "type": "USER", "language": "en", "last_login": null, "avatar": null,
     }))
 }
