@@ -440,11 +440,11 @@ mod personal_tokens {
         };
         assert_eq!(
             ids(c.list_personal_tokens(&b).await.unwrap()),
-            [b_pat.id.clone()]
+            std::slice::from_ref(&b_pat.id)
         );
         assert_eq!(
             ids(c.list_personal_tokens(&b_pat_cred).await.unwrap()),
-            [b_pat.id.clone()]
+            std::slice::from_ref(&b_pat.id)
         );
         assert!(c.list_personal_tokens(&cu).await.unwrap().is_empty());
         let mine = ids(c.list_personal_tokens(&env.pat()).await.unwrap());
