@@ -317,6 +317,11 @@ impl<'a, K: Kind> Engine<'a, K> {
             read.await?
         };
         if view.terminating && matches!(view.state, SecretState::Owned { .. }) {
+            if secret::namespace_terminating(&self.secrets, &secret_name).await? {
+                // The whole namespace is going, this resource with it (the cache may not show
+                // it yet): the Secret stays until the resources that need it have revoked.
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
             // Someone deleted the Secret while the resource lives: let it go, then repair.
             secret::release(&self.secrets, &secret_name, &self.uid, false).await?;
             view = SecretView::missing();

@@ -210,6 +210,26 @@ impl<K: Kind> Engine<'_, K> {
     }
 }
 
+/// Whether resources that authenticate with this resource's Secret must revoke first: those
+/// being deleted, and, when the whole namespace is going, all of them (the cache may not show
+/// their deletion yet).
+async fn must_wait_for_readers<K: Kind>(
+    ctx: &Context,
+    engine: &Engine<'_, K>,
+    ns: &str,
+    secret: &str,
+    uid: &str,
+) -> Result<bool> {
+    let readers = ctx.readers(ns, secret, uid);
+    let deleting = readers.iter().any(|(_, deleting)| *deleting);
+    let wait = deleting
+        || (!readers.is_empty() && secret::namespace_terminating(&engine.secrets, secret).await?);
+    if wait {
+        tracing::debug!(name = %engine.obj.name_any(), ?readers, "waiting for the resources that authenticate with this Secret");
+    }
+    Ok(wait)
+}
+
 /// Deletion: revoke every token (unless `Orphan`), release what the resource owns, let the
 /// Secret go, then the resource.
 pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
@@ -231,9 +251,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     let deadline = started + chrono_dur(ctx.settings.revoke_timeout);
     let out_of_time = now() >= deadline;
     if !keep {
-        let waiting = ctx.deleting_readers(&ns, &name, &uid);
-        if !waiting.is_empty() && !out_of_time {
-            tracing::debug!(kind = kind.as_ref(), name = %obj.name_any(), ?waiting, "waiting for the resources that authenticate with this Secret");
+        if !out_of_time && must_wait_for_readers(ctx, &engine, &ns, &name, &uid).await? {
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
         let view = secret::read(
