@@ -297,8 +297,10 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
                 return Ok(Action::requeue(delay));
             }
             let remaining = engine.remaining();
+            let recorded =
+                engine.status.previous_tokens.len() + engine.status.token_id.iter().count();
             ctx.metrics
-                .revocations_abandoned(kind.as_ref(), remaining.len() as u64);
+                .revocations_abandoned(kind.as_ref(), recorded as u64);
             let note = format!(
                 "gave up revoking after --revoke-timeout ({}s): {e}; left valid at Nuclia until they expire: {}",
                 ctx.settings.revoke_timeout.as_secs(),

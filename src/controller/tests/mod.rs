@@ -498,7 +498,6 @@ async fn a_secret_deleted_under_a_live_resource_is_repaired() {
 /// offered: every later reconcile fails Unauthorized before deciding anything, and the
 /// token is never renewed again.
 #[tokio::test]
-#[ignore = "engine gap: the leak guard of a selfRenew token cannot use the token in its Secret"]
 async fn an_interrupted_self_renewal_with_an_expired_login_is_adopted() {
     let w = World::new();
     let mut obj = w.issued("old");
