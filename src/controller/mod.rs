@@ -120,10 +120,12 @@ pub trait Kind:
     fn managed_token(&self, purpose: Purpose) -> ManagedToken;
     /// The issuer that mints in the scope the spec asks for now (a KB key's locates the KB
     /// and finds its account, refusing an untrusted `kbUrl` before using any credential).
+    /// `status` is the engine's, as this reconcile has it so far.
     fn issuer(
         &self,
         ctx: &Context,
         credentials: Vec<ApiToken>,
+        status: &CredentialStatus,
     ) -> impl Future<Output = Result<Self::Issuer>> + Send;
     /// An issuer that revokes and lists at recorded scopes (`home` for listing): no request.
     fn revoker(&self, ctx: &Context, credentials: Vec<ApiToken>, home: &TokenScope)

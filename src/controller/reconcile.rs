@@ -294,7 +294,7 @@ impl<'a, K: Kind> Engine<'a, K> {
     pub(super) async fn issuer(&mut self, view: &SecretView) -> Result<&mut K::Issuer> {
         if self.issuer.is_none() {
             let credentials = self.credentials(view, Purpose::Mint, None).await?;
-            self.issuer = Some(self.obj.issuer(self.ctx, credentials).await?);
+            self.issuer = Some(self.obj.issuer(self.ctx, credentials, &self.status).await?);
         }
         Ok(self.issuer.as_mut().expect("issuer was just set"))
     }

@@ -571,7 +571,12 @@ impl Kind for NucliaKbApiKey {
         ManagedToken::Never
     }
 
-    async fn issuer(&self, ctx: &Context, credentials: Vec<ApiToken>) -> Result<KbIssuer> {
+    async fn issuer(
+        &self,
+        ctx: &Context,
+        credentials: Vec<ApiToken>,
+        status: &CredentialStatus,
+    ) -> Result<KbIssuer> {
         // Refuse an untrusted kbUrl before using, let alone sending, any credential.
         ctx.nuclia.endpoints().locate_kb(&self.spec.kb_url)?;
         let credential = KbIssuer::credential(&self.spec, first_credential(credentials)?);
@@ -580,12 +585,11 @@ impl Kind for NucliaKbApiKey {
             self.namespace().unwrap_or_default(),
             self.name_any()
         );
-        let previous = self.status.as_ref().and_then(|s| s.kb.as_ref());
         KbIssuer::prepare(
             ctx.nuclia.clone(),
             credential,
             &self.spec,
-            previous,
+            status.kb.as_ref(),
             title,
             &ctx.accounts,
         )

@@ -188,7 +188,12 @@ impl Kind for NucliaPersonalToken {
         }
     }
 
-    async fn issuer(&self, ctx: &Context, credentials: Vec<ApiToken>) -> Result<PersonalIssuer> {
+    async fn issuer(
+        &self,
+        ctx: &Context,
+        credentials: Vec<ApiToken>,
+        _status: &CredentialStatus,
+    ) -> Result<PersonalIssuer> {
         Ok(self.revoker(ctx, credentials, &TokenScope::default()))
     }
 

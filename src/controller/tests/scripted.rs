@@ -296,7 +296,12 @@ impl Kind for Scripted {
         }
     }
 
-    async fn issuer(&self, ctx: &Context, credentials: Vec<ApiToken>) -> Result<ScriptedIssuer> {
+    async fn issuer(
+        &self,
+        ctx: &Context,
+        credentials: Vec<ApiToken>,
+        _status: &CredentialStatus,
+    ) -> Result<ScriptedIssuer> {
         Ok(self.revoker(ctx, credentials, &TokenScope::default()))
     }
 
