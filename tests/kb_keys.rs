@@ -670,6 +670,115 @@ async fn kb_key_first_issue_is_recorded_at_once() {
 /// The operator stopped after writing the Secret and before recording the status: on restart
 /// the leak guard adopts the key in the Secret and records its service account, so a delete
 /// revokes it and removes the service account.
+/// A key minted into an adopted service account carries no marker; after a crash between the
+/// mint and the Secret write, the leak guard still finds it by the service account and the exact
+/// expiry the intent asked for, and revokes it. A key someone else made there is left alone.
+#[tokio::test]
+async fn kb_key_interrupted_issue_in_an_adopted_service_account_leaks_nothing() {
+    let mut w = World::new("kb-adopt-cut").await;
+    let pat = w.fake.bootstrap.pat.clone();
+    w.create_secret("login", "token", &pat).await;
+    let (acc, kb) = (
+        w.fake.bootstrap.account_id.clone(),
+        w.fake.bootstrap.kbs[0].id.clone(),
+    );
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let base = format!("{}/api/v1/account/{acc}/kb/{kb}", w.fake.url);
+    let created: Value = w
+        .http
+        .post(format!("{base}/service_accounts"))
+        .bearer_auth(&pat)
+        .json(&json!({"title": "shared reader", "role": "SMEMBER"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sa = created["id"]
+        .as_str()
+        .expect("service account id")
+        .to_owned();
+    w.start_operator(&[]);
+    w.kubectl_apply(&kb_with_login(
+        "cut",
+        &kb_url,
+        &format!("  serviceAccount: {{id: {sa}}}\n"),
+    ));
+    let api = kb_api(&w).await;
+    let first = wait_status(&api, "cut", MINUTE, "Ready", ready).await;
+    let current = first.token_id.clone().unwrap();
+    w.kill_operator();
+    // What a crash right after the mint leaves: a key in the adopted account with the expiry the
+    // intent asked for, and the intent; plus a key someone else made there meanwhile.
+    let mint = |expires: &'static str| {
+        let (http, url, pat) = (
+            w.http.clone(),
+            format!("{base}/service_account/{sa}/keys"),
+            pat.clone(),
+        );
+        async move {
+            let v: Value = http
+                .post(url)
+                .bearer_auth(&pat)
+                .json(&json!({ "expires": expires }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["id"].as_str().expect("key id").to_owned()
+        }
+    };
+    let leaked = mint("2028-01-02T03:04:05Z").await;
+    let theirs = mint("2028-06-01T00:00:00Z").await;
+    w.kubectl(&[
+        "annotate",
+        "nkak",
+        "cut",
+        "--overwrite",
+        "nuclia.dev/issue-intent=0ddba11cafe0 2020-01-01T00:00:00Z 2028-01-02T03:04:05Z",
+    ]);
+    w.start_operator(&[]);
+    let s = wait_status(&api, "cut", MINUTE, "intent resolved", |s| {
+        ready(s) && s.resolved_intent.as_deref() == Some("0ddba11cafe0")
+    })
+    .await;
+    assert_eq!(s.token_id.as_deref(), Some(current.as_str()));
+    let swept = common::poll(MINUTE, || async {
+        (!credential_live(&w, &leaked).await).then_some(())
+    })
+    .await;
+    assert!(
+        swept.is_some(),
+        "the key the interrupted issue minted was revoked"
+    );
+    assert!(
+        credential_live(&w, &theirs).await,
+        "a key made by someone else is kept"
+    );
+    assert!(
+        credential_live(&w, &current).await,
+        "the current key is kept"
+    );
+    api.delete("cut", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "cut").await;
+    assert!(
+        !credential_live(&w, &current).await,
+        "the current key is revoked"
+    );
+    assert!(
+        credential_live(&w, &theirs).await,
+        "deletion revokes only what the resource minted"
+    );
+    assert!(
+        service_account(&w, &sa).await.is_some(),
+        "an adopted service account is never deleted"
+    );
+    w.assert_log_has_no_tokens().await;
+}
+
 #[tokio::test]
 async fn kb_key_adopted_after_interrupted_issue_keeps_its_service_account() {
     let mut w = World::new("kb-interrupt").await;
