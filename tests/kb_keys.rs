@@ -71,6 +71,26 @@ async fn credential_live(w: &World, id: &str) -> bool {
         .is_some_and(|a| a.iter().any(|c| c["id"] == id))
 }
 
+/// A reader service account someone made by hand through the API, in the KB at `kb_base`
+/// (`{fake}/api/v1/account/{account}/kb/{kb}`); returns its id.
+async fn hand_made_service_account(w: &World, kb_base: &str) -> String {
+    let created: Value = w
+        .http
+        .post(format!("{kb_base}/service_accounts"))
+        .bearer_auth(&w.fake.bootstrap.pat)
+        .json(&json!({"title": "shared reader", "role": "SMEMBER"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"]
+        .as_str()
+        .expect("service account id")
+        .to_owned()
+}
+
 /// The Secret's key and URL, as a consumer reads them.
 async fn secret_key(w: &World, secret: &str) -> (String, String) {
     let token = w.secret_value(secret, "token").await.expect("Secret token");
@@ -231,24 +251,9 @@ async fn kb_key_adopted_service_account_and_orphan_policy() {
     );
     let kb_url = w.fake.bootstrap.kbs[0].url.clone();
     // A service account someone made by hand, through the API.
-    let created: Value = w
-        .http
-        .post(format!(
-            "{}/api/v1/account/{acc}/kb/{kb}/service_accounts",
-            w.fake.url
-        ))
-        .bearer_auth(&pat)
-        .json(&json!({"title": "shared reader", "role": "SMEMBER"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let adopted = created["id"]
-        .as_str()
-        .expect("service account id")
-        .to_owned();
+    let adopted =
+        hand_made_service_account(&w, &format!("{}/api/v1/account/{acc}/kb/{kb}", w.fake.url))
+            .await;
     w.start_operator(&[]);
     w.kubectl_apply(&kb_with_login(
         "adopt",
@@ -684,21 +689,7 @@ async fn kb_key_interrupted_issue_in_an_adopted_service_account_leaks_nothing() 
     );
     let kb_url = w.fake.bootstrap.kbs[0].url.clone();
     let base = format!("{}/api/v1/account/{acc}/kb/{kb}", w.fake.url);
-    let created: Value = w
-        .http
-        .post(format!("{base}/service_accounts"))
-        .bearer_auth(&pat)
-        .json(&json!({"title": "shared reader", "role": "SMEMBER"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sa = created["id"]
-        .as_str()
-        .expect("service account id")
-        .to_owned();
+    let sa = hand_made_service_account(&w, &base).await;
     w.start_operator(&[]);
     w.kubectl_apply(&kb_with_login(
         "cut",
