@@ -2,10 +2,12 @@
 //! carries out what [`crate::lifecycle::decide`] plans. Per kind, only [`Kind`] differs (its
 //! implementations live with their issuers, one file per credential kind).
 //!
-//! By concern: [`context`] (what every reconcile shares), `reconcile` (entry, error policy,
-//! the engine and its conditions), `issue` (intent → mint → Secret → record), `guard` (the
-//! leak guard's sweeps and upstream verification), `revoke` (replaced tokens, deletion).
+//! By concern: `context` (what every reconcile shares), `reconcile` (entry, error policy, the
+//! engine that runs the plan), `conditions` (what a reconcile reports), `issue` (intent → mint
+//! → Secret → record), `guard` (the leak guard's sweeps and upstream verification), `revoke`
+//! (replaced tokens, deletion). `docs/lifecycle.md` walks through them.
 
+mod conditions;
 mod context;
 mod credential_index;
 mod guard;
