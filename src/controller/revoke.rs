@@ -170,28 +170,42 @@ impl<K: Kind> Engine<'_, K> {
         // A service account created for a key whose mint was refused.
         let home = self.current_scope();
         self.release_if_unused(view, &home).await?;
-        // Whatever an interrupted issue may have minted: only then is a list needed.
-        if self.pending_intent().is_some() {
-            let marker = marker(self.ctx, self.obj);
-            let credentials = self.credentials(view, Purpose::Revoke, None).await?;
-            let mut revoker = self.obj.revoker(self.ctx, credentials, &home);
-            let live = match revoker.list_live().await {
-                Err(Error::Nuclia(nuclia::Error::NotFound { .. })) => Vec::new(),
-                other => other?,
-            };
-            for t in live
-                .iter()
-                .filter(|t| t.marker.as_ref().is_some_and(|m| m.same_resource(&marker)))
-            {
-                let scope = revoker.scope_of(t);
-                revoker.revoke(&t.id, &scope).await?;
+        // What an interrupted issue (or a refused one) may have left, marked for this resource:
+        // required while an intent is unresolved, a courtesy otherwise.
+        let pending = self.pending_intent();
+        match self.sweep_marked(view, &home).await {
+            Ok(()) => {
+                if let Some(intent) = pending {
+                    self.status.resolved_intent = Some(intent.nonce);
+                }
+                Ok(())
             }
-            revoker.release_marked(&marker).await?;
-            if let Some(intent) = self.pending_intent() {
-                self.status.resolved_intent = Some(intent.nonce);
+            Err(e) if pending.is_none() => {
+                tracing::debug!(error = %e, "could not list leftovers marked for a deleted resource");
+                Ok(())
             }
+            Err(e) => Err(e),
         }
-        Ok(())
+    }
+
+    /// Revokes the tokens and releases the service accounts marked for this resource that
+    /// status does not record (all of them, by now).
+    async fn sweep_marked(&mut self, view: &SecretView, home: &TokenScope) -> Result<()> {
+        let marker = marker(self.ctx, self.obj);
+        let credentials = self.credentials(view, Purpose::Revoke, None).await?;
+        let mut revoker = self.obj.revoker(self.ctx, credentials, home);
+        let live = match revoker.list_live().await {
+            Err(Error::Nuclia(nuclia::Error::NotFound { .. })) => Vec::new(),
+            other => other?,
+        };
+        for t in live
+            .iter()
+            .filter(|t| t.marker.as_ref().is_some_and(|m| m.same_resource(&marker)))
+        {
+            let scope = revoker.scope_of(t);
+            revoker.revoke(&t.id, &scope).await?;
+        }
+        revoker.release_marked(&marker).await
     }
 
     /// What is still recorded, for the `RevokeAbandoned` Event: ids and expiries.
