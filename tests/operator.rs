@@ -794,8 +794,25 @@ async fn issue16_namespace_deletion_finishes_and_revokes_chained_credentials() {
     let deleted = tokio::time::Instant::now();
     let gone = gone_within(&namespaces, &w.ns, Duration::from_secs(90)).await;
     if !gone {
+        let secrets: Vec<String> = w
+            .secrets()
+            .list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "Secret {} finalizers {:?}",
+                            s.metadata.name.as_deref().unwrap_or_default(),
+                            s.metadata.finalizers
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let state = format!(
-            "{}; {}",
+            "{}; {}; {secrets:?}",
             deletion_state(&pts, "admin").await,
             deletion_state(&kbs, "kb").await
         );
