@@ -170,26 +170,16 @@ impl<K: Kind> Engine<'_, K> {
         // A service account created for a key whose mint was refused.
         let home = self.current_scope();
         self.release_if_unused(view, &home).await?;
-        // What an interrupted issue (or a refused one) may have left, marked for this resource:
-        // required while an intent is unresolved, a courtesy otherwise.
-        let pending = self.pending_intent();
-        match self.sweep_marked(view, &home).await {
-            Ok(()) => {
-                if let Some(intent) = pending {
-                    self.status.resolved_intent = Some(intent.nonce);
-                }
-                Ok(())
-            }
-            Err(e) if pending.is_none() => {
-                tracing::debug!(error = %e, "could not list leftovers marked for a deleted resource");
-                Ok(())
-            }
-            Err(e) => Err(e),
+        // Whatever an interrupted issue may have minted: only then is a list needed.
+        if let Some(intent) = self.pending_intent() {
+            self.sweep_marked(view, &home).await?;
+            self.status.resolved_intent = Some(intent.nonce);
         }
+        Ok(())
     }
 
-    /// Revokes the tokens and releases the service accounts marked for this resource that
-    /// status does not record (all of them, by now).
+    /// Revokes the tokens and releases the service accounts marked for this resource (status
+    /// records none of them any more).
     async fn sweep_marked(&mut self, view: &SecretView, home: &TokenScope) -> Result<()> {
         let marker = marker(self.ctx, self.obj);
         let credentials = self.credentials(view, Purpose::Revoke, None).await?;
