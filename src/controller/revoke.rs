@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::issuer::Issuer;
 use crate::nuclia;
 
-/// A recorded token: its id and where it was minted.
+/// A recorded token: its id, where it was minted, when it expires.
 struct Recorded {
     id: String,
     scope: TokenScope,
@@ -117,7 +117,12 @@ impl<K: Kind> Engine<'_, K> {
             match self.revoke_in_scope(view, &p.id, &scope).await {
                 Ok(()) => {
                     self.status.previous_tokens.retain(|q| q.id != p.id);
-                    self.release_if_unused(view, &scope).await?;
+                    if let Err(e) = self.release_if_unused(view, &scope).await {
+                        // Kept recorded, so the retry releases its service account (the
+                        // revocation itself will answer 404: already done).
+                        self.status.previous_tokens.push(p.clone());
+                        return Err(e);
+                    }
                     tracing::info!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), token_id = %p.id, "revoked previous token");
                 }
                 Err(e) if p.not_after.is_some_and(|t| t <= self.now) => {
@@ -267,6 +272,14 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     if !keep {
         if !out_of_time && must_wait_for_readers(ctx, &engine, &ns, &name, &uid).await? {
             return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        // A mint may still be in flight (another replica, during a hand-over): its token is
+        // listed once the intent is old enough to count as interrupted.
+        if let Some(intent) = engine.pending_intent() {
+            let age = (engine.now - intent.at).to_std().unwrap_or_default();
+            if !out_of_time && age < ctx.settings.intent_grace {
+                return Ok(Action::requeue(ctx.settings.intent_grace - age));
+            }
         }
         let view = secret::read(
             &engine.secrets,
