@@ -270,6 +270,11 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     let deadline = started + chrono_dur(ctx.settings.revoke_timeout);
     let out_of_time = now() >= deadline;
     if !keep {
+        // Which resources read this Secret is known only once every cache is loaded (a new
+        // leader may see a deletion before it has seen them).
+        if !out_of_time && ctx.stores.get().is_some() && !ctx.caches_ready() {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         if !out_of_time && must_wait_for_readers(ctx, &engine, &ns, &name, &uid).await? {
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
@@ -319,7 +324,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
             ctx.metrics
                 .revocations_abandoned(kind.as_ref(), recorded as u64);
             let note = format!(
-                "gave up revoking after --revoke-timeout ({}s): {e}; left valid at Nuclia until they expire: {}",
+                "gave up revoking after --revoke-timeout ({}s): {e}; not confirmed revoked, so left to expire at Nuclia: {}",
                 ctx.settings.revoke_timeout.as_secs(),
                 remaining.join(", ")
             );

@@ -722,13 +722,44 @@ fn deleting_reader(
     .unwrap();
     let (kbs, mut writer) = reflector::store::<NucliaKbApiKey>();
     let index = Arc::new(CredentialIndex::default());
+    // Loaded (InitDone swaps in the initial list), then the key is seen being deleted.
+    writer.apply_watcher_event(&watcher::Event::InitDone);
     writer.apply_watcher_event(&watcher::Event::Apply(kb.clone()));
     index.observe(&watcher::Event::Apply(kb.clone()));
-    let (pts, _) = reflector::store();
+    // Both caches loaded: a deletion waits for nothing else.
+    let (pts, mut pts_writer) = reflector::store();
+    pts_writer.apply_watcher_event(&watcher::Event::InitDone);
     let none = Arc::new(CredentialIndex::default());
     let stores = (vec![(pts, none)], vec![(kbs, index.clone())]);
     assert!(w.ctx.stores.set(stores).is_ok());
     (kb, writer, index)
+}
+
+/// A new leader sees a deletion before its caches hold the resources that read this
+/// resource's Secret: it waits for them instead of revoking what they still need.
+#[tokio::test]
+async fn a_deletion_waits_until_the_caches_are_loaded() {
+    let w = World::new();
+    w.store(&w.issued("tok"));
+    let (pts, mut pts_writer) = reflector::store();
+    let (kbs, _kb_writer) = reflector::store::<NucliaKbApiKey>();
+    let none = || Arc::new(CredentialIndex::default());
+    assert!(
+        w.ctx
+            .stores
+            .set((vec![(pts, none())], vec![(kbs, none())]))
+            .is_ok()
+    );
+    pts_writer.apply_watcher_event(&watcher::Event::InitDone);
+    w.delete(chrono::Duration::zero());
+
+    let action = w.reconcile().await.expect("waits");
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+    assert!(
+        w.up.calls().is_empty(),
+        "nothing revoked before the caches are loaded"
+    );
+    assert!(w.current().is_some());
 }
 
 /// Dependents first: while a Knowledge Box key that authenticates with this resource's
