@@ -22,9 +22,13 @@ pub const FIELD_MANAGER: &str = "nuclia-token-operator";
 pub const ANNOTATION_ROTATE: &str = "nuclia.dev/rotate";
 /// Set to any new value to rotate now and revoke the old token at once (break-glass).
 pub const ANNOTATION_REVOKE_NOW: &str = "nuclia.dev/revoke-now";
-/// Written with the finalizer before every mint (`<nonce> <time>`): the leak guard's record
+/// Written with the finalizer before every mint (see [`IssueIntent`]): the leak guard's record
 /// that a token may exist upstream before the status can say so.
 pub const ANNOTATION_ISSUE_INTENT: &str = "nuclia.dev/issue-intent";
+/// Finalizer on every Secret the operator writes: the token in it stays readable until the
+/// resource that owns it has revoked what it must (a namespace deletion removes Secrets and
+/// resources together; resources authenticated by this Secret need it to revoke their keys).
+pub const SECRET_FINALIZER: &str = "nuclia.dev/token-in-use";
 /// Secret annotations that tell a reader which token the Secret holds (never the value).
 pub const ANNOTATION_TOKEN_ID: &str = "nuclia.dev/token-id";
 pub const ANNOTATION_NOT_AFTER: &str = "nuclia.dev/not-after";
@@ -34,6 +38,8 @@ pub const LABEL_OWNER_KIND: &str = "nuclia.dev/owner-kind";
 pub const LABEL_OWNER_NAME: &str = "nuclia.dev/owner-name";
 pub const MANAGED_BY: &str = "nuclia-token-operator";
 
+/// Replaced tokens kept waiting for their grace period; beyond this the oldest is revoked early.
+pub const MAX_PREVIOUS_TOKENS: usize = 5;
 /// The longest lifetime Nuclia accepts for a token or key, in days.
 pub const MAX_DAYS: u32 = 1095;
 pub const DEFAULT_DAYS: u32 = 90;
@@ -424,9 +430,41 @@ pub struct PreviousToken {
     pub id: String,
     /// When it is revoked.
     pub revoke_at: DateTime<Utc>,
-    /// Service account that holds it (Knowledge Box keys only).
+    /// When it expires on its own (after that, nothing is left to revoke).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<DateTime<Utc>>,
+    /// Service account that holds it (Knowledge Box keys recorded before `scope` existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_id: Option<String>,
+    /// Where it was minted; it is revoked there, whatever the spec says now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<TokenScope>,
+}
+
+/// Where a token was minted: the credential it was minted with and, for Knowledge Box keys, the
+/// KB and service account that hold it. Revocation always goes to this scope.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenScope {
+    /// The credentials Secret key (`spec.auth.secretRef`) it was minted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<SecretKeyRef>,
+    /// Zone of the Knowledge Box (Knowledge Box keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Account id that holds the Knowledge Box.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// Knowledge Box id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kb_id: Option<String>,
+    /// Service account that holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_id: Option<String>,
+    /// Whether the operator created that service account (and deletes it once it holds no
+    /// recorded key).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service_account_owned: bool,
 }
 
 /// Where a Knowledge Box key lives at Nuclia (Knowledge Box keys only).
@@ -451,8 +489,12 @@ pub struct KbLocationStatus {
     /// Role of that service account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<KbRole>,
-    /// Service accounts the operator created earlier (e.g. before a role change) and deletes
-    /// once their keys are revoked.
+    /// Whether that service account was created for `deletionPolicy: Orphan` (its title carries
+    /// the marker the orphan sweep leaves alone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service_account_kept: bool,
+    /// Service accounts created by earlier versions of the operator (before a role change) that
+    /// are deleted once their keys are revoked. New ones are tracked in `previousTokens[].scope`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired_service_accounts: Vec<String>,
 }
@@ -464,7 +506,8 @@ pub struct CredentialStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (the Secret holds a valid, unexpired token) and `Issuing`.
+    /// `Ready` (the Secret holds the current, valid, unexpired token), `Issuing`, and
+    /// `Stalled` (only while a terminal reason waits for a spec or Secret fix).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -486,7 +529,11 @@ pub struct CredentialStatus {
     /// When the current token will be rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<DateTime<Utc>>,
-    /// Replaced tokens waiting for the end of their grace period.
+    /// Where the current token was minted (see `previousTokens[].scope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<TokenScope>,
+    /// Replaced tokens waiting for the end of their grace period (at most
+    /// [`MAX_PREVIOUS_TOKENS`]; beyond, the oldest is revoked early).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_tokens: Vec<PreviousToken>,
     /// The last issue intent (annotation `nuclia.dev/issue-intent`) that completed; an intent
@@ -510,6 +557,40 @@ pub struct CredentialStatus {
 impl CredentialStatus {
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// The issue intent annotation's value: `<nonce> <time> <expiry>`. Written before a mint; the
+/// expiry asked for lets the leak guard recognise an unmarked key (one minted into an adopted
+/// service account) that an interrupted issue left behind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssueIntent {
+    pub nonce: String,
+    pub at: DateTime<Utc>,
+    /// The expiry the mint asked for (absent in intents written by older versions).
+    pub expires: Option<DateTime<Utc>>,
+}
+
+impl IssueIntent {
+    pub fn render(&self) -> String {
+        let t = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match self.expires {
+            Some(e) => format!("{} {} {}", self.nonce, t(self.at), t(e)),
+            None => format!("{} {}", self.nonce, t(self.at)),
+        }
+    }
+
+    /// Parses an annotation value; an unreadable time counts as long ago (so the guard runs).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.split_whitespace();
+        let nonce = parts.next()?.to_owned();
+        let time = |s: Option<&str>| {
+            s.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let at = time(parts.next()).unwrap_or(DateTime::UNIX_EPOCH);
+        let expires = time(parts.next());
+        Some(Self { nonce, at, expires })
     }
 }
 
@@ -562,6 +643,29 @@ pub fn generated_files() -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use kube::CustomResourceExt;
+
+    #[test]
+    fn issue_intents_round_trip_and_read_old_ones() {
+        let at = DateTime::parse_from_rfc3339("2026-11-28T01:02:03Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let i = IssueIntent {
+            nonce: "abc123".into(),
+            at,
+            expires: Some(at + chrono::Duration::days(5)),
+        };
+        assert_eq!(IssueIntent::parse(&i.render()), Some(i.clone()));
+        let old = IssueIntent::parse("abc123 2026-11-28T01:02:03Z").unwrap();
+        assert_eq!(
+            (old.nonce.as_str(), old.at, old.expires),
+            ("abc123", at, None)
+        );
+        assert_eq!(
+            IssueIntent::parse("n garbage").unwrap().at,
+            DateTime::UNIX_EPOCH
+        );
+        assert_eq!(IssueIntent::parse("  "), None);
+    }
 
     #[test]
     fn time_conversion_round_trips() {

@@ -5,7 +5,9 @@
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{CredentialStatus, DeletionPolicy, PreviousToken};
+use crate::crd::{
+    CredentialStatus, DeletionPolicy, MAX_PREVIOUS_TOKENS, PreviousToken, TokenScope,
+};
 
 /// The spec, validated and reduced to what the lifecycle needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,7 +89,7 @@ pub enum SecretState {
     Owned {
         /// Hash of the token in it (None when the key is absent).
         token_hash: Option<String>,
-        /// Whether its name, labels, annotations and non-token data match the spec.
+        /// Whether its name, labels, annotations, finalizer and non-token data match the spec.
         up_to_date: bool,
     },
 }
@@ -108,6 +110,8 @@ pub struct Observation<'a> {
     /// so that verification writes nothing).
     pub last_verified: Option<DateTime<Utc>>,
     pub verify_interval: Duration,
+    /// At most one mint per this interval (counted from `status.issuedAt`).
+    pub min_issue_interval: Duration,
 }
 
 /// Why a token is issued; also the Event reason and the condition message.
@@ -138,12 +142,10 @@ impl IssueReason {
     }
 
     /// Whether the token being replaced must go at once rather than after the grace period:
-    /// break-glass, or it is dead already.
+    /// break-glass, or it is dead already. A `RevokedUpstream` verdict keeps the grace: were it
+    /// false, pods would lose a working token at once.
     pub fn revoke_replaced_now(self) -> bool {
-        matches!(
-            self,
-            IssueReason::RevokeNow | IssueReason::Expired | IssueReason::RevokedUpstream
-        )
+        matches!(self, IssueReason::RevokeNow | IssueReason::Expired)
     }
 }
 
@@ -154,40 +156,57 @@ pub enum Step {
     Conflict,
     /// Mint a successor (or the first token).
     Issue(IssueReason),
+    /// A mint is due but the last one is younger than the minimum interval: wait for it.
+    Wait(IssueReason),
     /// Rewrite the Secret's metadata from the spec; the token stays.
     RefreshSecret,
-    /// Check that the current token still exists upstream.
+    /// Check that the current token still exists upstream; a dead one is re-issued at once
+    /// (reason `RevokedUpstream`).
     Verify,
     /// Healthy: nothing to do until the next wake-up.
     Idle,
 }
 
+/// The whole plan for one reconcile: the step, the replaced tokens to revoke now, and when to
+/// look again. The controller carries it out as is; after a step that changed the status it
+/// asks again, and the second plan's revocations and wake-up are the ones that run.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Decision {
+pub struct Plan {
     pub step: Step,
-    /// Replaced tokens whose grace period is over.
-    pub revoke_due: Vec<PreviousToken>,
-    /// When to look again if nothing else happens (before any cap the controller applies).
+    /// Replaced tokens whose grace period is over (or that were revoked early).
+    pub revoke: Vec<PreviousToken>,
+    /// When to look again if nothing else happens (before the controller's cap). `None`
+    /// while a step that changes the status is pending: ask again after it.
     pub wake_at: Option<DateTime<Utc>>,
 }
 
-/// Decides the next step. Order matters: safety first (never overwrite a foreign Secret, never
+/// Decides the plan. Order matters: safety first (never overwrite a foreign Secret, never
 /// leave an expired or missing token), then user requests, then the schedule.
-pub fn decide(o: &Observation<'_>) -> Decision {
+pub fn decide(o: &Observation<'_>) -> Plan {
     let s = o.status;
-    let revoke_due: Vec<PreviousToken> = s
+    let revoke: Vec<PreviousToken> = s
         .previous_tokens
         .iter()
         .filter(|p| p.revoke_at <= o.now)
         .cloned()
         .collect();
-    let step = choose_step(o);
+    let step = match choose_step(o) {
+        Step::Issue(reason) if throttled(o) => Step::Wait(reason),
+        step => step,
+    };
     let wake_at = next_wake(o, &step);
-    Decision {
+    Plan {
         step,
-        revoke_due,
+        revoke,
         wake_at,
     }
+}
+
+/// The last mint is younger than the minimum interval.
+fn throttled(o: &Observation<'_>) -> bool {
+    o.status
+        .issued_at
+        .is_some_and(|t| o.now < t + o.min_issue_interval)
 }
 
 fn choose_step(o: &Observation<'_>) -> Step {
@@ -201,10 +220,8 @@ fn choose_step(o: &Observation<'_>) -> Step {
     if o.now >= not_after {
         return Step::Issue(IssueReason::Expired);
     }
-    match &o.secret {
-        SecretState::Owned { token_hash, .. }
-            if token_hash.is_some() && *token_hash == s.token_hash => {}
-        _ => return Step::Issue(IssueReason::SecretRepaired),
+    if secret_holds_current(o.status, &o.secret, o.now).is_err() {
+        return Step::Issue(IssueReason::SecretRepaired);
     }
     if let Some(v) = o.revoke_now_request
         && s.revoke_now_handled.as_deref() != Some(v)
@@ -239,16 +256,17 @@ fn choose_step(o: &Observation<'_>) -> Step {
     Step::Idle
 }
 
-/// The earliest due time among renewal, grace ends, expiry and verification.
+/// The earliest due time among renewal, grace ends, expiry, verification and, while a mint
+/// waits for the minimum interval, the end of that interval.
 fn next_wake(o: &Observation<'_>, step: &Step) -> Option<DateTime<Utc>> {
-    if !matches!(step, Step::Idle | Step::Verify | Step::Conflict) {
-        // Something is being done now; the controller reschedules from the new status.
-        return None;
-    }
     let s = o.status;
     let verify_at = match step {
+        Step::Issue(_) | Step::RefreshSecret => return None,
+        Step::Wait(_) => {
+            return s.issued_at.map(|t| t + o.min_issue_interval);
+        }
         Step::Verify => Some(o.now + o.verify_interval),
-        _ => o.last_verified.map(|t| t + o.verify_interval),
+        Step::Conflict | Step::Idle => o.last_verified.map(|t| t + o.verify_interval),
     };
     [s.renewal_time, s.not_after, verify_at]
         .into_iter()
@@ -258,16 +276,144 @@ fn next_wake(o: &Observation<'_>, step: &Step) -> Option<DateTime<Utc>> {
         .min()
 }
 
+/// Why the Secret does not hold a token pods can use: the condition reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unready {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Whether the Secret holds the current, unexpired token that status records. `Ready` is True
+/// only when this holds (and nothing upstream said otherwise).
+pub fn secret_holds_current(
+    status: &CredentialStatus,
+    secret: &SecretState,
+    now: DateTime<Utc>,
+) -> Result<(), Unready> {
+    let unready = |reason, message: &str| {
+        Err(Unready {
+            reason,
+            message: message.to_owned(),
+        })
+    };
+    let (Some(id), Some(not_after)) = (&status.token_id, status.not_after) else {
+        return unready("NotIssued", "no token has been issued yet");
+    };
+    match secret {
+        SecretState::Foreign => {
+            return unready("SecretConflict", "the Secret is not owned by this resource");
+        }
+        SecretState::Missing => return unready("SecretMissing", "the Secret does not exist"),
+        SecretState::Owned { token_hash, .. }
+            if token_hash.is_none() || *token_hash != status.token_hash =>
+        {
+            return unready(
+                "SecretEdited",
+                "the Secret does not hold the current token (edited or emptied)",
+            );
+        }
+        SecretState::Owned { .. } => {}
+    }
+    if now >= not_after {
+        return unready(
+            "Expired",
+            &format!(
+                "token {id} expired at {}",
+                not_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A token just minted (or adopted), to record as the current one.
+#[derive(Clone, Debug)]
+pub struct NewToken<'a> {
+    pub id: &'a str,
+    pub token_hash: String,
+    pub not_after: DateTime<Utc>,
+    pub scope: TokenScope,
+}
+
+/// Makes `new` the current token. The one it replaces keeps its scope and waits until
+/// `grace_end`; beyond [`MAX_PREVIOUS_TOKENS`] the oldest are due at once (their ids are
+/// returned, for an Event). Renewal is scheduled from the lifetime Nuclia granted.
+pub fn record_issue(
+    status: &mut CredentialStatus,
+    policy: &Policy,
+    uid: &str,
+    now: DateTime<Utc>,
+    new: NewToken<'_>,
+    grace_end: DateTime<Utc>,
+) -> Vec<String> {
+    if let Some(old) = status.token_id.take() {
+        let scope = status.scope.take();
+        status.previous_tokens.push(PreviousToken {
+            service_account_id: scope.as_ref().and_then(|s| s.service_account_id.clone()),
+            id: old,
+            revoke_at: grace_end,
+            not_after: status.not_after,
+            scope,
+        });
+    }
+    status.token_id = Some(new.id.to_owned());
+    status.token_hash = Some(new.token_hash);
+    status.issued_at = Some(now);
+    status.not_after = Some(new.not_after);
+    status.renewal_time = Some(renewal_time(policy, uid, now, new.not_after));
+    status.spec_hash = Some(policy.spec_hash.clone());
+    status.scope = Some(new.scope);
+    let waiting: Vec<&mut PreviousToken> = status
+        .previous_tokens
+        .iter_mut()
+        .filter(|p| p.revoke_at > now)
+        .collect();
+    let excess = waiting.len().saturating_sub(MAX_PREVIOUS_TOKENS);
+    let mut waiting = waiting;
+    waiting.sort_by_key(|p| p.revoke_at);
+    waiting
+        .into_iter()
+        .take(excess)
+        .map(|p| {
+            p.revoke_at = now;
+            p.id.clone()
+        })
+        .collect()
+}
+
+/// Whether Nuclia granted less than the lifetime asked for (a minute of slack for clocks).
+pub fn lifetime_shortened(
+    policy: &Policy,
+    issued: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> bool {
+    not_after - issued + Duration::minutes(1) < policy.lifetime
+}
+
 /// When a token issued at `issued` and expiring at `not_after` should be renewed: `renewBefore`
 /// ahead of expiry, moved earlier by a deterministic per-object jitter so that tokens created
 /// together do not rotate together. The jitter is at most a tenth of the smaller of renewBefore
 /// and the time between issue and the renewal point, so it never renews before issue.
+///
+/// When Nuclia granted a shorter lifetime than asked, renewBefore (sized for the lifetime
+/// asked) may not fit in it: renewal then comes at two thirds of the lifetime granted, never
+/// at issue (which would mint again at once, and again).
 pub fn renewal_time(
     policy: &Policy,
     uid: &str,
     issued: DateTime<Utc>,
     not_after: DateTime<Utc>,
 ) -> DateTime<Utc> {
+    let granted = (not_after - issued).max(Duration::zero());
+    let renew_before = if lifetime_shortened(policy, issued, not_after) {
+        policy.renew_before.min(granted / 3)
+    } else {
+        policy.renew_before
+    };
+    let policy = &Policy {
+        renew_before,
+        ..policy.clone()
+    };
     let nominal = not_after - policy.renew_before;
     let room = (nominal - issued)
         .max(Duration::zero())
@@ -343,6 +489,7 @@ mod tests {
             revoke_now_request: None,
             last_verified: Some(t(now)),
             verify_interval: Duration::minutes(10),
+            min_issue_interval: Duration::seconds(10),
         }
     }
 
@@ -489,11 +636,15 @@ mod tests {
                 id: "old-1".into(),
                 revoke_at: t("2026-11-10T00:00:00Z"),
                 service_account_id: None,
+                not_after: None,
+                scope: None,
             },
             PreviousToken {
                 id: "old-2".into(),
                 revoke_at: t("2026-11-10T00:30:00Z"),
                 service_account_id: None,
+                not_after: None,
+                scope: None,
             },
         ];
         let mut o = obs("2026-11-10T00:00:00Z", &p, &s, owned("h1"));
@@ -501,10 +652,7 @@ mod tests {
         let d = decide(&o);
         assert_eq!(d.step, Step::Idle);
         assert_eq!(
-            d.revoke_due
-                .iter()
-                .map(|p| p.id.as_str())
-                .collect::<Vec<_>>(),
+            d.revoke.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
             ["old-1"]
         );
         // verification at 00:05 comes before old-2's grace end at 00:30 and the renewal
@@ -566,9 +714,12 @@ mod tests {
             "{r}"
         );
 
-        // Nuclia returned an expiry earlier than requested (clock skew): never before issue
+        // Nuclia granted 3 s of the day asked: renewal at two thirds of that, not at issue
         let r = renewal_time(&short, "uid-9", issued, issued + Duration::seconds(3));
-        assert_eq!(r, issued);
+        assert!(
+            r > issued + Duration::milliseconds(1800) && r <= issued + Duration::seconds(2),
+            "{r}"
+        );
     }
 
     #[test]
@@ -593,6 +744,149 @@ mod tests {
         assert!(Policy::new(5, None, "26280h", "s".into(), DeletionPolicy::Revoke).is_ok());
         let p = Policy::new(90, None, "1h", "s".into(), DeletionPolicy::Revoke).unwrap();
         assert_eq!(p.renew_before, Duration::days(30));
+    }
+
+    #[test]
+    fn mints_wait_for_the_minimum_interval() {
+        let p = policy();
+        let mut s = healthy();
+        s.issued_at = Some(t("2026-11-10T00:00:00Z"));
+        // the Secret was deleted 3 s after an issue: repair waits until 10 s after it
+        let o = obs("2026-11-10T00:00:03Z", &p, &s, SecretState::Missing);
+        let plan = decide(&o);
+        assert_eq!(plan.step, Step::Wait(IssueReason::SecretRepaired));
+        assert_eq!(plan.wake_at, Some(t("2026-11-10T00:00:10Z")));
+        let o = obs("2026-11-10T00:00:10Z", &p, &s, SecretState::Missing);
+        assert_eq!(decide(&o).step, Step::Issue(IssueReason::SecretRepaired));
+        // a first issue is never held back
+        let empty = CredentialStatus::default();
+        let o = obs("2026-11-10T00:00:03Z", &p, &empty, SecretState::Missing);
+        assert_eq!(decide(&o).step, Step::Issue(IssueReason::Initial));
+    }
+
+    #[test]
+    fn a_false_revoked_upstream_verdict_keeps_the_grace() {
+        assert!(!IssueReason::RevokedUpstream.revoke_replaced_now());
+        assert!(IssueReason::RevokeNow.revoke_replaced_now());
+        assert!(IssueReason::Expired.revoke_replaced_now());
+    }
+
+    #[test]
+    fn ready_only_while_the_secret_holds_the_current_token() {
+        let h = healthy();
+        let now = t("2026-11-10T00:00:00Z");
+        assert_eq!(secret_holds_current(&h, &owned("h1"), now), Ok(()));
+        let reason = |s: &CredentialStatus, secret: SecretState, now| {
+            secret_holds_current(s, &secret, now).unwrap_err().reason
+        };
+        assert_eq!(reason(&h, SecretState::Missing, now), "SecretMissing");
+        assert_eq!(reason(&h, owned("other"), now), "SecretEdited");
+        assert_eq!(
+            reason(
+                &h,
+                SecretState::Owned {
+                    token_hash: None,
+                    up_to_date: true
+                },
+                now
+            ),
+            "SecretEdited"
+        );
+        assert_eq!(reason(&h, SecretState::Foreign, now), "SecretConflict");
+        assert_eq!(
+            reason(&h, owned("h1"), t("2026-12-01T00:00:00Z")),
+            "Expired"
+        );
+        assert_eq!(
+            reason(&CredentialStatus::default(), SecretState::Missing, now),
+            "NotIssued"
+        );
+    }
+
+    #[test]
+    fn previous_tokens_are_bounded_and_keep_their_scope() {
+        let p = policy();
+        let mut s = CredentialStatus::default();
+        let scope = |kb: &str| TokenScope {
+            kb_id: Some(kb.into()),
+            ..Default::default()
+        };
+        let start = t("2026-11-10T00:00:00Z");
+        let mut evicted = Vec::new();
+        for i in 0..(MAX_PREVIOUS_TOKENS + 3) {
+            let now = start + Duration::minutes(i as i64);
+            let id = format!("tok-{i}");
+            evicted.extend(record_issue(
+                &mut s,
+                &p,
+                "uid-1",
+                now,
+                NewToken {
+                    id: &id,
+                    token_hash: format!("h{i}"),
+                    not_after: now + p.lifetime,
+                    scope: scope(&format!("kb-{i}")),
+                },
+                now + Duration::hours(1),
+            ));
+        }
+        // 7 replaced tokens, 5 may wait: the two oldest are due at once
+        assert_eq!(evicted, ["tok-0", "tok-1"]);
+        let now = start + Duration::minutes((MAX_PREVIOUS_TOKENS + 2) as i64);
+        let waiting = s
+            .previous_tokens
+            .iter()
+            .filter(|p| p.revoke_at > now)
+            .count();
+        assert_eq!(waiting, MAX_PREVIOUS_TOKENS);
+        let first = &s.previous_tokens[0];
+        assert_eq!(
+            first.scope,
+            Some(scope("kb-0")),
+            "revoked where it was minted"
+        );
+        assert!(first.not_after.is_some());
+        assert_eq!(
+            s.scope,
+            Some(scope(&format!("kb-{}", MAX_PREVIOUS_TOKENS + 2)))
+        );
+        // the evicted ones are in the next plan's revocations
+        let o = obs("2026-11-10T00:07:00Z", &p, &s, SecretState::Missing);
+        let due: Vec<_> = decide(&o).revoke.into_iter().map(|p| p.id).collect();
+        assert_eq!(due, ["tok-0", "tok-1"]);
+    }
+
+    #[test]
+    fn a_shortened_lifetime_never_makes_renewal_due_at_issue() {
+        let p = Policy::new(5, None, "1h", "s".into(), DeletionPolicy::Revoke).unwrap();
+        let issued = t("2026-11-10T00:00:00Z");
+        // asked for 5 days, granted 1 hour: renew at about 40 minutes, never at issue
+        let not_after = issued + Duration::hours(1);
+        assert!(lifetime_shortened(&p, issued, not_after));
+        let r = renewal_time(&p, "uid-1", issued, not_after);
+        assert!(
+            r > issued + Duration::minutes(35) && r <= issued + Duration::minutes(40),
+            "{r}"
+        );
+        // the lifetime asked for (to the second) is not "shortened"
+        assert!(!lifetime_shortened(&p, issued, issued + p.lifetime));
+        let mut s = CredentialStatus::default();
+        record_issue(
+            &mut s,
+            &p,
+            "uid-1",
+            issued,
+            NewToken {
+                id: "t",
+                token_hash: "h".into(),
+                not_after,
+                scope: TokenScope::default(),
+            },
+            issued,
+        );
+        s.spec_hash = Some("s".into());
+        let o = obs("2026-11-10T00:00:01Z", &p, &s, owned("h"));
+        assert_eq!(decide(&o).step, Step::Idle);
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! The Secret a resource owns: read it (classifying ownership), write it, delete it. A Secret
+//! The Secret a resource owns: read it (classifying ownership), write it, release it. A Secret
 //! this resource does not own is never written; a missing one is created with POST so that a
 //! Secret someone else creates at the same moment is not taken over.
+//!
+//! Every Secret the operator writes carries the finalizer [`SECRET_FINALIZER`]: deleting it
+//! (a user, or a namespace deletion) leaves it readable until the operator lets it go, so the
+//! tokens that depend on it can still be revoked.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +16,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 use crate::crd::{
     ANNOTATION_NOT_AFTER, ANNOTATION_TOKEN_ID, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_OWNER_KIND,
-    LABEL_OWNER_NAME, MANAGED_BY, SecretTemplate,
+    LABEL_OWNER_NAME, MANAGED_BY, SECRET_FINALIZER, SecretTemplate,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::{SecretState, token_hash};
@@ -28,6 +32,21 @@ pub struct SecretView {
     pub exists: bool,
     /// The Secret's resourceVersion when read.
     pub resource_version: Option<String>,
+    /// Deleted, held only by the operator's finalizer.
+    pub terminating: bool,
+}
+
+impl SecretView {
+    pub fn missing() -> Self {
+        SecretView {
+            state: SecretState::Missing,
+            token: None,
+            token_id: None,
+            exists: false,
+            resource_version: None,
+            terminating: false,
+        }
+    }
 }
 
 /// The Secret's desired content.
@@ -62,14 +81,9 @@ pub async fn read(
     extra: &[(String, String)],
 ) -> Result<SecretView> {
     let Some(secret) = api.get_opt(name).await.map_err(Error::kube("get Secret"))? else {
-        return Ok(SecretView {
-            state: SecretState::Missing,
-            token: None,
-            token_id: None,
-            exists: false,
-            resource_version: None,
-        });
+        return Ok(SecretView::missing());
     };
+    let terminating = secret.metadata.deletion_timestamp.is_some();
     if !owned_by(&secret, owner_uid) {
         return Ok(SecretView {
             state: SecretState::Foreign,
@@ -77,6 +91,7 @@ pub async fn read(
             token_id: None,
             exists: true,
             resource_version: secret.metadata.resource_version.clone(),
+            terminating,
         });
     }
     let data = secret.data.clone().unwrap_or_default();
@@ -87,10 +102,16 @@ pub async fn read(
     let token = text(token_key).filter(|t| !t.is_empty());
     let labels = secret.metadata.labels.clone().unwrap_or_default();
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
-    let up_to_date = template
-        .labels
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v))
+    let held = secret
+        .metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == SECRET_FINALIZER));
+    let up_to_date = held
+        && template
+            .labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
         && template
             .annotations
             .iter()
@@ -107,6 +128,7 @@ pub async fn read(
         token_id: annotations.get(ANNOTATION_TOKEN_ID).cloned(),
         exists: true,
         resource_version: secret.metadata.resource_version.clone(),
+        terminating,
     })
 }
 
@@ -131,6 +153,7 @@ fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
             labels: Some(labels),
             annotations: Some(annotations),
             owner_references: Some(vec![d.owner.clone()]),
+            finalizers: Some(vec![SECRET_FINALIZER.into()]),
             ..Default::default()
         },
         type_: Some("Opaque".into()),
@@ -186,16 +209,60 @@ pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<O
     Ok(written.metadata.resource_version)
 }
 
-/// Deletes the Secret if this resource owns it.
-pub async fn delete_owned(api: &Api<Secret>, name: &str, owner_uid: &str) -> Result<()> {
-    match api.get_opt(name).await.map_err(Error::kube("get Secret"))? {
-        Some(s) if owned_by(&s, owner_uid) => {
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => Ok(()),
-                Err(e) if Error::is_not_found(&e) => Ok(()),
-                Err(e) => Err(Error::kube("delete Secret")(e)),
-            }
+/// Lets go of the Secret if this resource owns it: drops the operator's finalizer, then deletes
+/// it, or with `keep` (`deletionPolicy: Orphan`) leaves it in place with no owner, so the
+/// garbage collector does not take it either.
+pub async fn release(api: &Api<Secret>, name: &str, owner_uid: &str, keep: bool) -> Result<()> {
+    let Some(secret) = api.get_opt(name).await.map_err(Error::kube("get Secret"))? else {
+        return Ok(());
+    };
+    if !owned_by(&secret, owner_uid) {
+        return Ok(());
+    }
+    let finalizers: Vec<String> = secret
+        .metadata
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f != SECRET_FINALIZER)
+        .collect();
+    let mut meta = serde_json::json!({
+        "resourceVersion": secret.metadata.resource_version,
+        "finalizers": finalizers,
+    });
+    if keep {
+        let owners: Vec<OwnerReference> = secret
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.uid != owner_uid)
+            .collect();
+        meta["ownerReferences"] = serde_json::to_value(owners).unwrap_or_default();
+    }
+    let held = secret.metadata.finalizers.iter().flatten().count() != finalizers.len();
+    if held || keep {
+        match api
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "metadata": meta })),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if Error::is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(Error::kube("release Secret")(e)),
         }
-        _ => Ok(()),
+    }
+    if keep || secret.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if Error::is_not_found(&e) => Ok(()),
+        Err(e) => Err(Error::kube("delete Secret")(e)),
     }
 }

@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 
 pub const READY: &str = "Ready";
 pub const ISSUING: &str = "Issuing";
+/// kstatus: True while a terminal reason waits for a person (absent otherwise).
+pub const STALLED: &str = "Stalled";
 
 /// Sets a condition; `lastTransitionTime` moves only when the status flips.
 pub fn set(
@@ -44,6 +46,11 @@ pub fn set(
         observed_generation: generation,
         last_transition_time: k8s_time(now),
     });
+}
+
+/// Removes a condition.
+pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
 }
 
 /// Writes `status` if it differs from what the object has; returns the object written.

@@ -1,16 +1,29 @@
-//! Knowledge Box API keys (regional API): keys of a service account of the KB. By default the
-//! operator creates one service account per resource, titled with its ownership marker, and
-//! deletes it with the resource; `serviceAccount.id` adopts an existing one, never deleted.
+//! Knowledge Box API keys (regional API), everything about them: keys of a service account of
+//! the KB, the issuer that mints and revokes them, and the `NucliaKbApiKey` spec as the
+//! controller sees it (its Secret data, its status details, its scope).
+//!
+//! By default the operator creates one service account per resource, titled with its ownership
+//! marker, and deletes it once no recorded key lives in it; `serviceAccount.id` adopts an
+//! existing one (its role must match `spec.role`), never deleted. Every key's scope (zone,
+//! account, KB, service account) is recorded, so a key is revoked where it was minted even
+//! after `kbUrl`, `account` or `role` changed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use kube::ResourceExt;
 
+use super::personal::spec_hash;
 use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
-use crate::crd::{KbLocationStatus, KbRole, KbSecretKeys, NucliaKbApiKeySpec};
-use crate::error::Result;
-use crate::nuclia::{self, Client, Credential, KbLocation};
+use crate::controller::{Context, Kind, ManagedToken, Purpose};
+use crate::crd::{
+    CredentialStatus, CredentialType, DeletionPolicy, IssueIntent, KbLocationStatus, KbRole,
+    NucliaKbApiKey, NucliaKbApiKeySpec, SecretKeyRef, SecretTemplate, TokenScope,
+};
+use crate::error::{Error, Result};
+use crate::lifecycle::Policy;
+use crate::nuclia::{self, ApiToken, Client, Credential, KbLocation};
 
 /// Account ids resolved per (credential, KB, `spec.account`), so discovery runs once per
 /// credential, and a resource naming an account never borrows another resource's answer.
@@ -30,17 +43,44 @@ impl AccountCache {
     }
 }
 
+/// A Knowledge Box as the API addresses it.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Place {
+    zone: String,
+    account_id: String,
+    kb_id: String,
+}
+
+impl Place {
+    /// The place a scope names, falling back to `home` for scopes recorded without one.
+    fn of(scope: &TokenScope, home: Option<&Place>) -> Option<Place> {
+        match (&scope.zone, &scope.account_id, &scope.kb_id) {
+            (Some(zone), Some(account_id), Some(kb_id)) => Some(Place {
+                zone: zone.clone(),
+                account_id: account_id.clone(),
+                kb_id: kb_id.clone(),
+            }),
+            _ => home.cloned(),
+        }
+    }
+}
+
+/// What minting needs beyond revoking.
+struct MintTarget {
+    role: KbRole,
+    adopted: Option<String>,
+    /// Title of a service account the operator creates (before the marker).
+    title: String,
+}
+
 pub struct KbIssuer {
     client: Client,
     credential: Credential,
-    location: KbLocation,
-    account_id: String,
-    role: KbRole,
-    adopted: Option<String>,
-    keys: KbSecretKeys,
-    /// Title of a service account the operator creates (before the marker).
-    title: String,
-    /// Where the key lives; written back to status by the controller.
+    /// Where listing goes, and revocations of keys recorded without a scope.
+    home: Option<Place>,
+    /// `None` for an issuer built only to revoke.
+    mint: Option<MintTarget>,
+    /// Where the key lives; written back to status by [`Kind::settle`].
     pub state: KbLocationStatus,
 }
 
@@ -69,16 +109,12 @@ impl KbIssuer {
         let same_kb = state.kb_id.as_deref() == Some(location.kb_id.as_str())
             && state.zone.as_deref() == Some(location.zone.as_str());
         if !same_kb {
-            // A different KB: forget the old location; its keys are still in previousTokens.
-            let retired = state
-                .service_account_id
-                .take()
-                .filter(|_| state.service_account_owned);
+            // Another KB: its keys (and service accounts) are revoked in their own scope,
+            // recorded with each key; the location starts afresh.
             state = KbLocationStatus {
                 retired_service_accounts: state.retired_service_accounts,
                 ..Default::default()
             };
-            state.retired_service_accounts.extend(retired);
         }
         let cache_key = (
             credential.fingerprint(),
@@ -108,102 +144,149 @@ impl KbIssuer {
         Ok(Self {
             client,
             credential,
-            location,
-            account_id,
-            role: spec.role,
-            adopted: spec.service_account.id.clone(),
-            keys: spec.secret.keys.clone(),
-            title,
+            home: Some(Place {
+                zone: location.zone,
+                account_id,
+                kb_id: location.kb_id,
+            }),
+            mint: Some(MintTarget {
+                role: spec.role,
+                adopted: spec.service_account.id.clone(),
+                title,
+            }),
             state,
         })
     }
 
+    /// An issuer that only revokes and lists, at the places recorded in status: no request.
+    pub fn revoker(
+        client: Client,
+        credential: Credential,
+        home: &TokenScope,
+        state: Option<&KbLocationStatus>,
+    ) -> Self {
+        let state = state.cloned().unwrap_or_default();
+        let recorded = TokenScope {
+            zone: state.zone.clone(),
+            account_id: state.account_id.clone(),
+            kb_id: state.kb_id.clone(),
+            ..Default::default()
+        };
+        let home = Place::of(home, None).or_else(|| Place::of(&recorded, None));
+        Self {
+            client,
+            credential,
+            home,
+            mint: None,
+            state,
+        }
+    }
+
     async fn service_accounts(
         &self,
+        place: &Place,
     ) -> std::result::Result<Vec<nuclia::ServiceAccount>, nuclia::Error> {
-        let l = &self.location;
         self.client
-            .service_accounts(&self.credential, &l.zone, &self.account_id, &l.kb_id)
+            .service_accounts(
+                &self.credential,
+                &place.zone,
+                &place.account_id,
+                &place.kb_id,
+            )
             .await
     }
 
-    /// The service account to mint in: the adopted one, the owned one of the right role, one
-    /// marked for this resource with the right role (left by an interrupted attempt), or a new one.
-    async fn ensure_service_account(&mut self, marker: &Marker) -> Result<String> {
-        if let Some(id) = &self.adopted {
-            if self.state.service_account_owned
-                && let Some(old) = self.state.service_account_id.take()
-                && old != *id
-            {
-                self.state.retired_service_accounts.push(old);
+    /// The service account to mint in: the adopted one (whose role must be `spec.role`), the
+    /// owned one of the right role and deletion policy, one marked for this resource (left by
+    /// an interrupted attempt), or a new one.
+    async fn ensure_service_account(
+        &mut self,
+        place: &Place,
+        target: &MintTarget,
+        marker: &Marker,
+    ) -> Result<String> {
+        if let Some(id) = &target.adopted {
+            let listed = self.service_accounts(place).await?;
+            let Some(sa) = listed.iter().find(|sa| sa.id == *id) else {
+                return Err(Error::InvalidSpec(format!(
+                    "spec.serviceAccount.id {id:?} is not a service account of Knowledge Box {}; fix the id, or remove it to let the operator create one",
+                    place.kb_id
+                )));
+            };
+            if sa.role != nuclia_role(target.role) {
+                return Err(Error::InvalidSpec(format!(
+                    "spec.role is {} but the adopted service account {id:?} has role {}; set spec.role to {} or remove spec.serviceAccount.id",
+                    target.role.as_str(),
+                    sa.role.as_str(),
+                    sa.role.as_str()
+                )));
             }
             self.state.service_account_id = Some(id.clone());
             self.state.service_account_owned = false;
-            self.state.role = None;
+            self.state.service_account_kept = false;
+            self.state.role = Some(target.role);
             return Ok(id.clone());
         }
         if let (Some(id), true, Some(role)) = (
             &self.state.service_account_id,
             self.state.service_account_owned,
             self.state.role,
-        ) && role == self.role
+        ) && role == target.role
+            && self.state.service_account_kept == marker.keep
         {
             return Ok(id.clone());
         }
-        // Role changed (or first issue): the old owned account retires once its key is revoked.
-        if self.state.service_account_owned
-            && let Some(old) = self.state.service_account_id.take()
-        {
-            self.state.retired_service_accounts.push(old);
-        }
-        let l = self.location.clone();
-        let existing = self.service_accounts().await?.into_iter().find(|sa| {
-            Marker::find(&sa.title).as_ref() == Some(marker)
-                && sa.role == nuclia_role(self.role)
-                && !self.state.retired_service_accounts.contains(&sa.id)
+        let existing = self.service_accounts(place).await?.into_iter().find(|sa| {
+            Marker::find(&sa.title).as_ref() == Some(marker) && sa.role == nuclia_role(target.role)
         });
         let id = match existing {
             Some(sa) => sa.id,
             None => {
-                let title = marker.label(&self.title);
+                let title = marker.label(&target.title);
                 self.client
                     .create_service_account(
                         &self.credential,
-                        &l.zone,
-                        &self.account_id,
-                        &l.kb_id,
+                        &place.zone,
+                        &place.account_id,
+                        &place.kb_id,
                         &title,
-                        nuclia_role(self.role),
+                        nuclia_role(target.role),
                     )
                     .await?
             }
         };
         self.state.service_account_id = Some(id.clone());
         self.state.service_account_owned = true;
-        self.state.role = Some(self.role);
+        self.state.service_account_kept = marker.keep;
+        self.state.role = Some(target.role);
         Ok(id)
     }
 
-    async fn delete_service_account(&self, id: &str) -> Result<()> {
-        let l = &self.location;
+    async fn delete_service_account(&self, place: &Place, id: &str) -> Result<()> {
         gone_is_ok(
             self.client
-                .delete_service_account(&self.credential, &l.zone, &self.account_id, &l.kb_id, id)
+                .delete_service_account(
+                    &self.credential,
+                    &place.zone,
+                    &place.account_id,
+                    &place.kb_id,
+                    id,
+                )
                 .await,
         )
     }
 
-    /// Deletes retired service accounts that no longer hold a key the resource still needs.
+    /// Deletes service accounts that older versions retired (tracked in status, at the home
+    /// KB) once no key the resource still needs lives there.
     pub async fn retire_unused(&mut self, still_needed: &[Option<String>]) -> Result<()> {
         let retired = std::mem::take(&mut self.state.retired_service_accounts);
         for id in retired {
-            if still_needed
+            let needed = still_needed
                 .iter()
-                .any(|n| n.as_deref() == Some(id.as_str()))
-            {
-                self.state.retired_service_accounts.push(id);
-            } else {
-                self.delete_service_account(&id).await?;
+                .any(|n| n.as_deref() == Some(id.as_str()));
+            match self.home.clone() {
+                Some(place) if !needed => self.delete_service_account(&place, &id).await?,
+                _ => self.state.retired_service_accounts.push(id),
             }
         }
         Ok(())
@@ -232,13 +315,13 @@ async fn resolve_account(
             .find(|a| a.slug == wanted || a.id == wanted)
             .map(|a| a.id)
             .ok_or_else(|| {
-                crate::error::Error::InvalidSpec(format!(
+                Error::InvalidSpec(format!(
                     "spec.account {wanted:?} is not an account this credential can see; fix the slug or id, or remove it to discover the account"
                 ))
             })?;
         let kbs = client.kbs(credential, &location.zone, &id).await?;
         if !kbs.iter().any(|kb| kb.id == location.kb_id) {
-            return Err(crate::error::Error::InvalidSpec(format!(
+            return Err(Error::InvalidSpec(format!(
                 "spec.account {wanted:?} does not hold Knowledge Box {}; fix spec.account or remove it to discover the account",
                 location.kb_id
             )));
@@ -254,7 +337,7 @@ async fn resolve_account(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(crate::error::Error::InvalidSpec(format!(
+    Err(Error::InvalidSpec(format!(
         "Knowledge Box {} is not in any of the {} account(s) this credential can see; check spec.kbUrl and the credential, or set spec.account",
         location.kb_id,
         accounts.len()
@@ -263,46 +346,32 @@ async fn resolve_account(
 
 impl Issuer for KbIssuer {
     async fn issue(&mut self, marker: &Marker, expires: DateTime<Utc>) -> Result<Minted> {
-        let sa = self.ensure_service_account(marker).await?;
-        let l = &self.location;
-        let created = self
-            .client
-            .create_service_account_key(
-                &self.credential,
-                &l.zone,
-                &self.account_id,
-                &l.kb_id,
-                &sa,
-                expires,
-            )
-            .await
-            .map_err(|e| match (e, &self.adopted) {
-                (nuclia::Error::NotFound { .. }, Some(id)) => crate::error::Error::InvalidSpec(format!(
-                    "spec.serviceAccount.id {id:?} is not a service account of Knowledge Box {}; fix the id, or remove it to let the operator create one",
-                    l.kb_id
-                )),
-                (e, _) => e.into(),
-            })?;
-        Ok(Minted {
-            id: created.id,
-            token: created.token,
-            not_after: expires,
-            service_account_id: Some(sa),
-        })
+        let (Some(place), Some(target)) = (self.home.clone(), self.mint.take()) else {
+            return Err(Error::InvalidSpec(
+                "internal: this Knowledge Box issuer cannot mint".into(),
+            ));
+        };
+        let result = self.mint_in(&place, &target, marker, expires).await;
+        self.mint = Some(target);
+        result
     }
 
-    async fn revoke(&mut self, id: &str, service_account_id: Option<&str>) -> Result<()> {
-        let Some(sa) = service_account_id.or(self.state.service_account_id.as_deref()) else {
+    async fn revoke(&mut self, id: &str, scope: &TokenScope) -> Result<()> {
+        let sa = scope
+            .service_account_id
+            .as_deref()
+            .or(self.state.service_account_id.as_deref());
+        let (Some(sa), Some(place)) = (sa, Place::of(scope, self.home.as_ref())) else {
             return Ok(());
         };
-        let l = &self.location;
+        // A 404 here (the key, its service account or the whole KB gone) means revoked.
         gone_is_ok(
             self.client
                 .delete_service_account_key(
                     &self.credential,
-                    &l.zone,
-                    &self.account_id,
-                    &l.kb_id,
+                    &place.zone,
+                    &place.account_id,
+                    &place.kb_id,
                     sa,
                     id,
                 )
@@ -310,10 +379,38 @@ impl Issuer for KbIssuer {
         )
     }
 
+    async fn release(&mut self, scope: &TokenScope) -> Result<()> {
+        if !scope.service_account_owned {
+            return Ok(());
+        }
+        let (Some(sa), Some(place)) = (&scope.service_account_id, Place::of(scope, None)) else {
+            return Ok(());
+        };
+        self.delete_service_account(&place, sa).await
+    }
+
+    async fn release_marked(&mut self, marker: &Marker) -> Result<()> {
+        let Some(place) = self.home.clone() else {
+            return Ok(());
+        };
+        let listed = match self.service_accounts(&place).await {
+            Err(nuclia::Error::NotFound { .. }) => return Ok(()),
+            other => other?,
+        };
+        for sa in listed {
+            if Marker::find(&sa.title).is_some_and(|m| m.same_resource(marker)) {
+                self.delete_service_account(&place, &sa.id).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn list_live(&mut self) -> Result<Vec<LiveToken>> {
-        let accounts = self.service_accounts().await?;
+        let Some(place) = self.home.clone() else {
+            return Ok(Vec::new());
+        };
         let mut live = Vec::new();
-        for sa in accounts {
+        for sa in self.service_accounts(&place).await? {
             // Keys of an owned (marked) account carry its marker; an adopted account's keys
             // are listed unmarked, so they are checked for drift but never swept.
             let marker = Marker::find(&sa.title);
@@ -330,55 +427,228 @@ impl Issuer for KbIssuer {
     }
 
     fn scope_key(&self) -> String {
-        format!(
-            "kb:{}:{}:{}",
-            self.credential.fingerprint(),
-            self.location.zone,
-            self.location.kb_id
-        )
-    }
-
-    fn secret_extra_data(&self) -> Vec<(String, String)> {
-        vec![
-            (self.keys.kb_url.clone(), self.location.kb_url.to_string()),
-            (self.keys.kb_id.clone(), self.location.kb_id.clone()),
-            (self.keys.zone.clone(), self.location.zone.clone()),
-        ]
+        let (zone, kb) = self
+            .home
+            .as_ref()
+            .map(|p| (p.zone.as_str(), p.kb_id.as_str()))
+            .unwrap_or_default();
+        format!("kb:{}:{zone}:{kb}", self.credential.fingerprint())
     }
 
     fn adopted(&mut self, token: &LiveToken) {
-        // A marked key lives in a service account this resource created (only those carry the
-        // marker), so it is owned; the one status named before retires unless it is the same.
+        // A marked key lives in a service account this resource created; an unmarked one in
+        // the adopted account.
         let Some(sa) = token.service_account_id.clone() else {
             return;
         };
-        if let Some(old) = self.state.service_account_id.take()
-            && old != sa
-            && self.state.service_account_owned
-        {
-            self.state.retired_service_accounts.push(old);
-        }
+        let owned = token.marker.is_some();
         self.state.service_account_id = Some(sa);
-        self.state.service_account_owned = true;
-        self.state.role = Some(self.role);
+        self.state.service_account_owned = owned;
+        self.state.service_account_kept = token.marker.as_ref().is_some_and(|m| m.keep);
+        self.state.role = self.mint.as_ref().map(|t| t.role);
     }
 
-    async fn cleanup(&mut self, marker: &Marker, revoke: bool) -> Result<()> {
-        if !revoke {
-            return Ok(());
+    fn scope_of(&self, token: &LiveToken) -> TokenScope {
+        let place = self.home.clone().unwrap_or_default();
+        TokenScope {
+            credential: None,
+            zone: Some(place.zone),
+            account_id: Some(place.account_id),
+            kb_id: Some(place.kb_id),
+            service_account_id: token.service_account_id.clone(),
+            // only service accounts the operator created carry a marker
+            service_account_owned: token.marker.is_some(),
         }
-        if self.state.service_account_owned
-            && let Some(id) = self.state.service_account_id.clone()
-        {
-            self.delete_service_account(&id).await?;
+    }
+}
+
+impl KbIssuer {
+    async fn mint_in(
+        &mut self,
+        place: &Place,
+        target: &MintTarget,
+        marker: &Marker,
+        expires: DateTime<Utc>,
+    ) -> Result<Minted> {
+        let sa = self.ensure_service_account(place, target, marker).await?;
+        let created = self
+            .client
+            .create_service_account_key(
+                &self.credential,
+                &place.zone,
+                &place.account_id,
+                &place.kb_id,
+                &sa,
+                expires,
+            )
+            .await
+            .map_err(|e| match (e, &target.adopted) {
+                (nuclia::Error::NotFound { .. }, Some(id)) => Error::InvalidSpec(format!(
+                    "spec.serviceAccount.id {id:?} is not a service account of Knowledge Box {}; fix the id, or remove it to let the operator create one",
+                    place.kb_id
+                )),
+                (e, _) => e.into(),
+            })?;
+        Ok(Minted {
+            id: created.id,
+            token: created.token,
+            not_after: expires,
+            scope: TokenScope {
+                credential: None,
+                zone: Some(place.zone.clone()),
+                account_id: Some(place.account_id.clone()),
+                kb_id: Some(place.kb_id.clone()),
+                service_account_id: Some(sa),
+                service_account_owned: self.state.service_account_owned,
+            },
+        })
+    }
+
+    fn credential(spec: &NucliaKbApiKeySpec, token: ApiToken) -> Credential {
+        match spec.auth.credential_type {
+            CredentialType::Bearer => Credential::Bearer(token),
+            CredentialType::NuaKey => Credential::NuaKey(token),
         }
-        self.retire_unused(&[]).await?;
-        // Accounts marked for this resource that an interrupted attempt left behind.
-        for sa in self.service_accounts().await? {
-            if Marker::find(&sa.title).as_ref() == Some(marker) {
-                self.delete_service_account(&sa.id).await?;
-            }
-        }
+    }
+}
+
+fn first_credential(credentials: Vec<ApiToken>) -> Result<ApiToken> {
+    credentials.into_iter().next().ok_or_else(|| {
+        Error::CredentialsMissing("no credential to manage the Knowledge Box with".into())
+    })
+}
+
+impl Kind for NucliaKbApiKey {
+    type Issuer = KbIssuer;
+
+    fn cr_status(&self) -> Option<&CredentialStatus> {
+        self.status.as_ref()
+    }
+
+    fn policy(&self) -> Result<Policy> {
+        let s = &self.spec;
+        s.secret.template.validate().map_err(Error::InvalidSpec)?;
+        let hash = spec_hash(
+            serde_json::json!([
+                s.kb_url,
+                s.account,
+                s.role,
+                s.days,
+                s.auth,
+                s.service_account,
+                s.secret.template.name,
+                s.secret.keys
+            ]),
+            s.deletion_policy,
+        );
+        Policy::new(
+            s.days,
+            s.renew_before.as_deref(),
+            &s.rotation.revoke_previous_after,
+            hash,
+            s.deletion_policy,
+        )
+        .map_err(Error::InvalidSpec)
+    }
+
+    fn secret_template(&self) -> &SecretTemplate {
+        &self.spec.secret.template
+    }
+
+    fn token_key(&self) -> &str {
+        &self.spec.secret.keys.token
+    }
+
+    fn auth_ref(&self) -> &SecretKeyRef {
+        &self.spec.auth.secret_ref
+    }
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+
+    fn managed_token(&self, _purpose: Purpose) -> ManagedToken {
+        ManagedToken::Never
+    }
+
+    async fn issuer(&self, ctx: &Context, credentials: Vec<ApiToken>) -> Result<KbIssuer> {
+        // Refuse an untrusted kbUrl before using, let alone sending, any credential.
+        ctx.nuclia.endpoints().locate_kb(&self.spec.kb_url)?;
+        let credential = KbIssuer::credential(&self.spec, first_credential(credentials)?);
+        let title = format!(
+            "{}/{}",
+            self.namespace().unwrap_or_default(),
+            self.name_any()
+        );
+        let previous = self.status.as_ref().and_then(|s| s.kb.as_ref());
+        KbIssuer::prepare(
+            ctx.nuclia.clone(),
+            credential,
+            &self.spec,
+            previous,
+            title,
+            &ctx.accounts,
+        )
+        .await
+    }
+
+    fn revoker(&self, ctx: &Context, credentials: Vec<ApiToken>, home: &TokenScope) -> KbIssuer {
+        // Revokers are built with at least one credential; an empty list revokes nothing.
+        let token = credentials
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| ApiToken::new(String::new()));
+        KbIssuer::revoker(
+            ctx.nuclia.clone(),
+            KbIssuer::credential(&self.spec, token),
+            home,
+            self.status.as_ref().and_then(|s| s.kb.as_ref()),
+        )
+    }
+
+    /// The KB of the current token (its recorded scope; `status.kb` for older statuses).
+    fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)> {
+        let (kb_id, zone) = match (&status.scope, &status.kb) {
+            (Some(scope), _) if scope.kb_id.is_some() => (scope.kb_id.clone(), scope.zone.clone()),
+            (_, Some(kb)) => (kb.kb_id.clone(), kb.zone.clone()),
+            _ => return Vec::new(),
+        };
+        let keys = &self.spec.secret.keys;
+        let url = self.spec.kb_url.trim_end_matches('/').to_owned();
+        [
+            (keys.kb_url.clone(), Some(url)),
+            (keys.kb_id.clone(), kb_id),
+            (keys.zone.clone(), zone),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+
+    async fn settle(issuer: &mut KbIssuer, status: &mut CredentialStatus) -> Result<()> {
+        let mut still_needed: Vec<Option<String>> = status
+            .previous_tokens
+            .iter()
+            .map(|p| p.service_account_id.clone())
+            .collect();
+        still_needed.push(issuer.state.service_account_id.clone());
+        issuer.retire_unused(&still_needed).await?;
+        status.kb = Some(issuer.state.clone());
         Ok(())
+    }
+
+    /// A key minted into an adopted service account carries no marker: the interrupted intent
+    /// recognises it by the service account and the exact expiry it asked for.
+    fn claims_unmarked(&self, token: &LiveToken, intent: &IssueIntent) -> bool {
+        let (Some(adopted), Some(asked), Some(expires)) = (
+            self.spec.service_account.id.as_deref(),
+            intent.expires,
+            token.expires,
+        ) else {
+            return false;
+        };
+        token.marker.is_none()
+            && token.service_account_id.as_deref() == Some(adopted)
+            && (expires - asked).num_seconds().abs() <= 1
     }
 }

@@ -1,6 +1,7 @@
-//! Minting and revoking at Nuclia: one [`Issuer`] trait with an implementation per credential
-//! kind, and the ownership [`Marker`] every minted credential carries. No scheduling here: the
-//! lifecycle decides, the controller calls.
+//! Minting and revoking at Nuclia: one [`Issuer`] trait, one file per credential kind holding
+//! everything about it (its issuer, its spec as the controller sees it, its Secret data, its
+//! status details and scope), and the ownership [`Marker`] every minted credential carries. No
+//! scheduling here: the lifecycle decides, the controller calls.
 
 pub mod kb;
 pub mod personal;
@@ -11,7 +12,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
-use crate::crd::SecretKeyRef;
+use crate::crd::{SecretKeyRef, TokenScope};
 use crate::error::{Error, Result};
 use crate::nuclia::ApiToken;
 
@@ -20,24 +21,34 @@ use crate::nuclia::ApiToken;
 /// Appended to a personal token's description or a service account's title, so a token minted
 /// just before a crash, or left by a resource deleted without its finalizer, can be found and
 /// revoked. Credentials without a marker are never touched.
+///
+/// A resource with `deletionPolicy: Orphan` marks its tokens `[nto-keep:…]`: they are its own for
+/// the leak guard, but the orphan sweep leaves them alone once the resource is gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Marker {
     pub cluster: String,
     pub namespace: String,
     pub uid: String,
+    /// Minted for `deletionPolicy: Orphan`: never swept.
+    pub keep: bool,
 }
 
 impl Marker {
     const OPEN: &'static str = "[nto:";
+    const OPEN_KEEP: &'static str = "[nto-keep:";
 
     pub fn render(&self) -> String {
-        format!(
-            "{}{}/{}/{}]",
-            Self::OPEN,
-            self.cluster,
-            self.namespace,
-            self.uid
-        )
+        let open = if self.keep {
+            Self::OPEN_KEEP
+        } else {
+            Self::OPEN
+        };
+        format!("{open}{}/{}/{}]", self.cluster, self.namespace, self.uid)
+    }
+
+    /// Whether both mark the same resource (whatever its deletion policy was at the time).
+    pub fn same_resource(&self, other: &Marker) -> bool {
+        self.cluster == other.cluster && self.namespace == other.namespace && self.uid == other.uid
     }
 
     /// `text` followed by the marker, e.g. `CI pipeline [nto:<cluster>:<uid>]`.
@@ -47,8 +58,12 @@ impl Marker {
 
     /// The marker at the end of `text`, if any.
     pub fn find(text: &str) -> Option<Marker> {
-        let start = text.rfind(Self::OPEN)?;
-        let inner = text[start + Self::OPEN.len()..].strip_suffix(']')?;
+        let plain = text.rfind(Self::OPEN).map(|i| (i, Self::OPEN.len(), false));
+        let keep = text
+            .rfind(Self::OPEN_KEEP)
+            .map(|i| (i, Self::OPEN_KEEP.len(), true));
+        let (start, len, keep) = plain.into_iter().chain(keep).max_by_key(|m| m.0)?;
+        let inner = text[start + len..].strip_suffix(']')?;
         // From the right: the cluster id is the operator's to choose; the others hold no '/'.
         let (rest, uid) = inner.rsplit_once('/')?;
         let (cluster, namespace) = rest.rsplit_once('/')?;
@@ -59,6 +74,7 @@ impl Marker {
                 cluster: cluster.into(),
                 namespace: namespace.into(),
                 uid: uid.into(),
+                keep,
             })
     }
 }
@@ -69,8 +85,8 @@ pub struct Minted {
     pub id: String,
     pub token: ApiToken,
     pub not_after: DateTime<Utc>,
-    /// The service account holding it (Knowledge Box keys).
-    pub service_account_id: Option<String>,
+    /// Where it was minted (the credential ref is filled in by the controller).
+    pub scope: TokenScope,
 }
 
 /// A credential that exists upstream (no value).
@@ -82,7 +98,8 @@ pub struct LiveToken {
     pub service_account_id: Option<String>,
 }
 
-/// Issue, revoke and list one kind of credential at Nuclia, for one resource.
+/// Issue, revoke and list one kind of credential at Nuclia, for one resource. An issuer holds
+/// the credentials of one scope; revocations name the scope each token was minted in.
 pub trait Issuer: Send {
     /// Mints a credential that expires at `expires` and carries `marker`.
     fn issue(
@@ -90,25 +107,24 @@ pub trait Issuer: Send {
         marker: &Marker,
         expires: DateTime<Utc>,
     ) -> impl Future<Output = Result<Minted>> + Send;
-    /// Revokes one credential; one that is already gone counts as revoked.
-    fn revoke(
-        &mut self,
-        id: &str,
-        service_account_id: Option<&str>,
-    ) -> impl Future<Output = Result<()>> + Send;
+    /// Revokes one credential in the scope it was minted in; one that is already gone there
+    /// (or whose whole scope is gone, e.g. a deleted Knowledge Box) counts as revoked.
+    fn revoke(&mut self, id: &str, scope: &TokenScope) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes what held tokens in `scope` besides the tokens themselves (a service account the
+    /// operator created); called once no recorded token lives there.
+    fn release(&mut self, scope: &TokenScope) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes leftovers marked for `marker` other than tokens (service accounts an interrupted
+    /// issue created), when the resource goes.
+    fn release_marked(&mut self, marker: &Marker) -> impl Future<Output = Result<()>> + Send;
     /// Every credential this issuer's account credential can see in its scope, marked or not.
     fn list_live(&mut self) -> impl Future<Output = Result<Vec<LiveToken>>> + Send;
     /// Key under which [`Issuer::list_live`] results are shared: the account credential's
     /// fingerprint and the scope, so resources that share a credential share one list call.
     fn scope_key(&self) -> String;
-    /// Extra data keys written next to the token (the KB URL, id and zone for KB keys).
-    fn secret_extra_data(&self) -> Vec<(String, String)>;
-    /// Releases what the issuer owns besides tokens (the KB kind's service accounts) once the
-    /// resource goes; `revoke` says whether upstream credentials are to be removed.
-    fn cleanup(&mut self, marker: &Marker, revoke: bool)
-    -> impl Future<Output = Result<()>> + Send;
-    /// The leak guard adopted `token` (marked for this resource, found in the Secret after an
-    /// interrupted issue) as the current credential: record where it lives.
+    /// The scope of a live token found upstream (the leak guard adopts it).
+    fn scope_of(&self, token: &LiveToken) -> TokenScope;
+    /// The leak guard adopted `token` (found in the Secret after an interrupted issue) as the
+    /// current credential: record where it lives.
     fn adopted(&mut self, _token: &LiveToken) {}
 }
 
@@ -152,7 +168,8 @@ pub async fn read_credential(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<
     Ok(ApiToken::new(text.to_owned()))
 }
 
-/// Maps "already gone" to success, the rule for every revocation.
+/// Maps "already gone" to success, the rule for every revocation (always asked in the token's
+/// own scope, so a 404 there means it is gone, not that it lives elsewhere).
 pub(crate) fn gone_is_ok(r: std::result::Result<(), crate::nuclia::Error>) -> Result<()> {
     match r {
         Err(crate::nuclia::Error::NotFound { .. }) => Ok(()),
@@ -170,9 +187,28 @@ mod tests {
             cluster: "c:1".into(),
             namespace: "apps".into(),
             uid: "0f6a-11".into(),
+            keep: false,
         };
         assert_eq!(m.label("CI pipeline"), "CI pipeline [nto:c:1/apps/0f6a-11]");
         assert_eq!(Marker::find(&m.label("CI pipeline")), Some(m.clone()));
+        let kept = Marker {
+            keep: true,
+            ..m.clone()
+        };
+        assert_eq!(kept.label("CI"), "CI [nto-keep:c:1/apps/0f6a-11]");
+        assert_eq!(Marker::find(&kept.label("CI")), Some(kept.clone()));
+        assert!(kept.same_resource(&m) && kept != m);
+        // the last marker wins, whichever its kind
+        assert!(
+            !Marker::find(&format!("{} {}", kept.render(), m.render()))
+                .unwrap()
+                .keep
+        );
+        assert!(
+            Marker::find(&format!("{} {}", m.render(), kept.render()))
+                .unwrap()
+                .keep
+        );
         let last = Marker::find("a [nto:c/n/1] then [nto:c2/n2/u2]").unwrap();
         assert_eq!(
             (

@@ -1,11 +1,18 @@
-//! Personal access tokens (global API): minted with the account credential from `spec.auth`, or,
-//! with `selfRenew`, with the managed token itself (falling back to `spec.auth` if that fails).
+//! Personal access tokens (global API), everything about them: the issuer (minted with the
+//! account credential from `spec.auth`, or, with `selfRenew`, with the managed token itself),
+//! and the `NucliaPersonalToken` spec as the controller sees it.
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 
 use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
-use crate::error::Result;
-use crate::nuclia::{self, Client, Credential};
+use crate::controller::{Context, Kind, ManagedToken, Purpose};
+use crate::crd::{
+    CredentialStatus, DeletionPolicy, NucliaPersonalToken, SecretKeyRef, SecretTemplate, TokenScope,
+};
+use crate::error::{Error, Result};
+use crate::lifecycle::Policy;
+use crate::nuclia::{self, ApiToken, Client, Credential};
 
 pub struct PersonalIssuer {
     client: Client,
@@ -15,11 +22,11 @@ pub struct PersonalIssuer {
 }
 
 impl PersonalIssuer {
-    pub fn new(client: Client, description: String, credentials: Vec<Credential>) -> Self {
+    pub fn new(client: Client, description: String, credentials: Vec<ApiToken>) -> Self {
         Self {
             client,
             description,
-            credentials,
+            credentials: credentials.into_iter().map(Credential::Bearer).collect(),
         }
     }
 
@@ -61,11 +68,13 @@ impl Issuer for PersonalIssuer {
             id: created.id,
             token: created.token,
             not_after: created.expires.unwrap_or(expires),
-            service_account_id: None,
+            scope: TokenScope::default(),
         })
     }
 
-    async fn revoke(&mut self, id: &str, _service_account_id: Option<&str>) -> Result<()> {
+    /// The scope of a personal token is the user behind its credential: the controller hands
+    /// this issuer the credentials of the token's own scope.
+    async fn revoke(&mut self, id: &str, _scope: &TokenScope) -> Result<()> {
         let client = self.client.clone();
         gone_is_ok(
             self.with_credentials(|c| {
@@ -74,6 +83,14 @@ impl Issuer for PersonalIssuer {
             })
             .await,
         )
+    }
+
+    async fn release(&mut self, _scope: &TokenScope) -> Result<()> {
+        Ok(())
+    }
+
+    async fn release_marked(&mut self, _marker: &Marker) -> Result<()> {
+        Ok(())
     }
 
     async fn list_live(&mut self) -> Result<Vec<LiveToken>> {
@@ -104,11 +121,95 @@ impl Issuer for PersonalIssuer {
         format!("pat:{fp}")
     }
 
-    fn secret_extra_data(&self) -> Vec<(String, String)> {
+    fn scope_of(&self, _token: &LiveToken) -> TokenScope {
+        TokenScope::default()
+    }
+}
+
+/// Hash of the spec fields that shape the credential; changing any of them rotates it.
+pub(crate) fn spec_hash(mut value: serde_json::Value, deletion: DeletionPolicy) -> String {
+    // Orphan tokens carry another marker, so switching the policy rotates; hashes of
+    // resources with the default policy stay what they were (no rotation on upgrade).
+    if deletion == DeletionPolicy::Orphan
+        && let Some(fields) = value.as_array_mut()
+    {
+        fields.push("Orphan".into());
+    }
+    hex::encode(&Sha256::digest(value.to_string().as_bytes())[..8])
+}
+
+impl Kind for NucliaPersonalToken {
+    type Issuer = PersonalIssuer;
+
+    fn cr_status(&self) -> Option<&CredentialStatus> {
+        self.status.as_ref()
+    }
+
+    fn policy(&self) -> Result<Policy> {
+        let s = &self.spec;
+        s.secret.validate().map_err(Error::InvalidSpec)?;
+        let hash = spec_hash(
+            serde_json::json!([s.description, s.days, s.auth, s.secret.name]),
+            s.deletion_policy,
+        );
+        Policy::new(
+            s.days,
+            s.renew_before.as_deref(),
+            &s.rotation.revoke_previous_after,
+            hash,
+            s.deletion_policy,
+        )
+        .map_err(Error::InvalidSpec)
+    }
+
+    fn secret_template(&self) -> &SecretTemplate {
+        &self.spec.secret
+    }
+
+    fn token_key(&self) -> &str {
+        "token"
+    }
+
+    fn auth_ref(&self) -> &SecretKeyRef {
+        &self.spec.auth.secret_ref
+    }
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+
+    /// A personal token may delete personal tokens of its user, itself included: the best
+    /// credential at hand when the bootstrap login has expired. With `selfRenew` it also mints.
+    fn managed_token(&self, purpose: Purpose) -> ManagedToken {
+        match (self.spec.auth.self_renew, purpose) {
+            (true, _) => ManagedToken::First,
+            (false, Purpose::Revoke) => ManagedToken::Last,
+            (false, Purpose::Mint) => ManagedToken::Never,
+        }
+    }
+
+    async fn issuer(&self, ctx: &Context, credentials: Vec<ApiToken>) -> Result<PersonalIssuer> {
+        Ok(self.revoker(ctx, credentials, &TokenScope::default()))
+    }
+
+    fn revoker(
+        &self,
+        ctx: &Context,
+        credentials: Vec<ApiToken>,
+        _home: &TokenScope,
+    ) -> PersonalIssuer {
+        PersonalIssuer::new(
+            ctx.nuclia.clone(),
+            self.spec.description.clone(),
+            credentials,
+        )
+    }
+
+    fn secret_data(&self, _status: &CredentialStatus) -> Vec<(String, String)> {
         Vec::new()
     }
 
-    async fn cleanup(&mut self, _marker: &Marker, _revoke: bool) -> Result<()> {
+    async fn settle(_issuer: &mut PersonalIssuer, _status: &mut CredentialStatus) -> Result<()> {
         Ok(())
     }
 }

@@ -86,6 +86,17 @@ pub struct Config {
     #[arg(long, env = "VERIFY_INTERVAL", default_value = "10m", value_parser = crate::duration::parse)]
     pub verify_interval: Duration,
 
+    /// How long deletion keeps retrying when no credential can revoke a resource's tokens (all
+    /// refused, or the credentials Secret is gone); then the resource is released anyway with a
+    /// Warning Event `RevokeAbandoned` naming each token id and its expiry.
+    #[arg(long, env = "REVOKE_TIMEOUT", default_value = "10m", value_parser = crate::duration::parse)]
+    pub revoke_timeout: Duration,
+
+    /// At most one mint per resource per this interval, whatever asks for it (a lifetime that
+    /// Nuclia shortened, a Secret deleted again and again).
+    #[arg(long, env = "MIN_ISSUE_INTERVAL", default_value = "10s", value_parser = crate::duration::parse)]
+    pub min_issue_interval: Duration,
+
     /// Cap on any scheduled wake-up, so a missed event heals by itself.
     #[arg(long, env = "REQUEUE_MAX", default_value = "1h", value_parser = crate::duration::parse)]
     pub requeue_max: Duration,

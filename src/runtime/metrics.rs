@@ -69,6 +69,7 @@ pub struct Metrics {
     reconcile_duration: Family<KindLabels, Histogram, Buckets>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_skipped: Family<KindLabels, Counter>,
+    revocations_abandoned: Family<KindLabels, Counter>,
     leader: Gauge,
 }
 
@@ -96,6 +97,7 @@ impl Metrics {
         let reconcile_duration = Family::new_with_constructor(Buckets);
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_skipped = Family::<KindLabels, Counter>::default();
+        let revocations_abandoned = Family::<KindLabels, Counter>::default();
         let leader = Gauge::default();
 
         registry.register(
@@ -139,6 +141,11 @@ impl Metrics {
             reconcile_skipped.clone(),
         );
         registry.register(
+            "nuclia_operator_revocations_abandoned",
+            "Tokens left valid at Nuclia because no credential could revoke them before --revoke-timeout ran out during a deletion, by resource kind",
+            revocations_abandoned.clone(),
+        );
+        registry.register(
             "nuclia_operator_leader",
             "1 when this replica is the one acting (leader, or leader election disabled), else 0",
             leader.clone(),
@@ -153,6 +160,7 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             reconcile_skipped,
+            revocations_abandoned,
             leader,
         }
     }
@@ -224,6 +232,15 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts tokens a deletion had to leave valid (no credential could revoke them in time).
+    pub fn revocations_abandoned(&self, kind: &str, tokens: u64) {
+        self.revocations_abandoned
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc_by(tokens);
     }
 
     /// Counts a failed reconciliation; `reason` is the error's CamelCase label.

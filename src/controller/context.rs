@@ -1,0 +1,193 @@
+//! What every reconcile shares: clients, settings, metrics, the caches of both kinds, and the
+//! per-resource memory (verification times, backoff, the memo of settled reconciles).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use backon::ExponentialBackoff;
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use kube::ResourceExt;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::credential_index::CredentialIndex;
+use super::memo::Memo;
+use super::verify::LiveCache;
+use super::{Kind, Settings, Stores};
+use crate::crd::FINALIZER;
+use crate::issuer::kb::AccountCache;
+use crate::nuclia;
+use crate::runtime::metrics::Metrics;
+
+/// Everything a reconcile needs, shared by both controllers.
+pub struct Context {
+    pub kube: kube::Client,
+    pub nuclia: nuclia::Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// When each resource's token was last seen upstream (memory only: verifying writes nothing).
+    verified: Mutex<HashMap<String, DateTime<Utc>>>,
+    pub(super) live: LiveCache,
+    pub(super) memo: Memo,
+    pub(super) backoff: Mutex<HashMap<String, ExponentialBackoff>>,
+    pub accounts: AccountCache,
+    /// Every resource of both kinds: UIDs for the orphan sweep, readers of a Secret for the
+    /// order of deletions.
+    pub(super) stores: OnceLock<Stores>,
+}
+
+impl Context {
+    pub fn new(
+        kube: kube::Client,
+        nuclia: nuclia::Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let recorder = Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: crate::crd::FIELD_MANAGER.into(),
+                instance: None,
+            },
+        );
+        Arc::new(Self {
+            kube,
+            nuclia,
+            settings,
+            metrics,
+            recorder,
+            verified: Mutex::default(),
+            live: LiveCache::default(),
+            memo: Memo::default(),
+            backoff: Mutex::default(),
+            accounts: AccountCache::default(),
+            stores: OnceLock::new(),
+        })
+    }
+
+    /// Whether every controller's cache holds its resources. The stores' own readiness future
+    /// wakes only its last poller (the controllers poll it too), so this is polled, not awaited.
+    pub fn caches_ready(&self) -> bool {
+        let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
+        self.stores.get().is_some_and(|(pt, kb)| {
+            pt.iter()
+                .all(|(s, _)| ready(s.wait_until_ready().now_or_never()))
+                && kb
+                    .iter()
+                    .all(|(s, _)| ready(s.wait_until_ready().now_or_never()))
+        })
+    }
+
+    /// Resolves once [`Context::caches_ready`].
+    pub async fn wait_for_caches(&self) {
+        while !self.caches_ready() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub(super) fn known_uids(&self) -> Option<HashSet<String>> {
+        // Before every cache is complete an unknown UID proves nothing.
+        if !self.caches_ready() {
+            return None;
+        }
+        let (pt, kb) = self.stores.get()?;
+        let mut uids: HashSet<String> = pt
+            .iter()
+            .flat_map(|(s, _)| s.state())
+            .filter_map(|o| o.uid())
+            .collect();
+        uids.extend(
+            kb.iter()
+                .flat_map(|(s, _)| s.state())
+                .filter_map(|o| o.uid()),
+        );
+        Some(uids)
+    }
+
+    /// Resources of either kind in `namespace`, other than `uid`, that authenticate with the
+    /// Secret `secret` and are being deleted themselves: their revocations need it, so they go
+    /// first. Found through the credential indexes, not a scan.
+    pub(super) fn deleting_readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<String> {
+        fn deleting<K: Kind>(
+            stores: &[(Store<K>, Arc<CredentialIndex>)],
+            namespace: &str,
+            secret: &str,
+            uid: &str,
+        ) -> Vec<String> {
+            stores
+                .iter()
+                .flat_map(|(store, index)| {
+                    index
+                        .readers(namespace, secret)
+                        .into_iter()
+                        .filter_map(|name| store.get(&ObjectRef::new(&name).within(namespace)))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|o| {
+                    o.meta().deletion_timestamp.is_some()
+                        && o.uid().as_deref() != Some(uid)
+                        && o.finalizers().iter().any(|f| f == FINALIZER)
+                })
+                .map(|o| format!("{}/{}", K::kind(&()), o.name_any()))
+                .collect()
+        }
+        let Some((pt, kb)) = self.stores.get() else {
+            return Vec::new();
+        };
+        let mut names = deleting(pt, namespace, secret, uid);
+        names.extend(deleting(kb, namespace, secret, uid));
+        names
+    }
+
+    pub(super) fn last_verified(&self, uid: &str) -> Option<DateTime<Utc>> {
+        self.verified.lock().ok()?.get(uid).copied()
+    }
+
+    pub(super) fn mark_verified(&self, uid: &str, at: DateTime<Utc>) {
+        if let Ok(mut m) = self.verified.lock() {
+            m.insert(uid.into(), at);
+        }
+    }
+
+    pub(super) fn forget(&self, uid: &str) {
+        self.memo.forget(uid);
+        if let Ok(mut m) = self.verified.lock() {
+            m.remove(uid);
+        }
+        if let Ok(mut m) = self.backoff.lock() {
+            m.remove(uid);
+        }
+    }
+
+    /// Publishes an Event in the background: it informs people, and must not hold up the
+    /// reconcile (an Event is one more apiserver round trip).
+    pub(super) fn event(
+        &self,
+        obj_ref: &k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        let recorder = self.recorder.clone();
+        let obj_ref = obj_ref.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&ev, &obj_ref).await {
+                tracing::debug!(error = %e, "could not publish event");
+            }
+        });
+    }
+}

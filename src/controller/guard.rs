@@ -1,0 +1,151 @@
+//! The leak guard and upstream drift: after an interrupted issue, adopt the token the Secret
+//! holds and revoke every other token marked for the resource; on the verify interval, check
+//! the current token still exists upstream (one list per credential, shared) and revoke the
+//! tokens of resources that are gone (never those minted for `deletionPolicy: Orphan`).
+
+use std::collections::HashSet;
+
+use super::Kind;
+use super::reconcile::{Engine, marker};
+use super::secret::SecretView;
+use crate::crd::IssueIntent;
+use crate::error::Result;
+use crate::issuer::{Issuer, LiveToken};
+use crate::lifecycle::{self, NewToken, Policy};
+
+impl<K: Kind> Engine<'_, K> {
+    /// After an interrupted issue: adopt the token the Secret holds if it is ours and alive,
+    /// and revoke every other token the intent may have minted that status does not reference.
+    pub(super) async fn sweep_interrupted(
+        &mut self,
+        view: &SecretView,
+        policy: &Policy,
+        intent: &IssueIntent,
+    ) -> Result<()> {
+        let marker = marker(self.ctx, self.obj);
+        let live = self.issuer(view).await?.list_live().await?;
+        let mine: Vec<LiveToken> = live
+            .into_iter()
+            .filter(|t| {
+                t.marker.as_ref().is_some_and(|m| m.same_resource(&marker))
+                    || self.obj.claims_unmarked(t, intent)
+            })
+            .collect();
+        let mut referenced: HashSet<String> = self
+            .status
+            .previous_tokens
+            .iter()
+            .map(|p| p.id.clone())
+            .collect();
+        referenced.extend(self.status.token_id.clone());
+        if let (Some(id), Some(token)) = (&view.token_id, &view.token)
+            && !referenced.contains(id)
+            && let Some(found) = mine.iter().find(|t| &t.id == id)
+        {
+            let issuer = self.issuer.as_mut().expect("issuer");
+            issuer.adopted(found);
+            let mut scope = issuer.scope_of(found);
+            scope.credential = Some(self.obj.auth_ref().clone());
+            let grace_end = self.now + policy.revoke_previous_after;
+            let new = NewToken {
+                id,
+                token_hash: lifecycle::token_hash(token.expose()),
+                not_after: found.expires.unwrap_or(self.now + policy.lifetime),
+                scope,
+            };
+            lifecycle::record_issue(
+                &mut self.status,
+                policy,
+                &self.uid,
+                self.now,
+                new,
+                grace_end,
+            );
+            referenced.insert(id.clone());
+            tracing::info!(token_id = %id, "adopted the token an interrupted issue left in the Secret");
+        }
+        let issuer = self.issuer.as_mut().expect("issuer");
+        for t in mine.iter().filter(|t| !referenced.contains(&t.id)) {
+            let scope = issuer.scope_of(t);
+            issuer.revoke(&t.id, &scope).await?;
+            tracing::info!(token_id = %t.id, "revoked a token an interrupted issue left behind");
+        }
+        Ok(())
+    }
+
+    /// Whether the current token still exists upstream, from the list shared by every resource
+    /// that uses the same credential; also sweeps marked tokens of resources that are gone.
+    pub(super) async fn verify(&mut self, view: &SecretView) -> Result<bool> {
+        let ctx = self.ctx;
+        let issuer = self.issuer(view).await?;
+        let mut listed = ctx.live.get(issuer, ctx.settings.verify_interval).await?;
+        let Some(id) = self.status.token_id.clone() else {
+            return Ok(true);
+        };
+        // A list older than the token cannot vouch against it.
+        let mut alive =
+            listed.live.contains(&id) || self.status.issued_at.is_some_and(|t| t >= listed.at);
+        if !alive {
+            // The shared list may have been fetched (for another resource) while this token was
+            // being minted: `issued_at` is the start of that reconcile, in whole seconds, so it
+            // cannot tell. Judge only by a list fetched now, after the token was recorded.
+            let issuer = self.issuer.as_mut().expect("issuer");
+            ctx.live.invalidate(issuer).await;
+            listed = ctx.live.get(issuer, ctx.settings.verify_interval).await?;
+            alive = listed.live.contains(&id);
+        }
+        if alive {
+            ctx.mark_verified(&self.uid, self.now);
+            // Once per list, by the reconcile that fetched it.
+            if let Some(list) = &listed.fetched {
+                self.sweep_orphans(list).await;
+            }
+        } else {
+            ctx.live
+                .invalidate(self.issuer.as_ref().expect("issuer"))
+                .await;
+            ctx.event(
+                &kube::Resource::object_ref(self.obj, &()),
+                true,
+                "RevokedUpstream",
+                format!("token {id} no longer exists at Nuclia; issuing a new one"),
+            );
+        }
+        Ok(alive)
+    }
+
+    /// Revokes tokens marked by this cluster for resources that no longer exist, except those
+    /// minted for `deletionPolicy: Orphan`, which are left to expire.
+    async fn sweep_orphans(&mut self, live: &[LiveToken]) {
+        let Some(known) = self.ctx.known_uids() else {
+            return;
+        };
+        let settings = &self.ctx.settings;
+        let orphans: Vec<_> = live
+            .iter()
+            .filter(|t| {
+                t.marker.as_ref().is_some_and(|m| {
+                    m.cluster == settings.cluster_id
+                        && !m.keep
+                        && settings.sees_namespace(&m.namespace)
+                        && !known.contains(&m.uid)
+                })
+            })
+            .cloned()
+            .collect();
+        let Some(issuer) = self.issuer.as_mut() else {
+            return;
+        };
+        for t in orphans {
+            let scope = issuer.scope_of(&t);
+            match issuer.revoke(&t.id, &scope).await {
+                Ok(()) => {
+                    tracing::info!(token_id = %t.id, "revoked a token of a resource that no longer exists")
+                }
+                Err(e) => {
+                    tracing::warn!(token_id = %t.id, error = %e, "could not revoke an orphaned token")
+                }
+            }
+        }
+    }
+}

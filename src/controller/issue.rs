@@ -1,0 +1,185 @@
+//! Issuing a token: record the intent (with the finalizer), mint, write the Secret, record the
+//! token in status. A token that never reached the Secret is taken back at once; one whose
+//! issue was interrupted is found by the leak guard (`guard`).
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+
+use super::Kind;
+use super::reconcile::{Engine, marker, now, owner_ref};
+use super::secret::{self, SecretView};
+use crate::crd::{ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, IssueIntent};
+use crate::error::{Error, Result};
+use crate::issuer::Issuer;
+use crate::lifecycle::{self, IssueReason, NewToken, Policy, SecretState};
+use crate::nuclia::{self, ApiToken};
+
+impl<K: Kind> Engine<'_, K> {
+    pub(super) async fn issue(
+        &mut self,
+        reason: IssueReason,
+        policy: &Policy,
+        view: &SecretView,
+        secret_name: &str,
+    ) -> Result<()> {
+        let intent = IssueIntent {
+            nonce: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            at: self.now,
+            expires: Some(self.now + policy.lifetime),
+        };
+        let expires = self.now + policy.lifetime;
+        self.issuer(view).await?;
+        self.add_finalizer(Some(&intent)).await?;
+        let marker = marker(self.ctx, self.obj);
+        let issuer = self.issuer.as_mut().expect("issuer");
+        let minted = match issuer.issue(&marker, expires).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Refused outright: nothing was minted, so there is nothing for the guard to sweep.
+                if !matches!(&e, Error::Nuclia(n) if n.is_transient() || matches!(n, nuclia::Error::Malformed { .. }))
+                {
+                    self.status.resolved_intent = Some(intent.nonce);
+                }
+                return Err(e);
+            }
+        };
+        let mut scope = minted.scope.clone();
+        scope.credential = Some(self.obj.auth_ref().clone());
+        // The grace period starts when consumers can see the new token, not when this
+        // reconcile started: a slow mint must not eat into it.
+        let grace_end = if reason.revoke_replaced_now() {
+            self.now
+        } else {
+            now() + policy.revoke_previous_after
+        };
+        // Recorded in a copy first: the Secret is written from it, and only a token that
+        // reached the Secret becomes the status.
+        let mut next = self.status.clone();
+        let token_hash = lifecycle::token_hash(minted.token.expose());
+        let evicted = lifecycle::record_issue(
+            &mut next,
+            policy,
+            &self.uid,
+            self.now,
+            NewToken {
+                id: &minted.id,
+                token_hash: token_hash.clone(),
+                not_after: minted.not_after,
+                scope: scope.clone(),
+            },
+            grace_end,
+        );
+        if let Err(e) = self
+            .write_secret(secret_name, &minted.token, &next, view)
+            .await
+        {
+            // The token never reached the Secret: take it back rather than leak it.
+            let issuer = self.issuer.as_mut().expect("issuer");
+            if issuer.revoke(&minted.id, &scope).await.is_ok() {
+                self.status.resolved_intent = Some(intent.nonce);
+            }
+            return Err(e);
+        }
+        self.status = next;
+        self.secret_state = Some(SecretState::Owned {
+            token_hash: Some(token_hash),
+            up_to_date: true,
+        });
+        let annotations = self.obj.annotations();
+        let s = &mut self.status;
+        s.resolved_intent = Some(intent.nonce);
+        s.rotate_handled = annotations.get(ANNOTATION_ROTATE).cloned();
+        s.revoke_now_handled = annotations.get(ANNOTATION_REVOKE_NOW).cloned();
+        if let Some(old_name) = s.secret_name.clone().filter(|n| n != secret_name) {
+            secret::release(&self.secrets, &old_name, &self.uid, false).await?;
+        }
+        self.ctx.mark_verified(&self.uid, self.now);
+        self.upstream_dead = false;
+        self.report_issue(reason, policy, &minted.id, minted.not_after, &evicted);
+        Ok(())
+    }
+
+    /// Log line and Events of an issue.
+    fn report_issue(
+        &self,
+        reason: IssueReason,
+        policy: &Policy,
+        id: &str,
+        not_after: chrono::DateTime<chrono::Utc>,
+        evicted: &[String],
+    ) {
+        let obj_ref = self.obj.object_ref(&());
+        let until = not_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        tracing::info!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), token_id = %id, reason = reason.as_str(), "issued");
+        if lifecycle::lifetime_shortened(policy, self.now, not_after) {
+            let note = format!(
+                "Nuclia granted token {id} a lifetime until {until}, shorter than the {} day(s) asked; it is renewed at two thirds of the lifetime granted",
+                policy.lifetime.num_days()
+            );
+            self.ctx.event(&obj_ref, true, "LifetimeShortened", note);
+        }
+        for old in evicted {
+            let note = format!(
+                "revoking replaced token {old} before its grace period ends: at most {} replaced tokens wait",
+                crate::crd::MAX_PREVIOUS_TOKENS
+            );
+            self.ctx
+                .event(&obj_ref, true, "PreviousTokenRevokedEarly", note);
+        }
+        // The first issue is told by the Ready condition; an Event for it would be one more
+        // write per resource in a burst. Rotations, repairs and failures get one.
+        let (event, warning) = match reason {
+            IssueReason::Initial => return,
+            IssueReason::SecretRepaired => ("SecretRepaired", true),
+            IssueReason::RevokedUpstream => ("RevokedUpstream", true),
+            IssueReason::Expired => ("Rotated", true),
+            _ => ("Rotated", false),
+        };
+        let note = format!(
+            "issued token {id} ({}), valid until {until}",
+            reason.as_str()
+        );
+        self.ctx.event(&obj_ref, warning, event, note);
+    }
+
+    /// Rewrites the Secret's metadata and data around the token it already holds.
+    pub(super) async fn refresh_secret(&mut self, name: &str, view: &SecretView) -> Result<()> {
+        let Some(token) = view.token.clone() else {
+            return Ok(());
+        };
+        let status = self.status.clone();
+        self.write_secret(name, &token, &status, view).await?;
+        self.secret_state = Some(SecretState::Owned {
+            token_hash: status.token_hash,
+            up_to_date: true,
+        });
+        Ok(())
+    }
+
+    /// Writes the Secret with `token` and the data `status` calls for.
+    async fn write_secret(
+        &mut self,
+        name: &str,
+        token: &ApiToken,
+        status: &CredentialStatus,
+        view: &SecretView,
+    ) -> Result<()> {
+        let (Some(id), Some(not_after)) = (status.token_id.as_deref(), status.not_after) else {
+            return Ok(());
+        };
+        let mut data: BTreeMap<String, String> = self.obj.secret_data(status).into_iter().collect();
+        data.insert(self.obj.token_key().to_owned(), token.expose().to_owned());
+        let desired = secret::Desired {
+            name,
+            template: self.obj.secret_template(),
+            owner: owner_ref(self.obj),
+            data,
+            token_id: id,
+            not_after,
+        };
+        let exists = view.exists && view.state != SecretState::Missing;
+        self.secret_version = secret::write(&self.secrets, &desired, exists).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,627 @@
+//! One reconcile of a live resource: read what is, ask the lifecycle for the plan, carry it
+//! out, and say in the conditions what came of it. Also the entry point that sends a resource
+//! being deleted to [`super::revoke::cleanup`], and the error policy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::secret::{self, SecretView};
+use super::{Context, Kind, Purpose, status};
+use crate::crd::{
+    ANNOTATION_ISSUE_INTENT, ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, FINALIZER,
+    IssueIntent, SecretKeyRef,
+};
+use crate::error::{Error, Result};
+use crate::issuer::Marker;
+use crate::lifecycle::{self, Observation, Plan, Policy, SecretState, Step};
+use crate::nuclia::{self, ApiToken};
+
+pub(crate) async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let uid = obj.uid().unwrap_or_default();
+    let result = if obj.meta().deletion_timestamp.is_some() {
+        super::revoke::cleanup(obj.as_ref(), &ctx).await
+    } else if let Some(wait) =
+        ctx.memo
+            .unchanged(&uid, obj.resource_version().as_deref(), Utc::now())
+    {
+        ctx.metrics.reconcile_skipped(K::kind(&()).as_ref());
+        return Ok(Action::requeue(wait));
+    } else {
+        Engine::new(obj.as_ref(), &ctx).apply().await
+    };
+    ctx.metrics
+        .observe_reconcile(K::kind(&()).as_ref(), started.elapsed());
+    if result.is_ok()
+        && let Ok(mut m) = ctx.backoff.lock()
+    {
+        m.remove(&uid);
+    }
+    result
+}
+
+/// The next delay of the resource's exponential backoff (with jitter).
+pub(super) fn next_backoff(ctx: &Context, uid: &str) -> Duration {
+    let s = &ctx.settings;
+    ctx.backoff
+        .lock()
+        .ok()
+        .and_then(|mut m| {
+            m.entry(uid.to_owned())
+                .or_insert_with(|| {
+                    ExponentialBuilder::default()
+                        .with_min_delay(s.backoff_base)
+                        .with_max_delay(s.backoff_max)
+                        .with_jitter()
+                        .without_max_times()
+                        .build()
+                })
+                .next()
+        })
+        .unwrap_or(s.backoff_max)
+}
+
+/// Exponential backoff with jitter per resource; rate limits wait at least `Retry-After`;
+/// errors the user must fix retry on the slow end of the range.
+pub(crate) fn error_policy<K: Kind>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let s = &ctx.settings;
+    ctx.metrics
+        .reconcile_error(K::kind(&()).as_ref(), err.label());
+    let delay = next_backoff(&ctx, &obj.uid().unwrap_or_default());
+    let delay = if err.is_transient() {
+        delay
+    } else {
+        delay.max(s.backoff_max / 4)
+    };
+    let delay = err.retry_after().map_or(delay, |ra| delay.max(ra));
+    tracing::warn!(kind = K::kind(&()).as_ref(), name = %obj.name_any(), namespace = ?obj.namespace(),
+        reason = err.label(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Reads a credential from a Secret in the resource's own namespace.
+pub(super) async fn read_credential(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<ApiToken> {
+    crate::issuer::read_credential(secrets, r).await
+}
+
+pub(super) fn secret_name<K: Kind>(obj: &K) -> String {
+    obj.secret_template()
+        .name
+        .clone()
+        .unwrap_or_else(|| obj.name_any())
+}
+
+pub(super) fn owner_ref<K: Kind>(obj: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into(),
+        kind: K::kind(&()).into(),
+        name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The ownership marker of what this resource mints now (its deletion policy decides which).
+pub(super) fn marker<K: Kind>(ctx: &Context, obj: &K) -> Marker {
+    Marker {
+        cluster: ctx.settings.cluster_id.clone(),
+        namespace: obj.namespace().unwrap_or_default(),
+        uid: obj.uid().unwrap_or_default(),
+        keep: obj.deletion_policy() == crate::crd::DeletionPolicy::Orphan,
+    }
+}
+
+/// Whole seconds: what the apiserver keeps, so a status read back compares equal.
+pub(super) fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_else(Utc::now)
+}
+
+pub(super) fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+pub(super) fn has_finalizer<K: Resource>(obj: &K) -> bool {
+    obj.meta()
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+}
+
+/// Reasons that wait for a person to change the spec or a Secret: `Stalled` (kstatus).
+fn is_terminal(label: &str) -> bool {
+    matches!(
+        label,
+        "InvalidSpec" | "SecretConflict" | "UntrustedEndpoint"
+    )
+}
+
+/// One reconcile of one live resource.
+pub(super) struct Engine<'a, K: Kind> {
+    pub(super) obj: &'a K,
+    pub(super) ctx: &'a Context,
+    pub(super) api: Api<K>,
+    pub(super) secrets: Api<Secret>,
+    pub(super) status: CredentialStatus,
+    /// The issuer for the spec's scope, built on first use.
+    pub(super) issuer: Option<K::Issuer>,
+    pub(super) now: DateTime<Utc>,
+    pub(super) uid: String,
+    /// This reconcile already wrote the finalizer (with an issue intent): `obj` is now stale,
+    /// and a second resourceVersion-guarded patch would only conflict.
+    pub(super) finalizer_written: bool,
+    /// Versions of the resource this reconcile saw or wrote, and of the Secret it leaves, for
+    /// the memo.
+    pub(super) resource_versions: Vec<String>,
+    pub(super) secret_version: Option<String>,
+    /// What the Secret holds now, as far as this reconcile knows (None: not read yet).
+    pub(super) secret_state: Option<SecretState>,
+    /// The credential read ahead (alongside the Secret, for a resource about to mint).
+    read_ahead: Option<Result<ApiToken>>,
+    /// The credential of `spec.auth.secretRef`, once read.
+    auth_token: Option<ApiToken>,
+    /// Verification found the current token gone upstream: the Secret holds a dead token.
+    pub(super) upstream_dead: bool,
+}
+
+impl<'a, K: Kind> Engine<'a, K> {
+    pub(super) fn new(obj: &'a K, ctx: &'a Context) -> Self {
+        let ns = obj.namespace().unwrap_or_default();
+        Self {
+            obj,
+            ctx,
+            api: Api::namespaced(ctx.kube.clone(), &ns),
+            secrets: Api::namespaced(ctx.kube.clone(), &ns),
+            status: obj.cr_status().cloned().unwrap_or_default(),
+            issuer: None,
+            now: now(),
+            uid: obj.uid().unwrap_or_default(),
+            finalizer_written: false,
+            resource_versions: obj.resource_version().into_iter().collect(),
+            secret_version: None,
+            secret_state: None,
+            read_ahead: None,
+            auth_token: None,
+            upstream_dead: false,
+        }
+    }
+
+    async fn apply(mut self) -> Result<Action> {
+        match self.apply_inner().await {
+            Ok(action) => Ok(action),
+            // The cached object was stale (our own write raced a watch event): look again soon,
+            // quietly; the resourceVersion guard did its job.
+            Err(Error::Kube { source, .. }) if Error::is_conflict(&source) => {
+                self.ctx.memo.invalidate(&self.uid);
+                Ok(Action::requeue(Duration::from_millis(500)))
+            }
+            Err(e) => {
+                self.ctx.memo.invalidate(&self.uid);
+                self.report_failure(&e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The credential of `spec.auth.secretRef`, read once per reconcile.
+    async fn auth_credential(&mut self) -> Result<ApiToken> {
+        if let Some(t) = &self.auth_token {
+            return Ok(t.clone());
+        }
+        let read = match self.read_ahead.take() {
+            Some(read) => read,
+            None => read_credential(&self.secrets, self.obj.auth_ref()).await,
+        };
+        let token = read?;
+        self.auth_token = Some(token.clone());
+        Ok(token)
+    }
+
+    /// The credentials to call Nuclia with for `purpose`, for a token minted with `source`
+    /// (None: the spec's). A token minted with a credential the spec no longer names is
+    /// revoked with that credential only: another user's could only answer 404.
+    pub(super) async fn credentials(
+        &mut self,
+        view: &SecretView,
+        purpose: Purpose,
+        source: Option<&SecretKeyRef>,
+    ) -> Result<Vec<ApiToken>> {
+        if let Some(r) = source
+            && r != self.obj.auth_ref()
+        {
+            return Ok(vec![read_credential(&self.secrets, r).await?]);
+        }
+        // The managed token mints its successor (selfRenew) only while it is the one status
+        // vouches for; to revoke, any token of ours in the Secret may speak for its user.
+        let managed = match (&view.state, purpose) {
+            (SecretState::Owned { token_hash, .. }, Purpose::Mint)
+                if token_hash.is_some() && *token_hash == self.status.token_hash =>
+            {
+                view.token.clone()
+            }
+            (SecretState::Owned { .. }, Purpose::Revoke) => view.token.clone(),
+            _ => None,
+        };
+        let order = self.obj.managed_token(purpose);
+        let managed = managed.filter(|_| order != super::ManagedToken::Never);
+        let mut out: Vec<ApiToken> = Vec::new();
+        if order == super::ManagedToken::First {
+            out.extend(managed.clone());
+        }
+        match self.auth_credential().await {
+            Ok(t) => out.push(t),
+            // The bootstrap credential may be long gone: the managed token is enough.
+            Err(e) if managed.is_none() => return Err(e),
+            Err(_) => {}
+        }
+        if order == super::ManagedToken::Last {
+            out.extend(managed);
+        }
+        Ok(out)
+    }
+
+    /// The issuer for the spec's scope.
+    pub(super) async fn issuer(&mut self, view: &SecretView) -> Result<&mut K::Issuer> {
+        if self.issuer.is_none() {
+            let credentials = self.credentials(view, Purpose::Mint, None).await?;
+            self.issuer = Some(self.obj.issuer(self.ctx, credentials).await?);
+        }
+        Ok(self.issuer.as_mut().expect("issuer was just set"))
+    }
+
+    fn observe<'o>(&'o self, policy: &'o Policy, secret: SecretState) -> Observation<'o> {
+        let annotations = self.obj.annotations();
+        Observation {
+            now: self.now,
+            uid: &self.uid,
+            policy,
+            status: &self.status,
+            secret,
+            rotate_request: annotations.get(ANNOTATION_ROTATE).map(String::as_str),
+            revoke_now_request: annotations.get(ANNOTATION_REVOKE_NOW).map(String::as_str),
+            last_verified: self.ctx.last_verified(&self.uid),
+            verify_interval: chrono_dur(self.ctx.settings.verify_interval),
+            min_issue_interval: chrono_dur(self.ctx.settings.min_issue_interval),
+        }
+    }
+
+    async fn apply_inner(&mut self) -> Result<Action> {
+        let policy = self.obj.policy()?;
+        let secret_name = secret_name(self.obj);
+        let template = self.obj.secret_template().clone();
+        let extra = self.obj.secret_data(&self.status);
+        let read = secret::read(
+            &self.secrets,
+            &secret_name,
+            &self.uid,
+            self.obj.token_key(),
+            &template,
+            &extra,
+        );
+        let mut view = if self.status.token_id.is_none() {
+            // No token yet: this reconcile will most likely mint, so read the credential while
+            // the Secret is read instead of after.
+            let auth = read_credential(&self.secrets, self.obj.auth_ref());
+            let (view, credential) = tokio::join!(read, auth);
+            self.read_ahead = Some(credential);
+            view?
+        } else {
+            read.await?
+        };
+        if view.terminating && matches!(view.state, SecretState::Owned { .. }) {
+            // Someone deleted the Secret while the resource lives: let it go, then repair.
+            secret::release(&self.secrets, &secret_name, &self.uid, false).await?;
+            view = SecretView::missing();
+        }
+        self.secret_version = view.resource_version.clone();
+        self.secret_state = Some(view.state.clone());
+
+        // Leak guard: an intent that never completed may have minted a token we do not know.
+        if let Some(intent) = self.pending_intent() {
+            let age = (self.now - intent.at).to_std().unwrap_or_default();
+            if age < self.ctx.settings.intent_grace {
+                return Ok(Action::requeue(self.ctx.settings.intent_grace - age));
+            }
+            self.sweep_interrupted(&view, &policy, &intent).await?;
+            self.status.resolved_intent = Some(intent.nonce);
+        }
+
+        if let (Some(issued), Some(not_after)) = (self.status.issued_at, self.status.not_after) {
+            // renewBefore may have changed since the token was issued
+            self.status.renewal_time = Some(lifecycle::renewal_time(
+                &policy, &self.uid, issued, not_after,
+            ));
+        }
+        let plan = lifecycle::decide(&self.observe(&policy, view.state.clone()));
+        match plan.step {
+            Step::Conflict => {
+                return Err(Error::SecretConflict(format!(
+                    "Secret {secret_name:?} exists and is not owned by this {}; delete it or set spec.secret.name to another name",
+                    K::kind(&())
+                )));
+            }
+            Step::Issue(reason) => self.issue(reason, &policy, &view, &secret_name).await?,
+            Step::RefreshSecret => self.refresh_secret(&secret_name, &view).await?,
+            Step::Verify => {
+                if !self.verify(&view).await? {
+                    self.upstream_dead = true;
+                    let reason = lifecycle::IssueReason::RevokedUpstream;
+                    self.issue(reason, &policy, &view, &secret_name).await?;
+                }
+            }
+            Step::Wait(_) | Step::Idle => {}
+        }
+        if !self.finalizer_written && !has_finalizer(self.obj) {
+            self.add_finalizer(None).await?;
+        }
+        // The plan after the step: its revocations and wake-up are the ones that run.
+        let secret_now = self.secret_state.clone().unwrap_or(SecretState::Missing);
+        let after: Plan = lifecycle::decide(&self.observe(&policy, secret_now.clone()));
+        self.revoke_replaced(&view, &after.revoke).await?;
+        if let Some(issuer) = self.issuer.as_mut() {
+            K::settle(issuer, &mut self.status).await?;
+        }
+        self.set_conditions(&policy, &secret_name, &secret_now, &after);
+        self.status.secret_name = Some(secret_name);
+        let written =
+            status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await?;
+        // The status write is not resourceVersion-guarded: the version it returns stands for
+        // this reconcile only if nobody changed what it acted on meanwhile.
+        if let Some(rv) = written
+            .filter(|w| same_inputs(self.obj, w))
+            .and_then(|w| w.resource_version())
+        {
+            self.resource_versions.push(rv);
+        }
+        self.publish_metrics();
+        let wake = self.wake(&after);
+        if let Some(secret_version) = self.secret_version.take() {
+            self.ctx.memo.settle(
+                &self.uid,
+                std::mem::take(&mut self.resource_versions),
+                secret_version,
+                Utc::now() + chrono_dur(wake),
+            );
+        }
+        Ok(Action::requeue(wake))
+    }
+
+    /// The plan's wake-up, capped so a missed event heals itself; a plan that still has a step
+    /// to take looks again after the minimum issue interval (never a hot loop).
+    fn wake(&self, plan: &Plan) -> Duration {
+        let s = &self.ctx.settings;
+        let wait = match plan.wake_at {
+            Some(t) => (t - now()).to_std().unwrap_or(Duration::ZERO),
+            None if matches!(plan.step, Step::Idle) => s.requeue_max,
+            None => s.min_issue_interval,
+        };
+        wait.clamp(Duration::from_millis(200), s.requeue_max)
+    }
+
+    /// Ready, Issuing and Stalled after a successful reconcile: Ready says whether the Secret
+    /// holds the current token, whatever step this was.
+    fn set_conditions(
+        &mut self,
+        policy: &Policy,
+        secret_name: &str,
+        secret: &SecretState,
+        plan: &Plan,
+    ) {
+        let generation = self.obj.meta().generation;
+        let now = self.now;
+        let ready = match lifecycle::secret_holds_current(&self.status, secret, now) {
+            Ok(()) => {
+                let s = &self.status;
+                let expires = s
+                    .not_after
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                let mut message =
+                    format!("Secret {secret_name} holds a valid token until {expires}");
+                if let (Some(issued), Some(not_after)) = (s.issued_at, s.not_after)
+                    && lifecycle::lifetime_shortened(policy, issued, not_after)
+                {
+                    message.push_str(&format!(
+                        " (lifetime shortened by Nuclia to {}s of the {} day(s) asked; renewed at two thirds of it)",
+                        (not_after - issued).num_seconds(),
+                        policy.lifetime.num_days()
+                    ));
+                }
+                (true, "TokenValid", message)
+            }
+            Err(u) => (
+                false,
+                u.reason,
+                format!("Secret {secret_name}: {}", u.message),
+            ),
+        };
+        let issuing = match &plan.step {
+            Step::Wait(reason) => {
+                let at = plan
+                    .wake_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                let message = format!(
+                    "a new token is due ({}); waiting for the minimum interval between issues, until {at}",
+                    reason.as_str()
+                );
+                (true, "Waiting", message)
+            }
+            _ => (false, "Idle", "no issue in progress".to_owned()),
+        };
+        let c = &mut self.status.conditions;
+        status::set(c, status::READY, ready.0, ready.1, ready.2, generation, now);
+        status::set(
+            c,
+            status::ISSUING,
+            issuing.0,
+            issuing.1,
+            issuing.2,
+            generation,
+            now,
+        );
+        status::remove(c, status::STALLED);
+        self.status.observed_generation = generation;
+    }
+
+    /// Records a failure in the conditions and as a Warning Event when the reason is new.
+    /// Ready turns False unless the Secret holds the current, valid token.
+    async fn report_failure(&mut self, e: &Error) {
+        let generation = self.obj.meta().generation;
+        let mut message = e.to_string();
+        if matches!(
+            e,
+            Error::Nuclia(nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })
+        ) {
+            // Nuclia's answer cannot say which credential; the user needs to know where it is.
+            let r = self.obj.auth_ref();
+            message.push_str(&format!(
+                "; check the credential in Secret {:?} key {:?} (spec.auth.secretRef)",
+                r.name, r.key
+            ));
+        }
+        let holds = match &self.secret_state {
+            Some(state) => lifecycle::secret_holds_current(&self.status, state, self.now)
+                .map_err(|u| u.message),
+            // Failed before the Secret was read: judge by status alone.
+            None if self.status.token_id.is_some()
+                && self.status.not_after.is_some_and(|t| t > self.now) =>
+            {
+                Ok(())
+            }
+            None => Err("no valid token recorded".to_owned()),
+        };
+        let holds = match holds {
+            Ok(()) if self.upstream_dead => {
+                Err("its token was revoked at Nuclia and not yet replaced".to_owned())
+            }
+            other => other,
+        };
+        let was = self
+            .status
+            .condition(status::ISSUING)
+            .map(|c| c.reason.clone());
+        let c = &mut self.status.conditions;
+        if let Err(why) = &holds {
+            let name = secret_name(self.obj);
+            let ready_message = format!("Secret {name}: {why}; {message}");
+            status::set(
+                c,
+                status::READY,
+                false,
+                e.label(),
+                ready_message,
+                generation,
+                self.now,
+            );
+        }
+        status::set(
+            c,
+            status::ISSUING,
+            false,
+            e.label(),
+            &message,
+            generation,
+            self.now,
+        );
+        if is_terminal(e.label()) {
+            status::set(
+                c,
+                status::STALLED,
+                true,
+                e.label(),
+                &message,
+                generation,
+                self.now,
+            );
+        } else {
+            status::remove(c, status::STALLED);
+        }
+        self.status.observed_generation = generation;
+        if was.as_deref() != Some(e.label()) {
+            self.ctx
+                .event(&self.obj.object_ref(&()), true, e.label(), message);
+        }
+        if let Err(write_err) =
+            status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await
+        {
+            tracing::debug!(error = %write_err, "could not record failure in status");
+        }
+        self.publish_metrics();
+    }
+
+    fn publish_metrics(&self) {
+        let ready = self
+            .status
+            .condition(status::READY)
+            .is_some_and(|c| c.status == "True");
+        self.ctx.metrics.set_credential(
+            K::kind(&()).as_ref(),
+            &self.obj.namespace().unwrap_or_default(),
+            &self.obj.name_any(),
+            ready,
+            self.status.not_after.map(|t| t.timestamp()),
+            self.status.renewal_time.map(|t| t.timestamp()),
+        );
+    }
+
+    /// The issue intent on the resource that status has not resolved.
+    pub(super) fn pending_intent(&self) -> Option<IssueIntent> {
+        pending_intent(self.obj, &self.status)
+    }
+
+    /// Records the intent to mint, together with the finalizer, guarded by resourceVersion: of
+    /// two replicas racing (a leader hand-over), only one gets to mint.
+    pub(super) async fn add_finalizer(&mut self, intent: Option<&IssueIntent>) -> Result<()> {
+        let mut finalizers = self.obj.finalizers().to_vec();
+        if !finalizers.iter().any(|f| f == FINALIZER) {
+            finalizers.push(FINALIZER.into());
+        }
+        let mut meta = serde_json::json!({
+            "resourceVersion": self.obj.resource_version(),
+            "finalizers": finalizers,
+        });
+        if let Some(intent) = intent {
+            meta["annotations"] = serde_json::json!({ ANNOTATION_ISSUE_INTENT: intent.render() });
+        }
+        let written = self
+            .api
+            .patch(
+                &self.obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "metadata": meta })),
+            )
+            .await
+            .map_err(Error::kube("record issue intent"))?;
+        self.resource_versions.extend(written.resource_version());
+        self.finalizer_written = true;
+        Ok(())
+    }
+}
+
+/// The issue intent on `obj` that `status` has not resolved.
+pub(super) fn pending_intent<K: Kind>(obj: &K, status: &CredentialStatus) -> Option<IssueIntent> {
+    let intent = IssueIntent::parse(obj.annotations().get(ANNOTATION_ISSUE_INTENT)?)?;
+    (status.resolved_intent.as_deref() != Some(intent.nonce.as_str())).then_some(intent)
+}
+
+/// Whether `after` asks the same of the operator as `before`: same spec, same requests, not
+/// being deleted (the issue intent is the operator's own bookkeeping).
+fn same_inputs<K: Kind>(before: &K, after: &K) -> bool {
+    let requests = |o: &K| {
+        let mut a = o.annotations().clone();
+        a.remove(ANNOTATION_ISSUE_INTENT);
+        a
+    };
+    before.meta().generation == after.meta().generation
+        && after.meta().deletion_timestamp.is_none()
+        && requests(before) == requests(after)
+}

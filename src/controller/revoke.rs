@@ -1,0 +1,309 @@
+//! Revocation, in one place: replaced tokens at the end of their grace period, and everything
+//! a resource minted when it is deleted. Every token is revoked in the scope it was minted in,
+//! with the credentials of that scope; a 404 there means it is gone.
+//!
+//! Deletion always finishes: resources that authenticate with this resource's Secret and are
+//! being deleted too go first; a token no credential can revoke is retried with backoff up to
+//! `--revoke-timeout` after the deletion began, then left to expire with a Warning Event
+//! `RevokeAbandoned` (id and expiry, never a value). `deletionPolicy: Orphan` revokes nothing
+//! and keeps the Secret, without its owner.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+
+use super::reconcile::{Engine, chrono_dur, has_finalizer, marker, next_backoff, now, secret_name};
+use super::secret::{self, SecretView};
+use super::{Context, Kind, Purpose, status};
+use crate::crd::{DeletionPolicy, FINALIZER, PreviousToken, TokenScope};
+use crate::error::{Error, Result};
+use crate::issuer::Issuer;
+use crate::nuclia;
+
+/// A recorded token: its id and where it was minted.
+struct Recorded {
+    id: String,
+    scope: TokenScope,
+}
+
+/// The scope of a replaced token (tokens recorded before scopes existed name only their
+/// service account; the rest is the resource's own).
+fn scope_of_previous(p: &PreviousToken) -> TokenScope {
+    p.scope.clone().unwrap_or_else(|| TokenScope {
+        service_account_id: p.service_account_id.clone(),
+        ..Default::default()
+    })
+}
+
+impl<K: Kind> Engine<'_, K> {
+    /// The scope of the current token (for older statuses: what `status.kb` says).
+    fn current_scope(&self) -> TokenScope {
+        if let Some(scope) = &self.status.scope {
+            return scope.clone();
+        }
+        let kb = self.status.kb.clone().unwrap_or_default();
+        TokenScope {
+            credential: None,
+            zone: kb.zone,
+            account_id: kb.account_id,
+            kb_id: kb.kb_id,
+            service_account_id: kb.service_account_id,
+            service_account_owned: kb.service_account_owned,
+        }
+    }
+
+    /// Revokes one token in its own scope.
+    async fn revoke_in_scope(
+        &mut self,
+        view: &SecretView,
+        id: &str,
+        scope: &TokenScope,
+    ) -> Result<()> {
+        let credentials = self
+            .credentials(view, Purpose::Revoke, scope.credential.as_ref())
+            .await?;
+        let mut revoker = self.obj.revoker(self.ctx, credentials, scope);
+        revoker.revoke(id, scope).await
+    }
+
+    /// Deletes the service account of `scope` if the operator created it and no recorded
+    /// token lives in it any more.
+    async fn release_if_unused(&mut self, view: &SecretView, scope: &TokenScope) -> Result<()> {
+        let Some(sa) = scope
+            .service_account_id
+            .as_ref()
+            .filter(|_| scope.service_account_owned)
+        else {
+            return Ok(());
+        };
+        let current = self.status.token_id.as_ref().map(|_| self.current_scope());
+        let in_use = current
+            .iter()
+            .chain(
+                self.status
+                    .previous_tokens
+                    .iter()
+                    .filter_map(|p| p.scope.as_ref()),
+            )
+            .any(|s| s.service_account_id.as_ref() == Some(sa) && s.kb_id == scope.kb_id)
+            || self
+                .status
+                .previous_tokens
+                .iter()
+                .any(|p| p.scope.is_none() && p.service_account_id.as_ref() == Some(sa));
+        if in_use {
+            return Ok(());
+        }
+        let credentials = self
+            .credentials(view, Purpose::Revoke, scope.credential.as_ref())
+            .await?;
+        let mut revoker = self.obj.revoker(self.ctx, credentials, scope);
+        revoker.release(scope).await
+    }
+
+    /// Revokes the replaced tokens the plan says are due. One that cannot be revoked stays
+    /// recorded (and fails the reconcile) until it has expired on its own.
+    pub(super) async fn revoke_replaced(
+        &mut self,
+        view: &SecretView,
+        due: &[PreviousToken],
+    ) -> Result<()> {
+        for p in due {
+            let scope = scope_of_previous(p);
+            match self.revoke_in_scope(view, &p.id, &scope).await {
+                Ok(()) => {
+                    self.status.previous_tokens.retain(|q| q.id != p.id);
+                    self.release_if_unused(view, &scope).await?;
+                    tracing::info!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), token_id = %p.id, "revoked previous token");
+                }
+                Err(e) if p.not_after.is_some_and(|t| t <= self.now) => {
+                    self.status.previous_tokens.retain(|q| q.id != p.id);
+                    tracing::warn!(token_id = %p.id, error = %e, "a replaced token could not be revoked but has expired");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes every token the resource minted, previous ones first and the current one last
+    /// (a personal token may be the credential that revokes the others), then releases the
+    /// service accounts it created. Progress is kept in `self.status`.
+    async fn revoke_everything(&mut self, view: &SecretView) -> Result<()> {
+        let mut tokens: Vec<Recorded> = self
+            .status
+            .previous_tokens
+            .iter()
+            .map(|p| Recorded {
+                id: p.id.clone(),
+                scope: scope_of_previous(p),
+            })
+            .collect();
+        if let Some(id) = self.status.token_id.clone() {
+            tokens.push(Recorded {
+                id,
+                scope: self.current_scope(),
+            });
+        }
+        for t in tokens {
+            self.revoke_in_scope(view, &t.id, &t.scope).await?;
+            if self.status.token_id.as_ref() == Some(&t.id) {
+                self.status.token_id = None;
+            } else {
+                self.status.previous_tokens.retain(|p| p.id != t.id);
+            }
+            self.release_if_unused(view, &t.scope).await?;
+        }
+        // A service account created for a key whose mint was refused.
+        let home = self.current_scope();
+        self.release_if_unused(view, &home).await?;
+        // Whatever an interrupted issue may have minted: only then is a list needed.
+        if self.pending_intent().is_some() {
+            let marker = marker(self.ctx, self.obj);
+            let credentials = self.credentials(view, Purpose::Revoke, None).await?;
+            let mut revoker = self.obj.revoker(self.ctx, credentials, &home);
+            let live = match revoker.list_live().await {
+                Err(Error::Nuclia(nuclia::Error::NotFound { .. })) => Vec::new(),
+                other => other?,
+            };
+            for t in live
+                .iter()
+                .filter(|t| t.marker.as_ref().is_some_and(|m| m.same_resource(&marker)))
+            {
+                let scope = revoker.scope_of(t);
+                revoker.revoke(&t.id, &scope).await?;
+            }
+            revoker.release_marked(&marker).await?;
+            if let Some(intent) = self.pending_intent() {
+                self.status.resolved_intent = Some(intent.nonce);
+            }
+        }
+        Ok(())
+    }
+
+    /// What is still recorded, for the `RevokeAbandoned` Event: ids and expiries.
+    fn remaining(&self) -> Vec<String> {
+        let at = |t: Option<DateTime<Utc>>| {
+            t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| "an unknown time".into())
+        };
+        let mut out: Vec<String> = self
+            .status
+            .previous_tokens
+            .iter()
+            .map(|p| format!("{} (expires {})", p.id, at(p.not_after)))
+            .collect();
+        if let Some(id) = &self.status.token_id {
+            out.push(format!("{id} (expires {})", at(self.status.not_after)));
+        }
+        if let Some(intent) = self.pending_intent() {
+            out.push(format!(
+                "any token an interrupted issue at {} may have minted (expires {})",
+                intent.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                at(intent.expires)
+            ));
+        }
+        out
+    }
+}
+
+/// Deletion: revoke every token (unless `Orphan`), release what the resource owns, let the
+/// Secret go, then the resource.
+pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
+    if !has_finalizer(obj) {
+        return Ok(Action::await_change());
+    }
+    let kind = K::kind(&());
+    let ns = obj.namespace().unwrap_or_default();
+    let uid = obj.uid().unwrap_or_default();
+    let name = secret_name(obj);
+    let keep = obj.deletion_policy() == DeletionPolicy::Orphan;
+    let mut engine = Engine::new(obj, ctx);
+    let started = obj
+        .meta()
+        .deletion_timestamp
+        .as_ref()
+        .map(crate::crd::chrono_time)
+        .unwrap_or_else(now);
+    let deadline = started + chrono_dur(ctx.settings.revoke_timeout);
+    let out_of_time = now() >= deadline;
+    if !keep {
+        let waiting = ctx.deleting_readers(&ns, &name, &uid);
+        if !waiting.is_empty() && !out_of_time {
+            tracing::debug!(kind = kind.as_ref(), name = %obj.name_any(), ?waiting, "waiting for the resources that authenticate with this Secret");
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        let view = secret::read(
+            &engine.secrets,
+            &name,
+            &uid,
+            obj.token_key(),
+            obj.secret_template(),
+            &[],
+        )
+        .await?;
+        if let Err(e) = engine.revoke_everything(&view).await {
+            let obj_ref = obj.object_ref(&());
+            let before = obj.cr_status().cloned().unwrap_or_default();
+            if !out_of_time {
+                ctx.metrics.reconcile_error(kind.as_ref(), e.label());
+                let note = format!(
+                    "cannot revoke the tokens before deletion: {e}; retrying until {} (--revoke-timeout), then they are left to expire; fix the credentials, or set spec.deletionPolicy: Orphan",
+                    deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+                ctx.event(&obj_ref, true, "RevokeFailed", note);
+                // What was revoked stays revoked: record it, so a retry does not need the
+                // credentials of tokens already gone.
+                if let Err(w) = status::write(&engine.api, obj, Some(&before), &engine.status).await
+                {
+                    tracing::debug!(error = %w, "could not record revocation progress");
+                }
+                let left = (deadline - now()).to_std().unwrap_or_default();
+                let delay = next_backoff(ctx, &uid)
+                    .min(left)
+                    .max(Duration::from_secs(1));
+                tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, error = %e, retry_in = ?delay, "revocation before deletion failed");
+                return Ok(Action::requeue(delay));
+            }
+            let remaining = engine.remaining();
+            ctx.metrics
+                .revocations_abandoned(kind.as_ref(), remaining.len() as u64);
+            let note = format!(
+                "gave up revoking after --revoke-timeout ({}s): {e}; left valid at Nuclia until they expire: {}",
+                ctx.settings.revoke_timeout.as_secs(),
+                remaining.join(", ")
+            );
+            tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, "{note}");
+            ctx.event(&obj_ref, true, "RevokeAbandoned", note);
+        }
+    }
+    secret::release(&engine.secrets, &name, &uid, keep).await?;
+    let finalizers: Vec<String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch = serde_json::json!({ "metadata": { "resourceVersion": obj.resource_version(), "finalizers": finalizers } });
+    match engine
+        .api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if Error::is_not_found(&e) => {}
+        Err(e) => return Err(Error::kube("remove finalizer")(e)),
+    }
+    ctx.forget(&uid);
+    ctx.metrics
+        .forget_credential(kind.as_ref(), &ns, &obj.name_any());
+    tracing::info!(kind = kind.as_ref(), name = %obj.name_any(), revoked = !keep, "cleaned up");
+    Ok(Action::await_change())
+}
