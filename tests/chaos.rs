@@ -1024,10 +1024,10 @@ fn spawn_replica(env: &SoakEnv, identity: &str) -> Replica {
         .args(["--nuclia-zone-origin", &format!("{}={url}", env.zone)])
         // every namespace: the soak's own and those it creates and deletes
         .args(["--metrics-addr", "127.0.0.1:0"])
-        .env(
-            "REVOKE_TIMEOUT",
-            format!("{}s", deletions::REVOKE_TIMEOUT.as_secs()),
-        )
+        .args([
+            "--revoke-timeout",
+            &format!("{}s", deletions::REVOKE_TIMEOUT.as_secs()),
+        ])
         .args(["--cluster-id", SOAK_CLUSTER_ID, "--identity", identity])
         .args([
             "--leader-elect",
@@ -1737,7 +1737,27 @@ async fn chaos_soak() {
         "  recovery after the faults: {:.1}s",
         recovery.as_secs_f64()
     );
-    let deletion_failures = deletion_report.check(&http, &fake.url, &ns).await;
+    let mut deletion_failures = deletion_report.check(&http, &fake.url, &ns).await;
+    // the same from the operator logs (the Events of a deleted namespace went with it)
+    let soak_ns_field = format!("namespace={ns}");
+    let gave_up: Vec<&str> = log_text
+        .lines()
+        .filter(|l| l.contains("gave up revoking"))
+        .collect();
+    let gave_up_here: Vec<&&str> = gave_up
+        .iter()
+        .filter(|l| l.split_whitespace().any(|t| t == soak_ns_field))
+        .collect();
+    println!(
+        "  revocations abandoned:     {} in the logs ({} in the soak's namespace)",
+        gave_up.len(),
+        gave_up_here.len()
+    );
+    for l in gave_up_here {
+        deletion_failures.push(format!(
+            "revocation abandoned in the soak's namespace, whose login Secret exists: {l}"
+        ));
+    }
     for note in &self_exit_notes {
         println!("  note: {note}");
     }

@@ -37,10 +37,14 @@ pub const NAMESPACES: usize = 3;
 /// The replicas' revoke timeout (`REVOKE_TIMEOUT`): how long a deletion retries revocation when
 /// no credential can revoke, before it lets go with a `RevokeAbandoned` Event.
 pub const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long any deletion may take, from the accepted delete to the object gone: the revoke
-/// timeout, plus a lease hand-over after a kill (6 s), a backoff (5 s), the apiserver restart
-/// and the namespace controller's requeue.
+/// How long the operator may take over a deletion, from the accepted delete until the resource
+/// (for a namespace: every resource in it) is gone: the revoke timeout, plus a lease hand-over
+/// after a kill (6 s), a backoff (5 s) and the apiserver restart.
 pub const GONE_BOUND: Duration = Duration::from_secs(90);
+/// How long a namespace may take to go: [`GONE_BOUND`] plus the namespace controller's part,
+/// which retries a namespace whose deletion failed (e.g. while the apiserver restarts) with a
+/// backoff of up to 60 s.
+pub const NAMESPACE_BOUND: Duration = Duration::from_secs(150);
 /// How long a deletion task keeps looking after the bound, to measure how late a late one was.
 const LOOK_PAST_BOUND: Duration = Duration::from_secs(30);
 /// How long an Orphan resource may take to be Ready (its token in its Secret) before deletion.
@@ -56,6 +60,8 @@ pub struct Deleted {
     /// From the accepted delete to the object gone; `None`: still there when the task stopped
     /// looking (bound + 30 s).
     pub gone_after: Option<Duration>,
+    /// Namespaces: from the accepted delete until no resource of either kind was left in it.
+    pub emptied_after: Option<Duration>,
 }
 
 /// A token of an Orphan resource, read from its status and Secret just before deletion.
@@ -438,10 +444,22 @@ async fn delete_resource<K>(
         }
     })
     .await;
-    track_gone(what, false, accepted.is_some(), book, || async {
-        matches!(api.get_opt(name).await, Ok(None))
+    if !delete_was_accepted(&what, accepted.is_some(), book) {
+        return;
+    }
+    let t0 = Instant::now();
+    let at = book.started.elapsed().as_secs_f64();
+    let done = common::poll(GONE_BOUND + LOOK_PAST_BOUND, || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
     })
     .await;
+    book.deleted.lock().unwrap().push(Deleted {
+        what,
+        namespace: false,
+        at,
+        gone_after: done.map(|_| t0.elapsed()),
+        emptied_after: None,
+    });
 }
 
 /// Deletes an extra namespace (its Orphan key recorded first), then looks until it is gone.
@@ -459,39 +477,46 @@ async fn delete_namespace(client: &Client, name: &str, i: usize, book: &Book) {
         }
     })
     .await;
-    track_gone(
-        format!("namespace {name}"),
-        true,
-        accepted.is_some(),
-        book,
-        || async { matches!(namespaces.get_opt(name).await, Ok(None)) },
-    )
-    .await;
-}
-
-async fn track_gone<F, Fut>(what: String, namespace: bool, accepted: bool, book: &Book, gone: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    if !accepted {
-        book.failures.lock().unwrap().push(format!(
-            "the delete of {what} was never accepted within 60 s"
-        ));
+    let what = format!("namespace {name}");
+    if !delete_was_accepted(&what, accepted.is_some(), book) {
         return;
     }
     let t0 = Instant::now();
     let at = book.started.elapsed().as_secs_f64();
-    let done = common::poll(GONE_BOUND + LOOK_PAST_BOUND, || async {
-        gone().await.then_some(())
+    let pts: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), name);
+    let kbs: Api<NucliaKbApiKey> = Api::namespaced(client.clone(), name);
+    let emptied = Mutex::new(None);
+    let done = common::poll(NAMESPACE_BOUND + LOOK_PAST_BOUND, || async {
+        if emptied.lock().unwrap().is_none() {
+            let lp = ListParams::default();
+            if let (Ok(p), Ok(k)) = (pts.list(&lp).await, kbs.list(&lp).await)
+                && p.items.is_empty()
+                && k.items.is_empty()
+            {
+                *emptied.lock().unwrap() = Some(t0.elapsed());
+            }
+        }
+        matches!(namespaces.get_opt(name).await, Ok(None)).then_some(())
     })
     .await;
+    let gone_after = done.map(|_| t0.elapsed());
     book.deleted.lock().unwrap().push(Deleted {
         what,
-        namespace,
+        namespace: true,
         at,
-        gone_after: done.map(|_| t0.elapsed()),
+        gone_after,
+        emptied_after: emptied.into_inner().unwrap().or(gone_after),
     });
+}
+
+/// Whether a delete was accepted; records a failure if not.
+fn delete_was_accepted(what: &str, accepted: bool, book: &Book) -> bool {
+    if !accepted {
+        book.failures.lock().unwrap().push(format!(
+            "the delete of {what} was never accepted within 60 s"
+        ));
+    }
+    accepted
 }
 
 /// Keeps every `RevokeAbandoned` Event of the cluster, every second until told to stop (the
@@ -558,47 +583,76 @@ impl Report {
         soak_ns: &str,
     ) -> Vec<String> {
         let mut failures = self.failures.clone();
-        for (namespace, label) in [(false, "resources"), (true, "namespaces")] {
-            let rows: Vec<&Deleted> = self
-                .deleted
+        // (label, rows, time taken, bound, how long the task looked)
+        let resources: Vec<&Deleted> = self.deleted.iter().filter(|d| !d.namespace).collect();
+        let namespaces: Vec<&Deleted> = self.deleted.iter().filter(|d| d.namespace).collect();
+        type Took = fn(&Deleted) -> Option<Duration>;
+        let measures: [(&str, &[&Deleted], Took, Duration, Duration); 3] = [
+            (
+                "resources gone",
+                &resources,
+                |d| d.gone_after,
+                GONE_BOUND,
+                GONE_BOUND + LOOK_PAST_BOUND,
+            ),
+            (
+                "namespaces emptied",
+                &namespaces,
+                |d| d.emptied_after,
+                GONE_BOUND,
+                NAMESPACE_BOUND + LOOK_PAST_BOUND,
+            ),
+            (
+                "namespaces gone",
+                &namespaces,
+                |d| d.gone_after,
+                NAMESPACE_BOUND,
+                NAMESPACE_BOUND + LOOK_PAST_BOUND,
+            ),
+        ];
+        for (label, rows, took, bound, looked) in measures {
+            let times: Vec<Duration> = rows.iter().filter_map(|d| took(d)).collect();
+            let late: Vec<&&Deleted> = rows
                 .iter()
-                .filter(|d| d.namespace == namespace)
+                .filter(|d| took(d).is_none_or(|t| t > bound))
                 .collect();
-            let gone: Vec<Duration> = rows.iter().filter_map(|d| d.gone_after).collect();
-            let late = rows
-                .iter()
-                .filter(|d| d.gone_after.is_none_or(|g| g > GONE_BOUND))
-                .count();
             println!(
-                "  {:<27}{} ({} gone: {}; {late} not gone within {}s)",
-                format!("deleted {label}:"),
+                "  {:<27}{} of {} ({}; {} over the {}s bound)",
+                format!("deleted, {label}:"),
+                times.len(),
                 rows.len(),
-                gone.len(),
-                spread(&gone),
-                GONE_BOUND.as_secs()
+                spread(&times),
+                late.len(),
+                bound.as_secs()
             );
-            for d in rows
-                .iter()
-                .filter(|d| d.gone_after.is_none_or(|g| g > GONE_BOUND))
-            {
+            for d in late {
                 failures.push(format!(
-                    "{} (deleted at t+{:.0}s) {}",
+                    "{} (deleted at t+{:.0}s): {label} {}",
                     d.what,
                     d.at,
-                    match d.gone_after {
-                        Some(g) => format!(
-                            "took {:.1}s to go (bound {}s)",
-                            g.as_secs_f64(),
-                            GONE_BOUND.as_secs()
-                        ),
+                    match took(d) {
+                        Some(t) =>
+                            format!("after {:.1}s (bound {}s)", t.as_secs_f64(), bound.as_secs()),
                         None => format!(
-                            "still there {}s after its delete (bound {}s)",
-                            (GONE_BOUND + LOOK_PAST_BOUND).as_secs(),
-                            GONE_BOUND.as_secs()
+                            "not within {}s (bound {}s)",
+                            looked.as_secs(),
+                            bound.as_secs()
                         ),
                     }
                 ));
             }
+        }
+        for d in &namespaces {
+            let secs = |t: Option<Duration>| {
+                t.map_or("never".into(), |t| format!("{:.1}s", t.as_secs_f64()))
+            };
+            println!(
+                "    {} deleted at t+{:.0}s: emptied after {}, gone after {}",
+                d.what,
+                d.at,
+                secs(d.emptied_after),
+                secs(d.gone_after)
+            );
         }
         let expected = 2 * DOOMED + NAMESPACES;
         if self.deleted.len() != expected {
@@ -647,7 +701,7 @@ impl Report {
             .filter(|a| a.namespace == soak_ns)
             .collect();
         println!(
-            "  RevokeAbandoned Events:    {} ({} in the soak's namespace, whose login Secret stays)",
+            "  RevokeAbandoned Events:    {} ({} in the soak's namespace, whose login Secret stays; none can be created in a namespace being deleted)",
             self.abandoned.len(),
             in_soak_ns.len()
         );
