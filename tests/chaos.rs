@@ -1442,7 +1442,14 @@ async fn chaos_soak() {
                 self_exits += 1;
                 let log = std::fs::read_to_string(env.logs.join(format!("{}.log", r.identity)))
                     .unwrap_or_default();
-                let last_line = common::operator::plain(log.lines().last().unwrap_or_default());
+                // its error line, else its last (a backtrace may follow the error)
+                let plain = common::operator::plain(&log);
+                let last_line = plain
+                    .lines()
+                    .rfind(|l| l.starts_with("Error: "))
+                    .or(plain.lines().last())
+                    .unwrap_or_default()
+                    .to_owned();
                 self_exit_notes.push(format!("{} exited ({status}): {last_line}", r.identity));
                 replicas[slot] = None;
                 restart_at[slot] = Some(now + Duration::from_secs(1));
@@ -1748,9 +1755,28 @@ async fn chaos_soak() {
         .iter()
         .filter(|l| l.split_whitespace().any(|t| t == soak_ns_field))
         .collect();
+    let field = |l: &str, key: &str| {
+        l.split_whitespace()
+            .find_map(|t| t.strip_prefix(key))
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let gave_up_resources: BTreeSet<String> = gave_up
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}/{}",
+                field(l, "kind="),
+                field(l, "namespace="),
+                field(l, "name=")
+            )
+        })
+        .collect();
     println!(
-        "  revocations abandoned:     {} in the logs ({} in the soak's namespace)",
+        "  revocations abandoned:     {} in the logs, for {} resource(s) ({} in the soak's namespace): {gave_up_resources:?}",
         gave_up.len(),
+        gave_up_resources.len(),
         gave_up_here.len()
     );
     for l in gave_up_here {
