@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole thing on one machine: a real local control plane, nuclia-fake, the CRDs, the operator
 # and the examples. Waits until everything is Ready, shows `kubectl get nuclia`, the Secrets'
-# keys (values masked) and one rotation, then cleans up on exit.
+# keys (values masked) and one rotation, deletes the namespace (every token revoked, chained KB
+# key first), then cleans up on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -74,4 +75,13 @@ done
 echo "token $OLD -> $NEW; the old one stays valid for rotation.revokePreviousAfter, then is revoked"
 k -n demo get npt ci -o jsonpath='{range .status.previousTokens[*]}  previous {.id} revoked at {.revokeAt}{"\n"}{end}'
 k -n demo get events --field-selector involvedObject.name=ci -o custom-columns=REASON:.reason,MESSAGE:.message | tail -3
+say "deleting the namespace: the KB key is revoked first, then the token it authenticates with"
+IDS=$(k -n demo get npt,nkak -o jsonpath='{range .items[*]}{.status.tokenId}{" "}{range .status.previousTokens[*]}{.id}{" "}{end}{end}')
+k delete namespace demo --timeout=120s
+curl -fsS "$URL/_fake/credentials?all=true" | python3 -c '
+import json, sys
+ids = set(sys.argv[1].split())
+live = [c["id"] for c in json.load(sys.stdin) if c["id"] in ids and c["live"]]
+print("namespace gone; %d token(s) the resources held, %d still valid at Nuclia" % (len(ids), len(live)))
+sys.exit(1 if live else 0)' "$IDS"
 say "done; cleaning up"

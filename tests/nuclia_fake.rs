@@ -297,6 +297,193 @@ mod personal_tokens {
             .await;
         assert_eq!(status, 404);
     }
+
+    #[tokio::test]
+    async fn capped_expiry_shortens_the_pat() {
+        let env = Env::start().await;
+        let c = &env.client;
+        env.faults(json!([{"route": "POST /api/v1/user/pa_tokens", "cap_expires_secs": 120}]))
+            .await;
+        let created = c
+            .create_personal_token(&env.pat(), "capped", in_days(30))
+            .await
+            .unwrap();
+        let got = created.expires.expect("expires echoed");
+        let want = Utc::now() + CDuration::seconds(120);
+        assert!((got - want).num_seconds().abs() <= 2, "{got} vs {want}");
+        // The real credential is shortened too: listed with the capped expiry, and refused
+        // once it has passed.
+        let listed = c.list_personal_tokens(&env.pat()).await.unwrap();
+        let item = listed.iter().find(|t| t.id == created.id).unwrap();
+        assert_eq!(item.expires.map(|t| t.timestamp()), Some(got.timestamp()));
+        let new = Credential::Bearer(created.token.clone());
+        c.welcome(&new).await.unwrap();
+        // A shorter lifetime than the cap is left alone, and so is a PAT made without a
+        // rule, even with an expiry further away.
+        let short = c
+            .create_personal_token(&env.pat(), "short", Utc::now() + CDuration::seconds(60))
+            .await
+            .unwrap();
+        assert!((short.expires.unwrap() - Utc::now()).num_seconds() <= 60);
+        env.faults(json!([])).await;
+        let free = c
+            .create_personal_token(&env.pat(), "free", in_days(30))
+            .await
+            .unwrap();
+        env.advance(121).await;
+        assert_label(c.welcome(&new).await, "Unauthorized");
+        c.welcome(&Credential::Bearer(free.token)).await.unwrap();
+
+        // On a GET, every `expires` of the answer is capped (a null one too), keeping the
+        // route's naive date style; the credentials themselves are not touched.
+        let raw = env
+            .http
+            .post(env.url("/api/v1/user/pa_tokens"))
+            .bearer_auth(&env.b().pat)
+            .json(&json!({"description": "forever"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(raw.status().as_u16(), 201);
+        env.faults(json!([{"route": "GET /api/v1/user/pa_tokens", "cap_expires_secs": 3600}]))
+            .await;
+        let r = env
+            .http
+            .get(env.url("/api/v1/user/pa_tokens"))
+            .bearer_auth(&env.b().pat)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .contains("json")
+        );
+        let list: Value = r.json().await.unwrap();
+        let list = list.as_array().unwrap();
+        assert!(list.len() >= 3);
+        for t in list {
+            let e = t["expires"]
+                .as_str()
+                .expect("every expiry capped, none null");
+            assert!(!e.ends_with('Z') && !e.contains('+'), "naive ISO: {e}");
+            let e = nuclia_token_operator::nuclia::time::parse_str(e).unwrap();
+            let fake_now = Utc::now() + CDuration::seconds(121);
+            assert!(e <= fake_now + CDuration::seconds(3601), "{e}");
+        }
+        let forever = env
+            .live()
+            .await
+            .into_values()
+            .find(|c| c["description_or_title"] == "forever")
+            .unwrap();
+        assert!(
+            forever["expires"].is_null(),
+            "a GET does not shorten credentials"
+        );
+    }
+
+    #[tokio::test]
+    async fn seeded_users_own_their_pats() {
+        let seed: Seed = serde_json::from_value(json!({
+            "users": [{"email": "b@example.com", "token": "fixed-user-b-token"},
+                      {"email": "c@example.com", "name": "C"}]
+        }))
+        .unwrap();
+        let env = Env::with(FakeConfig {
+            seed,
+            ..FakeConfig::default()
+        })
+        .await;
+        let c = &env.client;
+        let users = &env.b().users;
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].email, "b@example.com");
+        assert!(users[0].user_token == "fixed-user-b-token");
+        assert!(uuid::Uuid::parse_str(&users[1].id).is_ok());
+        let b = Credential::Bearer(ApiToken::new(users[0].user_token.clone()));
+        let cu = Credential::Bearer(ApiToken::new(users[1].user_token.clone()));
+        assert!(!users[1].user_token.is_empty() && users[1].user_token != env.b().user_token);
+
+        // Each user is itself, with the default user's accounts.
+        for (cred, email) in [
+            (&users[0].user_token, "b@example.com"),
+            (&users[1].user_token, "c@example.com"),
+            (&env.b().user_token, "user@example.com"),
+        ] {
+            let me: Value = env
+                .http
+                .get(env.url("/api/v1/user"))
+                .bearer_auth(cred)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(me["email"], email);
+        }
+        let accounts = c.accounts(&b).await.unwrap();
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(accounts[0].id, env.acc());
+        c.kbs(&cu, "europe-1", env.acc()).await.unwrap();
+
+        // PATs are per user: listed and deleted only by their owner.
+        let b_pat = c
+            .create_personal_token(&b, "b's", in_days(5))
+            .await
+            .unwrap();
+        let b_pat_cred = Credential::Bearer(b_pat.token.clone());
+        let ids = |list: Vec<nuclia_token_operator::nuclia::PersonalTokenItem>| {
+            list.into_iter().map(|t| t.id).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(c.list_personal_tokens(&b).await.unwrap()),
+            std::slice::from_ref(&b_pat.id)
+        );
+        assert_eq!(
+            ids(c.list_personal_tokens(&b_pat_cred).await.unwrap()),
+            std::slice::from_ref(&b_pat.id)
+        );
+        assert!(c.list_personal_tokens(&cu).await.unwrap().is_empty());
+        let mine = ids(c.list_personal_tokens(&env.pat()).await.unwrap());
+        assert!(!mine.contains(&b_pat.id) && mine.len() == 1);
+        let bootstrap_pat = mine[0].clone();
+        assert_label(
+            c.delete_personal_token(&env.pat(), &b_pat.id).await,
+            "NotFound",
+        );
+        assert_label(c.delete_personal_token(&cu, &b_pat.id).await, "NotFound");
+        assert_label(
+            c.delete_personal_token(&b_pat_cred, &bootstrap_pat).await,
+            "NotFound",
+        );
+        c.welcome(&b_pat_cred).await.unwrap();
+        c.delete_personal_token(&b, &b_pat.id).await.unwrap();
+        assert_label(c.welcome(&b_pat_cred).await, "Unauthorized");
+        c.welcome(&env.pat()).await.unwrap();
+        let owners: HashSet<String> = env
+            .live()
+            .await
+            .into_values()
+            .filter(|c| c["kind"] == "user_token")
+            .map(|c| c["owner"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(owners.len(), 3, "one user token per user");
+
+        // A seeded user may not reuse an email.
+        let dup: Seed =
+            serde_json::from_value(json!({"users": [{"email": "user@example.com"}]})).unwrap();
+        let err = fake::spawn(FakeConfig {
+            seed: dup,
+            ..FakeConfig::default()
+        })
+        .await
+        .err()
+        .expect("duplicate email refused");
+        assert!(err.to_string().contains("already exists"), "{err}");
+    }
 }
 
 mod kbs_and_keys {
@@ -559,6 +746,161 @@ mod kbs_and_keys {
                 .all(|a| a.slug != "strangers")
         );
     }
+
+    #[tokio::test]
+    async fn capped_expiry_shortens_the_key() {
+        let env = Env::start().await;
+        let (sa, _, _) = env.sa_with_key().await;
+        let c = &env.client;
+        env.faults(json!([{
+            "route": "POST /api/v1/account/{account_id}/kb/{kb_id}/service_account/{sa_id}/keys",
+            "cap_expires_secs": 300
+        }]))
+        .await;
+        let key = c
+            .create_service_account_key(
+                &env.pat(),
+                "europe-1",
+                env.acc(),
+                env.kb(0),
+                &sa,
+                in_days(30),
+            )
+            .await
+            .unwrap();
+        // The answer has no `expires` (as at Nuclia); the listing shows the real, capped one.
+        let list = c
+            .service_accounts(&env.pat(), "europe-1", env.acc(), env.kb(0))
+            .await
+            .unwrap();
+        let listed = list
+            .iter()
+            .flat_map(|s| &s.keys)
+            .find(|k| k.id == key.id)
+            .unwrap();
+        let want = Utc::now() + CDuration::seconds(300);
+        assert!(
+            (listed.expires - want).num_seconds().abs() <= 2,
+            "{}",
+            listed.expires
+        );
+        let loc = c.endpoints().locate_kb(&env.b().kbs[0].url).unwrap();
+        c.get_kb_with_key(&loc, &key.token).await.unwrap();
+        env.advance(301).await;
+        assert_label(c.get_kb_with_key(&loc, &key.token).await, "Unauthorized");
+
+        // On the listing route the nested `keys[].expires` are capped too, in RFC 3339.
+        env.faults(json!([{
+            "route": "GET /api/v1/account/{account_id}/kb/{kb_id}/service_accounts",
+            "cap_expires_secs": 60
+        }]))
+        .await;
+        let list = c
+            .service_accounts(&env.pat(), "europe-1", env.acc(), env.kb(0))
+            .await
+            .unwrap();
+        let fake_now = Utc::now() + CDuration::seconds(301);
+        for k in list.iter().flat_map(|s| &s.keys) {
+            assert!(
+                k.expires <= fake_now + CDuration::seconds(61),
+                "{}",
+                k.expires
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn admin_deletes_a_kb_with_its_service_accounts_and_keys() {
+        let env = Env::start().await;
+        let (sa, key_id, key) = env.sa_with_key().await;
+        let c = &env.client;
+        let (acc, kb) = (env.acc().to_owned(), env.kb(0).to_owned());
+        let other_sa = c
+            .create_service_account(
+                &env.pat(),
+                "europe-1",
+                &acc,
+                env.kb(1),
+                "other",
+                KbRole::SMEMBER,
+            )
+            .await
+            .unwrap();
+        let other_key = c
+            .create_service_account_key(
+                &env.pat(),
+                "europe-1",
+                &acc,
+                env.kb(1),
+                &other_sa,
+                in_days(3),
+            )
+            .await
+            .unwrap();
+        let loc = c.endpoints().locate_kb(&env.b().kbs[0].url).unwrap();
+        c.get_kb_with_key(&loc, &key).await.unwrap();
+
+        let path = format!("/_fake/kbs/{kb}");
+        assert_eq!(
+            env.admin_send(reqwest::Method::DELETE, &path, json!({}))
+                .await,
+            204
+        );
+        assert_eq!(
+            env.admin_send(reqwest::Method::DELETE, &path, json!({}))
+                .await,
+            404
+        );
+
+        // Its keys stop working, everything under it answers 404, the other KB is untouched.
+        assert_label(c.get_kb_with_key(&loc, &key).await, "Unauthorized");
+        assert!(!env.live().await.contains_key(&key_id));
+        let sas = env.admin_get("/_fake/service_accounts").await;
+        let sas: Vec<&str> = sas
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(sas, [other_sa.as_str()]);
+        assert_label(c.kb(&env.pat(), "europe-1", &acc, &kb).await, "NotFound");
+        assert_label(
+            c.service_accounts(&env.pat(), "europe-1", &acc, &kb).await,
+            "NotFound",
+        );
+        assert_label(
+            c.create_service_account(&env.pat(), "europe-1", &acc, &kb, "x", KbRole::SMEMBER)
+                .await,
+            "NotFound",
+        );
+        assert_label(
+            c.create_service_account_key(&env.pat(), "europe-1", &acc, &kb, &sa, in_days(1))
+                .await,
+            "NotFound",
+        );
+        assert_label(
+            c.delete_service_account_key(&env.pat(), "europe-1", &acc, &kb, &sa, &key_id)
+                .await,
+            "NotFound",
+        );
+        assert_label(
+            c.delete_service_account(&env.pat(), "europe-1", &acc, &kb, &sa)
+                .await,
+            "NotFound",
+        );
+        let kbs = c.kbs(&env.pat(), "europe-1", &acc).await.unwrap();
+        assert_eq!(kbs.len(), 1);
+        assert_eq!(kbs[0].id, env.kb(1));
+        let other_loc = c.endpoints().locate_kb(&env.b().kbs[1].url).unwrap();
+        c.get_kb_with_key(&other_loc, &other_key.token)
+            .await
+            .unwrap();
+        assert_eq!(
+            env.admin_send(reqwest::Method::DELETE, "/_fake/kbs/nope", json!({}))
+                .await,
+            404
+        );
+    }
 }
 
 mod error_classes {
@@ -794,6 +1136,99 @@ mod error_classes {
         assert_eq!(env.admin_get("/_fake/calls").await, json!({}));
         let sas = env.admin_get("/_fake/service_accounts").await;
         assert_eq!(sas.as_array().unwrap().len(), 1);
+    }
+
+    /// What a test may say about an error without quoting it (it could hold a secret).
+    fn label_of<T>(r: Result<T, Error>) -> Option<(&'static str, String, String)> {
+        r.err()
+            .map(|e| (e.label(), e.to_string(), format!("{e:?}")))
+    }
+
+    #[tokio::test]
+    async fn echoed_credentials_never_reach_the_error() {
+        let env = Env::start().await;
+        let c = &env.client;
+        env.faults(json!([{"route": "POST /api/v1/user/pa_tokens", "echo_credentials": true}]))
+            .await;
+        // The fake really quotes the header, verbatim, in a 400 (checked without printing).
+        let user_token = env.b().user_token.clone();
+        let r = env
+            .http
+            .post(env.url("/api/v1/user/pa_tokens"))
+            .bearer_auth(&user_token)
+            .json(&json!({"description": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        let body: Value = r.json().await.unwrap();
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("Authorization: Bearer {user_token}")));
+
+        // Through the real client: classified, and the value is gone from every rendering.
+        let before = env.live().await.len();
+        let (label, text, debug) =
+            label_of(c.create_personal_token(&env.user(), "x", in_days(1)).await).unwrap();
+        assert_eq!(label, "Invalid");
+        assert!(!text.contains(&user_token) && !debug.contains(&user_token));
+        assert!(text.contains("400") && text.contains("Authorization: Bearer [redacted]"));
+        assert_eq!(env.live().await.len(), before, "the route did not run");
+
+        // Any credential header, any status: a NUA key quoted by a 401 page.
+        env.faults(json!([{"route": "*", "echo_credentials": true, "status": 401}]))
+            .await;
+        let nua = env.b().nua_key.clone();
+        let regional = c.endpoints().regional("europe-1").unwrap();
+        let (label, text, debug) =
+            label_of(c.authorizer_info(&env.nua(), &regional).await).unwrap();
+        assert_eq!(label, "Unauthorized");
+        assert!(!text.contains(&nua) && !debug.contains(&nua));
+        assert!(!text.contains("eyJ"), "no piece of the JWT is left");
+        assert!(text.contains("X-NUCLIA-NUAKEY: Bearer [redacted]"));
+        // A KB key, on a 503 (Transient).
+        env.faults(json!([])).await;
+        let (_, _, key) = env.sa_with_key().await;
+        env.faults(
+            json!([{"route": "GET /api/v1/kb/{kb_id}", "echo_credentials": true, "status": 503}]),
+        )
+        .await;
+        let loc = c.endpoints().locate_kb(&env.b().kbs[0].url).unwrap();
+        let (label, text, _) = label_of(c.get_kb_with_key(&loc, &key).await).unwrap();
+        assert_eq!(label, "Transient");
+        assert!(!text.contains(key.expose()));
+        assert!(text.contains("X-NUCLIA-SERVICEACCOUNT: Bearer [redacted]"));
+    }
+
+    #[tokio::test]
+    async fn new_fault_fields_are_validated() {
+        let env = Env::start().await;
+        let put = |rules: Value| {
+            let env = &env;
+            async move {
+                env.admin_send(reqwest::Method::PUT, "/_fake/faults", rules)
+                    .await
+            }
+        };
+        for bad in [
+            json!([{"route": "*", "cap_expires_secs": 0}]),
+            json!([{"route": "*", "cap_expires_secs": 94_608_001u64}]),
+            json!([{"route": "*", "cap_expires_secs": -5}]),
+            json!([{"route": "*", "cap_expires_secs": 10, "status": 500}]),
+            json!([{"route": "*", "cap_expires_secs": 10, "echo_credentials": true}]),
+            json!([{"route": "*", "echo_credentials": "yes"}]),
+            json!([{"route": "*", "echo_credentials": true, "status": 1000}]),
+        ] {
+            assert_eq!(put(bad.clone()).await, 422, "{bad}");
+        }
+        for good in [
+            json!([{"route": "*", "cap_expires_secs": 94_608_000u64}]),
+            json!([{"route": "*", "echo_credentials": true, "status": 502, "retry_after": 3}]),
+        ] {
+            assert_eq!(put(good.clone()).await, 204, "{good}");
+        }
+        let rules = env.admin_get("/_fake/faults").await;
+        assert_eq!(rules[0]["echo_credentials"], true);
+        assert_eq!(rules[0]["status"], 502);
     }
 }
 

@@ -18,7 +18,7 @@ struct Args {
     /// Address to listen on (port 0 picks a free port; the URL is printed on stdout).
     #[arg(long, env = "NUCLIA_FAKE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// JSON file adding accounts, zones, KBs and credentials to the default ones.
+    /// JSON file adding accounts, zones, KBs, users and credentials to the default ones.
     #[arg(long, env = "NUCLIA_FAKE_SEED")]
     seed: Option<PathBuf>,
     /// Lifetime of user tokens, in seconds.

@@ -108,15 +108,15 @@ impl Context {
     }
 
     /// Resources of either kind in `namespace`, other than `uid`, that authenticate with the
-    /// Secret `secret` and are being deleted themselves: their revocations need it, so they go
-    /// first. Found through the credential indexes, not a scan.
-    pub(super) fn deleting_readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<String> {
-        fn deleting<K: Kind>(
+    /// Secret `secret`, each with whether it is being deleted: their revocations need that
+    /// Secret, so they go first. Found through the credential indexes, not a scan.
+    pub(super) fn readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<(String, bool)> {
+        fn of<K: Kind>(
             stores: &[(Store<K>, Arc<CredentialIndex>)],
             namespace: &str,
             secret: &str,
             uid: &str,
-        ) -> Vec<String> {
+        ) -> Vec<(String, bool)> {
             stores
                 .iter()
                 .flat_map(|(store, index)| {
@@ -127,19 +127,20 @@ impl Context {
                         .collect::<Vec<_>>()
                 })
                 .filter(|o| {
-                    o.meta().deletion_timestamp.is_some()
-                        && o.uid().as_deref() != Some(uid)
-                        && o.finalizers().iter().any(|f| f == FINALIZER)
+                    o.uid().as_deref() != Some(uid) && o.finalizers().iter().any(|f| f == FINALIZER)
                 })
-                .map(|o| format!("{}/{}", K::kind(&()), o.name_any()))
+                .map(|o| {
+                    let name = format!("{}/{}", K::kind(&()), o.name_any());
+                    (name, o.meta().deletion_timestamp.is_some())
+                })
                 .collect()
         }
         let Some((pt, kb)) = self.stores.get() else {
             return Vec::new();
         };
-        let mut names = deleting(pt, namespace, secret, uid);
-        names.extend(deleting(kb, namespace, secret, uid));
-        names
+        let mut found = of(pt, namespace, secret, uid);
+        found.extend(of(kb, namespace, secret, uid));
+        found
     }
 
     pub(super) fn last_verified(&self, uid: &str) -> Option<DateTime<Utc>> {

@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 
-use super::Kind;
 use super::reconcile::{Engine, marker};
 use super::secret::SecretView;
+use super::{Kind, Purpose};
 use crate::crd::IssueIntent;
 use crate::error::Result;
 use crate::issuer::{Issuer, LiveToken};
@@ -23,7 +23,12 @@ impl<K: Kind> Engine<'_, K> {
         intent: &IssueIntent,
     ) -> Result<()> {
         let marker = marker(self.ctx, self.obj);
-        let live = self.issuer(view).await?.list_live().await?;
+        // With the revoking credentials: the Secret may hold the interrupted issue's token,
+        // which status does not vouch for yet, and it may be the only credential left (a
+        // self-renewing token whose login has expired). Not kept for minting.
+        let credentials = self.credentials(view, Purpose::Revoke, None).await?;
+        let mut issuer = self.obj.issuer(self.ctx, credentials).await?;
+        let live = issuer.list_live().await?;
         let mine: Vec<LiveToken> = live
             .into_iter()
             .filter(|t| {
@@ -42,7 +47,6 @@ impl<K: Kind> Engine<'_, K> {
             && !referenced.contains(id)
             && let Some(found) = mine.iter().find(|t| &t.id == id)
         {
-            let issuer = self.issuer.as_mut().expect("issuer");
             issuer.adopted(found);
             let mut scope = issuer.scope_of(found);
             scope.credential = Some(self.obj.auth_ref().clone());
@@ -61,16 +65,17 @@ impl<K: Kind> Engine<'_, K> {
                 new,
                 grace_end,
             );
+            self.secret_state = Some(view.state.clone());
             referenced.insert(id.clone());
             tracing::info!(token_id = %id, "adopted the token an interrupted issue left in the Secret");
         }
-        let issuer = self.issuer.as_mut().expect("issuer");
         for t in mine.iter().filter(|t| !referenced.contains(&t.id)) {
             let scope = issuer.scope_of(t);
             issuer.revoke(&t.id, &scope).await?;
             tracing::info!(token_id = %t.id, "revoked a token an interrupted issue left behind");
         }
-        Ok(())
+        // Where an adopted token lives (a KB key's service account) goes to status.
+        K::settle(&mut issuer, &mut self.status).await
     }
 
     /// Whether the current token still exists upstream, from the list shared by every resource

@@ -15,6 +15,8 @@ mod reconcile;
 mod revoke;
 pub mod secret;
 pub mod status;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 use std::fmt::Debug;

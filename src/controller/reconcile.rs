@@ -227,7 +227,8 @@ impl<'a, K: Kind> Engine<'a, K> {
 
     /// The credentials to call Nuclia with for `purpose`, for a token minted with `source`
     /// (None: the spec's). A token minted with a credential the spec no longer names is
-    /// revoked with that credential only: another user's could only answer 404.
+    /// revoked with that credential, and with the token in the Secret only when that is the
+    /// current token minted with it too (the same user): another user's could only answer 404.
     pub(super) async fn credentials(
         &mut self,
         view: &SecretView,
@@ -237,7 +238,28 @@ impl<'a, K: Kind> Engine<'a, K> {
         if let Some(r) = source
             && r != self.obj.auth_ref()
         {
-            return Ok(vec![read_credential(&self.secrets, r).await?]);
+            let current_from_r = self
+                .status
+                .scope
+                .as_ref()
+                .is_some_and(|s| s.credential.as_ref() == Some(r));
+            let own = match &view.state {
+                SecretState::Owned { token_hash, .. }
+                    if purpose == Purpose::Revoke
+                        && current_from_r
+                        && self.obj.managed_token(purpose) != super::ManagedToken::Never
+                        && token_hash.is_some()
+                        && *token_hash == self.status.token_hash =>
+                {
+                    view.token.clone()
+                }
+                _ => None,
+            };
+            return match read_credential(&self.secrets, r).await {
+                Ok(t) => Ok(std::iter::once(t).chain(own).collect()),
+                // That login may be long gone: the token it minted can revoke for its user.
+                Err(e) => own.map(|t| vec![t]).ok_or(e),
+            };
         }
         // The managed token mints its successor (selfRenew) only while it is the one status
         // vouches for; to revoke, any token of ours in the Secret may speak for its user.
@@ -317,6 +339,11 @@ impl<'a, K: Kind> Engine<'a, K> {
             read.await?
         };
         if view.terminating && matches!(view.state, SecretState::Owned { .. }) {
+            if secret::namespace_terminating(&self.secrets, &secret_name).await? {
+                // The whole namespace is going, this resource with it (the cache may not show
+                // it yet): the Secret stays until the resources that need it have revoked.
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
             // Someone deleted the Secret while the resource lives: let it go, then repair.
             secret::release(&self.secrets, &secret_name, &self.uid, false).await?;
             view = SecretView::missing();

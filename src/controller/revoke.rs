@@ -27,6 +27,7 @@ use crate::nuclia;
 struct Recorded {
     id: String,
     scope: TokenScope,
+    not_after: Option<DateTime<Utc>>,
 }
 
 /// The scope of a replaced token (tokens recorded before scopes existed name only their
@@ -140,16 +141,25 @@ impl<K: Kind> Engine<'_, K> {
             .map(|p| Recorded {
                 id: p.id.clone(),
                 scope: scope_of_previous(p),
+                not_after: p.not_after,
             })
             .collect();
         if let Some(id) = self.status.token_id.clone() {
             tokens.push(Recorded {
                 id,
                 scope: self.current_scope(),
+                not_after: self.status.not_after,
             });
         }
         for t in tokens {
-            self.revoke_in_scope(view, &t.id, &t.scope).await?;
+            match self.revoke_in_scope(view, &t.id, &t.scope).await {
+                Ok(()) => {}
+                // Expired on its own: nothing is left to revoke (as for replaced tokens).
+                Err(e) if t.not_after.is_some_and(|n| n <= self.now) => {
+                    tracing::warn!(token_id = %t.id, error = %e, "a token could not be revoked but has expired");
+                }
+                Err(e) => return Err(e),
+            }
             if self.status.token_id.as_ref() == Some(&t.id) {
                 self.status.token_id = None;
             } else {
@@ -210,6 +220,26 @@ impl<K: Kind> Engine<'_, K> {
     }
 }
 
+/// Whether resources that authenticate with this resource's Secret must revoke first: those
+/// being deleted, and, when the whole namespace is going, all of them (the cache may not show
+/// their deletion yet).
+async fn must_wait_for_readers<K: Kind>(
+    ctx: &Context,
+    engine: &Engine<'_, K>,
+    ns: &str,
+    secret: &str,
+    uid: &str,
+) -> Result<bool> {
+    let readers = ctx.readers(ns, secret, uid);
+    let deleting = readers.iter().any(|(_, deleting)| *deleting);
+    let wait = deleting
+        || (!readers.is_empty() && secret::namespace_terminating(&engine.secrets, secret).await?);
+    if wait {
+        tracing::debug!(name = %engine.obj.name_any(), ?readers, "waiting for the resources that authenticate with this Secret");
+    }
+    Ok(wait)
+}
+
 /// Deletion: revoke every token (unless `Orphan`), release what the resource owns, let the
 /// Secret go, then the resource.
 pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
@@ -231,9 +261,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     let deadline = started + chrono_dur(ctx.settings.revoke_timeout);
     let out_of_time = now() >= deadline;
     if !keep {
-        let waiting = ctx.deleting_readers(&ns, &name, &uid);
-        if !waiting.is_empty() && !out_of_time {
-            tracing::debug!(kind = kind.as_ref(), name = %obj.name_any(), ?waiting, "waiting for the resources that authenticate with this Secret");
+        if !out_of_time && must_wait_for_readers(ctx, &engine, &ns, &name, &uid).await? {
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
         let view = secret::read(
@@ -269,8 +297,10 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
                 return Ok(Action::requeue(delay));
             }
             let remaining = engine.remaining();
+            let recorded =
+                engine.status.previous_tokens.len() + engine.status.token_id.iter().count();
             ctx.metrics
-                .revocations_abandoned(kind.as_ref(), remaining.len() as u64);
+                .revocations_abandoned(kind.as_ref(), recorded as u64);
             let note = format!(
                 "gave up revoking after --revoke-timeout ({}s): {e}; left valid at Nuclia until they expire: {}",
                 ctx.settings.revoke_timeout.as_secs(),

@@ -209,6 +209,32 @@ pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<O
     Ok(written.metadata.resource_version)
 }
 
+/// Whether the namespace is being deleted (then its resources are too, and their Secrets must
+/// stay readable until they have revoked). Asked with a dry-run create, which the apiserver's
+/// namespace lifecycle admission refuses in a terminating namespace: no extra permission is
+/// needed, and nothing is written.
+pub async fn namespace_terminating(api: &Api<Secret>, name: &str) -> Result<bool> {
+    let probe = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    match api.create(&params, &probe).await {
+        Err(kube::Error::Api(s)) if s.code == 403 => Ok(s
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+            || s.message.contains("being terminated")),
+        _ => Ok(false),
+    }
+}
+
 /// Lets go of the Secret if this resource owns it: drops the operator's finalizer, then deletes
 /// it, or with `keep` (`deletionPolicy: Orphan`) leaves it in place with no owner, so the
 /// garbage collector does not take it either.

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -24,6 +24,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/_fake/credentials", get(credentials))
         .route("/_fake/service_accounts", get(service_accounts))
         .route("/_fake/revoke/{id}", post(revoke))
+        .route("/_fake/kbs/{kb_id}", delete(delete_kb))
         .route("/_fake/clock", get(clock))
         .route("/_fake/clock/advance", post(advance))
         .route("/_fake/calls", get(calls))
@@ -74,6 +75,15 @@ async fn revoke(State(s): S, Path(id): Path<String>) -> Response {
         StatusCode::NO_CONTENT.into_response()
     } else {
         detail(StatusCode::NOT_FOUND, "Credential not found").into_response()
+    }
+}
+
+/// Deletes a KB out of band, with its service accounts and their keys (204, or 404).
+async fn delete_kb(State(s): S, Path(kb_id): Path<String>) -> Response {
+    if s.lock().delete_kb(&kb_id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        detail(StatusCode::NOT_FOUND, "Knowledge Box not found").into_response()
     }
 }
 

@@ -402,11 +402,11 @@ impl<'a> Fields<'a> {
 
 /// How Python's `datetime.isoformat()` prints a naive UTC time (the PAT routes use it, so
 /// clients see a naive form as well as the offset form of the key routes).
-fn naive_iso(t: DateTime<Utc>) -> String {
+pub(crate) fn naive_iso(t: DateTime<Utc>) -> String {
     t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
-fn offset_iso(t: DateTime<Utc>) -> String {
+pub(crate) fn offset_iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
@@ -416,9 +416,13 @@ type S = AxState<Arc<Shared>>;
 
 async fn user(AxState(s): S, headers: HeaderMap) -> ApiResult {
     let st = s.lock();
-    global_user(&st, &headers)?;
+    let user_id = global_user(&st, &headers)?;
+    let user = st
+        .users
+        .get(&user_id)
+        .ok_or_else(|| detail(StatusCode::UNAUTHORIZED, "The user no longer exists"))?;
     ok(json!({
-        "id": st.user.id, "name": st.user.name, "email": st.user.email,
+        "id": user.id, "name": user.name, "email": user.email,
         "type": "USER", "language": "en", "last_login": null, "avatar": null,
     }))
 }

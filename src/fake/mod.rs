@@ -30,14 +30,14 @@ use tokio::task::JoinHandle;
 
 pub use faults::{FaultRule, Malformed};
 pub use seed::Seed;
-pub use state::{Bootstrap, BootstrapKb};
+pub use state::{Bootstrap, BootstrapKb, BootstrapUser};
 
 /// How to start the fake.
 #[derive(Clone, Debug)]
 pub struct FakeConfig {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Extra accounts, zones, KBs and credentials.
+    /// Extra accounts, zones, KBs, users and credentials.
     pub seed: Seed,
     /// Lifetime of user tokens (real OAuth tokens live ~30 minutes).
     pub user_token_ttl: Duration,

@@ -5,6 +5,7 @@
 //!   "zones": [{"slug": "us-1", "title": "US 1", "private": true}],
 //!   "user_tokens": [{"token": "my-fixed-user-token", "expires": "2030-01-01T00:00:00Z"}],
 //!   "pats": [{"token": "my-fixed-pat", "description": "ci"}],
+//!   "users": [{"email": "b@example.com", "token": "b-user-token"}],
 //!   "accounts": [{
 //!     "slug": "other", "zone": "us-1", "member": true,
 //!     "kbs": [{"slug": "kb1", "title": "KB 1"}],
@@ -14,8 +15,10 @@
 //!   }]
 //! }
 //! ```
-//! Every field but slugs, titles of service accounts, `kb` and `role` is optional; a missing
-//! `token` is minted, a missing `expires` takes the kind's default lifetime.
+//! Every field but slugs, titles of service accounts, `kb`, `role` and a user's `email` is
+//! optional; a missing `token` is minted, a missing `expires` takes the kind's default
+//! lifetime. `user_tokens` and `pats` belong to the default user; each of `users` is another
+//! user (member of the same accounts) with its own user token and its own PATs.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -32,8 +35,41 @@ pub struct Seed {
     pub user_tokens: Vec<SeedCredential>,
     #[serde(default)]
     pub pats: Vec<SeedCredential>,
+    /// More users, each with its own user token.
+    #[serde(default)]
+    pub users: Vec<SeedUser>,
     #[serde(default)]
     pub accounts: Vec<SeedAccount>,
+}
+
+/// Another Nuclia user. It is a member of the same accounts as the default user, lists and
+/// deletes only its own PATs, and authenticates with `token` (minted when absent; the
+/// bootstrap line's `users` shows it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedUser {
+    pub email: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The user token's value.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The user token's expiry (default: the fake's user-token lifetime from now).
+    #[serde(default)]
+    pub expires: Option<Value>,
+}
+
+impl SeedUser {
+    /// The user token, as a seeded credential.
+    pub(crate) fn credential(&self) -> SeedCredential {
+        SeedCredential {
+            token: self.token.clone(),
+            description: None,
+            expires: self.expires.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

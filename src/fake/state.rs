@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::faults::FaultRule;
-use super::seed::{Seed, SeedCredential};
+use super::seed::{Seed, SeedCredential, SeedUser};
 use crate::nuclia::KbRole;
 use crate::nuclia::time;
 
@@ -58,7 +58,7 @@ pub struct Account {
     pub slug: String,
     pub title: String,
     pub zone: String,
-    /// Whether the fake's user belongs to the account.
+    /// Whether the fake's users (all of them) belong to the account.
     pub member: bool,
 }
 
@@ -99,7 +99,9 @@ pub struct State {
     /// The fake's own URL (the `iss` of the keys it mints).
     pub url: String,
     pub clock_offset: Duration,
-    pub user: User,
+    /// Every user by id: the default one and the seeded `users`. Each owns its user tokens
+    /// and PATs; all are members of the same accounts.
+    pub users: BTreeMap<String, User>,
     pub accounts: BTreeMap<String, Account>,
     pub zones: Vec<Zone>,
     pub kbs: BTreeMap<String, Kb>,
@@ -124,6 +126,17 @@ pub struct Bootstrap {
     pub account_slug: String,
     pub zone: String,
     pub kbs: Vec<BootstrapKb>,
+    /// The seeded extra users (absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<BootstrapUser>,
+}
+
+/// A seeded user in [`Bootstrap`], with its user token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapUser {
+    pub id: String,
+    pub email: String,
+    pub user_token: String,
 }
 
 /// A KB in [`Bootstrap`].
@@ -197,14 +210,16 @@ impl State {
         seed: &Seed,
     ) -> Result<(Self, Bootstrap), String> {
         let now = Utc::now();
+        let user = User {
+            id: new_id(),
+            name: "Fake User".into(),
+            email: "user@example.com".into(),
+        };
+        let user_id = user.id.clone();
         let mut st = State {
             url: url.to_owned(),
             clock_offset: Duration::zero(),
-            user: User {
-                id: new_id(),
-                name: "Fake User".into(),
-                email: "user@example.com".into(),
-            },
+            users: BTreeMap::from([(user_id.clone(), user)]),
             accounts: BTreeMap::new(),
             zones: Vec::new(),
             kbs: BTreeMap::new(),
@@ -222,7 +237,6 @@ impl State {
             st.add_kb(&account_id, None, "docs", "Docs"),
             st.add_kb(&account_id, None, "support", "Support"),
         ];
-        let user_id = st.user.id.clone();
         let user_token = st.insert_cred(
             CredKind::UserToken,
             None,
@@ -250,7 +264,7 @@ impl State {
             Some(account_id.clone()),
             true,
         );
-        st.apply_seed(url, seed, user_token_ttl)?;
+        let users = st.apply_seed(url, seed, &user_id, user_token_ttl)?;
         let bootstrap = Bootstrap {
             url: url.to_owned(),
             user_token: st.creds[&user_token].value.clone(),
@@ -266,16 +280,20 @@ impl State {
                     id,
                 })
                 .collect(),
+            users,
         };
         Ok((st, bootstrap))
     }
 
+    /// Adds the seed to the world; returns the seeded users with their tokens. `user_id` is
+    /// the default user (owner of the seeded `user_tokens` and `pats`).
     fn apply_seed(
         &mut self,
         url: &str,
         seed: &Seed,
+        user_id: &str,
         user_token_ttl: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<BootstrapUser>, String> {
         let now = self.now();
         for z in &seed.zones {
             if self.zones.iter().any(|x| x.slug == z.slug) {
@@ -289,7 +307,6 @@ impl State {
                 origin,
             );
         }
-        let user_id = self.user.id.clone();
         let expiry = |c: &SeedCredential,
                       default: Option<DateTime<Utc>>|
          -> Result<Option<DateTime<Utc>>, String> {
@@ -305,7 +322,7 @@ impl State {
             self.seed_cred(
                 CredKind::UserToken,
                 c,
-                &user_id,
+                user_id,
                 "user token",
                 exp,
                 None,
@@ -314,7 +331,11 @@ impl State {
         }
         for c in &seed.pats {
             let exp = expiry(c, Some(now + Duration::days(90)))?;
-            self.seed_cred(CredKind::Pat, c, &user_id, "seeded PAT", exp, None, false)?;
+            self.seed_cred(CredKind::Pat, c, user_id, "seeded PAT", exp, None, false)?;
+        }
+        let mut users = Vec::new();
+        for u in &seed.users {
+            users.push(self.seed_user(u, expiry(&u.credential(), Some(now + user_token_ttl))?)?);
         }
         for a in &seed.accounts {
             if self.accounts.values().any(|x| x.slug == a.slug) {
@@ -376,7 +397,48 @@ impl State {
                 }
             }
         }
-        Ok(())
+        Ok(users)
+    }
+
+    /// Adds one seeded user and its user token.
+    fn seed_user(
+        &mut self,
+        u: &SeedUser,
+        expires: Option<DateTime<Utc>>,
+    ) -> Result<BootstrapUser, String> {
+        if u.email.trim().is_empty() {
+            return Err("seed: a user needs an email".into());
+        }
+        if self.users.values().any(|x| x.email == u.email) {
+            return Err(format!("seed: user {} already exists", u.email));
+        }
+        let id = u.id.clone().unwrap_or_else(new_id);
+        if self.users.contains_key(&id) {
+            return Err(format!("seed: user id {id} already exists"));
+        }
+        let name = u.name.clone().unwrap_or_else(|| u.email.clone());
+        self.users.insert(
+            id.clone(),
+            User {
+                id: id.clone(),
+                name,
+                email: u.email.clone(),
+            },
+        );
+        let token = self.seed_cred(
+            CredKind::UserToken,
+            &u.credential(),
+            &id,
+            "user token",
+            expires,
+            None,
+            false,
+        )?;
+        Ok(BootstrapUser {
+            id,
+            email: u.email.clone(),
+            user_token: self.creds[&token].value.clone(),
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -567,6 +629,30 @@ impl State {
             }
             None => false,
         }
+    }
+
+    /// Caps a credential's expiry at `cap` (an unknown id is ignored).
+    pub fn cap_expiry(&mut self, id: &str, cap: DateTime<Utc>) {
+        if let Some(c) = self.creds.get_mut(id) {
+            c.expires = Some(c.expires.map_or(cap, |e| e.min(cap)));
+        }
+    }
+
+    /// Deletes a KB with its service accounts, revoking their keys; false if unknown.
+    pub fn delete_kb(&mut self, kb_id: &str) -> bool {
+        if self.kbs.remove(kb_id).is_none() {
+            return false;
+        }
+        let sas: Vec<String> = self
+            .service_accounts
+            .values()
+            .filter(|sa| sa.kb_id == kb_id)
+            .map(|sa| sa.id.clone())
+            .collect();
+        for sa in sas {
+            self.delete_service_account(&sa);
+        }
+        true
     }
 
     /// Deletes a service account and revokes its keys.

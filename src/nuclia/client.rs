@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::error::truncate;
+use super::error::scrubbed_detail;
 use super::types::*;
 use super::{ApiToken, Credential, Endpoints, Error, KbLocation, time};
 
@@ -392,8 +392,11 @@ impl Client {
         if let Some(body) = body {
             req = req.json(&body);
         }
+        // Every text taken from the answer (or the transport error) is scrubbed of the
+        // credential sent, in case something upstream quotes the request's headers.
+        let secrets = [c.token().expose()];
         let started = Instant::now();
-        let result = self.exchange(op, req).await;
+        let result = self.exchange(op, req, &secrets).await;
         if let Some(o) = &self.observer {
             let outcome = match &result {
                 Ok((status, _, _)) => status.as_u16().to_string(),
@@ -409,6 +412,7 @@ impl Client {
                         status.as_u16(),
                         &bytes,
                         retry_after(&headers),
+                        &secrets,
                     ));
                 }
                 if !bytes.is_empty() && status != StatusCode::NO_CONTENT {
@@ -419,7 +423,10 @@ impl Client {
                     if !ct.to_ascii_lowercase().contains("json") {
                         return Err(Error::Malformed {
                             op,
-                            detail: format!("expected JSON, got content type {:?}", truncate(ct)),
+                            detail: format!(
+                                "expected JSON, got content type {:?}",
+                                scrubbed_detail(ct, &secrets)
+                            ),
                         });
                     }
                 }
@@ -433,8 +440,9 @@ impl Client {
         &self,
         op: &'static str,
         req: reqwest::RequestBuilder,
+        secrets: &[&str],
     ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), Failure> {
-        let mut resp = req.send().await.map_err(|e| transport(op, &e))?;
+        let mut resp = req.send().await.map_err(|e| transport(op, &e, secrets))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         if resp
@@ -444,7 +452,7 @@ impl Client {
             return Err(too_large(op));
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(op, &e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(op, &e, secrets))? {
             if bytes.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(too_large(op));
             }
@@ -467,9 +475,9 @@ fn too_large(op: &'static str) -> Failure {
     )
 }
 
-/// Classifies a transport error. The message never contains the URL's secrets (there are
-/// none: credentials travel in headers), but it is truncated anyway.
-fn transport(op: &'static str, e: &reqwest::Error) -> Failure {
+/// Classifies a transport error. Credentials travel in headers, not in the URL, but the
+/// message (which quotes lower layers, even a peer's words) is scrubbed and truncated anyway.
+fn transport(op: &'static str, e: &reqwest::Error, secrets: &[&str]) -> Failure {
     let (outcome, what) = if e.is_timeout() {
         ("timeout", "timed out")
     } else if e.is_connect() {
@@ -490,7 +498,7 @@ fn transport(op: &'static str, e: &reqwest::Error) -> Failure {
         outcome,
         Error::Transient {
             op,
-            detail: truncate(&detail),
+            detail: scrubbed_detail(&detail, secrets),
         },
     )
 }

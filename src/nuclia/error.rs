@@ -4,11 +4,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::redact::scrub;
+
 /// The longest `detail` kept from a response body.
 pub(crate) const MAX_DETAIL: usize = 300;
 
 /// A failed Nuclia API call. `op` names the call (e.g. `create_personal_token`); `detail`
-/// comes from the response body (the server's `detail` message), truncated, never a token.
+/// comes from the response body (the server's `detail` message) or the transport error,
+/// scrubbed of credentials ([`scrub`]) and then truncated: never a token.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// 401, or a 403 whose message says the token is nonexistent, revoked or expired.
@@ -94,14 +97,16 @@ impl Error {
         }
     }
 
-    /// Classifies a non-success HTTP answer.
+    /// Classifies a non-success HTTP answer. `secrets` are the credentials sent with the
+    /// request: none of them survives in the detail.
     pub(crate) fn from_status(
         op: &'static str,
         status: u16,
         body: &[u8],
         retry_after: Option<Duration>,
+        secrets: &[&str],
     ) -> Self {
-        let detail = detail_from_body(body);
+        let detail = detail_from_body(body, secrets);
         match status {
             401 => Error::Unauthorized { op, detail },
             403 if says_token_is_dead(&detail) => Error::Unauthorized { op, detail },
@@ -125,8 +130,9 @@ fn says_token_is_dead(detail: &str) -> bool {
 }
 
 /// The human part of an error body: FastAPI's `detail` string, a pydantic `detail` list
-/// flattened to `loc: msg; ...`, or the start of the raw body. Truncated to [`MAX_DETAIL`].
-pub(crate) fn detail_from_body(body: &[u8]) -> String {
+/// flattened to `loc: msg; ...`, or the start of the raw body. Scrubbed of `secrets` and
+/// anything token-shaped, then truncated to [`MAX_DETAIL`].
+pub(crate) fn detail_from_body(body: &[u8], secrets: &[&str]) -> String {
     let text = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => match map.get("detail") {
             Some(Value::String(s)) => s.clone(),
@@ -141,7 +147,13 @@ pub(crate) fn detail_from_body(body: &[u8]) -> String {
         Ok(other) => other.to_string(),
         Err(_) => String::from_utf8_lossy(body).into_owned(),
     };
-    truncate(text.trim())
+    scrubbed_detail(&text, secrets)
+}
+
+/// Upstream text as it may be kept: credentials scrubbed first (a cut must not split a
+/// secret into pieces the scrubber no longer recognises), then trimmed and truncated.
+pub(crate) fn scrubbed_detail(text: &str, secrets: &[&str]) -> String {
+    truncate(scrub(text, secrets).trim())
 }
 
 fn flatten_validation_item(item: &Value) -> String {
@@ -203,7 +215,10 @@ mod tests {
             (422, b, "Invalid"),
         ];
         for (status, body, label) in cases {
-            assert_eq!(Error::from_status("t", *status, body, None).label(), *label);
+            assert_eq!(
+                Error::from_status("t", *status, body, None, &[]).label(),
+                *label
+            );
         }
     }
 
@@ -211,12 +226,58 @@ mod tests {
     fn flattens_pydantic_details() {
         let body = br#"{"detail":[{"loc":["body","expires"],"msg":"Field required","type":"missing"},{"loc":["body",3],"msg":"bad"}]}"#;
         assert_eq!(
-            detail_from_body(body),
+            detail_from_body(body, &[]),
             "body.expires: Field required; body.3: bad"
         );
-        assert_eq!(detail_from_body(b"plain text"), "plain text");
+        assert_eq!(detail_from_body(b"plain text", &[]), "plain text");
         let long = "é".repeat(400);
-        let d = detail_from_body(long.as_bytes());
+        let d = detail_from_body(long.as_bytes(), &[]);
         assert!(d.len() <= MAX_DETAIL + "…".len());
+    }
+
+    /// A credential longer than [`MAX_DETAIL`] that starts just before the cut, in every
+    /// body shape and error class: scrubbed before truncating, so no piece of it is left.
+    #[test]
+    fn credential_at_the_cut_is_scrubbed_in_every_variant() {
+        // Not token-shaped (spaces inside), so only the exact-value rule can catch it.
+        let secret: String = (0..100).map(|i| format!("p{i} ")).collect::<String>() + "end";
+        assert!(secret.len() > MAX_DETAIL);
+        let prefix = "x".repeat(MAX_DETAIL - 20) + " ";
+        let bodies = [
+            format!("{prefix}{secret}").into_bytes(),
+            serde_json::to_vec(&serde_json::json!({ "detail": format!("{prefix}{secret}") }))
+                .unwrap(),
+            serde_json::to_vec(&serde_json::json!({
+                "detail": [{"loc": ["header", "authorization"], "msg": format!("{prefix}{secret}")}]
+            }))
+            .unwrap(),
+        ];
+        let first_piece = &secret[..12];
+        for body in &bodies {
+            for status in [400, 401, 403, 404, 409, 422, 500, 503] {
+                let e = Error::from_status("t", status, body, None, &[&secret]);
+                let text = e.to_string();
+                assert!(!text.contains(&secret), "{status}: the credential survived");
+                assert!(
+                    !text.contains(first_piece),
+                    "{status}: a piece of the credential survived the cut"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn echoed_headers_are_scrubbed() {
+        let secret = "opaque-login-value";
+        let body = format!(
+            r#"{{"detail":"Bad Request: Authorization: Bearer {secret}; X-NUCLIA-NUAKEY: Bearer {secret}"}}"#
+        );
+        let e = Error::from_status("t", 400, body.as_bytes(), None, &[secret]);
+        let text = e.to_string();
+        assert!(!text.contains(secret));
+        assert!(text.contains("Authorization: Bearer [redacted]"));
+        // Without knowing the value, the header rule still removes it.
+        let e = Error::from_status("t", 400, body.as_bytes(), None, &[]);
+        assert!(!e.to_string().contains(secret));
     }
 }

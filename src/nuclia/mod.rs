@@ -7,10 +7,13 @@
 //! - [`Client`]: one method per API call the operator needs, with a timeout on every request,
 //!   a rate limit per credential, and errors classified into [`Error`].
 //! - [`time`]: dates are sent as RFC 3339 UTC and parsed tolerantly.
+//! - [`scrub`]: removes credentials from text quoted from an answer before it is kept in an
+//!   [`Error`] (and so before it reaches a status, an Event or a log).
 
 mod client;
 mod endpoints;
 mod error;
+mod redact;
 pub mod time;
 mod token;
 mod types;
@@ -18,6 +21,7 @@ mod types;
 pub use client::{ApiObserver, Client, ClientConfig};
 pub use endpoints::{Endpoints, KbLocation};
 pub use error::Error;
+pub use redact::{REDACTED, scrub};
 pub use token::{ApiToken, Credential};
 pub use types::{
     Account, AuthorizerInfo, AuthorizerUser, CreatedKey, CreatedToken, KbConfig, KbObject, KbRole,

@@ -1,0 +1,845 @@
+//! Engine scenarios without a cluster or a network: the real `reconcile` and `cleanup` run
+//! against an in-memory apiserver ([`apiserver`]) and a scripted Nuclia ([`scripted`]), and
+//! each scenario checks what the engine asked of Nuclia and what it left in the apiserver.
+//! They cover the paths a cluster test reaches only by luck: a mint that never reached the
+//! Secret, an issue interrupted between mint and status, and each way a deletion finishes.
+
+mod apiserver;
+mod scripted;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::Method;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::runtime::controller::Action;
+use kube::runtime::{reflector, watcher};
+use kube::{Resource, ResourceExt};
+
+use self::apiserver::ApiServer;
+use self::scripted::{Op, Scripted, ScriptedSpec, Upstream};
+use super::credential_index::CredentialIndex;
+use super::reconcile::reconcile;
+use super::{Context, Kind, Settings};
+use crate::crd::{
+    ANNOTATION_ISSUE_INTENT, ANNOTATION_ROTATE, ANNOTATION_TOKEN_ID, CredentialStatus,
+    DeletionPolicy, FINALIZER, IssueIntent, NucliaKbApiKey, SECRET_FINALIZER, SecretKeyRef,
+    TokenScope, k8s_time,
+};
+use crate::issuer::Marker;
+use crate::lifecycle::token_hash;
+use crate::runtime::metrics::Metrics;
+
+const NAME: &str = "pat";
+const LOGIN: &str = "login-token";
+
+fn settings() -> Settings {
+    Settings {
+        cluster_id: "test-cluster".into(),
+        verify_interval: Duration::from_secs(3600),
+        requeue_max: Duration::from_secs(3600),
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        intent_grace: Duration::from_secs(60),
+        revoke_timeout: Duration::from_secs(600),
+        min_issue_interval: Duration::from_secs(10),
+        concurrency: 1,
+        namespaces: Vec::new(),
+        label_selector: None,
+    }
+}
+
+fn secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).expect("a time")
+}
+
+/// One test's apiserver, Nuclia and context, with one `Scripted` resource named [`NAME`] whose
+/// credential is the Secret `login` (holding [`LOGIN`]).
+struct World {
+    server: ApiServer,
+    up: Upstream,
+    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+    ns: String,
+    uid: String,
+    now: DateTime<Utc>,
+}
+
+impl World {
+    fn new() -> Self {
+        crate::runtime::install_crypto();
+        let server = ApiServer::default();
+        let uid = uuid::Uuid::new_v4().to_string();
+        let ns = format!("t-{}", &uid[..8]);
+        let up = Upstream::register(&uid, &[LOGIN]);
+        let nuclia = crate::nuclia::Client::new(crate::nuclia::ClientConfig::default())
+            .expect("a Nuclia client (never called)");
+        let metrics = Arc::new(Metrics::new());
+        let ctx = Context::new(server.client(), nuclia, settings(), metrics.clone());
+        let w = World {
+            server,
+            up,
+            ctx,
+            metrics,
+            ns,
+            uid,
+            now: secs(Utc::now()),
+        };
+        w.put_secret("login", &[("token", LOGIN)], None);
+        w
+    }
+
+    fn secret_path(&self, name: &str) -> String {
+        format!("/api/v1/namespaces/{}/secrets/{name}", self.ns)
+    }
+
+    fn path(&self) -> String {
+        format!("{}/{NAME}", Scripted::url_path(&(), Some(&self.ns)))
+    }
+
+    /// The resource as a user creates it.
+    fn resource(&self) -> Scripted {
+        let mut obj = Scripted::new(
+            NAME,
+            ScriptedSpec {
+                auth: SecretKeyRef {
+                    name: "login".into(),
+                    key: "token".into(),
+                },
+                self_renew: false,
+                secret: Default::default(),
+                deletion_policy: DeletionPolicy::Revoke,
+            },
+        );
+        obj.metadata = ObjectMeta {
+            name: Some(NAME.into()),
+            namespace: Some(self.ns.clone()),
+            uid: Some(self.uid.clone()),
+            generation: Some(1),
+            ..Default::default()
+        };
+        obj
+    }
+
+    fn marker(&self, keep: bool) -> Marker {
+        Marker {
+            cluster: settings().cluster_id,
+            namespace: self.ns.clone(),
+            uid: self.uid.clone(),
+            keep,
+        }
+    }
+
+    /// A resource that holds `id` (value `value-<id>`, live upstream and in its Secret),
+    /// issued a day ago by an issue that completed, with the finalizer.
+    fn issued(&self, id: &str) -> Scripted {
+        self.up.seed(
+            id,
+            Some(self.marker(false)),
+            self.now + chrono::Duration::days(29),
+        );
+        let mut obj = self.resource();
+        let intent = IssueIntent {
+            nonce: "n0".into(),
+            at: self.now - chrono::Duration::days(1),
+            expires: Some(self.now + chrono::Duration::days(29)),
+        };
+        obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        obj.metadata.annotations =
+            Some([(ANNOTATION_ISSUE_INTENT.to_owned(), intent.render())].into());
+        let policy = obj.policy().unwrap();
+        obj.status = Some(CredentialStatus {
+            token_id: Some(id.into()),
+            token_hash: Some(token_hash(&format!("value-{id}"))),
+            issued_at: Some(intent.at),
+            not_after: intent.expires,
+            spec_hash: Some(policy.spec_hash),
+            scope: Some(TokenScope {
+                credential: Some(obj.spec.auth.clone()),
+                ..Default::default()
+            }),
+            resolved_intent: Some("n0".into()),
+            secret_name: Some(NAME.into()),
+            ..Default::default()
+        });
+        self.put_secret(NAME, &[("token", &format!("value-{id}"))], Some(id));
+        obj
+    }
+
+    /// A Secret; with `token_id`, one the resource owns (as the operator writes it).
+    fn put_secret(&self, name: &str, data: &[(&str, &str)], token_id: Option<&str>) {
+        let mut meta = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(self.ns.clone()),
+            ..Default::default()
+        };
+        if let Some(id) = token_id {
+            meta.owner_references = Some(vec![OwnerReference {
+                api_version: "test.nuclia.dev/v1".into(),
+                kind: "Scripted".into(),
+                name: NAME.into(),
+                uid: self.uid.clone(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]);
+            meta.finalizers = Some(vec![SECRET_FINALIZER.into()]);
+            meta.annotations = Some([(ANNOTATION_TOKEN_ID.to_owned(), id.to_owned())].into());
+        }
+        let secret = Secret {
+            metadata: meta,
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        self.server.put(&self.secret_path(name), &secret);
+    }
+
+    fn store(&self, obj: &Scripted) {
+        self.server.put(&self.path(), obj);
+    }
+
+    /// The resource as the apiserver holds it (None: gone).
+    fn current(&self) -> Option<Scripted> {
+        self.server.get(&self.path())
+    }
+
+    fn status(&self) -> CredentialStatus {
+        self.current()
+            .and_then(|o| o.status)
+            .expect("a resource with a status")
+    }
+
+    fn secret(&self) -> Option<Secret> {
+        self.server.get(&self.secret_path(NAME))
+    }
+
+    /// The token value the managed Secret holds.
+    fn secret_token(&self) -> Option<String> {
+        let data = self.secret()?.data?;
+        String::from_utf8(data.get("token")?.0.clone()).ok()
+    }
+
+    /// One reconcile of the stored resource, as the controller would run it; then lets the
+    /// Events it published land.
+    async fn reconcile(&self) -> crate::error::Result<Action> {
+        let obj = self.current().expect("the resource exists");
+        let result = reconcile(Arc::new(obj), self.ctx.clone()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        result
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.server.event_reasons(&self.ns)
+    }
+
+    fn abandoned(&self) -> u64 {
+        let text = self.metrics.encode();
+        let series = r#"nuclia_operator_revocations_abandoned_total{kind="Scripted"} "#;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .map_or(0, |n| n.parse().expect("a count"))
+    }
+
+    /// Moves the stored resource's issue intent back past the intent grace, as if the
+    /// reconcile that wrote it had been interrupted long ago.
+    fn age_intent(&self) {
+        let intent = intent_of(&self.current().expect("the resource exists"));
+        let aged = IssueIntent {
+            at: intent.at - chrono::Duration::minutes(5),
+            ..intent
+        };
+        self.server.edit(&self.path(), |v| {
+            v["metadata"]["annotations"][ANNOTATION_ISSUE_INTENT] = aged.render().into();
+        });
+    }
+
+    /// Marks the stored resource deleted `ago` (finalizers keep it).
+    fn delete(&self, ago: chrono::Duration) {
+        let at = k8s_time(self.now - ago);
+        self.server.edit(&self.path(), |v| {
+            v["metadata"]["deletionTimestamp"] = serde_json::to_value(at).unwrap();
+        });
+    }
+}
+
+fn requeues(a: &Action) -> bool {
+    *a != Action::await_change()
+}
+
+/// The intent annotation of `obj`.
+fn intent_of(obj: &Scripted) -> IssueIntent {
+    IssueIntent::parse(&obj.annotations()[ANNOTATION_ISSUE_INTENT]).expect("an intent")
+}
+
+// --- issue ---------------------------------------------------------------------------------
+
+/// A first mint whose Secret cannot be created: the token is revoked at once, status never
+/// records it, the intent is resolved (nothing for the guard to sweep), and the next reconcile
+/// mints again at once rather than wait for the intent grace.
+#[tokio::test]
+async fn a_mint_that_never_reached_the_secret_is_revoked_at_once() {
+    let w = World::new();
+    w.store(&w.resource());
+    w.server.fail(Method::POST, "/secrets", 500, false);
+
+    let err = w.reconcile().await.expect_err("the Secret write failed");
+    assert_eq!(err.label(), "KubernetesError", "{err}");
+    assert_eq!(w.up.ops(), [Op::Issue, Op::Revoke]);
+    assert_eq!(w.up.revoked(), ["minted-1"]);
+    assert!(w.up.live_ids().is_empty(), "nothing minted is left live");
+    assert!(w.secret().is_none());
+    let obj = w.current().unwrap();
+    let status = obj.status.clone().unwrap();
+    assert_eq!(status.token_id, None);
+    assert_eq!(status.resolved_intent, Some(intent_of(&obj).nonce));
+    assert!(obj.finalizers().contains(&FINALIZER.to_owned()));
+    let ready = status.condition(super::status::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "KubernetesError")
+    );
+
+    w.reconcile().await.expect("the second attempt succeeds");
+    assert_eq!(w.up.ops(), [Op::Issue, Op::Revoke, Op::Issue]);
+    assert_eq!(w.status().token_id.as_deref(), Some("minted-2"));
+    assert_eq!(w.secret_token().as_deref(), Some("value-minted-2"));
+    assert_eq!(w.up.live_ids(), ["minted-2"]);
+}
+
+/// A rotation whose Secret update fails: the new token is revoked, the old one stays current
+/// and in the Secret, untouched.
+#[tokio::test]
+async fn a_rotation_that_never_reached_the_secret_keeps_the_old_token() {
+    let w = World::new();
+    let mut obj = w.issued("old");
+    obj.annotations_mut()
+        .insert(ANNOTATION_ROTATE.into(), "now".into());
+    w.store(&obj);
+    w.server.fail(Method::PATCH, "/secrets/", 500, false);
+
+    w.reconcile().await.expect_err("the Secret write failed");
+    assert_eq!(w.up.ops(), [Op::Issue, Op::Revoke]);
+    assert_eq!(w.up.revoked(), ["minted-1"]);
+    assert_eq!(w.up.live_ids(), ["old"]);
+    let status = w.status();
+    assert_eq!(status.token_id.as_deref(), Some("old"));
+    assert!(status.previous_tokens.is_empty());
+    assert_eq!(w.secret_token().as_deref(), Some("value-old"));
+    assert_eq!(
+        status.resolved_intent,
+        Some(intent_of(&w.current().unwrap()).nonce)
+    );
+}
+
+/// The rollback's own revocation fails: the intent stays unresolved, so once the intent
+/// grace is over the leak guard finds the token and revokes it.
+#[tokio::test]
+async fn a_rollback_that_cannot_revoke_leaves_the_token_to_the_guard() {
+    let w = World::new();
+    w.store(&w.resource());
+    w.server.fail(Method::POST, "/secrets", 500, false);
+    w.up.nuclia().unavailable.push_back(Op::Revoke);
+
+    w.reconcile().await.expect_err("the Secret write failed");
+    assert_eq!(w.up.live_ids(), ["minted-1"], "the revocation failed");
+    let obj = w.current().unwrap();
+    let intent = intent_of(&obj);
+    assert_ne!(
+        obj.status.unwrap().resolved_intent,
+        Some(intent.nonce.clone())
+    );
+
+    // Within the grace: the mint may still be in flight elsewhere; nothing is done.
+    let action = w.reconcile().await.expect("waits");
+    assert!(requeues(&action));
+    assert_eq!(w.up.ops(), [Op::Issue, Op::Revoke]);
+
+    // After it: the guard lists, revokes the stray token, and the issue goes ahead.
+    w.age_intent();
+    w.reconcile().await.expect("sweeps, then issues");
+    assert_eq!(
+        w.up.ops(),
+        [Op::Issue, Op::Revoke, Op::List, Op::Revoke, Op::Issue]
+    );
+    assert_eq!(w.up.revoked(), ["minted-1", "minted-1"]);
+    assert_eq!(w.up.live_ids(), ["minted-2"]);
+    assert_eq!(w.status().token_id.as_deref(), Some("minted-2"));
+}
+
+/// Interrupted between the Secret write and the status write (both status writes fail): the
+/// next reconcile past the intent grace adopts the token the Secret holds; nothing is revoked
+/// and nothing minted again.
+#[tokio::test]
+async fn an_issue_interrupted_before_status_is_adopted() {
+    let w = World::new();
+    w.store(&w.resource());
+    w.server.fail(Method::PATCH, "/status", 500, false);
+    w.server.fail(Method::PATCH, "/status", 500, false);
+
+    w.reconcile().await.expect_err("the status write failed");
+    assert_eq!(w.secret_token().as_deref(), Some("value-minted-1"));
+    let obj = w.current().unwrap();
+    assert_eq!(obj.status, None, "no status was written");
+    let intent = intent_of(&obj);
+    w.age_intent();
+
+    w.reconcile().await.expect("adopts");
+    assert!(!w.up.ops().contains(&Op::Revoke), "{:?}", w.up.calls());
+    assert_eq!(w.up.ops().iter().filter(|o| **o == Op::Issue).count(), 1);
+    let status = w.status();
+    assert_eq!(status.token_id.as_deref(), Some("minted-1"));
+    assert_eq!(status.resolved_intent, Some(intent.nonce));
+    assert_eq!(w.up.live_ids(), ["minted-1"]);
+    let ready = status.condition(super::status::READY).unwrap();
+    assert_eq!(ready.status, "True", "{ready:?}");
+}
+
+/// A resource left by a crash with an unresolved intent older than the grace: the marked
+/// token in the Secret that status does not reference is adopted (the one status had becomes
+/// a replaced token, in its grace period); another marked unreferenced token is revoked;
+/// tokens of other resources and unmarked ones are left alone.
+#[tokio::test]
+async fn the_guard_adopts_the_secrets_token_and_revokes_the_other_strays() {
+    let w = World::new();
+    let mut obj = w.issued("current");
+    let expires = w.now + chrono::Duration::days(30);
+    w.up.seed("in-secret", Some(w.marker(false)), expires);
+    w.up.seed("stray", Some(w.marker(false)), expires);
+    let other = Marker {
+        uid: "another-uid".into(),
+        ..w.marker(false)
+    };
+    w.up.seed("of-another", Some(other), expires);
+    w.up.seed("unmarked", None, expires);
+    w.put_secret(NAME, &[("token", "value-in-secret")], Some("in-secret"));
+    let intent = IssueIntent {
+        nonce: "n1".into(),
+        at: w.now - chrono::Duration::minutes(10),
+        expires: Some(expires),
+    };
+    obj.annotations_mut()
+        .insert(ANNOTATION_ISSUE_INTENT.into(), intent.render());
+    w.store(&obj);
+
+    w.reconcile().await.expect("sweeps");
+    assert_eq!(w.up.revoked(), ["stray"]);
+    assert!(!w.up.ops().contains(&Op::Issue));
+    assert_eq!(
+        w.up.live_ids(),
+        ["current", "in-secret", "of-another", "unmarked"]
+    );
+    let status = w.status();
+    assert_eq!(status.token_id.as_deref(), Some("in-secret"));
+    assert_eq!(status.resolved_intent.as_deref(), Some("n1"));
+    let previous: Vec<&str> = status
+        .previous_tokens
+        .iter()
+        .map(|p| p.id.as_str())
+        .collect();
+    assert_eq!(previous, ["current"]);
+    assert!(status.previous_tokens[0].revoke_at > w.now);
+}
+
+/// The Secret create failed after it landed (an answer lost on the way back): the engine took
+/// the token back although the Secret holds it; the next reconcile repairs the Secret with a
+/// new token, and Ready is True again.
+#[tokio::test]
+async fn a_secret_write_that_failed_after_landing_heals() {
+    let w = World::new();
+    w.store(&w.resource());
+    w.server.fail(Method::POST, "/secrets", 500, true);
+
+    w.reconcile().await.expect_err("the Secret write failed");
+    assert_eq!(w.up.revoked(), ["minted-1"]);
+    assert_eq!(w.secret_token().as_deref(), Some("value-minted-1"));
+
+    w.reconcile().await.expect("repairs");
+    assert_eq!(w.secret_token().as_deref(), Some("value-minted-2"));
+    let status = w.status();
+    assert_eq!(status.token_id.as_deref(), Some("minted-2"));
+    assert_eq!(w.up.live_ids(), ["minted-2"]);
+    let ready = status.condition(super::status::READY).unwrap();
+    assert_eq!(ready.status, "True", "{ready:?}");
+}
+
+/// A user deletes the Secret of a live resource: the token-in-use finalizer holds it, the
+/// engine lets it go and writes a new one with a new token (the old one keeps its grace).
+#[tokio::test]
+async fn a_secret_deleted_under_a_live_resource_is_repaired() {
+    let w = World::new();
+    w.store(&w.issued("old"));
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(w.server.client(), &w.ns);
+    secrets.delete(NAME, &Default::default()).await.unwrap();
+    assert!(w.secret().unwrap().metadata.deletion_timestamp.is_some());
+
+    w.reconcile().await.expect("repairs");
+    assert_eq!(w.up.ops(), [Op::Issue]);
+    let secret = w.secret().expect("a new Secret");
+    assert!(secret.metadata.deletion_timestamp.is_none());
+    assert!(secret.finalizers().contains(&SECRET_FINALIZER.to_owned()));
+    assert_eq!(w.secret_token().as_deref(), Some("value-minted-1"));
+    let status = w.status();
+    assert_eq!(status.token_id.as_deref(), Some("minted-1"));
+    assert_eq!(status.previous_tokens[0].id, "old");
+    assert!(status.previous_tokens[0].revoke_at > w.now);
+    assert!(w.events().contains(&"SecretRepaired".to_owned()));
+}
+
+/// ENGINE GAP: a self-renewing token whose bootstrap login has expired (the README's own
+/// pattern) rotates with the managed token; if that rotation is interrupted after the Secret
+/// write (both status writes fail), the leak guard lists with the mint credentials, which
+/// offer the managed token only while status vouches for it, so only the dead login is
+/// offered: every later reconcile fails Unauthorized before deciding anything, and the
+/// token is never renewed again.
+#[tokio::test]
+async fn an_interrupted_self_renewal_with_an_expired_login_is_adopted() {
+    let w = World::new();
+    let mut obj = w.issued("old");
+    obj.spec.self_renew = true;
+    obj.annotations_mut()
+        .insert(ANNOTATION_ROTATE.into(), "now".into());
+    w.store(&obj);
+    w.up.nuclia().logins.clear();
+    w.server.fail(Method::PATCH, "/status", 500, false);
+    w.server.fail(Method::PATCH, "/status", 500, false);
+
+    w.reconcile().await.expect_err("the status write failed");
+    let calls = w.up.calls();
+    assert_eq!(
+        calls[0].used.as_deref(),
+        Some("value-old"),
+        "minted by itself"
+    );
+    assert_eq!(w.secret_token().as_deref(), Some("value-minted-1"));
+    w.age_intent();
+
+    w.reconcile().await.expect("adopts the token in the Secret");
+    assert_eq!(w.status().token_id.as_deref(), Some("minted-1"));
+}
+
+// --- deletion ------------------------------------------------------------------------------
+
+/// Nothing minted (the first mint was refused; its intent resolved): the finalizer goes at
+/// once, without a single call to Nuclia, even though the login no longer works.
+#[tokio::test]
+async fn deleting_what_never_minted_calls_nobody() {
+    let w = World::new();
+    w.store(&w.resource());
+    w.up.nuclia().logins.clear();
+    let err = w.reconcile().await.expect_err("the mint is refused");
+    assert_eq!(err.label(), "Unauthorized");
+    assert_eq!(w.up.ops(), [Op::Issue]);
+    w.delete(chrono::Duration::zero());
+
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(w.up.ops(), [Op::Issue], "no call beyond the refused mint");
+    assert!(w.current().is_none(), "the resource is gone");
+}
+
+/// No credential can revoke: within --revoke-timeout the deletion retries (RevokeFailed, the
+/// finalizer stays); after it, the finalizer goes with RevokeAbandoned naming the token, the
+/// abandoned counter counts it, and the Secret is let go.
+#[tokio::test]
+async fn a_deletion_no_credential_can_revoke_gives_up_after_the_timeout() {
+    let w = World::new();
+    w.store(&w.issued("tok"));
+    w.up.nuclia().refuse_all = true;
+    w.delete(chrono::Duration::minutes(1));
+
+    let action = w.reconcile().await.expect("retries");
+    assert!(requeues(&action));
+    let calls = w.up.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (calls[0].op, calls[0].id.as_deref()),
+        (Op::Revoke, Some("tok"))
+    );
+    assert_eq!(
+        calls[0].credentials,
+        [LOGIN, "value-tok"],
+        "login first, then the token itself"
+    );
+    assert!(
+        w.current()
+            .unwrap()
+            .finalizers()
+            .contains(&FINALIZER.to_owned())
+    );
+    assert!(
+        w.events().contains(&"RevokeFailed".to_owned()),
+        "{:?}",
+        w.events()
+    );
+    assert_eq!(w.abandoned(), 0);
+    assert!(w.secret().is_some());
+
+    w.delete(chrono::Duration::minutes(11));
+    let action = w.reconcile().await.expect("gives up");
+    assert_eq!(action, Action::await_change());
+    assert!(w.current().is_none(), "the finalizer was removed");
+    assert_eq!(w.abandoned(), 1);
+    let notes = w.server.event_notes(&w.ns, "RevokeAbandoned");
+    assert_eq!(notes.len(), 1, "{:?}", w.events());
+    assert!(notes[0].contains("tok (expires "), "{}", notes[0]);
+    assert!(
+        !notes[0].contains("value-tok"),
+        "never a value: {}",
+        notes[0]
+    );
+    assert!(w.secret().is_none(), "the Secret was let go");
+    assert_eq!(w.up.live_ids(), ["tok"], "left to expire");
+}
+
+/// A namespace deletion: the credentials Secret is gone already, the managed Secret is
+/// terminating (held by the token-in-use finalizer). The managed token, alone, revokes the
+/// replaced token and then itself; then the Secret is let go.
+#[tokio::test]
+async fn a_deletion_without_the_login_revokes_with_the_managed_token() {
+    let w = World::new();
+    let mut obj = w.issued("tok");
+    w.up.seed(
+        "replaced",
+        Some(w.marker(false)),
+        w.now + chrono::Duration::days(20),
+    );
+    let status = obj.status.as_mut().unwrap();
+    status.previous_tokens.push(crate::crd::PreviousToken {
+        id: "replaced".into(),
+        revoke_at: w.now + chrono::Duration::hours(1),
+        not_after: Some(w.now + chrono::Duration::days(20)),
+        service_account_id: None,
+        scope: status.scope.clone(),
+    });
+    w.store(&obj);
+    w.server.remove(&w.secret_path("login"));
+    let at = k8s_time(w.now);
+    w.server.edit(&w.secret_path(NAME), |v| {
+        v["metadata"]["deletionTimestamp"] = serde_json::to_value(at).unwrap();
+    });
+    w.delete(chrono::Duration::zero());
+
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(w.up.revoked(), ["replaced", "tok"]);
+    for c in w.up.calls() {
+        assert_eq!(c.credentials, ["value-tok"], "{c:?}");
+        assert_eq!(c.used.as_deref(), Some("value-tok"));
+    }
+    assert!(w.up.live_ids().is_empty());
+    assert!(w.current().is_none());
+    assert!(w.secret().is_none());
+}
+
+/// A token already gone at Nuclia (404) counts as revoked.
+#[tokio::test]
+async fn a_deletion_counts_404_as_revoked() {
+    let w = World::new();
+    w.store(&w.issued("tok"));
+    w.up.nuclia().tokens.clear();
+    w.delete(chrono::Duration::zero());
+
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(w.up.revoked(), ["tok"]);
+    assert!(w.current().is_none());
+    assert!(!w.events().contains(&"RevokeFailed".to_owned()));
+    assert_eq!(w.abandoned(), 0);
+}
+
+/// An unresolved intent at deletion: the tokens marked for the resource that status does not
+/// know are found by a list and revoked with the recorded one.
+#[tokio::test]
+async fn a_deletion_after_an_interrupted_issue_revokes_the_strays() {
+    let w = World::new();
+    let mut obj = w.issued("tok");
+    w.up.seed(
+        "stray",
+        Some(w.marker(false)),
+        w.now + chrono::Duration::days(30),
+    );
+    w.up.seed("unmarked", None, w.now + chrono::Duration::days(30));
+    let intent = IssueIntent {
+        nonce: "n1".into(),
+        at: w.now - chrono::Duration::minutes(10),
+        expires: None,
+    };
+    obj.annotations_mut()
+        .insert(ANNOTATION_ISSUE_INTENT.into(), intent.render());
+    w.store(&obj);
+    w.delete(chrono::Duration::zero());
+
+    w.reconcile().await.expect("cleans up");
+    assert_eq!(w.up.revoked(), ["tok", "stray"]);
+    assert_eq!(w.up.live_ids(), ["unmarked"]);
+    assert!(w.current().is_none());
+}
+
+/// `deletionPolicy: Orphan`: nothing is revoked, and the Secret stays, without the owner
+/// reference (so the garbage collector leaves it) and without the token-in-use finalizer.
+#[tokio::test]
+async fn an_orphan_deletion_keeps_token_and_secret() {
+    let w = World::new();
+    let mut obj = w.issued("tok");
+    obj.spec.deletion_policy = DeletionPolicy::Orphan;
+    w.store(&obj);
+    w.delete(chrono::Duration::zero());
+
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change());
+    assert!(w.up.calls().is_empty(), "{:?}", w.up.calls());
+    assert_eq!(w.up.live_ids(), ["tok"]);
+    assert!(w.current().is_none());
+    assert!(w.server.requests("DELETE").is_empty());
+    let secret = w.secret().expect("the Secret is kept");
+    assert_eq!(secret.owner_references(), &[] as &[OwnerReference]);
+    assert!(!secret.finalizers().contains(&SECRET_FINALIZER.to_owned()));
+    assert_eq!(w.secret_token().as_deref(), Some("value-tok"));
+}
+
+/// A Knowledge Box key in the controllers' caches that authenticates with the resource's
+/// Secret and is being deleted itself; the returned writer and index take it out again.
+fn deleting_reader(
+    w: &World,
+) -> (
+    NucliaKbApiKey,
+    reflector::store::Writer<NucliaKbApiKey>,
+    Arc<CredentialIndex>,
+) {
+    let kb: NucliaKbApiKey = serde_json::from_value(serde_json::json!({
+        "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaKbApiKey",
+        "metadata": {"name": "search", "namespace": w.ns, "uid": "kb-uid",
+                     "finalizers": [FINALIZER], "deletionTimestamp": k8s_time(w.now)},
+        "spec": {"kbUrl": "https://europe-1.nuclia.cloud/api/v1/kb/abc",
+                 "auth": {"secretRef": {"name": NAME, "key": "token"}}},
+    }))
+    .unwrap();
+    let (kbs, mut writer) = reflector::store::<NucliaKbApiKey>();
+    let index = Arc::new(CredentialIndex::default());
+    writer.apply_watcher_event(&watcher::Event::Apply(kb.clone()));
+    index.observe(&watcher::Event::Apply(kb.clone()));
+    let (pts, _) = reflector::store();
+    let none = Arc::new(CredentialIndex::default());
+    let stores = (vec![(pts, none)], vec![(kbs, index.clone())]);
+    assert!(w.ctx.stores.set(stores).is_ok());
+    (kb, writer, index)
+}
+
+/// Dependents first: while a Knowledge Box key that authenticates with this resource's
+/// Secret is itself being deleted, this deletion waits (no call to Nuclia, finalizer kept);
+/// once it is gone, the revocation goes ahead.
+#[tokio::test]
+async fn a_deletion_waits_for_the_resources_that_authenticate_with_its_secret() {
+    let w = World::new();
+    w.store(&w.issued("tok"));
+    let (kb, mut writer, index) = deleting_reader(&w);
+    w.delete(chrono::Duration::zero());
+
+    let action = w.reconcile().await.expect("waits");
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    assert!(w.up.calls().is_empty());
+    assert!(w.current().is_some());
+
+    writer.apply_watcher_event(&watcher::Event::Delete(kb.clone()));
+    index.observe(&watcher::Event::Delete(kb));
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(w.up.revoked(), ["tok"]);
+    assert!(w.current().is_none());
+}
+
+/// Dependents first is bounded too: past --revoke-timeout the deletion goes ahead although
+/// a reader is still being deleted.
+#[tokio::test]
+async fn waiting_for_dependents_ends_with_the_revoke_timeout() {
+    let w = World::new();
+    w.store(&w.issued("tok"));
+    let _reader = deleting_reader(&w);
+    w.delete(chrono::Duration::minutes(11));
+
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(w.up.revoked(), ["tok"]);
+    assert!(w.current().is_none());
+}
+
+/// `spec.auth` was switched to another login but the rotation has not happened (or was
+/// refused), so the current token was minted with the old login, and that login's Secret
+/// is gone. The managed token in the Secret is that very token: it revokes itself.
+#[tokio::test]
+async fn a_deletion_after_a_login_switch_revokes_with_the_token_itself() {
+    let w = World::new();
+    let mut obj = w.issued("tok");
+    obj.status.as_mut().unwrap().scope = Some(TokenScope {
+        credential: Some(SecretKeyRef {
+            name: "old-login".into(),
+            key: "token".into(),
+        }),
+        ..Default::default()
+    });
+    w.store(&obj);
+    w.delete(chrono::Duration::zero());
+
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change(), "{:?}", w.events());
+    assert_eq!(w.up.revoked(), ["tok"]);
+    assert!(w.current().is_none());
+}
+
+/// A token past its expiry needs no revocation: a deletion whose credentials are all dead
+/// (the login expired, the token too) finishes at once instead of retrying until
+/// --revoke-timeout and reporting a token "left valid" that expired long ago.
+#[tokio::test]
+async fn a_deletion_does_not_wait_on_expired_tokens() {
+    let w = World::new();
+    let mut obj = w.issued("tok");
+    obj.status.as_mut().unwrap().not_after = Some(w.now - chrono::Duration::hours(1));
+    w.store(&obj);
+    w.up.nuclia().tokens.clear();
+    w.up.nuclia().logins.clear();
+    w.delete(chrono::Duration::zero());
+
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change(), "{:?}", w.events());
+    assert!(w.current().is_none());
+    assert_eq!(w.abandoned(), 0);
+}
+
+/// The other side of the rule: after a login switch was rotated, the token in the Secret
+/// belongs to the new login's user; a replaced token minted with the old login is never
+/// offered it (at Nuclia it could only answer 404, which would count as revoked). With the
+/// old login's Secret gone, the deletion retries instead.
+#[tokio::test]
+async fn a_replaced_token_is_never_revoked_with_another_logins_token() {
+    let w = World::new();
+    let mut obj = w.issued("tok");
+    let status = obj.status.as_mut().unwrap();
+    status.previous_tokens.push(crate::crd::PreviousToken {
+        id: "replaced".into(),
+        revoke_at: w.now + chrono::Duration::hours(1),
+        not_after: Some(w.now + chrono::Duration::days(20)),
+        service_account_id: None,
+        scope: Some(TokenScope {
+            credential: Some(SecretKeyRef {
+                name: "old-login".into(),
+                key: "token".into(),
+            }),
+            ..Default::default()
+        }),
+    });
+    w.up.seed("replaced", None, w.now + chrono::Duration::days(20));
+    w.store(&obj);
+    w.delete(chrono::Duration::zero());
+
+    let action = w.reconcile().await.expect("retries");
+    assert!(requeues(&action));
+    assert!(w.up.calls().is_empty(), "{:?}", w.up.calls());
+    assert!(w.events().contains(&"RevokeFailed".to_owned()));
+    assert_eq!(w.up.live_ids(), ["replaced", "tok"]);
+}
