@@ -589,21 +589,21 @@ impl Report {
         type Took = fn(&Deleted) -> Option<Duration>;
         let measures: [(&str, &[&Deleted], Took, Duration, Duration); 3] = [
             (
-                "resources, gone",
+                "resources deleted, gone",
                 &resources,
                 |d| d.gone_after,
                 GONE_BOUND,
                 GONE_BOUND + LOOK_PAST_BOUND,
             ),
             (
-                "namespaces, emptied",
+                "namespaces deleted, empty",
                 &namespaces,
                 |d| d.emptied_after,
                 GONE_BOUND,
                 NAMESPACE_BOUND + LOOK_PAST_BOUND,
             ),
             (
-                "namespaces, gone",
+                "namespaces deleted, gone",
                 &namespaces,
                 |d| d.gone_after,
                 NAMESPACE_BOUND,
@@ -618,7 +618,7 @@ impl Report {
                 .collect();
             println!(
                 "  {:<27}{} of {} ({}; {} over the {}s bound)",
-                format!("deleted {label}:"),
+                format!("{label}:"),
                 times.len(),
                 rows.len(),
                 spread(&times),
