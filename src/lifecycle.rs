@@ -24,6 +24,26 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Builds the policy of a spec. `shaping` holds the spec fields that shape the credential:
+    /// a change of any of them (or of the deletion policy to `Orphan`, whose tokens carry
+    /// another marker) rotates it. The error says what to fix.
+    pub fn for_spec(
+        shaping: serde_json::Value,
+        days: u32,
+        renew_before: Option<&str>,
+        rotation: &crate::crd::Rotation,
+        deletion: DeletionPolicy,
+    ) -> Result<Self, String> {
+        let hash = spec_hash(shaping, deletion);
+        Self::new(
+            days,
+            renew_before,
+            &rotation.revoke_previous_after,
+            hash,
+            deletion,
+        )
+    }
+
     /// Builds the policy from spec values; the error says what to fix.
     pub fn new(
         days: u32,
@@ -78,6 +98,17 @@ impl Policy {
             deletion,
         })
     }
+}
+
+/// Hash of the spec fields that shape the credential.
+fn spec_hash(mut shaping: serde_json::Value, deletion: DeletionPolicy) -> String {
+    // Hashes of resources with the default policy stay what they were (no rotation on upgrade).
+    if deletion == DeletionPolicy::Orphan
+        && let Some(fields) = shaping.as_array_mut()
+    {
+        fields.push("Orphan".into());
+    }
+    hex::encode(&Sha256::digest(shaping.to_string().as_bytes())[..8])
 }
 
 /// What the operator sees of the Secret it should own.

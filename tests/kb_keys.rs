@@ -71,6 +71,26 @@ async fn credential_live(w: &World, id: &str) -> bool {
         .is_some_and(|a| a.iter().any(|c| c["id"] == id))
 }
 
+/// A reader service account someone made by hand through the API, in the KB at `kb_base`
+/// (`{fake}/api/v1/account/{account}/kb/{kb}`); returns its id.
+async fn hand_made_service_account(w: &World, kb_base: &str) -> String {
+    let created: Value = w
+        .http
+        .post(format!("{kb_base}/service_accounts"))
+        .bearer_auth(&w.fake.bootstrap.pat)
+        .json(&json!({"title": "shared reader", "role": "SMEMBER"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"]
+        .as_str()
+        .expect("service account id")
+        .to_owned()
+}
+
 /// The Secret's key and URL, as a consumer reads them.
 async fn secret_key(w: &World, secret: &str) -> (String, String) {
     let token = w.secret_value(secret, "token").await.expect("Secret token");
@@ -231,24 +251,9 @@ async fn kb_key_adopted_service_account_and_orphan_policy() {
     );
     let kb_url = w.fake.bootstrap.kbs[0].url.clone();
     // A service account someone made by hand, through the API.
-    let created: Value = w
-        .http
-        .post(format!(
-            "{}/api/v1/account/{acc}/kb/{kb}/service_accounts",
-            w.fake.url
-        ))
-        .bearer_auth(&pat)
-        .json(&json!({"title": "shared reader", "role": "SMEMBER"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let adopted = created["id"]
-        .as_str()
-        .expect("service account id")
-        .to_owned();
+    let adopted =
+        hand_made_service_account(&w, &format!("{}/api/v1/account/{acc}/kb/{kb}", w.fake.url))
+            .await;
     w.start_operator(&[]);
     w.kubectl_apply(&kb_with_login(
         "adopt",
@@ -670,6 +675,101 @@ async fn kb_key_first_issue_is_recorded_at_once() {
 /// The operator stopped after writing the Secret and before recording the status: on restart
 /// the leak guard adopts the key in the Secret and records its service account, so a delete
 /// revokes it and removes the service account.
+/// A key minted into an adopted service account carries no marker; after a crash between the
+/// mint and the Secret write, the leak guard still finds it by the service account and the exact
+/// expiry the intent asked for, and revokes it. A key someone else made there is left alone.
+#[tokio::test]
+async fn kb_key_interrupted_issue_in_an_adopted_service_account_leaks_nothing() {
+    let mut w = World::new("kb-adopt-cut").await;
+    let pat = w.fake.bootstrap.pat.clone();
+    w.create_secret("login", "token", &pat).await;
+    let (acc, kb) = (
+        w.fake.bootstrap.account_id.clone(),
+        w.fake.bootstrap.kbs[0].id.clone(),
+    );
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let base = format!("{}/api/v1/account/{acc}/kb/{kb}", w.fake.url);
+    let sa = hand_made_service_account(&w, &base).await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&kb_with_login(
+        "cut",
+        &kb_url,
+        &format!("  serviceAccount: {{id: {sa}}}\n"),
+    ));
+    let api = kb_api(&w).await;
+    let first = wait_status(&api, "cut", MINUTE, "Ready", ready).await;
+    let current = first.token_id.clone().unwrap();
+    w.kill_operator();
+    // What a crash right after the mint leaves: a key in the adopted account with the expiry the
+    // intent asked for, and the intent; plus a key someone else made there meanwhile.
+    let mint = |expires: &'static str| {
+        let (http, url, pat) = (
+            w.http.clone(),
+            format!("{base}/service_account/{sa}/keys"),
+            pat.clone(),
+        );
+        async move {
+            let v: Value = http
+                .post(url)
+                .bearer_auth(&pat)
+                .json(&json!({ "expires": expires }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["id"].as_str().expect("key id").to_owned()
+        }
+    };
+    let leaked = mint("2028-01-02T03:04:05Z").await;
+    let theirs = mint("2028-06-01T00:00:00Z").await;
+    w.kubectl(&[
+        "annotate",
+        "nkak",
+        "cut",
+        "--overwrite",
+        "nuclia.dev/issue-intent=0ddba11cafe0 2020-01-01T00:00:00Z 2028-01-02T03:04:05Z",
+    ]);
+    w.start_operator(&[]);
+    let s = wait_status(&api, "cut", MINUTE, "intent resolved", |s| {
+        ready(s) && s.resolved_intent.as_deref() == Some("0ddba11cafe0")
+    })
+    .await;
+    assert_eq!(s.token_id.as_deref(), Some(current.as_str()));
+    let swept = common::poll(MINUTE, || async {
+        (!credential_live(&w, &leaked).await).then_some(())
+    })
+    .await;
+    assert!(
+        swept.is_some(),
+        "the key the interrupted issue minted was revoked"
+    );
+    assert!(
+        credential_live(&w, &theirs).await,
+        "a key made by someone else is kept"
+    );
+    assert!(
+        credential_live(&w, &current).await,
+        "the current key is kept"
+    );
+    api.delete("cut", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "cut").await;
+    assert!(
+        !credential_live(&w, &current).await,
+        "the current key is revoked"
+    );
+    assert!(
+        credential_live(&w, &theirs).await,
+        "deletion revokes only what the resource minted"
+    );
+    assert!(
+        service_account(&w, &sa).await.is_some(),
+        "an adopted service account is never deleted"
+    );
+    w.assert_log_has_no_tokens().await;
+}
+
 #[tokio::test]
 async fn kb_key_adopted_after_interrupted_issue_keeps_its_service_account() {
     let mut w = World::new("kb-interrupt").await;
@@ -734,6 +834,231 @@ async fn kb_key_adopted_after_interrupted_issue_keeps_its_service_account() {
     assert!(
         service_account(&w, &sa).await.is_none(),
         "the owned service account is deleted"
+    );
+    w.assert_log_has_no_tokens().await;
+}
+
+// ---- issue 16: deletion always finishes, revoke where it was minted, adopted accounts keep
+// ---- their role.
+
+use common::operator::{deletion_state, gone_within};
+
+/// Issue 16 (2), KB key: the login was revoked before the first issue; the refused resource
+/// minted nothing and is deleted at once.
+#[tokio::test]
+async fn issue16_kb_key_refused_first_mint_deletes_at_once() {
+    let mut w = World::new("kb-refused").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    let pat_id = w
+        .credential_id("pat", "bootstrap PAT")
+        .await
+        .expect("the bootstrap PAT");
+    w.admin_post(&format!("revoke/{pat_id}"), json!({})).await;
+    w.start_operator(&[]);
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    w.kubectl_apply(&kb_with_login("refused", &kb_url, ""));
+    let api = kb_api(&w).await;
+    let s = wait_status(&api, "refused", MINUTE, "Unauthorized", |s| {
+        reason(s).as_deref() == Some("Unauthorized")
+    })
+    .await;
+    assert!(s.token_id.is_none());
+    let uid = uid_of(&api, "refused").await;
+    api.delete("refused", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        gone_within(&api, "refused", Duration::from_secs(20)).await,
+        "still there 20 s after delete: {}",
+        deletion_state(&api, "refused").await
+    );
+    assert!(w.all_marked(&uid).await.is_empty(), "nothing was minted");
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16 (5), KB key: `kbUrl` moved to the account's other KB. After the grace the old key
+/// is revoked in the old KB and the service account the operator created there is deleted;
+/// the new key works on the new KB.
+#[tokio::test]
+async fn issue16_kb_key_moved_to_another_kb_revokes_in_the_old_one() {
+    let mut w = World::new("kb-move").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    let (old_url, new_url) = (
+        w.fake.bootstrap.kbs[0].url.clone(),
+        w.fake.bootstrap.kbs[1].url.clone(),
+    );
+    let new_kb = w.fake.bootstrap.kbs[1].id.clone();
+    let rotation = "  rotation: {revokePreviousAfter: 2s}\n";
+    w.kubectl_apply(&kb_with_login("mover", &old_url, rotation));
+    let api = kb_api(&w).await;
+    let s1 = wait_status(&api, "mover", MINUTE, "Ready", ready).await;
+    let uid = uid_of(&api, "mover").await;
+    let id1 = s1.token_id.clone().unwrap();
+    let sa1 = s1.kb.clone().unwrap().service_account_id.unwrap();
+    let (token1, _) = secret_key(&w, "mover").await;
+    assert!(w.kb_key_works(&old_url, &token1).await);
+
+    w.kubectl_apply(&kb_with_login("mover", &new_url, rotation));
+    let s2 = wait_status(&api, "mover", MINUTE, "a key in the new KB", |s| {
+        ready(s)
+            && s.token_id.as_ref().is_some_and(|t| *t != id1)
+            && s.kb.as_ref().and_then(|k| k.kb_id.as_deref()) == Some(new_kb.as_str())
+    })
+    .await;
+    let sa2 = s2.kb.clone().unwrap().service_account_id.unwrap();
+    assert_ne!(
+        sa1, sa2,
+        "the new key lives in a service account of the new KB"
+    );
+    let (token2, url2) = secret_key(&w, "mover").await;
+    assert_eq!(url2, new_url);
+    assert!(w.kb_key_works(&new_url, &token2).await, "the new key works");
+
+    let settled = common::poll(Duration::from_secs(30), || async {
+        (!credential_live(&w, &id1).await && service_account(&w, &sa1).await.is_none())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "30 s after the move (grace 2 s): old key live {}, old service account exists {}; status: {:?}",
+        credential_live(&w, &id1).await,
+        service_account(&w, &sa1).await.is_some(),
+        api.get("mover").await.unwrap().status
+    );
+    assert!(
+        !w.kb_key_works(&old_url, &token1).await,
+        "the old key works"
+    );
+    assert!(w.kb_key_works(&new_url, &token2).await);
+
+    api.delete("mover", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "mover", MINUTE).await,
+        "{}",
+        deletion_state(&api, "mover").await
+    );
+    assert!(
+        !w.kb_key_works(&new_url, &token2).await,
+        "the key is revoked"
+    );
+    assert!(service_account(&w, &sa2).await.is_none());
+    assert!(w.live_marked(&uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16, found by reading the code: the KB was deleted at Nuclia (its keys went with it);
+/// that does not block the resource's deletion (404 on the KB is "already revoked").
+#[tokio::test]
+async fn issue16_kb_deleted_at_nuclia_does_not_block_deletion() {
+    let mut w = World::new("kb-gone").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    let (kb_id, kb_url) = (
+        w.fake.bootstrap.kbs[1].id.clone(),
+        w.fake.bootstrap.kbs[1].url.clone(),
+    );
+    w.kubectl_apply(&kb_with_login("orphaned-kb", &kb_url, ""));
+    let api = kb_api(&w).await;
+    wait_status(&api, "orphaned-kb", MINUTE, "Ready", ready).await;
+    let uid = uid_of(&api, "orphaned-kb").await;
+    let (token, _) = secret_key(&w, "orphaned-kb").await;
+    let deleted = w.admin_delete(&format!("kbs/{kb_id}")).await;
+    assert!(
+        deleted.is_success(),
+        "the fake's DELETE /_fake/kbs/{{id}}: {deleted}"
+    );
+    assert!(!w.kb_key_works(&kb_url, &token).await);
+
+    api.delete("orphaned-kb", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        gone_within(&api, "orphaned-kb", MINUTE).await,
+        "still there 60 s after delete: {}",
+        deletion_state(&api, "orphaned-kb").await
+    );
+    assert!(w.live_marked(&uid).await.is_empty());
+    let reasons = w.event_reasons("orphaned-kb").await;
+    assert!(
+        !reasons.iter().any(|r| r == "RevokeAbandoned"),
+        "a KB deleted at Nuclia counts as revoked, not abandoned: {reasons:?}"
+    );
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16, found by reading the code: `spec.role` that differs from the role of the adopted
+/// service account is not silently ignored: Ready=False, reason InvalidSpec naming
+/// `spec.role`, nothing minted; the resource deletes at once.
+#[tokio::test]
+async fn issue16_kb_key_role_differs_from_adopted_service_account() {
+    let mut w = World::new("kb-adopt-role").await;
+    let pat = w.fake.bootstrap.pat.clone();
+    w.create_secret("login", "token", &pat).await;
+    let (acc, kb) = (
+        w.fake.bootstrap.account_id.clone(),
+        w.fake.bootstrap.kbs[0].id.clone(),
+    );
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let created: Value = w
+        .http
+        .post(format!(
+            "{}/api/v1/account/{acc}/kb/{kb}/service_accounts",
+            w.fake.url
+        ))
+        .bearer_auth(&pat)
+        .json(&json!({"title": "shared reader", "role": "SMEMBER"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let adopted = created["id"]
+        .as_str()
+        .expect("service account id")
+        .to_owned();
+    w.start_operator(&[]);
+    w.kubectl_apply(&kb_with_login(
+        "writer",
+        &kb_url,
+        &format!("  role: SCONTRIBUTOR\n  serviceAccount: {{id: {adopted}}}\n"),
+    ));
+    let api = kb_api(&w).await;
+    let s = wait_status(&api, "writer", MINUTE, "InvalidSpec", |s| {
+        reason(s).as_deref() == Some("InvalidSpec")
+    })
+    .await;
+    let cond = s.condition("Ready").unwrap();
+    assert!(
+        cond.message.contains("spec.role"),
+        "the message names spec.role: {}",
+        cond.message
+    );
+    assert!(s.token_id.is_none(), "no key minted");
+    let sa = service_account(&w, &adopted).await.unwrap();
+    assert!(
+        sa["keys"].as_array().is_none_or(|k| k.is_empty()),
+        "no key in the adopted service account"
+    );
+
+    let uid = uid_of(&api, "writer").await;
+    api.delete("writer", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        gone_within(&api, "writer", Duration::from_secs(20)).await,
+        "{}",
+        deletion_state(&api, "writer").await
+    );
+    assert!(w.all_marked(&uid).await.is_empty());
+    assert!(
+        service_account(&w, &adopted).await.is_some(),
+        "the adopted service account is kept"
     );
     w.assert_log_has_no_tokens().await;
 }

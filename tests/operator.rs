@@ -666,3 +666,504 @@ async fn spec_changes_rotate_and_invalid_specs_explain() {
     );
     w.assert_log_has_no_tokens().await;
 }
+
+// ---- issue 16: deletion always finishes, Orphan means orphan, revoke where it was minted,
+// ---- Ready tells the truth, no credential in quoted upstream text, bounded mints.
+
+use common::operator::{deletion_state, gone_within};
+use k8s_openapi::api::core::v1::Namespace;
+use serde_json::json;
+
+/// A personal token in Secret `secret` with `auth` as its `spec.auth`.
+fn pt_with_auth(name: &str, auth: &str, extra_spec: &str) -> String {
+    pt_manifest(name, extra_spec).replace(
+        "  auth: {secretRef: {name: login}}\n",
+        &format!("  auth: {auth}\n"),
+    )
+}
+
+/// Issue 16 (1): a `selfRenew` token whose bootstrap user token was revoked out of band is
+/// deleted within a bound, its managed token revoked (with itself: a PAT may delete PATs).
+#[tokio::test]
+async fn issue16_self_renew_token_deletes_after_its_bootstrap_token_is_revoked() {
+    let mut w = World::new("pt-selfdel").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.user_token.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_with_auth(
+        "boot",
+        "{secretRef: {name: login}, selfRenew: true}",
+        "",
+    ));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&api, "boot", MINUTE, "Ready", ready).await;
+    let uid = uid_of(&api, "boot").await;
+    let managed = w
+        .secret_value("boot", "token")
+        .await
+        .expect("managed token");
+    assert!(w.pat_works(&managed).await, "the managed token works");
+    let user_token_id = w
+        .credential_id("user_token", "user token")
+        .await
+        .expect("the bootstrap user token");
+    w.admin_post(&format!("revoke/{user_token_id}"), json!({}))
+        .await;
+    assert!(
+        !w.pat_works(&w.fake.bootstrap.user_token.clone()).await,
+        "the bootstrap user token is revoked"
+    );
+
+    api.delete("boot", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "boot", MINUTE).await,
+        "still there 60 s after delete: {}",
+        deletion_state(&api, "boot").await
+    );
+    assert!(
+        !w.pat_works(&managed).await,
+        "the managed token is still valid after delete"
+    );
+    assert!(
+        w.live_marked(&uid).await.is_empty(),
+        "tokens left at Nuclia after delete"
+    );
+    assert!(w.secrets().get_opt("boot").await.unwrap().is_none());
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16 (2): a resource whose first mint was refused (a login Nuclia does not know) minted
+/// nothing, so it has nothing to revoke: it is deleted at once.
+#[tokio::test]
+async fn issue16_refused_first_mint_deletes_at_once() {
+    let mut w = World::new("pt-refused").await;
+    w.create_secret("login", "token", "not-a-nuclia-token-6f1d2e9a")
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest("refused", ""));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let s = wait_status(&api, "refused", MINUTE, "Unauthorized", |s| {
+        reason(s).as_deref() == Some("Unauthorized")
+    })
+    .await;
+    assert!(s.token_id.is_none());
+    let uid = uid_of(&api, "refused").await;
+
+    let deleted = tokio::time::Instant::now();
+    api.delete("refused", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        gone_within(&api, "refused", Duration::from_secs(20)).await,
+        "still there 20 s after delete: {}",
+        deletion_state(&api, "refused").await
+    );
+    println!("refused resource gone {:?} after delete", deleted.elapsed());
+    assert!(w.all_marked(&uid).await.is_empty(), "nothing was minted");
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16 (3): deleting a namespace that holds a personal token and a KB key authenticated
+/// by that token's Secret: the namespace goes away (the KB key is revoked first, then the
+/// personal token), and both are revoked at Nuclia.
+#[tokio::test]
+async fn issue16_namespace_deletion_finishes_and_revokes_chained_credentials() {
+    let mut w = World::new("ns-del").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest("admin", "  secret: {name: admin-pat}\n"));
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    w.kubectl_apply(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: kb}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{secretRef: {{name: admin-pat}}}}\n"
+    ));
+    let pts: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let kbs: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&pts, "admin", MINUTE, "PAT Ready", ready).await;
+    wait_status(&kbs, "kb", MINUTE, "KB key Ready", ready).await;
+    let (pt_uid, kb_uid) = (uid_of(&pts, "admin").await, uid_of(&kbs, "kb").await);
+    let pat = w.secret_value("admin-pat", "token").await.unwrap();
+    let key = w.secret_value("kb", "token").await.unwrap();
+    assert!(w.pat_works(&pat).await && w.kb_key_works(&kb_url, &key).await);
+
+    let namespaces: Api<Namespace> = Api::all(w.client.clone());
+    namespaces
+        .delete(&w.ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleted = tokio::time::Instant::now();
+    let gone = gone_within(&namespaces, &w.ns, Duration::from_secs(90)).await;
+    if !gone {
+        let secrets: Vec<String> = w
+            .secrets()
+            .list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "Secret {} finalizers {:?}",
+                            s.metadata.name.as_deref().unwrap_or_default(),
+                            s.metadata.finalizers
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let state = format!(
+            "{}; {}; {secrets:?}",
+            deletion_state(&pts, "admin").await,
+            deletion_state(&kbs, "kb").await
+        );
+        panic!("namespace {} still Terminating after 90 s: {state}", w.ns);
+    }
+    println!("namespace gone {:?} after delete", deleted.elapsed());
+    assert!(
+        !w.kb_key_works(&kb_url, &key).await,
+        "the KB key is still valid"
+    );
+    assert!(
+        !w.pat_works(&pat).await,
+        "the personal token is still valid"
+    );
+    assert!(w.live_marked(&kb_uid).await.is_empty());
+    assert!(w.live_marked(&pt_uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16 (4): `deletionPolicy: Orphan` is not undone. A (Orphan) and B (Revoke) share one
+/// login; after A is deleted, B is verified several times (every 3 s in the harness) and A's
+/// token is still valid, its Secret kept without owner reference.
+#[tokio::test]
+async fn issue16_orphaned_token_is_never_swept() {
+    let mut w = World::new("pt-keep").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest("a", "  deletionPolicy: Orphan\n"));
+    w.kubectl_apply(&pt_manifest("b", ""));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let a = wait_status(&api, "a", MINUTE, "Ready", ready).await;
+    wait_status(&api, "b", MINUTE, "Ready", ready).await;
+    let a_id = a.token_id.unwrap();
+    let a_token = w.secret_value("a", "token").await.unwrap();
+    let b_uid = uid_of(&api, "b").await;
+
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "a", MINUTE).await,
+        "{}",
+        deletion_state(&api, "a").await
+    );
+    // B's credential is verified with one list call per interval: wait for four more.
+    let list = "GET /api/v1/user/pa_tokens";
+    let before = w.calls_to(list).await;
+    let verified = common::poll(MINUTE, || async {
+        (w.calls_to(list).await >= before + 4).then_some(())
+    })
+    .await;
+    assert!(
+        verified.is_some(),
+        "B's credential was not verified 4 times within a minute"
+    );
+    assert!(
+        w.credential_is_live(&a_id).await && w.pat_works(&a_token).await,
+        "the orphaned token was revoked after its resource was deleted"
+    );
+    let kept = w
+        .secrets()
+        .get_opt("a")
+        .await
+        .unwrap()
+        .expect("Orphan keeps the Secret");
+    assert!(
+        kept.metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|o| o.is_empty()),
+        "the kept Secret still has an owner reference"
+    );
+    assert_eq!(
+        w.secret_value("a", "token").await.as_deref(),
+        Some(a_token.as_str()),
+        "the kept Secret holds the orphaned token"
+    );
+
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "b", MINUTE).await,
+        "{}",
+        deletion_state(&api, "b").await
+    );
+    assert!(
+        w.live_marked(&b_uid).await.is_empty(),
+        "B's tokens left at Nuclia"
+    );
+    w.secrets()
+        .delete("a", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        gone_within(&w.secrets(), "a", Duration::from_secs(30)).await,
+        "the kept Secret cannot be deleted"
+    );
+    assert!(
+        w.pat_works(&a_token).await,
+        "the orphaned token stays valid"
+    );
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16 (5), personal token: `auth.secretRef` switched from user A's login to user B's is
+/// a rotation; A's token is revoked (as A) after the grace, B's works.
+#[tokio::test]
+async fn issue16_switching_the_login_user_revokes_the_old_users_token() {
+    let user_b_token = format!("user-b-token-{}", uuid::Uuid::new_v4().simple());
+    let seed = serde_json::from_value(json!({
+        "users": [{"email": "b@example.com", "token": user_b_token}]
+    }))
+    .expect("a fake seed with a second user (seed field `users`)");
+    let mut w = World::with_fake(
+        "pt-user",
+        nuclia_token_operator::fake::FakeConfig {
+            seed,
+            ..Default::default()
+        },
+    )
+    .await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.create_secret("login-b", "token", &user_b_token).await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest(
+        "who",
+        "  rotation: {revokePreviousAfter: 2s}\n",
+    ));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let s1 = wait_status(&api, "who", MINUTE, "Ready", ready).await;
+    let uid = uid_of(&api, "who").await;
+    let id1 = s1.token_id.unwrap();
+    let token1 = w.secret_value("who", "token").await.unwrap();
+
+    w.kubectl(&[
+        "patch",
+        "npt",
+        "who",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"auth":{"secretRef":{"name":"login-b"}}}}"#,
+    ]);
+    let s2 = wait_status(&api, "who", MINUTE, "a token of user B", |s| {
+        ready(s) && s.token_id.as_ref().is_some_and(|t| *t != id1)
+    })
+    .await;
+    let id2 = s2.token_id.unwrap();
+    let token2 = w.secret_value("who", "token").await.unwrap();
+    assert!(w.pat_works(&token2).await);
+    let owner = |v: Option<serde_json::Value>| v.map(|c| c["owner"].clone());
+    assert_ne!(
+        owner(w.credential_view(&id1).await),
+        owner(w.credential_view(&id2).await),
+        "the new token belongs to the other user"
+    );
+    let revoked = common::poll(Duration::from_secs(30), || async {
+        (!w.credential_is_live(&id1).await).then_some(())
+    })
+    .await;
+    assert!(
+        revoked.is_some(),
+        "user A's token is still valid 30 s after the switch (grace 2 s); status: {:?}",
+        api.get("who").await.unwrap().status
+    );
+    assert!(!w.pat_works(&token1).await);
+
+    api.delete("who", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "who", MINUTE).await,
+        "{}",
+        deletion_state(&api, "who").await
+    );
+    assert!(!w.pat_works(&token2).await, "user B's token is revoked");
+    assert!(w.live_marked(&uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16 (6): Ready tells the truth. The login is revoked out of band, then the managed
+/// Secret deleted: the re-issue fails, and Ready must say False (not "holds a valid token").
+/// A working login again: a new token, Ready, and delete revokes everything.
+#[tokio::test]
+async fn issue16_ready_is_false_while_the_secret_cannot_be_restored() {
+    let mut w = World::new("pt-truth").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.user_token.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest(
+        "app",
+        "  rotation: {revokePreviousAfter: 2s}\n",
+    ));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let s1 = wait_status(&api, "app", MINUTE, "Ready", ready).await;
+    let uid = uid_of(&api, "app").await;
+    let id1 = s1.token_id.unwrap();
+    let login_id = w
+        .credential_id("user_token", "user token")
+        .await
+        .expect("the bootstrap user token");
+    w.admin_post(&format!("revoke/{login_id}"), json!({})).await;
+    w.secrets()
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let s = wait_status(
+        &api,
+        "app",
+        Duration::from_secs(30),
+        "Ready=False after the Secret was deleted and could not be restored",
+        |s| reason(s).is_some_and(|r| r != "TokenValid"),
+    )
+    .await;
+    println!("Ready=False reason {:?}", reason(&s));
+
+    // A working login: the Secret is restored with a new token.
+    let patch = json!({"stringData": {"token": w.fake.bootstrap.pat.clone()}});
+    w.secrets()
+        .patch(
+            "login",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .unwrap();
+    wait_status(&api, "app", MINUTE, "Ready with a new token", |s| {
+        ready(s) && s.token_id.as_ref().is_some_and(|t| *t != id1)
+    })
+    .await;
+    assert!(
+        w.pat_works(&w.secret_value("app", "token").await.unwrap())
+            .await
+    );
+    api.delete("app", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "app", MINUTE).await,
+        "{}",
+        deletion_state(&api, "app").await
+    );
+    assert!(w.live_marked(&uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16 (7): the create call answers 400 with a body that quotes the request's
+/// `Authorization` header. The login token appears nowhere: not in the resource (status,
+/// annotations), its Events, or the operator log.
+#[tokio::test]
+async fn issue16_credentials_echoed_by_an_upstream_error_do_not_leak() {
+    let mut w = World::new("pt-echo").await;
+    let login = w.fake.bootstrap.pat.clone();
+    w.create_secret("login", "token", &login).await;
+    w.set_faults(json!([{"route": "POST /api/v1/user/pa_tokens", "echo_credentials": true}]))
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest("echo", ""));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&api, "echo", MINUTE, "Ready=False", |s| reason(s).is_some()).await;
+    assert!(w.calls_to("POST /api/v1/user/pa_tokens").await >= 1);
+    // The Event about the refusal may follow the status write: give it a bounded moment (the
+    // scan below runs either way).
+    common::poll(Duration::from_secs(15), || async {
+        (!w.event_reasons("echo").await.is_empty()).then_some(())
+    })
+    .await;
+    let obj = serde_json::to_string(&api.get("echo").await.unwrap()).unwrap();
+    assert!(
+        !obj.contains(&login),
+        "the login token appears in the resource (status or metadata)"
+    );
+    assert!(
+        !w.events_text().await.contains(&login),
+        "the login token appears in an Event"
+    );
+    w.assert_log_has_no_tokens().await;
+
+    // Every create was refused: nothing to revoke, the delete goes through.
+    let uid = uid_of(&api, "echo").await;
+    api.delete("echo", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "echo", MINUTE).await,
+        "{}",
+        deletion_state(&api, "echo").await
+    );
+    assert!(w.all_marked(&uid).await.is_empty(), "nothing was minted");
+    assert!(
+        !w.events_text().await.contains(&login),
+        "the login token appears in an Event"
+    );
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Issue 16 (8): Nuclia caps the lifetime at 1 hour while `days: 5` was asked. Over 60 s the
+/// resource mints at most 2 tokens, `previousTokens` stays ≤ 5, a `LifetimeShortened` Event
+/// says so, Ready=True.
+#[tokio::test]
+async fn issue16_a_shortened_lifetime_does_not_start_a_mint_loop() {
+    let mut w = World::new("pt-cap").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.set_faults(json!([{"route": "POST /api/v1/user/pa_tokens", "cap_expires_secs": 3600}]))
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest("cap", "").replace("days: 1", "days: 5"));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&api, "cap", MINUTE, "Ready", ready).await;
+    let uid = uid_of(&api, "cap").await;
+
+    // The observation window: 60 s in which a mint loop would show (the poll ends early if so).
+    let window = tokio::time::Instant::now();
+    let looped = common::poll(MINUTE, || async {
+        let minted = w.all_marked(&uid).await.len();
+        let previous = api.get("cap").await.ok()?.status?.previous_tokens.len();
+        (minted > 2 || previous > 5).then_some((minted, previous))
+    })
+    .await;
+    if let Some((minted, previous)) = looped {
+        panic!(
+            "{minted} tokens minted ({previous} in previousTokens) {:?} after Ready with a 1 h cap",
+            window.elapsed()
+        );
+    }
+    let s = wait_status(&api, "cap", MINUTE, "Ready", ready).await;
+    let lifetime = s.not_after.unwrap() - s.issued_at.unwrap();
+    assert!(
+        lifetime <= chrono::Duration::minutes(61),
+        "status.notAfter is the granted expiry: lifetime {lifetime}"
+    );
+    assert!(s.renewal_time.unwrap() > s.issued_at.unwrap() + chrono::Duration::minutes(1));
+    let message = &s.condition("Ready").unwrap().message;
+    assert!(
+        message.to_lowercase().contains("lifetime shortened"),
+        "the Ready message says the lifetime was shortened: {message}"
+    );
+    let event = common::poll(Duration::from_secs(30), || async {
+        w.event_reasons("cap")
+            .await
+            .iter()
+            .any(|r| r == "LifetimeShortened")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        event.is_some(),
+        "no LifetimeShortened Event: {:?}",
+        w.event_reasons("cap").await
+    );
+
+    w.clear_faults().await;
+    api.delete("cap", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "cap", MINUTE).await,
+        "{}",
+        deletion_state(&api, "cap").await
+    );
+    assert!(w.live_marked(&uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}

@@ -27,7 +27,7 @@ impl<K: Kind> Engine<'_, K> {
         // which status does not vouch for yet, and it may be the only credential left (a
         // self-renewing token whose login has expired). Not kept for minting.
         let credentials = self.credentials(view, Purpose::Revoke, None).await?;
-        let mut issuer = self.obj.issuer(self.ctx, credentials).await?;
+        let mut issuer = self.obj.issuer(self.ctx, credentials, &self.status).await?;
         let live = issuer.list_live().await?;
         let mine: Vec<LiveToken> = live
             .into_iter()

@@ -41,6 +41,13 @@ impl<K: Kind> Engine<'_, K> {
                 {
                     self.status.resolved_intent = Some(intent.nonce);
                 }
+                // What the issuer made on the way (a KB key's service account) is recorded, so
+                // that deletion releases it without a list.
+                if let Some(issuer) = self.issuer.as_mut()
+                    && let Err(settle) = K::settle(issuer, &mut self.status).await
+                {
+                    tracing::debug!(error = %settle, "could not record the issuer's state");
+                }
                 return Err(e);
             }
         };

@@ -2,10 +2,12 @@
 //! carries out what [`crate::lifecycle::decide`] plans. Per kind, only [`Kind`] differs (its
 //! implementations live with their issuers, one file per credential kind).
 //!
-//! By concern: [`context`] (what every reconcile shares), `reconcile` (entry, error policy,
-//! the engine and its conditions), `issue` (intent → mint → Secret → record), `guard` (the
-//! leak guard's sweeps and upstream verification), `revoke` (replaced tokens, deletion).
+//! By concern: `context` (what every reconcile shares), `reconcile` (entry, error policy, the
+//! engine that runs the plan), `conditions` (what a reconcile reports), `issue` (intent → mint
+//! → Secret → record), `guard` (the leak guard's sweeps and upstream verification), `revoke`
+//! (replaced tokens, deletion). `docs/lifecycle.md` walks through them.
 
+mod conditions;
 mod context;
 mod credential_index;
 mod guard;
@@ -120,10 +122,12 @@ pub trait Kind:
     fn managed_token(&self, purpose: Purpose) -> ManagedToken;
     /// The issuer that mints in the scope the spec asks for now (a KB key's locates the KB
     /// and finds its account, refusing an untrusted `kbUrl` before using any credential).
+    /// `status` is the engine's, as this reconcile has it so far.
     fn issuer(
         &self,
         ctx: &Context,
         credentials: Vec<ApiToken>,
+        status: &CredentialStatus,
     ) -> impl Future<Output = Result<Self::Issuer>> + Send;
     /// An issuer that revokes and lists at recorded scopes (`home` for listing): no request.
     fn revoker(&self, ctx: &Context, credentials: Vec<ApiToken>, home: &TokenScope)

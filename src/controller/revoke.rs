@@ -171,27 +171,31 @@ impl<K: Kind> Engine<'_, K> {
         let home = self.current_scope();
         self.release_if_unused(view, &home).await?;
         // Whatever an interrupted issue may have minted: only then is a list needed.
-        if self.pending_intent().is_some() {
-            let marker = marker(self.ctx, self.obj);
-            let credentials = self.credentials(view, Purpose::Revoke, None).await?;
-            let mut revoker = self.obj.revoker(self.ctx, credentials, &home);
-            let live = match revoker.list_live().await {
-                Err(Error::Nuclia(nuclia::Error::NotFound { .. })) => Vec::new(),
-                other => other?,
-            };
-            for t in live
-                .iter()
-                .filter(|t| t.marker.as_ref().is_some_and(|m| m.same_resource(&marker)))
-            {
-                let scope = revoker.scope_of(t);
-                revoker.revoke(&t.id, &scope).await?;
-            }
-            revoker.release_marked(&marker).await?;
-            if let Some(intent) = self.pending_intent() {
-                self.status.resolved_intent = Some(intent.nonce);
-            }
+        if let Some(intent) = self.pending_intent() {
+            self.sweep_marked(view, &home).await?;
+            self.status.resolved_intent = Some(intent.nonce);
         }
         Ok(())
+    }
+
+    /// Revokes the tokens and releases the service accounts marked for this resource (status
+    /// records none of them any more).
+    async fn sweep_marked(&mut self, view: &SecretView, home: &TokenScope) -> Result<()> {
+        let marker = marker(self.ctx, self.obj);
+        let credentials = self.credentials(view, Purpose::Revoke, None).await?;
+        let mut revoker = self.obj.revoker(self.ctx, credentials, home);
+        let live = match revoker.list_live().await {
+            Err(Error::Nuclia(nuclia::Error::NotFound { .. })) => Vec::new(),
+            other => other?,
+        };
+        for t in live
+            .iter()
+            .filter(|t| t.marker.as_ref().is_some_and(|m| m.same_resource(&marker)))
+        {
+            let scope = revoker.scope_of(t);
+            revoker.revoke(&t.id, &scope).await?;
+        }
+        revoker.release_marked(&marker).await
     }
 
     /// What is still recorded, for the `RevokeAbandoned` Event: ids and expiries.

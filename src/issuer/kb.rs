@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
-use super::personal::spec_hash;
 use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
@@ -528,7 +527,7 @@ impl Kind for NucliaKbApiKey {
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
         s.secret.template.validate().map_err(Error::InvalidSpec)?;
-        let hash = spec_hash(
+        Policy::for_spec(
             serde_json::json!([
                 s.kb_url,
                 s.account,
@@ -539,13 +538,9 @@ impl Kind for NucliaKbApiKey {
                 s.secret.template.name,
                 s.secret.keys
             ]),
-            s.deletion_policy,
-        );
-        Policy::new(
             s.days,
             s.renew_before.as_deref(),
-            &s.rotation.revoke_previous_after,
-            hash,
+            &s.rotation,
             s.deletion_policy,
         )
         .map_err(Error::InvalidSpec)
@@ -571,7 +566,12 @@ impl Kind for NucliaKbApiKey {
         ManagedToken::Never
     }
 
-    async fn issuer(&self, ctx: &Context, credentials: Vec<ApiToken>) -> Result<KbIssuer> {
+    async fn issuer(
+        &self,
+        ctx: &Context,
+        credentials: Vec<ApiToken>,
+        status: &CredentialStatus,
+    ) -> Result<KbIssuer> {
         // Refuse an untrusted kbUrl before using, let alone sending, any credential.
         ctx.nuclia.endpoints().locate_kb(&self.spec.kb_url)?;
         let credential = KbIssuer::credential(&self.spec, first_credential(credentials)?);
@@ -580,12 +580,11 @@ impl Kind for NucliaKbApiKey {
             self.namespace().unwrap_or_default(),
             self.name_any()
         );
-        let previous = self.status.as_ref().and_then(|s| s.kb.as_ref());
         KbIssuer::prepare(
             ctx.nuclia.clone(),
             credential,
             &self.spec,
-            previous,
+            status.kb.as_ref(),
             title,
             &ctx.accounts,
         )

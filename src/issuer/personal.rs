@@ -3,7 +3,6 @@
 //! and the `NucliaPersonalToken` spec as the controller sees it.
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 
 use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
@@ -126,18 +125,6 @@ impl Issuer for PersonalIssuer {
     }
 }
 
-/// Hash of the spec fields that shape the credential; changing any of them rotates it.
-pub(crate) fn spec_hash(mut value: serde_json::Value, deletion: DeletionPolicy) -> String {
-    // Orphan tokens carry another marker, so switching the policy rotates; hashes of
-    // resources with the default policy stay what they were (no rotation on upgrade).
-    if deletion == DeletionPolicy::Orphan
-        && let Some(fields) = value.as_array_mut()
-    {
-        fields.push("Orphan".into());
-    }
-    hex::encode(&Sha256::digest(value.to_string().as_bytes())[..8])
-}
-
 impl Kind for NucliaPersonalToken {
     type Issuer = PersonalIssuer;
 
@@ -148,15 +135,11 @@ impl Kind for NucliaPersonalToken {
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
         s.secret.validate().map_err(Error::InvalidSpec)?;
-        let hash = spec_hash(
+        Policy::for_spec(
             serde_json::json!([s.description, s.days, s.auth, s.secret.name]),
-            s.deletion_policy,
-        );
-        Policy::new(
             s.days,
             s.renew_before.as_deref(),
-            &s.rotation.revoke_previous_after,
-            hash,
+            &s.rotation,
             s.deletion_policy,
         )
         .map_err(Error::InvalidSpec)
@@ -188,7 +171,12 @@ impl Kind for NucliaPersonalToken {
         }
     }
 
-    async fn issuer(&self, ctx: &Context, credentials: Vec<ApiToken>) -> Result<PersonalIssuer> {
+    async fn issuer(
+        &self,
+        ctx: &Context,
+        credentials: Vec<ApiToken>,
+        _status: &CredentialStatus,
+    ) -> Result<PersonalIssuer> {
         Ok(self.revoker(ctx, credentials, &TokenScope::default()))
     }
 

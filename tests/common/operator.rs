@@ -614,3 +614,111 @@ pub async fn minted_values(http: &reqwest::Client, fake_url: &str) -> Vec<String
         })
         .unwrap_or_default()
 }
+
+// ---- helpers for the issue 16 acceptance tests (tests/operator.rs, tests/kb_keys.rs) ----
+
+impl World {
+    /// DELETE on the fake's admin API (`/_fake/{path}`); the answer's status.
+    pub async fn admin_delete(&self, path: &str) -> reqwest::StatusCode {
+        self.http
+            .delete(format!("{}/_fake/{path}", self.fake.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Whether credential `id` is live at the fake (neither revoked nor expired).
+    pub async fn credential_is_live(&self, id: &str) -> bool {
+        self.admin("credentials")
+            .await
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c["id"] == id))
+    }
+
+    /// The id of the fake's first credential of `kind` (`user_token`, `pat`, …) whose
+    /// description is `description`, live or not.
+    pub async fn credential_id(&self, kind: &str, description: &str) -> Option<String> {
+        self.admin("credentials?all=true")
+            .await
+            .as_array()?
+            .iter()
+            .find(|c| c["kind"] == kind && c["description_or_title"] == description)
+            .and_then(|c| c["id"].as_str().map(String::from))
+    }
+
+    /// The fake's view of credential `id` (kind, owner, description, expiry), live or not.
+    pub async fn credential_view(&self, id: &str) -> Option<serde_json::Value> {
+        self.admin("credentials?all=true")
+            .await
+            .as_array()?
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+    }
+
+    /// How many calls the fake counted for `route` (`METHOD /template`, as in `/_fake/calls`).
+    pub async fn calls_to(&self, route: &str) -> u64 {
+        self.admin("calls").await[route].as_u64().unwrap_or(0)
+    }
+
+    /// Every Event of the namespace as JSON text: for leak scans only, never to print.
+    pub async fn events_text(&self) -> String {
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let list = events.list(&Default::default()).await.expect("list Events");
+        serde_json::to_string(&list.items).expect("Events as JSON")
+    }
+
+    /// Reasons of the Events of the namespace about the object named `name`.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let Ok(list) = events.list(&Default::default()).await else {
+            return Vec::new();
+        };
+        list.items
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .filter_map(|e| e.reason.clone())
+            .collect()
+    }
+}
+
+/// Polls until the object `name` is gone; whether it went within `within`.
+pub async fn gone_within<K>(api: &Api<K>, name: &str, within: Duration) -> bool
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    super::poll(within, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// What a stuck deletion looks like, for an assertion message: the object's finalizers and its
+/// Ready condition (reason and message; never a value).
+pub async fn deletion_state<K>(api: &Api<K>, name: &str) -> String
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + HasStatus,
+{
+    match api.get_opt(name).await {
+        Ok(Some(obj)) => {
+            let ready = obj
+                .status_ref()
+                .and_then(|s| s.condition("Ready"))
+                .map(|c| format!("{} {}: {}", c.status, c.reason, c.message));
+            format!(
+                "{name}: finalizers {:?}, Ready {ready:?}",
+                obj.meta().finalizers
+            )
+        }
+        Ok(None) => format!("{name}: gone"),
+        Err(e) => format!("{name}: {e}"),
+    }
+}

@@ -265,11 +265,12 @@ impl Kind for Scripted {
 
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
-        let hash = crate::issuer::personal::spec_hash(
-            serde_json::json!([s.auth, s.secret.name]),
-            s.deletion_policy,
-        );
-        Ok(Policy::new(30, None, "1h", hash, s.deletion_policy).expect("a valid policy"))
+        let rotation = crate::crd::Rotation::default();
+        let shaping = serde_json::json!([s.auth, s.secret.name]);
+        Ok(
+            Policy::for_spec(shaping, 30, None, &rotation, s.deletion_policy)
+                .expect("a valid policy"),
+        )
     }
 
     fn secret_template(&self) -> &SecretTemplate {
@@ -296,7 +297,12 @@ impl Kind for Scripted {
         }
     }
 
-    async fn issuer(&self, ctx: &Context, credentials: Vec<ApiToken>) -> Result<ScriptedIssuer> {
+    async fn issuer(
+        &self,
+        ctx: &Context,
+        credentials: Vec<ApiToken>,
+        _status: &CredentialStatus,
+    ) -> Result<ScriptedIssuer> {
         Ok(self.revoker(ctx, credentials, &TokenScope::default()))
     }
 
