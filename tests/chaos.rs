@@ -8,9 +8,11 @@
 //! - `nuclia_fault_table`: nuclia-fake answering malformed JSON, HTML pages, truncated, slow or
 //!   dropped bodies, wrong content types, 5xx and 429: the reason is named, the others are
 //!   served, and after the faults clear everything recovers with no credential leaked.
-//! - `chaos_soak`: see its own documentation.
+//! - `chaos_soak`: see its own documentation (its deletions: `chaos/deletions.rs`).
 
 mod common;
+#[path = "chaos/deletions.rs"]
+mod deletions;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -1020,11 +1022,11 @@ fn spawn_replica(env: &SoakEnv, identity: &str) -> Replica {
         .env("RUST_LOG", "info,nuclia_token_operator=debug")
         .args(["--nuclia-global-url", url])
         .args(["--nuclia-zone-origin", &format!("{}={url}", env.zone)])
+        // every namespace: the soak's own and those it creates and deletes
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .args([
-            "--watch-namespaces",
-            &env.ns,
-            "--metrics-addr",
-            "127.0.0.1:0",
+            "--revoke-timeout",
+            &format!("{}s", deletions::REVOKE_TIMEOUT.as_secs()),
         ])
         .args(["--cluster-id", SOAK_CLUSTER_ID, "--identity", identity])
         .args([
@@ -1070,6 +1072,8 @@ struct SamplerStats {
     failures: Mutex<Vec<String>>,
     /// Token ids seen in each resource's Secret.
     seen: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// Resources deleted with `Revoke`: their Secrets hold a revoked token until they go.
+    deleting: Mutex<BTreeSet<String>>,
     stop: AtomicBool,
 }
 
@@ -1125,6 +1129,11 @@ async fn sample(
                 .get("nuclia.dev/owner-name")
                 .cloned()
                 .unwrap_or_default();
+            if s.metadata.deletion_timestamp.is_some()
+                || stats.deleting.lock().unwrap().contains(&owner)
+            {
+                continue;
+            }
             let id = s
                 .metadata
                 .annotations
@@ -1301,10 +1310,15 @@ fn secs_from_env(var: &str, default: u64) -> u64 {
 /// resources of both kinds rotate every ~15 s with a 3 s grace while two replicas with leader
 /// election are SIGKILLed and restarted at random moments, nuclia-fake injects 5xx, 429 with
 /// Retry-After, latency, answers held past the client's timeout and dropped connections on about
-/// a third of the operator's calls, and the apiserver is restarted once. A sampler checks all
-/// along that every issued Secret's token is accepted; at the end, after the faults stop,
-/// everything must be Ready, the live marked credentials at Nuclia exactly those the statuses
-/// reference, every mint accounted for, no panic and no token value in any log, Event or status.
+/// a third of the operator's calls, and the apiserver is restarted once. Meanwhile 10 more
+/// resources (some `deletionPolicy: Orphan`) are deleted at random moments, and 3 namespaces,
+/// each a login Secret, a personal token and a Knowledge Box key authenticated by the token's
+/// Secret, are created and deleted whole (see `deletions`). A sampler checks all along that every
+/// issued Secret's token is accepted; at the end, after the faults stop, everything must be
+/// Ready, every deleted resource and namespace gone within the bound, the live marked credentials
+/// at Nuclia (of any namespace) exactly those the statuses reference but for the tokens of Orphan
+/// resources, which must still be valid, no `RevokeAbandoned` where the login Secret still
+/// exists, every mint accounted for, no panic and no token value in any log, Event or status.
 // Named to sort first: the test harness starts tests in name order, and the soak is the long one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak() {
@@ -1371,6 +1385,8 @@ async fn chaos_soak() {
         .unwrap();
         kbs.create(&PostParams::default(), &obj).await.unwrap();
     }
+    let kb_urls: Vec<String> = fake.bootstrap.kbs.iter().map(|k| k.url.clone()).collect();
+    deletions::create_doomed(&client, &ns, &kb_urls, &rotating).await;
 
     let faults = soak_faults();
     let rules: Vec<Value> = faults.iter().map(|(_, r)| r.clone()).collect();
@@ -1390,6 +1406,14 @@ async fn chaos_soak() {
         stats.clone(),
         started,
     ));
+    let doomed = deletions::start(
+        &client,
+        &ns,
+        &fake.bootstrap.pat,
+        &kb_urls,
+        soak_secs,
+        stats.clone(),
+    );
 
     // ---- chaos: kills at random moments, self-exits restarted, one apiserver restart ----
     let mut generation = [0usize; 2];
@@ -1418,7 +1442,14 @@ async fn chaos_soak() {
                 self_exits += 1;
                 let log = std::fs::read_to_string(env.logs.join(format!("{}.log", r.identity)))
                     .unwrap_or_default();
-                let last_line = common::operator::plain(log.lines().last().unwrap_or_default());
+                // its error line, else its last (a backtrace may follow the error)
+                let plain = common::operator::plain(&log);
+                let last_line = plain
+                    .lines()
+                    .rfind(|l| l.starts_with("Error: "))
+                    .or(plain.lines().last())
+                    .unwrap_or_default()
+                    .to_owned();
                 self_exit_notes.push(format!("{} exited ({status}): {last_line}", r.identity));
                 replicas[slot] = None;
                 restart_at[slot] = Some(now + Duration::from_secs(1));
@@ -1517,9 +1548,11 @@ async fn chaos_soak() {
         }
     }
 
-    // ---- recovery: all Ready, live marked credentials == referenced ones ----
+    // ---- recovery: all Ready, every deleted resource gone, live marked credentials (of any
+    // namespace) == referenced ones, but for the tokens of Orphan resources ----
     let recovery_started = std::time::Instant::now();
-    let marker = format!("[nto:{SOAK_CLUSTER_ID}/{ns}/");
+    let marker = format!("[nto:{SOAK_CLUSTER_ID}/");
+    let keep_marker = format!("[nto-keep:{SOAK_CLUSTER_ID}/");
     // One consistent look: statuses, then the fake. Rotation goes on meanwhile, so a look
     // that raced a mint is simply taken again; the last look is what a failure reports.
     let last: Mutex<Option<Snapshot>> = Mutex::new(None);
@@ -1549,8 +1582,26 @@ async fn chaos_soak() {
             snap.referenced
                 .extend(s.previous_tokens.iter().map(|p| p.id.clone()));
         }
+        let orphans = doomed.orphans();
+        let kept = live_described(&http, &fake.url, &keep_marker).await;
         snap.live = w_marked(&http, &fake.url, &marker, false).await;
+        snap.live.extend(kept.keys().cloned());
+        snap.live.retain(|id| !orphans.ids.contains(id));
+        // a token minted under Orphan whose answer was lost just before the deletion (never
+        // recorded in its status) is kept too
+        let unrecorded: Vec<String> = kept
+            .into_iter()
+            .filter(|(id, d)| {
+                snap.live.contains(id) && orphans.uids.iter().any(|u| d.contains(&format!("/{u}]")))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        snap.live.retain(|id| !unrecorded.contains(id));
+        snap.unrecorded_orphans = unrecorded.len();
         snap.live_sas = fake_sas(&http, &fake.url, &marker).await;
+        snap.live_sas
+            .retain(|sa| !orphans.service_accounts.contains(sa));
+        snap.resources = statuses.len();
         let done = statuses.len() == SOAK_PTS + SOAK_KBS
             && snap.not_ready.is_empty()
             && snap.live == snap.referenced
@@ -1563,6 +1614,8 @@ async fn chaos_soak() {
     let recovery = recovery_started.elapsed();
     stats.stop.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
+    // every deletion has been looked at until gone (or its bound + 30 s) before the replicas stop
+    let deletion_report = doomed.finish().await;
     // Stop the replicas gracefully so that no mint is in flight while the books are read.
     let mut unclean_stops = Vec::new();
     for r in replicas.iter_mut().flatten() {
@@ -1582,7 +1635,8 @@ async fn chaos_soak() {
 
     // ---- what was minted, what was used ----
     let mut failures = Vec::new();
-    let all_minted = w_marked(&http, &fake.url, &marker, true).await;
+    let mut all_minted = w_marked(&http, &fake.url, &marker, true).await;
+    all_minted.extend(w_marked(&http, &fake.url, &keep_marker, true).await);
     let mut log_text = String::new();
     for entry in std::fs::read_dir(&logs).unwrap().flatten() {
         log_text.push_str(&common::operator::plain(
@@ -1616,9 +1670,11 @@ async fn chaos_soak() {
     }
     let referenced = settle.clone().unwrap_or_default();
     used.extend(referenced.iter().cloned());
+    used.extend(deletion_report.orphans.iter().map(|o| o.id.clone()));
     let used_minted: BTreeSet<&String> = used.intersection(&all_minted).collect();
     let unused: Vec<&String> = all_minted.difference(&used).collect();
-    let rotations = used_minted.len().saturating_sub(SOAK_PTS + SOAK_KBS);
+    let created = SOAK_PTS + SOAK_KBS + 2 * deletions::DOOMED + 2 * deletions::NAMESPACES;
+    let rotations = used_minted.len().saturating_sub(created);
     let snap = last.lock().unwrap().take().unwrap_or_default();
     let leaks: Vec<&String> = snap.live.difference(&snap.referenced).collect();
     let dead_referenced: Vec<&String> = snap.referenced.difference(&snap.live).collect();
@@ -1641,8 +1697,14 @@ async fn chaos_soak() {
     );
     let faults_total: u64 = fired.values().sum();
     println!(
-        "soak figures ({soak_secs}s, {} personal tokens + {} KB keys, 2 replicas):",
-        SOAK_PTS, SOAK_KBS
+        "soak figures ({soak_secs}s, {} personal tokens + {} KB keys, 2 replicas; {} + {} more deleted during the soak, {} of each Orphan; {} namespaces of a token and a key deleted whole; revoke timeout {}s):",
+        SOAK_PTS,
+        SOAK_KBS,
+        deletions::DOOMED,
+        deletions::DOOMED,
+        deletions::ORPHANS,
+        deletions::NAMESPACES,
+        deletions::REVOKE_TIMEOUT.as_secs()
     );
     println!("  rotations done:            {rotations}");
     println!(
@@ -1666,9 +1728,11 @@ async fn chaos_soak() {
     );
     println!("  samples failed:            {failed}");
     println!(
-        "  leaks:                     {} credentials, {} service accounts",
+        "  leaks:                     {} credentials, {} service accounts (not counting {} tokens of Orphan resources recorded before deletion, {} minted under Orphan and never recorded)",
         leaks.len(),
-        sa_leaks.len()
+        sa_leaks.len(),
+        deletion_report.orphans.len(),
+        snap.unrecorded_orphans
     );
     println!(
         "  credentials minted:        {} ({} used, {} never used and revoked: {interrupted_mints} answers lost by injected faults, {secret_write_failures} Secret writes failed, {unexplained} other)",
@@ -1680,6 +1744,46 @@ async fn chaos_soak() {
         "  recovery after the faults: {:.1}s",
         recovery.as_secs_f64()
     );
+    let mut deletion_failures = deletion_report.check(&http, &fake.url, &ns).await;
+    // the same from the operator logs (the Events of a deleted namespace went with it)
+    let soak_ns_field = format!("namespace={ns}");
+    let gave_up: Vec<&str> = log_text
+        .lines()
+        .filter(|l| l.contains("gave up revoking"))
+        .collect();
+    let gave_up_here: Vec<&&str> = gave_up
+        .iter()
+        .filter(|l| l.split_whitespace().any(|t| t == soak_ns_field))
+        .collect();
+    let field = |l: &str, key: &str| {
+        l.split_whitespace()
+            .find_map(|t| t.strip_prefix(key))
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let gave_up_resources: BTreeSet<String> = gave_up
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}/{}",
+                field(l, "kind="),
+                field(l, "namespace="),
+                field(l, "name=")
+            )
+        })
+        .collect();
+    println!(
+        "  revocations abandoned:     {} in the logs, for {} resource(s) ({} in the soak's namespace): {gave_up_resources:?}",
+        gave_up.len(),
+        gave_up_resources.len(),
+        gave_up_here.len()
+    );
+    for l in gave_up_here {
+        deletion_failures.push(format!(
+            "revocation abandoned in the soak's namespace, whose login Secret exists: {l}"
+        ));
+    }
     for note in &self_exit_notes {
         println!("  note: {note}");
     }
@@ -1688,9 +1792,12 @@ async fn chaos_soak() {
     for f in stats.failures.lock().unwrap().iter().take(20) {
         failures.push(format!("sampler: {f}"));
     }
+    failures.extend(deletion_failures);
     if settle.is_none() {
         failures.push(format!(
-            "not settled within 180 s after the faults stopped; not Ready: {:?}; live but not referenced: {leaks:?}; referenced but dead: {dead_referenced:?}; service accounts not referenced: {sa_leaks:?}",
+            "not settled within 180 s after the faults stopped; resources left in the soak's namespace: {} of {}; not Ready: {:?}; live but not referenced (any namespace, but Orphan tokens): {leaks:?}; referenced but dead: {dead_referenced:?}; service accounts not referenced: {sa_leaks:?}",
+            snap.resources,
+            SOAK_PTS + SOAK_KBS,
             snap.not_ready
         ));
     }
@@ -1772,6 +1879,10 @@ struct Snapshot {
     sas: BTreeSet<String>,
     live_sas: BTreeSet<String>,
     not_ready: Vec<String>,
+    /// Resources in the soak's namespace (the deleted ones gone: SOAK_PTS + SOAK_KBS).
+    resources: usize,
+    /// Live tokens minted under Orphan that no status recorded (tolerated).
+    unrecorded_orphans: usize,
 }
 
 /// Ids of credentials at the fake whose description or title carries `marker` (live only, or all).
@@ -1785,6 +1896,29 @@ async fn w_marked(
     common::operator::fake_ids_where(http, fake_url, &path, "description_or_title", marker)
         .await
         .into_iter()
+        .collect()
+}
+
+/// Live credentials at the fake whose description or title carries `marker`: id -> that text.
+async fn live_described(
+    http: &reqwest::Client,
+    fake_url: &str,
+    marker: &str,
+) -> BTreeMap<String, String> {
+    common::operator::fake_admin(http, fake_url, "credentials")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| {
+            let d = c["description_or_title"].as_str()?;
+            d.contains(marker).then(|| {
+                (
+                    c["id"].as_str().unwrap_or_default().to_owned(),
+                    d.to_owned(),
+                )
+            })
+        })
         .collect()
 }
 
