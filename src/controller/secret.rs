@@ -231,7 +231,11 @@ pub async fn namespace_terminating(api: &Api<Secret>, name: &str) -> Result<bool
             .as_ref()
             .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
             || s.message.contains("being terminated")),
-        _ => Ok(false),
+        // Taken (the Secret is still there), or created in a dry run: the namespace lives.
+        Ok(_) => Ok(false),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        // No answer (an apiserver restart): no guess either way.
+        Err(e) => Err(Error::kube("probe the namespace")(e)),
     }
 }
 
