@@ -48,7 +48,9 @@ pub const NAMESPACE_BOUND: Duration = Duration::from_secs(150);
 /// How long a deletion task keeps looking after the bound, to measure how late a late one was.
 const LOOK_PAST_BOUND: Duration = Duration::from_secs(30);
 /// How long an Orphan resource may take to be Ready (its token in its Secret) before deletion.
-const ORPHAN_READY_WAIT: Duration = Duration::from_secs(30);
+/// Under the soak's chaos a first issue can wait out a lease hand-over, an apiserver restart and
+/// the intent grace of a mint cut by a SIGKILL: well above those together.
+const ORPHAN_READY_WAIT: Duration = Duration::from_secs(90);
 
 /// One deletion: a resource or a namespace.
 #[derive(Clone, Debug)]
