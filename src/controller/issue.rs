@@ -23,12 +23,12 @@ impl<K: Kind> Engine<'_, K> {
         view: &SecretView,
         secret_name: &str,
     ) -> Result<()> {
+        let expires = self.now + policy.lifetime;
         let intent = IssueIntent {
             nonce: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             at: self.now,
-            expires: Some(self.now + policy.lifetime),
+            expires: Some(expires),
         };
-        let expires = self.now + policy.lifetime;
         self.issuer(view).await?;
         self.add_finalizer(Some(&intent)).await?;
         let marker = marker(self.ctx, self.obj);
