@@ -13,6 +13,10 @@ use nuclia_token_operator::controller::{self, Context, Settings};
 use nuclia_token_operator::nuclia::{self, ClientConfig, Endpoints};
 use nuclia_token_operator::runtime::{self, Config, Health, LeaderElection, LeaderState, Metrics};
 
+/// How long in-flight reconciles may run on after a stop (SIGTERM or lost leadership): well
+/// within kubelet's default termination grace period of 30 s.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::install_crypto();
@@ -123,7 +127,17 @@ async fn main() -> anyhow::Result<()> {
             health.set_caches_synced(true);
         })
     };
-    controller::run(ctx, stop).await;
+    // In-flight reconciles finish after the stop, but not for ever: a request stuck on a dead
+    // connection must not outlast the pod's termination grace period. An issue cut short is
+    // resolved by the leak guard of whichever replica acts next.
+    let drained = async {
+        stop.clone().await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        _ = controller::run(ctx, stop.clone()) => {}
+        _ = drained => tracing::warn!(limit = ?DRAIN_LIMIT, "reconciles still running after the stop; exiting without them"),
+    }
     synced.abort();
     let lost_leadership = lost.now_or_never().is_some();
     if let Some(e) = election {
