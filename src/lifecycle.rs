@@ -380,6 +380,7 @@ pub fn record_issue(
     if let Some(old) = status.token_id.take() {
         let scope = status.scope.take();
         status.previous_tokens.push(PreviousToken {
+            // Also in the old field, which earlier versions read (a rollback still revokes it).
             service_account_id: scope.as_ref().and_then(|s| s.service_account_id.clone()),
             id: old,
             revoke_at: grace_end,

@@ -1004,24 +1004,9 @@ async fn issue16_kb_key_role_differs_from_adopted_service_account() {
         w.fake.bootstrap.kbs[0].id.clone(),
     );
     let kb_url = w.fake.bootstrap.kbs[0].url.clone();
-    let created: Value = w
-        .http
-        .post(format!(
-            "{}/api/v1/account/{acc}/kb/{kb}/service_accounts",
-            w.fake.url
-        ))
-        .bearer_auth(&pat)
-        .json(&json!({"title": "shared reader", "role": "SMEMBER"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let adopted = created["id"]
-        .as_str()
-        .expect("service account id")
-        .to_owned();
+    let adopted =
+        hand_made_service_account(&w, &format!("{}/api/v1/account/{acc}/kb/{kb}", w.fake.url))
+            .await;
     w.start_operator(&[]);
     w.kubectl_apply(&kb_with_login(
         "writer",

@@ -149,6 +149,7 @@ impl<K: Kind> Engine<'_, K> {
                 not_after: p.not_after,
             })
             .collect();
+        let had_current = self.status.token_id.is_some();
         if let Some(id) = self.status.token_id.clone() {
             tokens.push(Recorded {
                 id,
@@ -172,9 +173,12 @@ impl<K: Kind> Engine<'_, K> {
             }
             self.release_if_unused(view, &t.scope).await?;
         }
-        // A service account created for a key whose mint was refused.
+        // A service account created for a key whose mint was refused (with a current token,
+        // the loop has released it already).
         let home = self.current_scope();
-        self.release_if_unused(view, &home).await?;
+        if !had_current {
+            self.release_if_unused(view, &home).await?;
+        }
         // Whatever an interrupted issue may have minted: only then is a list needed.
         if let Some(intent) = self.pending_intent() {
             self.sweep_marked(view, &home).await?;
