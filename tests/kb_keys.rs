@@ -993,7 +993,8 @@ async fn issue16_kb_deleted_at_nuclia_does_not_block_deletion() {
 
 /// Issue 16, found by reading the code: `spec.role` that differs from the role of the adopted
 /// service account is not silently ignored: Ready=False, reason InvalidSpec naming
-/// `spec.role`, nothing minted; the resource deletes at once.
+/// `spec.role`, Stalled=True, nothing minted; once fixed it is Ready (Stalled gone) and its
+/// deletion revokes the key.
 #[tokio::test]
 async fn issue16_kb_key_role_differs_from_adopted_service_account() {
     let mut w = World::new("kb-adopt-role").await;
@@ -1030,6 +1031,37 @@ async fn issue16_kb_key_role_differs_from_adopted_service_account() {
         sa["keys"].as_array().is_none_or(|k| k.is_empty()),
         "no key in the adopted service account"
     );
+    // A terminal reason is also Stalled (kstatus); every condition names the generation.
+    let generation = api.get("writer").await.unwrap().metadata.generation;
+    let stalled = s.condition("Stalled").expect("a Stalled condition");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "InvalidSpec")
+    );
+    assert!(
+        s.conditions
+            .iter()
+            .all(|c| c.observed_generation == generation)
+    );
+
+    // Fixed: Ready, Stalled gone, the conditions follow the new generation.
+    w.kubectl(&[
+        "patch",
+        "nkak",
+        "writer",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"role": "SMEMBER"}}"#,
+    ]);
+    let s = wait_status(&api, "writer", MINUTE, "Ready once fixed", ready).await;
+    let generation = api.get("writer").await.unwrap().metadata.generation;
+    assert!(s.condition("Stalled").is_none(), "{:?}", s.conditions);
+    assert!(
+        s.conditions
+            .iter()
+            .all(|c| c.observed_generation == generation)
+    );
+    let key = s.token_id.clone().expect("a key in the adopted account");
 
     let uid = uid_of(&api, "writer").await;
     api.delete("writer", &DeleteParams::default())
@@ -1040,6 +1072,7 @@ async fn issue16_kb_key_role_differs_from_adopted_service_account() {
         "{}",
         deletion_state(&api, "writer").await
     );
+    assert!(!credential_live(&w, &key).await, "its key is revoked");
     assert!(w.all_marked(&uid).await.is_empty());
     assert!(
         service_account(&w, &adopted).await.is_some(),
