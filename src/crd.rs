@@ -47,6 +47,9 @@ pub const DEFAULT_REVOKE_PREVIOUS_AFTER: &str = "1h";
 
 const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+/// A Secret type: `Opaque`, or a `domain/name` such as `nuclia.dev/token`.
+const SECRET_TYPE: &str =
+    r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?(/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$";
 /// A KB URL as Nuclia prints it: scheme, host (and port), `/api/v1/kb/{kbid}`; no user info,
 /// query or fragment, so a credential can never be smuggled into it.
 pub const KB_URL_PATTERN: &str = r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?/api/v1/kb/[A-Za-z0-9-]{1,64}/?$";
@@ -91,6 +94,73 @@ pub struct SecretTemplate {
     /// Extra annotations for the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Type of the Secret (default `Opaque`). A Secret's type cannot change in place: changing
+    /// it replaces the Secret.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_TYPE))]
+    pub secret_type: Option<String>,
+    /// Ready-made layouts of the credential written into the same Secret, next to the plain
+    /// keys: `Env` (`NUCLIA_*` keys for `envFrom`) and `NucliaConfig` (the `nuclia` SDK/CLI
+    /// configuration file, so a pod that mounts the Secret at `~/.nuclia` needs no login).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub additional_formats: Vec<SecretFormat>,
+}
+
+/// One additional layout of the credential in its Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretFormat {
+    /// `Env` or `NucliaConfig`.
+    #[serde(rename = "type")]
+    pub format: SecretFormatType,
+    /// `NucliaConfig` only: the data key of the configuration file (default `config`, so the
+    /// Secret mounted as the directory `~/.nuclia` gives the SDK its `~/.nuclia/config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub key: Option<String>,
+}
+
+/// The layouts a credential's Secret can carry besides its plain keys.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum SecretFormatType {
+    /// `NUCLIA_*` keys, for `envFrom` (names in the operator's docs).
+    Env,
+    /// The `nuclia` SDK/CLI configuration file (JSON), with this credential as the default.
+    NucliaConfig,
+}
+
+/// A workload restarted (as `kubectl rollout restart` does) after the Secret's token changes,
+/// so consumers that read the token once at start pick up the new one before the old one is
+/// revoked.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartTarget {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: WorkloadKind,
+    /// Name of the workload, in the same namespace as this resource.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+}
+
+/// A kind of workload that can be restarted.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        }
+    }
 }
 
 /// Room left under the apiserver's 256 KiB limit on a Secret's annotations for the ones the
@@ -249,6 +319,11 @@ pub struct NucliaPersonalTokenSpec {
     /// Rotation hand-over settings.
     #[serde(default)]
     pub rotation: Rotation,
+    /// Workloads in this namespace to restart after the Secret's token changes (rotation,
+    /// repair, re-issue); the previous token's grace period starts once the restart is asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
     /// `Revoke` (default) revokes the tokens when this resource is deleted; `Orphan` leaves them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -417,6 +492,11 @@ pub struct NucliaKbApiKeySpec {
     /// Rotation hand-over settings.
     #[serde(default)]
     pub rotation: Rotation,
+    /// Workloads in this namespace to restart after the Secret's token changes (rotation,
+    /// repair, re-issue); the previous token's grace period starts once the restart is asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
     /// `Revoke` (default) revokes the keys when this resource is deleted; `Orphan` leaves them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -499,6 +579,21 @@ pub struct KbLocationStatus {
     pub retired_service_accounts: Vec<String>,
 }
 
+/// The last rollout restart the operator asked for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartStatus {
+    /// The token the restart was for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// When the restart was asked (the previous token's grace period starts then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<DateTime<Utc>>,
+    /// Targets that could not be restarted, and why (not retried before the next token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
 /// Observed state, shared by both kinds. Never holds a token value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -549,6 +644,9 @@ pub struct CredentialStatus {
     /// Last value of the `nuclia.dev/revoke-now` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_now_handled: Option<String>,
+    /// The last rollout restart of `spec.rolloutRestartTargets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_restart: Option<RolloutRestartStatus>,
     /// Knowledge Box keys only: where the key lives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kb: Option<KbLocationStatus>,
@@ -687,6 +785,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..SecretTemplate::default()
         };
         let big = "x".repeat(300_000);
         let ok = [
