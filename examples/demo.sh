@@ -40,13 +40,13 @@ field user_token | k -n demo create secret generic nuclia-login --from-file=toke
 
 say "starting the operator"
 target/debug/nuclia-token-operator --nuclia-global-url "$URL" --nuclia-zone-origin "$ZONE=$URL" \
-  --metrics-addr 127.0.0.1:0 --cluster-id demo --verify-interval 30s >"$STATE/operator.log" 2>&1 &
+  --metrics-addr 127.0.0.1:0 --cluster-id demo --verify-interval 30s --rollout-restart-interval 5s >"$STATE/operator.log" 2>&1 &
 PIDS+=($!)
 
 say "applying the examples"
 k -n demo apply -f examples/personal-token.yaml
-sed "s|kbUrl: .*|kbUrl: $KB_URL|" examples/kb-api-key.yaml | k -n demo apply -f -
 k -n demo apply -f examples/consumer-deployment.yaml
+sed "s|kbUrl: .*|kbUrl: $KB_URL|" examples/kb-api-key.yaml | k -n demo apply -f -
 k -n demo wait --for=condition=Ready nucliapersonaltoken/ci nucliakbapikey/search --timeout=120s
 
 say "kubectl get nuclia"
@@ -75,6 +75,24 @@ done
 echo "token $OLD -> $NEW; the old one stays valid for rotation.revokePreviousAfter, then is revoked"
 k -n demo get npt ci -o jsonpath='{range .status.previousTokens[*]}  previous {.id} revoked at {.revokeAt}{"\n"}{end}'
 k -n demo get events --field-selector involvedObject.name=ci -o custom-columns=REASON:.reason,MESSAGE:.message | tail -3
+say "the KB key's consumer is restarted after a rotation (spec.rolloutRestartTargets)"
+sets() { k -n demo get rs -l app=search-client -o jsonpath='{range .items[*]}{.metadata.name}{" restartedAt="}{.spec.template.metadata.annotations.nuclia\.dev/restartedAt}{"\n"}{end}'; }
+# the first key restarted it already; count once the controller-manager has made that ReplicaSet
+for _ in $(seq 1 100); do sets | grep -q 'restartedAt=2' && break; sleep 0.2; done
+BEFORE=$(sets | wc -l)
+OLD=$(k -n demo get nkak search -o jsonpath='{.status.tokenId}')
+k -n demo annotate nkak search nuclia.dev/rotate="$(date +%s)" --overwrite >/dev/null
+for _ in $(seq 1 300); do
+  AFTER=$(sets | wc -l)
+  NEW=$(k -n demo get nkak search -o jsonpath='{.status.rolloutRestart.tokenId}')
+  [[ -n $NEW && $NEW != "$OLD" && $AFTER -gt $BEFORE ]] && break
+  sleep 0.2
+done
+[[ $AFTER -gt $BEFORE ]] || { echo "the consumer was not restarted; operator log:"; tail -20 "$STATE/operator.log"; exit 1; }
+echo "key $OLD -> $NEW; ReplicaSets of search-client ($BEFORE before the rotation, $AFTER after):"
+sets
+k -n demo get events --field-selector involvedObject.name=search -o custom-columns=REASON:.reason,MESSAGE:.message | tail -2
+
 say "deleting the namespace: the KB key is revoked first, then the token it authenticates with"
 IDS=$(k -n demo get npt,nkak -o jsonpath='{range .items[*]}{.status.tokenId}{" "}{range .status.previousTokens[*]}{.id}{" "}{end}{end}')
 k delete namespace demo --timeout=120s

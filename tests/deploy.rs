@@ -16,6 +16,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::operator::{OperatorProcess, World, ready, reason, wait_status};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, ServiceAccount};
@@ -1264,4 +1265,182 @@ async fn metrics_match_the_status() {
     let log = op.log.clone();
     drop(op);
     w.assert_no_tokens_in(&log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollout restarts
+
+/// The ReplicaSets of Deployment `name`, newest last, with the restart annotation of each one's
+/// pod template.
+async fn replica_sets(w: &World, name: &str) -> Vec<Option<String>> {
+    let api: Api<ReplicaSet> = Api::namespaced(w.client.clone(), &w.ns);
+    let mut sets: Vec<ReplicaSet> = api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "Deployment" && o.name == name)
+        })
+        .collect();
+    sets.sort_by_key(|rs| rs.metadata.creation_timestamp.clone().map(|t| t.0));
+    sets.into_iter()
+        .map(|rs| {
+            rs.spec?
+                .template?
+                .metadata?
+                .annotations?
+                .get("nuclia.dev/restartedAt")
+                .cloned()
+        })
+        .collect()
+}
+
+fn whole_seconds(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `spec.rolloutRestartTargets` under the chart's RBAC: after each token reaches the Secret the
+/// consumer Deployment is restarted (the controller-manager's Deployment controller makes a new
+/// ReplicaSet whose pod template carries the restart), the replaced token stays valid after the
+/// restart and is revoked once its grace is over, and a missing target is reported on the
+/// resource without stopping the lifecycle.
+#[tokio::test]
+async fn rollout_restart_targets_under_the_chart_rbac() {
+    let w = World::new("deploy-restart").await;
+    let release = Release::install(
+        &format!("nto-{}", suffix()),
+        &w.ns,
+        &chart(),
+        &["crds.enabled=false"],
+    );
+    let full = release.fullname();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = sa_kubeconfig(&w.client, &w.ns, &full, dir.path()).await;
+    let mut op = w.spawn_operator(
+        "sa",
+        &kubeconfig,
+        false,
+        &["--rollout-restart-interval", "1s"],
+    );
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.kubectl_apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: consumer}\nspec:\n  selector: {matchLabels: {app: consumer}}\n  template:\n    metadata: {labels: {app: consumer}}\n    spec: {containers: [{name: c, image: consumer:1}]}\n",
+    );
+    let first_set = common::poll(MINUTE, || async {
+        (replica_sets(&w, "consumer").await.len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        first_set.is_some(),
+        "the Deployment controller made no ReplicaSet"
+    );
+
+    w.kubectl_apply(&pt_manifest(
+        "restart",
+        "  rotation: {revokePreviousAfter: 20s}\n  secret: {name: restart-token}\n  rolloutRestartTargets:\n  - {kind: Deployment, name: consumer}\n  - {kind: Deployment, name: absent}\n",
+    ));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let restarted_for_current = |s: &nuclia_token_operator::crd::CredentialStatus| {
+        ready(s)
+            && s.rollout_restart
+                .as_ref()
+                .is_some_and(|r| r.token_id == s.token_id)
+    };
+    let first = wait_status(
+        &api,
+        "restart",
+        MINUTE,
+        "Ready, restarted",
+        restarted_for_current,
+    )
+    .await;
+    let asked = whole_seconds(first.rollout_restart.clone().unwrap().requested_at.unwrap());
+    let sets = common::poll(MINUTE, || async {
+        let sets = replica_sets(&w, "consumer").await;
+        (sets.len() == 2).then_some(sets)
+    })
+    .await
+    .expect("the first token restarted the Deployment: a second ReplicaSet");
+    assert_eq!(sets[1].as_deref(), Some(asked.as_str()));
+    let message = first.condition("Ready").unwrap().message.clone();
+    assert!(
+        message.contains("Deployment absent not found"),
+        "the missing target is not reported: {message}"
+    );
+    let events: Api<Event> = Api::namespaced(w.client.clone(), &w.ns);
+    let failed = common::poll(MINUTE, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RolloutRestartFailed"))
+            .then_some(())
+    })
+    .await;
+    assert!(failed.is_some(), "a RolloutRestartFailed Event expected");
+
+    let uid = api.get("restart").await.unwrap().metadata.uid.unwrap();
+    let old = w.secret_value("restart-token", "token").await.unwrap();
+    w.kubectl(&["annotate", "npt", "restart", "nuclia.dev/rotate=r1"]);
+    let first_id = first.token_id.clone().unwrap();
+    let second = wait_status(&api, "restart", MINUTE, "rotated, restarted", |s| {
+        restarted_for_current(s) && s.token_id.as_ref() != Some(&first_id)
+    })
+    .await;
+    let asked = whole_seconds(
+        second
+            .rollout_restart
+            .clone()
+            .unwrap()
+            .requested_at
+            .unwrap(),
+    );
+    let sets = common::poll(MINUTE, || async {
+        let sets = replica_sets(&w, "consumer").await;
+        (sets.len() == 3).then_some(sets)
+    })
+    .await
+    .expect("the rotation restarted the Deployment: a third ReplicaSet");
+    assert_eq!(sets[2].as_deref(), Some(asked.as_str()));
+    assert!(
+        w.pat_works(&old).await,
+        "the replaced token was revoked before the restarted pods had their grace period"
+    );
+    assert!(
+        settles(&w, &api, "restart", &uid).await,
+        "the replaced token was not revoked after its grace period"
+    );
+    assert!(!w.pat_works(&old).await, "the replaced token still works");
+    assert!(
+        !op.log_text().to_lowercase().contains("forbidden"),
+        "a request was forbidden under the chart's RBAC; see {}",
+        op.log.display()
+    );
+
+    api.delete("restart", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt("restart").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the finalizer never let the resource go");
+    assert!(
+        w.live_marked(&uid).await.is_empty(),
+        "tokens left at Nuclia after delete"
+    );
+    assert_eq!(
+        replica_sets(&w, "consumer").await.len(),
+        3,
+        "deleting the resource restarted the Deployment"
+    );
+    op.kill();
+    w.assert_no_tokens_in(&op.log).await;
+    drop(release);
 }

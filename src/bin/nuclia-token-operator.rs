@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         intent_grace: config.nuclia_timeout * 2 + Duration::from_secs(5),
         revoke_timeout: config.revoke_timeout,
         min_issue_interval: config.min_issue_interval,
+        rollout_restart_interval: config.rollout_restart_interval,
         concurrency: config.concurrency.try_into().unwrap_or(u16::MAX),
         namespaces: config.watch_namespaces(),
         label_selector: config.label_selector.clone(),

@@ -48,6 +48,15 @@ impl<K: Kind> Engine<'_, K> {
                         policy.lifetime.num_days()
                     ));
                 }
+                if let Some(r) = &s.rollout_restart
+                    && r.token_id == s.token_id
+                    && !r.failures.is_empty()
+                {
+                    message.push_str(&format!(
+                        "; rollout restart failed: {}",
+                        r.failures.join("; ")
+                    ));
+                }
                 (true, "TokenValid", message)
             }
             Err(u) => (

@@ -14,6 +14,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::credential_index::CredentialIndex;
 use super::memo::Memo;
+use super::restart::Restarter;
 use super::verify::LiveCache;
 use super::{Kind, Settings, Stores};
 use crate::crd::FINALIZER;
@@ -34,6 +35,7 @@ pub struct Context {
     pub(super) memo: Memo,
     pub(super) backoff: Mutex<HashMap<String, ExponentialBackoff>>,
     pub accounts: AccountCache,
+    pub(super) restarter: Restarter,
     /// Every resource of both kinds: UIDs for the orphan sweep, readers of a Secret for the
     /// order of deletions.
     pub(super) stores: OnceLock<Stores>,
@@ -53,6 +55,7 @@ impl Context {
                 instance: None,
             },
         );
+        let restarter = Restarter::new(kube.clone(), settings.rollout_restart_interval);
         Arc::new(Self {
             kube,
             nuclia,
@@ -64,6 +67,7 @@ impl Context {
             memo: Memo::default(),
             backoff: Mutex::default(),
             accounts: AccountCache::default(),
+            restarter,
             stores: OnceLock::new(),
         })
     }

@@ -9,7 +9,9 @@ use kube::ResourceExt;
 use super::Kind;
 use super::reconcile::{Engine, marker, now, owner_ref};
 use super::secret::{self, SecretView};
-use crate::crd::{ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, IssueIntent};
+use crate::crd::{
+    ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, IssueIntent, RolloutRestartStatus,
+};
 use crate::error::{Error, Result};
 use crate::issuer::Issuer;
 use crate::lifecycle::{self, IssueReason, NewToken, Policy, SecretState};
@@ -63,6 +65,7 @@ impl<K: Kind> Engine<'_, K> {
         // Recorded in a copy first: the Secret is written from it, and only a token that
         // reached the Secret becomes the status.
         let mut next = self.status.clone();
+        let replaced = next.token_id.clone();
         let token_hash = lifecycle::token_hash(minted.token.expose());
         let evicted = lifecycle::record_issue(
             &mut next,
@@ -88,6 +91,8 @@ impl<K: Kind> Engine<'_, K> {
             }
             return Err(e);
         }
+        self.restart_consumers(&mut next, &minted.id, replaced.as_deref(), reason, policy)
+            .await;
         self.status = next;
         self.secret_state = Some(SecretState::Owned {
             token_hash: Some(token_hash),
@@ -105,6 +110,53 @@ impl<K: Kind> Engine<'_, K> {
         self.upstream_dead = false;
         self.report_issue(reason, policy, &minted.id, minted.not_after, &evicted);
         Ok(())
+    }
+
+    /// Restarts `spec.rolloutRestartTargets` now that the Secret holds token `id`, and starts
+    /// the replaced token's grace period when the restart was asked (the new pods need the
+    /// whole grace period to come up). A failure is reported, not retried: the token lifecycle
+    /// goes on, and the next token tries again.
+    async fn restart_consumers(
+        &self,
+        next: &mut CredentialStatus,
+        id: &str,
+        replaced: Option<&str>,
+        reason: IssueReason,
+        policy: &Policy,
+    ) {
+        let targets = self.obj.restart_targets();
+        if targets.is_empty() {
+            next.rollout_restart = None;
+            return;
+        }
+        let namespace = self.obj.namespace().unwrap_or_default();
+        let (at, failures) = self.ctx.restarter.restart(&namespace, targets).await;
+        if !reason.revoke_replaced_now() {
+            let grace_end = at + policy.revoke_previous_after;
+            for p in next.previous_tokens.iter_mut() {
+                if Some(p.id.as_str()) == replaced && p.revoke_at < grace_end {
+                    p.revoke_at = grace_end;
+                }
+            }
+        }
+        let obj_ref = self.obj.object_ref(&());
+        let names = targets
+            .iter()
+            .map(|t| format!("{} {}", t.kind.as_str(), t.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if failures.is_empty() {
+            let note = format!("rollout restart of {names} requested for token {id}");
+            self.ctx.event(&obj_ref, false, "RolloutRestarted", note);
+        } else {
+            let note = format!("rollout restart failed: {}", failures.join("; "));
+            self.ctx.event(&obj_ref, true, "RolloutRestartFailed", note);
+        }
+        next.rollout_restart = Some(RolloutRestartStatus {
+            token_id: Some(id.to_owned()),
+            requested_at: Some(at),
+            failures,
+        });
     }
 
     /// Log line and Events of an issue.

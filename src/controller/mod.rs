@@ -14,6 +14,7 @@ mod guard;
 mod issue;
 mod memo;
 mod reconcile;
+pub(crate) mod restart;
 mod revoke;
 pub mod secret;
 pub mod status;
@@ -39,7 +40,7 @@ use serde::de::DeserializeOwned;
 
 use crate::crd::{
     CredentialStatus, DeletionPolicy, IssueIntent, NucliaKbApiKey, NucliaPersonalToken,
-    SecretKeyRef, SecretTemplate, TokenScope,
+    RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
 };
 use crate::error::Result;
 use crate::issuer::{Issuer, LiveToken};
@@ -66,6 +67,8 @@ pub struct Settings {
     pub revoke_timeout: Duration,
     /// At most one mint per resource per this interval.
     pub min_issue_interval: Duration,
+    /// At most one rollout restart of a workload per this interval.
+    pub rollout_restart_interval: Duration,
     pub concurrency: u16,
     /// Namespaces to watch (empty: all).
     pub namespaces: Vec<String>,
@@ -132,6 +135,8 @@ pub trait Kind:
     /// An issuer that revokes and lists at recorded scopes (`home` for listing): no request.
     fn revoker(&self, ctx: &Context, credentials: Vec<ApiToken>, home: &TokenScope)
     -> Self::Issuer;
+    /// Workloads restarted after the Secret's token changes.
+    fn restart_targets(&self) -> &[RolloutRestartTarget];
     /// Data keys the Secret holds next to the token (a KB key's URL, id and zone).
     fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)>;
     /// Copies issuer state into status (where a KB key lives).

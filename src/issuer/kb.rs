@@ -18,7 +18,8 @@ use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
     CredentialStatus, CredentialType, DeletionPolicy, IssueIntent, KbLocationStatus, KbRole,
-    NucliaKbApiKey, NucliaKbApiKeySpec, SecretKeyRef, SecretTemplate, TokenScope,
+    NucliaKbApiKey, NucliaKbApiKeySpec, RolloutRestartTarget, SecretKeyRef, SecretTemplate,
+    TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
@@ -606,6 +607,10 @@ impl Kind for NucliaKbApiKey {
     }
 
     /// The KB of the current token (its recorded scope; `status.kb` for older statuses).
+    fn restart_targets(&self) -> &[RolloutRestartTarget] {
+        &self.spec.rollout_restart_targets
+    }
+
     fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)> {
         let (kb_id, zone) = match (&status.scope, &status.kb) {
             (Some(scope), _) if scope.kb_id.is_some() => (scope.kb_id.clone(), scope.zone.clone()),

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
-    CredentialStatus, DeletionPolicy, NucliaPersonalToken, SecretKeyRef, SecretTemplate, TokenScope,
+    CredentialStatus, DeletionPolicy, NucliaPersonalToken, RolloutRestartTarget, SecretKeyRef,
+    SecretTemplate, TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
@@ -191,6 +192,10 @@ impl Kind for NucliaPersonalToken {
             self.spec.description.clone(),
             credentials,
         )
+    }
+
+    fn restart_targets(&self) -> &[RolloutRestartTarget] {
+        &self.spec.rollout_restart_targets
     }
 
     fn secret_data(&self, _status: &CredentialStatus) -> Vec<(String, String)> {

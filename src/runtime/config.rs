@@ -97,6 +97,11 @@ pub struct Config {
     #[arg(long, env = "MIN_ISSUE_INTERVAL", default_value = "10s", value_parser = crate::duration::parse)]
     pub min_issue_interval: Duration,
 
+    /// At most one rollout restart of a workload (`spec.rolloutRestartTargets`) per this
+    /// interval; restarts asked meanwhile are coalesced into the next one.
+    #[arg(long, env = "ROLLOUT_RESTART_INTERVAL", default_value = "30s", value_parser = crate::duration::parse)]
+    pub rollout_restart_interval: Duration,
+
     /// Cap on any scheduled wake-up, so a missed event heals by itself.
     #[arg(long, env = "REQUEUE_MAX", default_value = "1h", value_parser = crate::duration::parse)]
     pub requeue_max: Duration,

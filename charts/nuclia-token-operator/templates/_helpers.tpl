@@ -72,4 +72,10 @@ watched namespace). See the README's RBAC section for why each is needed.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.rbac.restartWorkloads }}
+# spec.rolloutRestartTargets: a pod-template annotation, as `kubectl rollout restart` sets it.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["patch"]
+{{- end }}
 {{- end }}

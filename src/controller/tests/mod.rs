@@ -5,6 +5,7 @@
 //! Secret, an issue interrupted between mint and status, and each way a deletion finishes.
 
 mod apiserver;
+mod restarts;
 mod scripted;
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ fn settings() -> Settings {
         intent_grace: Duration::from_secs(60),
         revoke_timeout: Duration::from_secs(600),
         min_issue_interval: Duration::from_secs(10),
+        rollout_restart_interval: Duration::from_secs(30),
         concurrency: 1,
         namespaces: Vec::new(),
         label_selector: None,
@@ -112,6 +114,7 @@ impl World {
                 self_renew: false,
                 secret: Default::default(),
                 deletion_policy: DeletionPolicy::Revoke,
+                rollout_restart_targets: Vec::new(),
             },
         );
         obj.metadata = ObjectMeta {

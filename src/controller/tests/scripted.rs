@@ -39,6 +39,8 @@ pub struct ScriptedSpec {
     pub secret: SecretTemplate,
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    #[serde(default)]
+    pub rollout_restart_targets: Vec<crate::crd::RolloutRestartTarget>,
 }
 
 /// One call the engine made to Nuclia.
@@ -316,6 +318,10 @@ impl Kind for Scripted {
             upstream: Upstream::of(&self.uid().unwrap_or_default()),
             credentials,
         }
+    }
+
+    fn restart_targets(&self) -> &[crate::crd::RolloutRestartTarget] {
+        &self.spec.rollout_restart_targets
     }
 
     fn secret_data(&self, _status: &CredentialStatus) -> Vec<(String, String)> {
