@@ -1592,7 +1592,11 @@ async fn chaos_soak() {
         let unrecorded: Vec<String> = kept
             .into_iter()
             .filter(|(id, d)| {
-                snap.live.contains(id) && orphans.uids.iter().any(|u| d.contains(&format!("/{u}]")))
+                snap.live.contains(id)
+                    && orphans
+                        .uids
+                        .iter()
+                        .any(|u| d.contains(&format!("/{u}]")) || d.contains(&format!("/{u}@")))
             })
             .map(|(id, _)| id)
             .collect();

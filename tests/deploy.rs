@@ -644,6 +644,8 @@ async fn chart_rbac_is_enough_and_no_more() {
             &full,
             "--identity",
             "sa-0",
+            "--installation-configmap",
+            &format!("{full}-installation"),
         ],
     );
     w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
@@ -866,12 +868,17 @@ async fn namespaced_rbac(two: bool) {
     );
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = sa_kubeconfig(&w.client, &w.ns, &full, dir.path()).await;
-    let extra: &[&str] = if two {
-        &["--watch-namespaces", &other]
-    } else {
-        &[]
-    };
-    let mut op = w.spawn_operator("sa", &kubeconfig, false, extra);
+    let installation = format!("{full}-installation");
+    let mut extra = vec![
+        "--lease-namespace",
+        &w.ns,
+        "--installation-configmap",
+        &installation,
+    ];
+    if two {
+        extra.extend(["--watch-namespaces", &other]);
+    }
+    let mut op = w.spawn_operator("sa", &kubeconfig, false, &extra);
 
     let pat = w.fake.bootstrap.pat.clone();
     for &ns in &watched {
@@ -1326,7 +1333,14 @@ async fn rollout_restart_targets_under_the_chart_rbac() {
         "sa",
         &kubeconfig,
         false,
-        &["--rollout-restart-interval", "1s"],
+        &[
+            "--rollout-restart-interval",
+            "1s",
+            "--lease-namespace",
+            &w.ns,
+            "--installation-configmap",
+            &format!("{full}-installation"),
+        ],
     );
     w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
         .await;

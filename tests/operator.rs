@@ -611,6 +611,129 @@ async fn orphan_sweep_revokes_tokens_of_vanished_resources() {
     w.assert_log_has_no_tokens().await;
 }
 
+/// Two clusters given the same `--cluster-id` share a Nuclia account. Tokens another
+/// installation marked with that cluster id, for resources this cluster does not have, are never
+/// revoked, and the operator says so (an error log line, `nuclia_operator_foreign_installations`);
+/// its own orphans are still swept, and tokens marked before installations had an id are left
+/// alone when the cluster id was set by hand (another cluster could carry it).
+#[tokio::test]
+async fn a_shared_cluster_id_never_sweeps_the_other_clusters_tokens() {
+    let mut w = World::new("pt-identity").await;
+    let pat = w.fake.bootstrap.pat.clone();
+    w.create_secret("login", "token", &pat).await;
+    let ns = w.ns.clone();
+    w.start_operator(&["--lease-namespace", &ns]);
+    w.kubectl_apply(&pt_manifest("mine", ""));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let mine = wait_status(&api, "mine", MINUTE, "Ready", ready).await;
+    let uid = uid_of(&api, "mine").await;
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(w.client.clone(), &ns);
+    let ours = maps
+        .get("nuclia-token-operator-installation")
+        .await
+        .expect("the installation ConfigMap, created at start")
+        .data
+        .and_then(|d| d.get("installationId").cloned())
+        .expect("an installation id");
+    let own = w
+        .credential_view(mine.token_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        own["description_or_title"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{uid}@{ours}]")),
+        "the marker names the installation: {own}"
+    );
+
+    // Tokens minted with the same login, marked as other installations mark them.
+    let mint = |description: String| {
+        let http = w.http.clone();
+        let url = format!("{}/api/v1/user/pa_tokens", w.fake.url);
+        let pat = pat.clone();
+        async move {
+            let r: serde_json::Value = http
+                .post(url)
+                .bearer_auth(pat)
+                .json(&serde_json::json!({"description": description, "days": 1}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["id"].as_str().expect("a minted id").to_owned()
+        }
+    };
+    let vanished = || uuid::Uuid::new_v4().to_string();
+    let foreign = mint(format!(
+        "other cluster [nto:test-cluster/{ns}/{}@0ther1nstall]",
+        vanished()
+    ))
+    .await;
+    let legacy = mint(format!(
+        "older version [nto:test-cluster/{ns}/{}]",
+        vanished()
+    ))
+    .await;
+    let orphan = mint(format!(
+        "ours, resource gone [nto:test-cluster/{ns}/{}@{ours}]",
+        vanished()
+    ))
+    .await;
+
+    let swept = common::poll(MINUTE, || async {
+        (!w.credential_is_live(&orphan).await).then_some(())
+    })
+    .await;
+    assert!(swept.is_some(), "this installation's orphan was not swept");
+    let addr = common::operator::served_addr(&w.log_text()).expect("the metrics address");
+    let reported = common::poll(MINUTE, || async {
+        let text = w
+            .http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .any(|l| l == "nuclia_operator_foreign_installations 1")
+            .then_some(())
+    })
+    .await;
+    assert!(reported.is_some(), "the other installation was not counted");
+    let log = w.log_text();
+    assert!(
+        log.contains("another installation marks tokens with this cluster id")
+            && log.contains("0ther1nstall"),
+        "no error names the other installation; see {}",
+        w.log.display()
+    );
+    assert!(
+        w.credential_is_live(&foreign).await,
+        "another installation's token was revoked"
+    );
+    assert!(
+        w.credential_is_live(&legacy).await,
+        "a token marked before installations had an id was revoked under a hand-set cluster id"
+    );
+
+    api.delete("mine", &DeleteParams::default()).await.unwrap();
+    assert!(gone_within(&api, "mine", MINUTE).await, "mine never went");
+    assert!(
+        w.live_marked(&uid).await.is_empty(),
+        "mine's token survived"
+    );
+    for id in [&foreign, &legacy] {
+        w.admin_post(&format!("revoke/{id}"), serde_json::json!({}))
+            .await;
+    }
+    w.assert_log_has_no_tokens().await;
+}
+
 /// A spec change that shapes the credential rotates it (with Events); a spec that the schema
 /// accepts but cannot work says what to fix.
 #[tokio::test]

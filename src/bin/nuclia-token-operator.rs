@@ -38,6 +38,12 @@ async fn main() -> anyhow::Result<()> {
             .uid
             .context("kube-system has no uid")?,
     };
+    let installation_id = runtime::identity::installation_id(
+        kube.clone(),
+        &config.lease_namespace,
+        &config.installation_configmap,
+    )
+    .await?;
     let metrics = Arc::new(Metrics::new());
     let endpoints = Endpoints {
         global: config.nuclia_global_url.clone(),
@@ -54,7 +60,9 @@ async fn main() -> anyhow::Result<()> {
     .context("configuring the Nuclia client")?
     .with_observer(metrics.clone());
     let settings = Settings {
+        cluster_id_unique: config.cluster_id.is_none(),
         cluster_id,
+        installation_id,
         verify_interval: config.verify_interval,
         requeue_max: config.requeue_max,
         backoff_base: config.backoff_base,
@@ -78,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("binding {}", config.metrics_addr))?;
-    tracing::info!(%addr, cluster_id = %settings.cluster_id, "nuclia-token-operator starting");
+    tracing::info!(%addr, cluster_id = %settings.cluster_id, installation = %settings.installation_id, "nuclia-token-operator starting");
 
     let election = if config.leader_elect {
         health.set_leader_state(LeaderState::Standby);

@@ -36,6 +36,8 @@ pub struct Context {
     pub(super) backoff: Mutex<HashMap<String, ExponentialBackoff>>,
     pub accounts: AccountCache,
     pub(super) restarter: Restarter,
+    /// Other installations seen marking tokens with this cluster id (reported once each).
+    foreign: Mutex<HashSet<String>>,
     /// Every resource of both kinds: UIDs for the orphan sweep, readers of a Secret for the
     /// order of deletions.
     pub(super) stores: OnceLock<Stores>,
@@ -67,9 +69,31 @@ impl Context {
             memo: Memo::default(),
             backoff: Mutex::default(),
             accounts: AccountCache::default(),
+            foreign: Mutex::default(),
             restarter,
             stores: OnceLock::new(),
         })
+    }
+
+    /// Another installation marks tokens with this cluster id: two clusters share a
+    /// `--cluster-id`. Nothing of it is revoked; this says so once per installation.
+    pub(super) fn foreign_installation(&self, installation: &str, token_id: &str) {
+        let first = self
+            .foreign
+            .lock()
+            .expect("foreign installations")
+            .insert(installation.to_owned());
+        if first {
+            let seen = self.foreign.lock().expect("foreign installations").len();
+            self.metrics.set_foreign_installations(seen);
+            tracing::error!(
+                cluster_id = %self.settings.cluster_id,
+                installation = %self.settings.installation_id,
+                other_installation = %installation,
+                token_id = %token_id,
+                "another installation marks tokens with this cluster id: two clusters share --cluster-id (or this installation's identity ConfigMap was recreated). Their tokens are never revoked by this operator's orphan sweep; give each cluster its own --cluster-id (chart value clusterId), or leave it empty"
+            );
+        }
     }
 
     /// Whether every controller's cache holds its resources. The stores' own readiness future

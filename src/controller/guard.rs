@@ -119,25 +119,36 @@ impl<K: Kind> Engine<'_, K> {
         Ok(alive)
     }
 
-    /// Revokes tokens marked by this cluster for resources that no longer exist, except those
+    /// Revokes tokens this installation marked for resources that no longer exist, except those
     /// minted for `deletionPolicy: Orphan`, which are left to expire.
+    ///
+    /// A token marked with this cluster id by another installation is never revoked: it is
+    /// another cluster given the same `--cluster-id` (or this installation's identity was
+    /// recreated). It is reported, loudly, once per installation and process.
     async fn sweep_orphans(&mut self, live: &[LiveToken]) {
         let Some(known) = self.ctx.known_uids() else {
             return;
         };
         let settings = &self.ctx.settings;
-        let orphans: Vec<_> = live
-            .iter()
-            .filter(|t| {
-                t.marker.as_ref().is_some_and(|m| {
-                    m.cluster == settings.cluster_id
-                        && !m.keep
-                        && settings.sees_namespace(&m.namespace)
-                        && !known.contains(&m.uid)
-                })
-            })
-            .cloned()
-            .collect();
+        let mut orphans = Vec::new();
+        for t in live {
+            let Some(m) = t.marker.as_ref() else { continue };
+            if m.cluster != settings.cluster_id
+                || m.keep
+                || !settings.sees_namespace(&m.namespace)
+                || known.contains(&m.uid)
+            {
+                continue;
+            }
+            match m.installation.as_deref() {
+                Some(i) if i == settings.installation_id => orphans.push(t.clone()),
+                // Marked before installations had an id: ours only if no other cluster can
+                // carry this cluster id.
+                None if settings.cluster_id_unique => orphans.push(t.clone()),
+                None => {}
+                Some(other) => self.ctx.foreign_installation(other, &t.id),
+            }
+        }
         let Some(issuer) = self.issuer.as_mut() else {
             return;
         };

@@ -55,6 +55,11 @@ use reconcile::{error_policy, reconcile};
 pub struct Settings {
     /// Identifies this cluster in ownership markers.
     pub cluster_id: String,
+    /// Whether `cluster_id` is unique by construction (the kube-system namespace's UID), so
+    /// tokens marked before markers named their installation can be swept.
+    pub cluster_id_unique: bool,
+    /// Identifies this installation in ownership markers (see [`crate::runtime::identity`]).
+    pub installation_id: String,
     pub verify_interval: Duration,
     /// Cap on any scheduled wake-up, so a missed event heals itself.
     pub requeue_max: Duration,

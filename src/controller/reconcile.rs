@@ -117,6 +117,7 @@ pub(super) fn marker<K: Kind>(ctx: &Context, obj: &K) -> Marker {
         namespace: obj.namespace().unwrap_or_default(),
         uid: obj.uid().unwrap_or_default(),
         keep: obj.deletion_policy() == crate::crd::DeletionPolicy::Orphan,
+        installation: Some(ctx.settings.installation_id.clone()),
     }
 }
 

@@ -237,7 +237,9 @@ impl KbIssuer {
             return Ok(id.clone());
         }
         let existing = self.service_accounts(place).await?.into_iter().find(|sa| {
-            Marker::find(&sa.title).as_ref() == Some(marker) && sa.role == nuclia_role(target.role)
+            Marker::find(&sa.title)
+                .is_some_and(|m| m.same_resource(marker) && m.keep == marker.keep)
+                && sa.role == nuclia_role(target.role)
         });
         let id = match existing {
             Some(sa) => sa.id,

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::nuclia::ApiToken;
 
 /// Identifies what this operator minted: the cluster it runs in, the resource's namespace (so an
-/// operator that watches some namespaces judges only tokens of those) and the resource's UID.
+/// operator that watches some namespaces judges only tokens of those), the resource's UID and
+/// the installation that minted it (random, kept in a ConfigMap: two clusters given the same
+/// `--cluster-id` still tell their tokens apart, so neither sweeps the other's).
 /// Appended to a personal token's description or a service account's title, so a token minted
 /// just before a crash, or left by a resource deleted without its finalizer, can be found and
 /// revoked. Credentials without a marker are never touched.
@@ -31,6 +33,9 @@ pub struct Marker {
     pub uid: String,
     /// Minted for `deletionPolicy: Orphan`: never swept.
     pub keep: bool,
+    /// The installation that minted it (`@<id>` after the UID); absent in tokens minted before
+    /// installations had an id.
+    pub installation: Option<String>,
 }
 
 impl Marker {
@@ -43,7 +48,13 @@ impl Marker {
         } else {
             Self::OPEN
         };
-        format!("{open}{}/{}/{}]", self.cluster, self.namespace, self.uid)
+        match &self.installation {
+            Some(i) => format!(
+                "{open}{}/{}/{}@{i}]",
+                self.cluster, self.namespace, self.uid
+            ),
+            None => format!("{open}{}/{}/{}]", self.cluster, self.namespace, self.uid),
+        }
     }
 
     /// Whether both mark the same resource (whatever its deletion policy was at the time).
@@ -65,8 +76,13 @@ impl Marker {
         let (start, len, keep) = plain.into_iter().chain(keep).max_by_key(|m| m.0)?;
         let inner = text[start + len..].strip_suffix(']')?;
         // From the right: the cluster id is the operator's to choose; the others hold no '/'.
-        let (rest, uid) = inner.rsplit_once('/')?;
+        let (rest, last) = inner.rsplit_once('/')?;
         let (cluster, namespace) = rest.rsplit_once('/')?;
+        let (uid, installation) = match last.split_once('@') {
+            Some((uid, i)) if !i.is_empty() => (uid, Some(i.to_owned())),
+            Some(_) => return None,
+            None => (last, None),
+        };
         [cluster, namespace, uid]
             .iter()
             .all(|p| !p.is_empty())
@@ -75,6 +91,7 @@ impl Marker {
                 namespace: namespace.into(),
                 uid: uid.into(),
                 keep,
+                installation,
             })
     }
 }
@@ -188,6 +205,7 @@ mod tests {
             namespace: "apps".into(),
             uid: "0f6a-11".into(),
             keep: false,
+            installation: None,
         };
         assert_eq!(m.label("CI pipeline"), "CI pipeline [nto:c:1/apps/0f6a-11]");
         assert_eq!(Marker::find(&m.label("CI pipeline")), Some(m.clone()));
@@ -218,7 +236,19 @@ mod tests {
             ),
             ("c2", "n2", "u2")
         );
+        // with the installation that minted it; the same resource either way
+        let installed = Marker {
+            installation: Some("9c0ffee1".into()),
+            ..m.clone()
+        };
+        assert_eq!(installed.render(), "[nto:c:1/apps/0f6a-11@9c0ffee1]");
+        assert_eq!(
+            Marker::find(&installed.label("CI")),
+            Some(installed.clone())
+        );
+        assert!(installed.same_resource(&m));
         for foreign in [
+            "x [nto:c1/ns/u1@]",
             "CI pipeline",
             "[nto:]",
             "x [nto:c1/ns/]",

@@ -119,6 +119,16 @@ pub struct Config {
     #[arg(long, env = "CLUSTER_ID")]
     pub cluster_id: Option<String>,
 
+    /// ConfigMap (in the --lease-namespace) that keeps this installation's id, created on first
+    /// start. The id goes into every token's ownership marker: two clusters given the same
+    /// --cluster-id never sweep each other's tokens. Keep it across reinstalls.
+    #[arg(
+        long,
+        env = "INSTALLATION_CONFIGMAP",
+        default_value = "nuclia-token-operator-installation"
+    )]
+    pub installation_configmap: String,
+
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -149,7 +159,8 @@ pub struct Config {
     #[arg(long, env = "LEASE_NAME", default_value = "nuclia-token-operator")]
     pub lease_name: String,
 
-    /// Namespace of the leader-election Lease (the chart sets the release namespace).
+    /// Namespace of the leader-election Lease and of the installation ConfigMap (the chart sets
+    /// the release namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
 

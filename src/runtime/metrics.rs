@@ -71,6 +71,7 @@ pub struct Metrics {
     reconcile_skipped: Family<KindLabels, Counter>,
     revocations_abandoned: Family<KindLabels, Counter>,
     leader: Gauge,
+    foreign_installations: Gauge,
 }
 
 impl Default for Metrics {
@@ -99,6 +100,7 @@ impl Metrics {
         let reconcile_skipped = Family::<KindLabels, Counter>::default();
         let revocations_abandoned = Family::<KindLabels, Counter>::default();
         let leader = Gauge::default();
+        let foreign_installations = Gauge::default();
 
         registry.register(
             "nuclia_credential_expiry_timestamp_seconds",
@@ -150,6 +152,11 @@ impl Metrics {
             "1 when this replica is the one acting (leader, or leader election disabled), else 0",
             leader.clone(),
         );
+        registry.register(
+            "nuclia_operator_foreign_installations",
+            "Other installations seen marking tokens with this operator's cluster id (two clusters share --cluster-id); their tokens are never swept. Should be 0",
+            foreign_installations.clone(),
+        );
         Self {
             registry,
             expiry,
@@ -162,7 +169,14 @@ impl Metrics {
             reconcile_skipped,
             revocations_abandoned,
             leader,
+            foreign_installations,
         }
+    }
+
+    /// How many other installations mark tokens with this cluster id.
+    pub fn set_foreign_installations(&self, n: usize) {
+        self.foreign_installations
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Records a resource's credential state. `expiry` and `renewal` are Unix seconds; `None`

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod http;
+pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod telemetry;

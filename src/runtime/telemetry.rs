@@ -3,6 +3,8 @@
 //! Nothing here sees token values; callers must never put one in a field or message
 //! (tokens live in a redacting type, see the `nuclia` module).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use super::config::LogFormat;
@@ -22,7 +24,14 @@ pub fn init(
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(true))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(true)
+                    // Colour only for a person at a terminal: a log file or a collector gets
+                    // plain text.
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .try_init()?,
         LogFormat::Json => registry
             .with(

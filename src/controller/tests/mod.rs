@@ -40,6 +40,8 @@ const LOGIN: &str = "login-token";
 fn settings() -> Settings {
     Settings {
         cluster_id: "test-cluster".into(),
+        cluster_id_unique: false,
+        installation_id: "inst1".into(),
         verify_interval: Duration::from_secs(3600),
         requeue_max: Duration::from_secs(3600),
         backoff_base: Duration::from_secs(1),
@@ -133,6 +135,7 @@ impl World {
             namespace: self.ns.clone(),
             uid: self.uid.clone(),
             keep,
+            installation: Some(settings().installation_id),
         }
     }
 
