@@ -4,7 +4,8 @@
 //! no `string`, `math`, `io` or `os`. On the fixed objects of the script's `health_test.yaml`
 //! (Argo CD's own test layout), and on real objects: the operator, as a process, drives
 //! resources into each state against the real kube-apiserver and `nuclia-fake`; each object is
-//! read back as JSON and handed to the script as Argo CD would.
+//! read back as JSON and handed to the script as Argo CD would. Also: the chart README's
+//! "Argo CD" section agrees with the script, and its `kubectl` command installs it.
 //!
 //! `lua5.1` is required (`.ci/run` installs Debian's package): without it these tests fail.
 
@@ -129,7 +130,10 @@ fn run_lua(program: &str) -> String {
 fn health(obj: &Value) -> (String, String) {
     let mut script = String::new();
     lua_string(
-        argocd_dir().join("health.lua").to_str().expect("UTF-8 path"),
+        argocd_dir()
+            .join("health.lua")
+            .to_str()
+            .expect("UTF-8 path"),
         &mut script,
     );
     let program = format!(
@@ -161,7 +165,15 @@ end
     let out = run_lua(&program);
     let (status, message) = out.split_once('\n').unwrap_or((out.as_str(), ""));
     assert!(
-        ["Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"].contains(&status),
+        [
+            "Healthy",
+            "Progressing",
+            "Degraded",
+            "Suspended",
+            "Missing",
+            "Unknown"
+        ]
+        .contains(&status),
         "the health check failed or returned no Argo CD status: {out}"
     );
     (status.to_owned(), message.to_owned())
@@ -401,7 +413,6 @@ async fn argo_health_of_real_personal_tokens() {
     .await;
     assert_health::<NucliaPersonalToken>(&w, "app", "Healthy", "holds a valid token").await;
 
-
     w.kubectl_apply(&pt("later", "").replace("name: login", "name: login-later"));
     w.kubectl_apply(&pt("clash", "  secret: {name: taken}\n"));
     w.kubectl_apply(&pt("refused", "").replace("name: login", "name: badlogin"));
@@ -496,4 +507,134 @@ async fn argo_health_of_real_kb_keys() {
         "the key still works after delete"
     );
     w.assert_log_has_no_tokens().await;
+}
+
+/// The chart README's "Argo CD" section.
+fn readme_section() -> String {
+    let readme =
+        std::fs::read_to_string(common::repo_root().join("charts/nuclia-token-operator/README.md"))
+            .expect("chart README");
+    let start = readme
+        .find("\n## Argo CD\n")
+        .expect("an \"Argo CD\" section");
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 4);
+    rest[..end].to_owned()
+}
+
+/// The `Ready=False` reasons the script calls Progressing (its `retrying` table).
+fn retrying_reasons() -> Vec<String> {
+    let lua = std::fs::read_to_string(argocd_dir().join("health.lua")).expect("health.lua");
+    let start = lua.find("local retrying = {").expect("a retrying table");
+    let body = &lua[start..start + lua[start..].find("\n}").expect("its end")];
+    body.lines()
+        .skip(1)
+        .filter_map(|l| l.trim().split_once(" = true"))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// The README lists exactly the reasons the script treats as Progressing, and none of them is
+/// one of the terminal reasons the operator marks Stalled.
+#[test]
+fn argo_health_readme_matches_the_script() {
+    let section = readme_section();
+    let reasons = retrying_reasons();
+    assert!(reasons.len() >= 5, "{reasons:?}");
+    let progressing = section
+        .lines()
+        .find(|l| l.starts_with("| Progressing |"))
+        .expect("a Progressing row");
+    for r in &reasons {
+        assert!(
+            progressing.contains(&format!("`{r}`")),
+            "the README's Progressing row does not list {r}"
+        );
+    }
+    for terminal in [
+        "InvalidSpec",
+        "SecretConflict",
+        "UntrustedEndpoint",
+        "Unauthorized",
+    ] {
+        assert!(
+            !reasons.iter().any(|r| r == terminal),
+            "{terminal} retrying"
+        );
+        assert!(
+            !progressing.contains(&format!("`{terminal}`")),
+            "{terminal} in the Progressing row"
+        );
+    }
+}
+
+/// The README's `kubectl` command puts the script, byte for byte, under both kinds' keys of an
+/// existing `argocd-cm`, leaving its other keys alone (run against the real apiserver, in a
+/// namespace of its own instead of `argocd`).
+#[tokio::test]
+async fn argo_health_readme_command_fills_argocd_cm() {
+    let section = readme_section();
+    let block = section
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(code, _)| code))
+        .find(|code| code.contains("patch configmap argocd-cm"))
+        .expect("the kubectl command");
+    let client = common::client().await;
+    let ns = common::namespace(&client, "argocd").await;
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "argocd-cm"}, "data": {"url": "https://argocd.example"}
+    }))
+    .unwrap();
+    maps.create(&Default::default(), &cm)
+        .await
+        .expect("argocd-cm");
+
+    let cluster = common::cluster();
+    let path = format!(
+        "{}:{}",
+        cluster.bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = block.replace("-n argocd ", &format!("-n {ns} "));
+    assert_ne!(script, block, "the command names the argocd namespace");
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(common::repo_root())
+        .env("PATH", path)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "the README's command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lua = std::fs::read_to_string(argocd_dir().join("health.lua")).unwrap();
+    let data = maps
+        .get("argocd-cm")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    for kind in ["NucliaPersonalToken", "NucliaKbApiKey"] {
+        let key = format!("resource.customizations.health.nuclia.dev_{kind}");
+        assert!(data.get(&key) == Some(&lua), "{key} is not the script");
+    }
+    assert_eq!(
+        data.get("url").map(String::as_str),
+        Some("https://argocd.example")
+    );
+    assert_eq!(data.len(), 3, "{:?}", data.keys().collect::<Vec<_>>());
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .expect("delete the namespace");
+    assert!(
+        common::operator::gone_within(&namespaces, &ns, Duration::from_secs(90)).await,
+        "namespace {ns} still there 90 s after delete"
+    );
 }
