@@ -1134,8 +1134,9 @@ async fn leader_election_one_acts_and_hands_over() {
 
 /// `/healthz` and `/readyz` answer 200 once synced; `/metrics` shows each resource's expiry and
 /// renewal time equal to its status (Unix seconds), its Ready state, the Nuclia calls the fake
-/// counted, reconcile durations and errors; a rotation moves the expiry; a delete drops the
-/// series.
+/// counted (by `code`), reconcile durations and errors, `build_info`; a rotation moves the
+/// expiry, and the replaced token's count returns to 0 once it is revoked; a delete drops the
+/// series, also one the operator did not clean up (finalizer removed by hand).
 #[tokio::test]
 async fn metrics_match_the_status() {
     let w = World::new("deploy-metrics").await;
@@ -1194,8 +1195,8 @@ async fn metrics_match_the_status() {
         )),
         "no expiry series for a resource without a credential"
     );
-    // Requests by operation and outcome (the HTTP status, or a failure class).
-    let mint_series = r#"nuclia_api_requests_total{operation="create_personal_token",outcome=""#;
+    // Requests by operation and code (the HTTP status, or a failure class).
+    let mint_series = r#"nuclia_api_requests_total{operation="create_personal_token",code=""#;
     let counted: f64 = text
         .lines()
         .filter_map(|l| l.strip_prefix(mint_series))
@@ -1209,10 +1210,31 @@ async fn metrics_match_the_status() {
     assert_eq!(
         sample(
             &text,
-            r#"nuclia_api_requests_total{operation="create_personal_token",outcome="201"}"#
+            r#"nuclia_api_requests_total{operation="create_personal_token",code="201"}"#
         ),
         Some(1.0)
     );
+    assert_eq!(
+        sample(
+            &text,
+            r#"nuclia_api_requests_total{operation="create_personal_token",code="401"}"#
+        ),
+        Some(0.0),
+        "the 401 series the alert counts exists from the first request"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                r#"nuclia_operator_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0),
+        "build_info"
+    );
+    let previous = format!("nuclia_credential_previous_tokens{}", labels("m"));
+    assert_eq!(sample(&text, &previous), Some(0.0), "nothing replaced yet");
     let reconciles = sample(
         &text,
         r#"nuclia_operator_reconcile_duration_seconds_count{kind="NucliaPersonalToken"}"#,
@@ -1261,6 +1283,20 @@ async fn metrics_match_the_status() {
         moved.is_some(),
         "after the rotation the series did not follow status ({not_after2}, {renew2})"
     );
+    // The replaced token is revoked after its 1s grace: the gauge is back to 0, no due time.
+    let due = format!(
+        "nuclia_credential_revocation_due_timestamp_seconds{}",
+        labels("m")
+    );
+    let revoked = common::poll(MINUTE, || async {
+        let (_, t) = get_text(&w.http, addr, "/metrics").await;
+        (sample(&t, &previous) == Some(0.0) && sample(&t, &due).is_none()).then_some(())
+    })
+    .await;
+    assert!(
+        revoked.is_some(),
+        "the replaced token's series stayed after its revocation"
+    );
 
     api.delete("m", &DeleteParams::default()).await.unwrap();
     let dropped = common::poll(MINUTE, || async {
@@ -1269,6 +1305,27 @@ async fn metrics_match_the_status() {
     })
     .await;
     assert!(dropped.is_some(), "the deleted resource's series stayed");
+    // Gone without the operator's clean-up (its finalizer removed by hand): the series go too.
+    w.kubectl(&[
+        "patch",
+        "npt",
+        "nocreds",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    api.delete("nocreds", &DeleteParams::default())
+        .await
+        .unwrap();
+    let dropped = common::poll(MINUTE, || async {
+        let (_, t) = get_text(&w.http, addr, "/metrics").await;
+        (!t.contains(&labels("nocreds"))).then_some(())
+    })
+    .await;
+    assert!(
+        dropped.is_some(),
+        "the series of a resource deleted without clean-up stayed"
+    );
     let log = op.log.clone();
     drop(op);
     w.assert_no_tokens_in(&log).await;

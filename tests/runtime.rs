@@ -6,6 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use nuclia_token_operator::runtime::metrics::CredentialState;
 use nuclia_token_operator::runtime::{self, Health, LeaderState, Metrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -61,9 +62,12 @@ async fn http_endpoints() {
         "NucliaPersonalToken",
         "apps",
         "ci",
-        true,
-        Some(1_900_000_000),
-        Some(1_890_000_000),
+        CredentialState {
+            ready: true,
+            expiry: Some(1_900_000_000),
+            renewal: Some(1_890_000_000),
+            ..CredentialState::default()
+        },
     );
     metrics.set_leader(true);
     let (status, content_type, body) = get(addr, "/metrics").await;

@@ -9,6 +9,7 @@ use super::{Kind, status};
 use crate::error::Error;
 use crate::lifecycle::{self, Plan, Policy, SecretState, Step};
 use crate::nuclia;
+use crate::runtime::metrics::CredentialState;
 
 /// Reasons that wait for a person to change the spec or a Secret: `Stalled` (kstatus).
 fn is_terminal(label: &str) -> bool {
@@ -185,13 +186,18 @@ impl<K: Kind> Engine<'_, K> {
             .status
             .condition(status::READY)
             .is_some_and(|c| c.status == "True");
+        let previous = &self.status.previous_tokens;
         self.ctx.metrics.set_credential(
             K::kind(&()).as_ref(),
             &self.obj.namespace().unwrap_or_default(),
             &self.obj.name_any(),
-            ready,
-            self.status.not_after.map(|t| t.timestamp()),
-            self.status.renewal_time.map(|t| t.timestamp()),
+            CredentialState {
+                ready,
+                expiry: self.status.not_after.map(|t| t.timestamp()),
+                renewal: self.status.renewal_time.map(|t| t.timestamp()),
+                previous_tokens: previous.len(),
+                revocation_due: previous.iter().map(|p| p.revoke_at.timestamp()).min(),
+            },
         );
     }
 }

@@ -228,12 +228,22 @@ fn controller<K: Kind>(
     let (reader, writer) = reflector::store();
     let index = Arc::new(CredentialIndex::default());
     let indexed = index.clone();
+    let metrics = ctx.metrics.clone();
     let resources = reflector(
         writer,
         watcher(resources, wc)
             .modify(|o: &mut K| o.meta_mut().managed_fields = None)
             .map_ok(move |event| {
                 indexed.observe(&event);
+                // Gone without the operator's clean-up (a finalizer removed by hand, or no
+                // longer matching --label-selector): its series go too.
+                if let watcher::Event::Delete(o) = &event {
+                    metrics.forget_credential(
+                        K::kind(&()).as_ref(),
+                        &o.namespace().unwrap_or_default(),
+                        &o.name_any(),
+                    );
+                }
                 event
             }),
     )

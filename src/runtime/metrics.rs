@@ -1,9 +1,13 @@
 //! Prometheus metrics (OpenMetrics text on `/metrics`).
 //!
 //! Label sets are bounded: `kind` is a CRD kind, `namespace`/`name` identify one resource (its
-//! series are removed when it is deleted), `operation`/`outcome`/`reason` come from fixed sets
-//! of CamelCase or snake_case `&'static str`s chosen by the callers. No token material ever
-//! becomes a label.
+//! series are removed when it is deleted), `operation`/`reason` come from fixed sets of
+//! CamelCase or snake_case `&'static str`s chosen by the callers, `code` is an HTTP status or
+//! one of four failure classes. No token material ever becomes a label.
+//!
+//! The series the chart's alerts count with `increase()` exist from the start at 0 (the
+//! abandoned revocations of both kinds, the `401` answers of each Nuclia operation from its
+//! first request), so the first increment is seen: `increase()` ignores a series' first sample.
 
 use std::time::Duration;
 
@@ -28,7 +32,8 @@ struct ResourceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
     operation: String,
-    outcome: String,
+    /// The HTTP status (Prometheus convention), or the failure class without an answer.
+    code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +44,11 @@ struct OperationLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +67,24 @@ impl MetricConstructor<Histogram> for Buckets {
     }
 }
 
+/// What [`Metrics::set_credential`] records of one resource, from its status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CredentialState {
+    /// Ready=True.
+    pub ready: bool,
+    /// Unix seconds the current credential expires (`status.notAfter`); `None`: nothing issued.
+    pub expiry: Option<i64>,
+    /// Unix seconds of the next rotation (`status.renewalTime`); `None`: none scheduled.
+    pub renewal: Option<i64>,
+    /// Replaced tokens still recorded for revocation (`status.previousTokens`).
+    pub previous_tokens: usize,
+    /// Unix seconds the earliest of them is due to be revoked; `None` when none is recorded.
+    pub revocation_due: Option<i64>,
+}
+
+/// The CRD kinds whose per-kind counters are created at 0 up front.
+const KINDS: [&str; 2] = ["NucliaPersonalToken", "NucliaKbApiKey"];
+
 /// All the operator's metrics, over one registry. Cheap to share: wrap it in an `Arc`
 /// (every method takes `&self`; the families are internally synchronised).
 pub struct Metrics {
@@ -64,6 +92,8 @@ pub struct Metrics {
     expiry: Family<ResourceLabels, Gauge>,
     renewal: Family<ResourceLabels, Gauge>,
     ready: Family<ResourceLabels, Gauge>,
+    previous_tokens: Family<ResourceLabels, Gauge>,
+    revocation_due: Family<ResourceLabels, Gauge>,
     api_requests: Family<ApiLabels, Counter>,
     api_duration: Family<OperationLabels, Histogram, Buckets>,
     reconcile_duration: Family<KindLabels, Histogram, Buckets>,
@@ -93,6 +123,8 @@ impl Metrics {
         let expiry = Family::<ResourceLabels, Gauge>::default();
         let renewal = Family::<ResourceLabels, Gauge>::default();
         let ready = Family::<ResourceLabels, Gauge>::default();
+        let previous_tokens = Family::<ResourceLabels, Gauge>::default();
+        let revocation_due = Family::<ResourceLabels, Gauge>::default();
         let api_requests = Family::<ApiLabels, Counter>::default();
         let api_duration = Family::new_with_constructor(Buckets);
         let reconcile_duration = Family::new_with_constructor(Buckets);
@@ -101,6 +133,19 @@ impl Metrics {
         let revocations_abandoned = Family::<KindLabels, Counter>::default();
         let leader = Gauge::default();
         let foreign_installations = Gauge::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        for kind in KINDS {
+            revocations_abandoned
+                .get_or_create(&KindLabels {
+                    kind: kind.to_owned(),
+                })
+                .inc_by(0);
+        }
 
         registry.register(
             "nuclia_credential_expiry_timestamp_seconds",
@@ -118,8 +163,18 @@ impl Metrics {
             ready.clone(),
         );
         registry.register(
+            "nuclia_credential_previous_tokens",
+            "Replaced tokens still valid at Nuclia and recorded for revocation (status.previousTokens): in their grace period, or overdue when revoking them fails",
+            previous_tokens.clone(),
+        );
+        registry.register(
+            "nuclia_credential_revocation_due_timestamp_seconds",
+            "Unix time at which the earliest recorded replaced token is due to be revoked (absent when none is recorded)",
+            revocation_due.clone(),
+        );
+        registry.register(
             "nuclia_api_requests",
-            "Requests made to the Nuclia API, by operation and outcome",
+            "Requests made to the Nuclia API, by operation and code (the HTTP status, or timeout, connect, io, too_large without an answer)",
             api_requests.clone(),
         );
         registry.register(
@@ -157,11 +212,18 @@ impl Metrics {
             "Other installations seen marking tokens with this operator's cluster id (two clusters share --cluster-id); their tokens are never swept. Should be 0",
             foreign_installations.clone(),
         );
+        registry.register(
+            "nuclia_operator_build_info",
+            "Always 1; the labels say which build of the operator runs",
+            build_info,
+        );
         Self {
             registry,
             expiry,
             renewal,
             ready,
+            previous_tokens,
+            revocation_due,
             api_requests,
             api_duration,
             reconcile_duration,
@@ -179,20 +241,21 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Records a resource's credential state. `expiry` and `renewal` are Unix seconds; `None`
-    /// removes that series (nothing issued yet, or no renewal scheduled).
-    pub fn set_credential(
-        &self,
-        kind: &str,
-        ns: &str,
-        name: &str,
-        ready: bool,
-        expiry: Option<i64>,
-        renewal: Option<i64>,
-    ) {
+    /// Records a resource's credential state (see [`CredentialState`]); a `None` time removes
+    /// that series.
+    pub fn set_credential(&self, kind: &str, ns: &str, name: &str, state: CredentialState) {
         let labels = resource(kind, ns, name);
-        self.ready.get_or_create(&labels).set(i64::from(ready));
-        for (family, value) in [(&self.expiry, expiry), (&self.renewal, renewal)] {
+        self.ready
+            .get_or_create(&labels)
+            .set(i64::from(state.ready));
+        self.previous_tokens
+            .get_or_create(&labels)
+            .set(i64::try_from(state.previous_tokens).unwrap_or(i64::MAX));
+        for (family, value) in [
+            (&self.expiry, state.expiry),
+            (&self.renewal, state.renewal),
+            (&self.revocation_due, state.revocation_due),
+        ] {
             match value {
                 Some(v) => {
                     family.get_or_create(&labels).set(v);
@@ -207,22 +270,30 @@ impl Metrics {
     /// Removes a deleted resource's series.
     pub fn forget_credential(&self, kind: &str, ns: &str, name: &str) {
         let labels = resource(kind, ns, name);
-        self.ready.remove(&labels);
-        self.expiry.remove(&labels);
-        self.renewal.remove(&labels);
+        for family in [
+            &self.ready,
+            &self.expiry,
+            &self.renewal,
+            &self.previous_tokens,
+            &self.revocation_due,
+        ] {
+            family.remove(&labels);
+        }
     }
 
     /// Counts one Nuclia API request and records its duration. `op` names the call
-    /// (e.g. `create_personal_token`), `outcome` is the HTTP status of the answer (e.g. `201`,
+    /// (e.g. `create_personal_token`), `code` is the HTTP status of the answer (e.g. `201`,
     /// `401`, `503`) or, without one, the failure class (`timeout`, `connect`, `io`,
-    /// `too_large`).
-    pub fn observe_api(&self, op: &str, outcome: &str, elapsed: Duration) {
-        self.api_requests
-            .get_or_create(&ApiLabels {
-                operation: op.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc();
+    /// `too_large`). The operation's `401` series exists from its first request on.
+    pub fn observe_api(&self, op: &str, code: &str, elapsed: Duration) {
+        let labels = |code: &str| ApiLabels {
+            operation: op.to_owned(),
+            code: code.to_owned(),
+        };
+        if code != "401" {
+            self.api_requests.get_or_create(&labels("401")).inc_by(0);
+        }
+        self.api_requests.get_or_create(&labels(code)).inc();
         self.api_duration
             .get_or_create(&OperationLabels {
                 operation: op.to_owned(),
@@ -291,14 +362,20 @@ fn resource(kind: &str, ns: &str, name: &str) -> ResourceLabels {
 
 /// The Nuclia client reports every request here.
 impl crate::nuclia::ApiObserver for Metrics {
-    fn observe(&self, op: &'static str, outcome: &str, elapsed: Duration) {
-        self.observe_api(op, outcome, elapsed);
+    fn observe(&self, op: &'static str, code: &str, elapsed: Duration) {
+        self.observe_api(op, code, elapsed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PT: &str = r#"{kind="NucliaPersonalToken",namespace="apps",name="ci"}"#;
+
+    fn has(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
 
     #[test]
     fn encodes_the_series_and_forgets_deleted_resources() {
@@ -307,37 +384,116 @@ mod tests {
             "NucliaPersonalToken",
             "apps",
             "ci",
-            true,
-            Some(1_900_000_000),
-            Some(1_890_000_000),
+            CredentialState {
+                ready: true,
+                expiry: Some(1_900_000_000),
+                renewal: Some(1_890_000_000),
+                previous_tokens: 2,
+                revocation_due: Some(1_880_000_000),
+            },
         );
-        m.set_credential("NucliaKbApiKey", "apps", "search", false, None, None);
-        m.observe_api("create_personal_token", "ok", Duration::from_millis(20));
+        m.set_credential(
+            "NucliaKbApiKey",
+            "apps",
+            "search",
+            CredentialState::default(),
+        );
+        m.observe_api("create_personal_token", "201", Duration::from_millis(20));
         m.observe_reconcile("NucliaPersonalToken", Duration::from_millis(3));
         m.reconcile_error("NucliaKbApiKey", "Unauthorized");
         m.set_leader(true);
         let text = m.encode();
         for line in [
-            r#"nuclia_credential_expiry_timestamp_seconds{kind="NucliaPersonalToken",namespace="apps",name="ci"} 1900000000"#,
-            r#"nuclia_credential_renewal_timestamp_seconds{kind="NucliaPersonalToken",namespace="apps",name="ci"} 1890000000"#,
-            r#"nuclia_credential_ready{kind="NucliaPersonalToken",namespace="apps",name="ci"} 1"#,
-            r#"nuclia_credential_ready{kind="NucliaKbApiKey",namespace="apps",name="search"} 0"#,
-            r#"nuclia_api_requests_total{operation="create_personal_token",outcome="ok"} 1"#,
-            r#"nuclia_api_request_duration_seconds_count{operation="create_personal_token"} 1"#,
-            r#"nuclia_operator_reconcile_duration_seconds_count{kind="NucliaPersonalToken"} 1"#,
-            r#"nuclia_operator_reconcile_errors_total{kind="NucliaKbApiKey",reason="Unauthorized"} 1"#,
-            "nuclia_operator_leader 1",
-            "# EOF",
+            format!("nuclia_credential_expiry_timestamp_seconds{PT} 1900000000"),
+            format!("nuclia_credential_renewal_timestamp_seconds{PT} 1890000000"),
+            format!("nuclia_credential_ready{PT} 1"),
+            format!("nuclia_credential_previous_tokens{PT} 2"),
+            format!("nuclia_credential_revocation_due_timestamp_seconds{PT} 1880000000"),
+            r#"nuclia_credential_ready{kind="NucliaKbApiKey",namespace="apps",name="search"} 0"#.into(),
+            r#"nuclia_credential_previous_tokens{kind="NucliaKbApiKey",namespace="apps",name="search"} 0"#.into(),
+            r#"nuclia_api_requests_total{operation="create_personal_token",code="201"} 1"#.into(),
+            r#"nuclia_api_request_duration_seconds_count{operation="create_personal_token"} 1"#.into(),
+            r#"nuclia_operator_reconcile_duration_seconds_count{kind="NucliaPersonalToken"} 1"#.into(),
+            r#"nuclia_operator_reconcile_errors_total{kind="NucliaKbApiKey",reason="Unauthorized"} 1"#.into(),
+            "nuclia_operator_leader 1".into(),
+            "# EOF".into(),
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+            assert!(has(&text, &line), "missing {line}\n{text}");
         }
+        for absent in [
+            r#"nuclia_credential_expiry_timestamp_seconds{kind="NucliaKbApiKey""#,
+            r#"nuclia_credential_revocation_due_timestamp_seconds{kind="NucliaKbApiKey""#,
+        ] {
+            assert!(!text.contains(absent), "{absent}\n{text}");
+        }
+
+        // The replaced tokens revoked: the count drops to 0, the due time goes.
+        m.set_credential(
+            "NucliaPersonalToken",
+            "apps",
+            "ci",
+            CredentialState {
+                ready: true,
+                expiry: Some(1_900_000_000),
+                renewal: Some(1_890_000_000),
+                ..CredentialState::default()
+            },
+        );
+        let text = m.encode();
+        assert!(has(
+            &text,
+            &format!("nuclia_credential_previous_tokens{PT} 0")
+        ));
         assert!(
-            !text.contains(r#"nuclia_credential_expiry_timestamp_seconds{kind="NucliaKbApiKey""#)
+            !text.contains(&format!(
+                "nuclia_credential_revocation_due_timestamp_seconds{PT}"
+            )),
+            "{text}"
         );
 
         m.forget_credential("NucliaPersonalToken", "apps", "ci");
         let text = m.encode();
         assert!(!text.contains(r#"name="ci""#), "{text}");
         assert!(text.contains(r#"name="search""#));
+    }
+
+    /// `build_info` names the version; the counters the alerts take `increase()` of exist at 0
+    /// before their first increment.
+    #[test]
+    fn build_info_and_alerted_counters_start_at_zero() {
+        let m = Metrics::new();
+        let text = m.encode();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            has(
+                &text,
+                &format!(r#"nuclia_operator_build_info{{version="{version}"}} 1"#)
+            ),
+            "{text}"
+        );
+        for kind in KINDS {
+            let line = format!(r#"nuclia_operator_revocations_abandoned_total{{kind="{kind}"}} 0"#);
+            assert!(has(&text, &line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("nuclia_api_requests_total{"), "{text}");
+
+        m.observe_api("list_personal_tokens", "200", Duration::from_millis(5));
+        let text = m.encode();
+        assert!(has(
+            &text,
+            r#"nuclia_api_requests_total{operation="list_personal_tokens",code="401"} 0"#
+        ));
+        m.observe_api("list_personal_tokens", "401", Duration::from_millis(5));
+        m.observe_api("list_personal_tokens", "timeout", Duration::from_millis(5));
+        m.revocations_abandoned("NucliaKbApiKey", 3);
+        let text = m.encode();
+        for line in [
+            r#"nuclia_api_requests_total{operation="list_personal_tokens",code="200"} 1"#,
+            r#"nuclia_api_requests_total{operation="list_personal_tokens",code="401"} 1"#,
+            r#"nuclia_api_requests_total{operation="list_personal_tokens",code="timeout"} 1"#,
+            r#"nuclia_operator_revocations_abandoned_total{kind="NucliaKbApiKey"} 3"#,
+        ] {
+            assert!(has(&text, line), "missing {line}\n{text}");
+        }
     }
 }

@@ -880,3 +880,67 @@ async fn a_replaced_token_is_never_revoked_with_another_logins_token() {
     assert!(w.events().contains(&"RevokeFailed".to_owned()));
     assert_eq!(w.up.live_ids(), ["replaced", "tok"]);
 }
+
+/// The per-resource series follow status: a replaced token whose revocation fails stays
+/// counted in `nuclia_credential_previous_tokens` with its due time (what the chart's
+/// NucliaRevocationOverdue alert reads); revoked, the count drops to 0 and the due time goes;
+/// a deleted resource's series all go.
+#[tokio::test]
+async fn the_previous_tokens_gauge_follows_status_and_goes_with_the_resource() {
+    let w = World::new();
+    let mut obj = w.issued("tok");
+    let not_after = w.now + chrono::Duration::days(20);
+    w.up.seed("replaced", Some(w.marker(false)), not_after);
+    let due = w.now - chrono::Duration::hours(2);
+    let status = obj.status.as_mut().unwrap();
+    status.previous_tokens.push(crate::crd::PreviousToken {
+        id: "replaced".into(),
+        revoke_at: due,
+        not_after: Some(not_after),
+        service_account_id: None,
+        scope: status.scope.clone(),
+    });
+    w.store(&obj);
+    let labels = format!(r#"{{kind="Scripted",namespace="{}",name="{NAME}"}}"#, w.ns);
+    let sample = |series: &str| {
+        let text = w.metrics.encode();
+        let want = format!("{series}{labels} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(want.as_str()).map(str::to_owned))
+    };
+
+    w.up.nuclia().unavailable.push_back(Op::Revoke);
+    w.reconcile().await.expect_err("the revocation failed");
+    assert_eq!(w.status().previous_tokens.len(), 1);
+    assert_eq!(
+        sample("nuclia_credential_previous_tokens").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        sample("nuclia_credential_revocation_due_timestamp_seconds"),
+        Some(due.timestamp().to_string()),
+        "the due time of the replaced token, in the past"
+    );
+
+    w.reconcile().await.expect("revokes");
+    assert_eq!(w.up.revoked(), ["replaced", "replaced"]);
+    assert!(w.status().previous_tokens.is_empty());
+    assert_eq!(
+        sample("nuclia_credential_previous_tokens").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        sample("nuclia_credential_revocation_due_timestamp_seconds"),
+        None
+    );
+    assert_eq!(sample("nuclia_credential_ready").as_deref(), Some("1"));
+
+    w.delete(chrono::Duration::zero());
+    w.reconcile().await.expect("cleans up");
+    assert!(w.current().is_none());
+    let text = w.metrics.encode();
+    assert!(
+        !text.contains(&labels),
+        "series of a deleted resource:\n{text}"
+    );
+}
