@@ -103,16 +103,14 @@ fn names(docs: &[&serde_json::Value]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The operator container's arguments in a rendered Deployment.
-fn args_of(docs: &[serde_json::Value]) -> Vec<String> {
-    let deploy = of_kind(docs, "Deployment");
-    assert_eq!(deploy.len(), 1);
-    deploy[0]["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect()
+/// The operator's settings in a rendered Deployment: the container's environment (the chart
+/// passes no flag), as a pod `pod-0` in namespace `ops` would get it.
+fn settings_of(docs: &[serde_json::Value]) -> Vec<(String, String)> {
+    pod_env(&container(docs), "ops", "pod-0")
+}
+
+fn setting(name: &str, value: &str) -> (String, String) {
+    (format!("NUCLIA_OPERATOR_{name}"), value.to_owned())
 }
 
 /// A random suffix for cluster-scoped names.
@@ -402,12 +400,18 @@ fn chart_lints_and_renders() {
     }
     assert!(of_kind(&render(&["crds.enabled=false"]), "CustomResourceDefinition").is_empty());
 
-    // Cluster-wide by default: the controller ClusterRole, the kube-system reader, the Lease
-    // Role in the release namespace only.
+    // Cluster-wide by default: the controller ClusterRole, the kube-system reader, the users'
+    // aggregated view and edit roles, the Lease Role in the release namespace only.
     let full = format!("nto-{CHART_NAME}");
+    let user_roles = [format!("/{full}-view"), format!("/{full}-edit")];
     assert_eq!(
         names(&of_kind(&docs, "ClusterRole")),
-        BTreeSet::from([format!("/{full}"), format!("/{full}-cluster-id")])
+        BTreeSet::from([
+            format!("/{full}"),
+            format!("/{full}-cluster-id"),
+            user_roles[0].clone(),
+            user_roles[1].clone()
+        ])
     );
     assert_eq!(
         names(&of_kind(&docs, "Role")),
@@ -416,9 +420,11 @@ fn chart_lints_and_renders() {
     assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
     assert_eq!(of_kind(&docs, "ServiceAccount").len(), 1);
     assert_eq!(of_kind(&docs, "Service").len(), 1);
-    let args = args_of(&docs);
-    assert!(args.contains(&"--leader-elect=true".to_owned()), "{args:?}");
-    assert!(!args.iter().any(|a| a.starts_with("--watch-namespaces")));
+    let env = settings_of(&docs);
+    assert!(env.contains(&setting("LEADER_ELECT", "true")), "{env:?}");
+    assert!(env.contains(&setting("LEASE_NAMESPACE", "ops")), "{env:?}");
+    assert!(env.contains(&setting("IDENTITY", "pod-0")), "{env:?}");
+    assert!(!env.iter().any(|(n, _)| n.ends_with("WATCH_NAMESPACES")));
 
     let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -434,8 +440,19 @@ fn chart_lints_and_renders() {
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(c["resources"]["requests"]["memory"].is_string());
 
-    // Namespaced: one Role per watched namespace, no controller ClusterRole.
+    // Namespaced: one Role per watched namespace, no controller ClusterRole; the users'
+    // aggregated roles (which grant the operator nothing) unless turned off.
     let docs = render(&["watchNamespaces={apps,ci}", "clusterId=prod"]);
+    assert_eq!(
+        names(&of_kind(&docs, "ClusterRole")),
+        BTreeSet::from(user_roles.clone())
+    );
+    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    let docs = render(&[
+        "watchNamespaces={apps,ci}",
+        "clusterId=prod",
+        "rbac.aggregateClusterRoles=false",
+    ]);
     assert_eq!(
         names(&of_kind(&docs, "Role")),
         BTreeSet::from([
@@ -448,18 +465,18 @@ fn chart_lints_and_renders() {
         of_kind(&docs, "ClusterRole").is_empty(),
         "namespaced mode with clusterId set needs nothing cluster-wide"
     );
-    let args = args_of(&docs);
+    let env = settings_of(&docs);
     assert!(
-        args.contains(&"--watch-namespaces=apps,ci".to_owned()),
-        "{args:?}"
+        env.contains(&setting("WATCH_NAMESPACES", "apps,ci")),
+        "{env:?}"
     );
-    assert!(args.contains(&"--cluster-id=prod".to_owned()), "{args:?}");
+    assert!(env.contains(&setting("CLUSTER_ID", "prod")), "{env:?}");
 
     let docs = render(&["replicaCount=2"]);
     assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
     let docs = render(&["leaderElection.enabled=false"]);
     assert!(of_kind(&docs, "Role").is_empty());
-    assert!(args_of(&docs).contains(&"--leader-elect=false".to_owned()));
+    assert!(settings_of(&docs).contains(&setting("LEADER_ELECT", "false")));
 
     let bad = helm(&[
         "template",
@@ -521,14 +538,24 @@ async fn chart_installs_and_uninstalls() {
         );
     }
     let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
-    for name in [full.clone(), format!("{full}-cluster-id")] {
+    for name in [
+        full.clone(),
+        format!("{full}-cluster-id"),
+        format!("{full}-view"),
+        format!("{full}-edit"),
+    ] {
         assert!(
             cluster_roles.get_opt(&name).await.unwrap().is_some(),
             "ClusterRole {name} missing"
         );
     }
     ok("helm uninstall", release.uninstall());
-    for name in [full.clone(), format!("{full}-cluster-id")] {
+    for name in [
+        full.clone(),
+        format!("{full}-cluster-id"),
+        format!("{full}-view"),
+        format!("{full}-edit"),
+    ] {
         let gone = common::poll(MINUTE, || async {
             cluster_roles
                 .get_opt(&name)
@@ -1264,4 +1291,296 @@ async fn metrics_match_the_status() {
     let log = op.log.clone();
     drop(op);
     w.assert_no_tokens_in(&log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. chart knobs (issue 17)
+
+/// `helm template` of the chart in namespace `ns` with a values file and more helm flags.
+fn render_in(ns: &str, values: &str, flags: &[&str]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, values).unwrap();
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "nto",
+        chart.to_str().unwrap(),
+        "--namespace",
+        ns,
+        "-f",
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    let text = ok(&format!("helm template -f {values}"), helm(&args));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).expect("rendered manifest is YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The operator container of the one rendered Deployment.
+fn container(docs: &[serde_json::Value]) -> serde_json::Value {
+    let deploy = of_kind(docs, "Deployment");
+    assert_eq!(deploy.len(), 1);
+    deploy[0]["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+/// The names of the container's environment variables, in order.
+fn env_names(c: &serde_json::Value) -> Vec<String> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The container's environment as a pod in namespace `ns` named `pod` would get it: values as
+/// written, the downward-API fields the chart uses resolved.
+fn pod_env(c: &serde_json::Value, ns: &str, pod: &str) -> Vec<(String, String)> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            let value = match (
+                e["value"].as_str(),
+                e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            ) {
+                (Some(v), _) => v.to_owned(),
+                (None, Some("metadata.namespace")) => ns.to_owned(),
+                (None, Some("metadata.name")) => pod.to_owned(),
+                _ => panic!("{name}: cannot resolve {e}"),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// Starts the operator binary exactly as the rendered container would run: its args, its
+/// environment and nothing else (but a kubeconfig, where a pod has its ServiceAccount).
+fn run_as_rendered(
+    c: &serde_json::Value,
+    ns: &str,
+    pod: &str,
+    kubeconfig: &Path,
+    log: &Path,
+    more_env: &[(&str, &str)],
+) -> OperatorProcess {
+    let args: Vec<String> = c["args"]
+        .as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_nuclia-token-operator"))
+        .env_clear()
+        .envs(pod_env(c, ns, pod))
+        .envs(more_env.iter().copied())
+        .env("KUBECONFIG", kubeconfig)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(file))
+        .spawn()
+        .expect("start the operator");
+    OperatorProcess {
+        name: pod.to_owned(),
+        child: Some(child),
+        log: log.to_owned(),
+    }
+}
+
+/// The operator's "starting" log line (text format), once written.
+async fn starting_line(op: &OperatorProcess) -> String {
+    common::poll(Duration::from_secs(30), || async {
+        op.log_text()
+            .lines()
+            .find(|l| l.contains("nuclia-token-operator starting"))
+            .map(str::to_owned)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no start-up line; see {}", op.log.display()))
+}
+
+/// Values that point the chart at this world's fake and namespace.
+fn world_values(w: &World) -> String {
+    format!(
+        "nuclia:\n  globalUrl: {url}\n  zoneOrigins: {{{zone}: {url}}}\nwatchNamespaces: [{ns}]\nverifyInterval: 3s\nbackoffBase: 1s\nbackoffMax: 5s\n",
+        url = w.fake.url,
+        zone = w.fake.bootstrap.zone,
+        ns = w.ns
+    )
+}
+
+/// `extraArgs` override what the chart sets instead of crashing on a repeated flag: the chart
+/// passes its settings as NUCLIA_OPERATOR_* variables only, `extraEnv` replaces a variable of
+/// the same name, and an old unprefixed variable is ignored with a warning. The operator binary,
+/// started with exactly the rendered arguments and environment, runs with the overrides (start-up
+/// line, bound address, Lease) and issues and revokes a token.
+#[tokio::test]
+async fn chart_extra_args_override_and_start() {
+    let w = World::new("deploy-xargs").await;
+    let values = format!(
+        "{}extraArgs: [--concurrency=3, --metrics-addr=127.0.0.1:0, --log-format=text]\nextraEnv:\n  - {{name: NUCLIA_OPERATOR_VERIFY_INTERVAL, value: 7s}}\n  - {{name: CONCURRENCY, value: \"1\"}}\n",
+        world_values(&w)
+    );
+    let docs = render_in(&w.ns, &values, &[]);
+    let c = container(&docs);
+    assert_eq!(
+        c["args"],
+        serde_json::json!([
+            "--concurrency=3",
+            "--metrics-addr=127.0.0.1:0",
+            "--log-format=text"
+        ]),
+        "the command line is extraArgs and nothing else"
+    );
+    let names = env_names(&c);
+    for name in [
+        "NUCLIA_OPERATOR_CONCURRENCY",
+        "NUCLIA_OPERATOR_METRICS_ADDR",
+        "NUCLIA_OPERATOR_VERIFY_INTERVAL",
+    ] {
+        assert_eq!(
+            names.iter().filter(|n| *n == name).count(),
+            1,
+            "{name} once: {names:?}"
+        );
+    }
+    let env = pod_env(&c, &w.ns, "nto-pod-0");
+    assert!(env.contains(&("NUCLIA_OPERATOR_VERIFY_INTERVAL".into(), "7s".into())));
+    assert!(env.contains(&("NUCLIA_OPERATOR_CONCURRENCY".into(), "8".into())));
+
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut op = run_as_rendered(
+        &c,
+        &w.ns,
+        "nto-pod-0",
+        &common::cluster().kubeconfig,
+        &dir.path().join("operator.log"),
+        &[],
+    );
+    let line = starting_line(&op).await;
+    let full = format!("nto-{CHART_NAME}");
+    for want in [
+        "concurrency=3".to_owned(),
+        "verify_interval=7s".to_owned(),
+        "leader_elect=true".to_owned(),
+        format!("lease={}/{full}", w.ns),
+        format!("namespaces={}", w.ns),
+    ] {
+        assert!(line.contains(&want), "{want} not in: {line}");
+    }
+    assert!(
+        op.http_addr().await.ip().is_loopback(),
+        "--metrics-addr of extraArgs did not win over the chart's 0.0.0.0"
+    );
+    let log = op.log_text();
+    assert!(
+        log.contains("CONCURRENCY->NUCLIA_OPERATOR_CONCURRENCY"),
+        "no warning about the old variable:\n{log}"
+    );
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns);
+    let holder = common::poll(MINUTE, || async { lease_holder(&leases, &full).await }).await;
+    assert_eq!(
+        holder.as_deref(),
+        Some("nto-pod-0"),
+        "the Lease names the pod"
+    );
+
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.kubectl_apply(&pt_manifest("xargs", ""));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&api, "xargs", MINUTE, "Ready as the chart runs it", ready).await;
+    api.delete("xargs", &DeleteParams::default()).await.unwrap();
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt("xargs").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the finalizer never let the resource go");
+    assert!(
+        op.running(),
+        "the operator exited; see {}",
+        op.log.display()
+    );
+    println!(
+        "extraArgs override: started, Ready and revoked in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    op.kill();
+    w.assert_no_tokens_in(&op.log).await;
+}
+
+/// Every variable the chart sets is NUCLIA_OPERATOR_* and one the operator reads (`--help`
+/// names it), but for the standard proxy and CA variables; none of the old names is set, and
+/// without extraArgs the container has no command-line arguments at all.
+#[test]
+fn chart_env_names_are_the_operators() {
+    let help = Command::new(env!("CARGO_BIN_EXE_nuclia-token-operator"))
+        .arg("--help")
+        .output()
+        .expect("--help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let docs = render_in(
+        "ops",
+        "nuclia: {zoneOrigins: {europe-1: 'https://eu.example.com'}}\nwatchNamespaces: [a, b]\nlabelSelector: shard=a\nclusterId: prod\nproxy: {httpsProxy: 'http://proxy.corp:3128', httpProxy: 'http://proxy.corp:3128'}\ncaBundle: {configMapName: corp-ca}\n",
+        &[],
+    );
+    let c = container(&docs);
+    assert!(c["args"].is_null(), "args without extraArgs: {}", c["args"]);
+    let names = env_names(&c);
+    let mut operator = 0;
+    for name in &names {
+        if let Some(_flag) = name.strip_prefix("NUCLIA_OPERATOR_") {
+            assert!(
+                help.contains(&format!("[env: {name}=")),
+                "{name} is not a variable of the operator"
+            );
+            operator += 1;
+        } else {
+            assert!(
+                ["HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "SSL_CERT_DIR"].contains(&name.as_str()),
+                "{name} has no NUCLIA_OPERATOR_ prefix"
+            );
+        }
+    }
+    assert_eq!(operator, 24, "every setting is passed: {names:?}");
+    for old in [
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "CONCURRENCY",
+        "LOG_LEVEL",
+        "CLUSTER_ID",
+    ] {
+        assert!(!names.iter().any(|n| n == old), "{old} is still set");
+    }
+    let env = pod_env(&c, "ops", "p");
+    for (name, value) in [
+        (
+            "NUCLIA_OPERATOR_NUCLIA_ZONE_ORIGIN",
+            "europe-1=https://eu.example.com",
+        ),
+        ("NUCLIA_OPERATOR_WATCH_NAMESPACES", "a,b"),
+        ("NUCLIA_OPERATOR_LABEL_SELECTOR", "shard=a"),
+        ("NUCLIA_OPERATOR_CLUSTER_ID", "prod"),
+        ("NUCLIA_OPERATOR_LEASE_NAMESPACE", "ops"),
+        ("NUCLIA_OPERATOR_IDENTITY", "p"),
+        ("NO_PROXY", "localhost,127.0.0.1,.svc,.cluster.local"),
+        (
+            "SSL_CERT_DIR",
+            "/etc/ssl/certs:/etc/nuclia-token-operator/ca-bundle",
+        ),
+    ] {
+        assert!(
+            env.contains(&(name.to_owned(), value.to_owned())),
+            "{name}={value} not in {env:?}"
+        );
+    }
 }

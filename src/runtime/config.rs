@@ -214,16 +214,16 @@ pub const LEGACY_ENV: &[(&str, &str)] = &[
     ("POD_NAME", "NUCLIA_OPERATOR_IDENTITY"),
 ];
 
-/// The old unprefixed variables set in this environment whose new name is not set: each
-/// `(old, new)` may be a setting left over from an upgrade (or merely another program's
-/// variable of the same name, which is exactly why they are no longer read).
+/// The old unprefixed variables set in this environment, each as `(old, new)`: a setting left
+/// over from an upgrade (then ignored, even where the new variable has another value), or merely
+/// another program's variable of the same name, which is exactly why they are no longer read.
 pub fn legacy_env_in_use(
     get: impl Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Vec<(&'static str, &'static str)> {
     LEGACY_ENV
         .iter()
         .copied()
-        .filter(|(old, new)| get(old).is_some() && get(new).is_none())
+        .filter(|(old, _)| get(old).is_some())
         .collect()
 }
 
@@ -387,7 +387,13 @@ mod tests {
             ("UNRELATED", "x"),
         ]);
         let found = legacy_env_in_use(|k| env.get(k).map(Into::into));
-        assert_eq!(found, [("CONCURRENCY", "NUCLIA_OPERATOR_CONCURRENCY")]);
+        assert_eq!(
+            found,
+            [
+                ("CONCURRENCY", "NUCLIA_OPERATOR_CONCURRENCY"),
+                ("LOG_LEVEL", "NUCLIA_OPERATOR_LOG_LEVEL")
+            ]
+        );
     }
 
     #[test]
