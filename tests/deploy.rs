@@ -2154,14 +2154,25 @@ async fn chart_ca_bundle_is_trusted_for_nuclia() {
     let logs = tempfile::tempdir().unwrap();
     let kubeconfig = common::cluster().kubeconfig.clone();
 
-    // Without the bundle: no trust, no request reaches the server.
+    // Without the bundle (only an unrelated CA, whatever this machine's roots): no trust, no
+    // request reaches the server.
+    let other = tempfile::tempdir().unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=unrelated-ca", "-keyout", "/dev/null", "-out"])
+        .arg(other.path().join("other.crt"))
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "openssl req failed");
     let mut without = run_as_rendered(
         &c,
         &w.ns,
         "ca-0",
         &kubeconfig,
         &logs.path().join("without.log"),
-        &[("SSL_CERT_DIR", "/etc/ssl/certs")],
+        &[("SSL_CERT_DIR", other.path().to_str().unwrap())],
     );
     let seen = wait_outcome(&w.http, &without, "connect").await;
     assert!(
