@@ -103,14 +103,14 @@ is left out, so extraEnv replaces the chart's value instead of repeating the var
 {{- end }}
 {{- $env = append $env (dict "name" (print $p "NUCLIA_TIMEOUT") "value" (toString $v.nuclia.timeout)) }}
 {{- $env = append $env (dict "name" (print $p "NUCLIA_RPS") "value" (toString $v.nuclia.rps)) }}
-{{- $env = append $env (dict "name" (print $p "NUCLIA_BURST") "value" (toString $v.nuclia.burst)) }}
+{{- $env = append $env (dict "name" (print $p "NUCLIA_BURST") "value" (toString (int64 $v.nuclia.burst))) }}
 {{- with $v.watchNamespaces }}
 {{- $env = append $env (dict "name" (print $p "WATCH_NAMESPACES") "value" (join "," .)) }}
 {{- end }}
 {{- with $v.labelSelector }}
 {{- $env = append $env (dict "name" (print $p "LABEL_SELECTOR") "value" .) }}
 {{- end }}
-{{- $env = append $env (dict "name" (print $p "CONCURRENCY") "value" (toString $v.concurrency)) }}
+{{- $env = append $env (dict "name" (print $p "CONCURRENCY") "value" (toString (int64 $v.concurrency))) }}
 {{- $env = append $env (dict "name" (print $p "VERIFY_INTERVAL") "value" (toString $v.verifyInterval)) }}
 {{- $env = append $env (dict "name" (print $p "REVOKE_TIMEOUT") "value" (toString $v.revokeTimeout)) }}
 {{- $env = append $env (dict "name" (print $p "MIN_ISSUE_INTERVAL") "value" (toString $v.minIssueInterval)) }}
