@@ -104,16 +104,14 @@ fn names(docs: &[&serde_json::Value]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The operator container's arguments in a rendered Deployment.
-fn args_of(docs: &[serde_json::Value]) -> Vec<String> {
-    let deploy = of_kind(docs, "Deployment");
-    assert_eq!(deploy.len(), 1);
-    deploy[0]["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect()
+/// The operator's settings in a rendered Deployment: the container's environment (the chart
+/// passes no flag), as a pod `pod-0` in namespace `ops` would get it.
+fn settings_of(docs: &[serde_json::Value]) -> Vec<(String, String)> {
+    pod_env(&container(docs), "ops", "pod-0")
+}
+
+fn setting(name: &str, value: &str) -> (String, String) {
+    (format!("NUCLIA_OPERATOR_{name}"), value.to_owned())
 }
 
 /// A random suffix for cluster-scoped names.
@@ -129,11 +127,15 @@ struct Release {
 
 impl Release {
     fn install(name: &str, ns: &str, chart: &Path, sets: &[&str]) -> Release {
+        let flags: Vec<&str> = sets.iter().flat_map(|s| ["--set", s]).collect();
+        Release::install_with(name, ns, chart, &flags)
+    }
+
+    /// `helm install` with more helm flags (e.g. `-f values.yaml`).
+    fn install_with(name: &str, ns: &str, chart: &Path, flags: &[&str]) -> Release {
         let mut args = vec!["install", name, chart.to_str().unwrap(), "--namespace", ns];
         args.extend(IMAGE);
-        for s in sets {
-            args.extend(["--set", s]);
-        }
+        args.extend_from_slice(flags);
         let release = Release {
             name: name.to_owned(),
             ns: ns.to_owned(),
@@ -403,23 +405,34 @@ fn chart_lints_and_renders() {
     }
     assert!(of_kind(&render(&["crds.enabled=false"]), "CustomResourceDefinition").is_empty());
 
-    // Cluster-wide by default: the controller ClusterRole, the kube-system reader, the Lease
-    // Role in the release namespace only.
+    // Cluster-wide by default: the controller ClusterRole, the kube-system reader, the users'
+    // aggregated view and edit roles, the Lease Role in the release namespace only.
     let full = format!("nto-{CHART_NAME}");
+    let user_roles = [format!("/{full}-view"), format!("/{full}-edit")];
     assert_eq!(
         names(&of_kind(&docs, "ClusterRole")),
-        BTreeSet::from([format!("/{full}"), format!("/{full}-cluster-id")])
+        BTreeSet::from([
+            format!("/{full}"),
+            format!("/{full}-cluster-id"),
+            user_roles[0].clone(),
+            user_roles[1].clone()
+        ])
     );
     assert_eq!(
         names(&of_kind(&docs, "Role")),
-        BTreeSet::from([format!("ops/{full}-leader-election")])
+        BTreeSet::from([
+            format!("ops/{full}-installation"),
+            format!("ops/{full}-leader-election")
+        ])
     );
     assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
     assert_eq!(of_kind(&docs, "ServiceAccount").len(), 1);
     assert_eq!(of_kind(&docs, "Service").len(), 1);
-    let args = args_of(&docs);
-    assert!(args.contains(&"--leader-elect=true".to_owned()), "{args:?}");
-    assert!(!args.iter().any(|a| a.starts_with("--watch-namespaces")));
+    let env = settings_of(&docs);
+    assert!(env.contains(&setting("LEADER_ELECT", "true")), "{env:?}");
+    assert!(env.contains(&setting("LEASE_NAMESPACE", "ops")), "{env:?}");
+    assert!(env.contains(&setting("IDENTITY", "pod-0")), "{env:?}");
+    assert!(!env.iter().any(|(n, _)| n.ends_with("WATCH_NAMESPACES")));
 
     let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -435,13 +448,25 @@ fn chart_lints_and_renders() {
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(c["resources"]["requests"]["memory"].is_string());
 
-    // Namespaced: one Role per watched namespace, no controller ClusterRole.
+    // Namespaced: one Role per watched namespace, no controller ClusterRole; the users'
+    // aggregated roles (which grant the operator nothing) unless turned off.
     let docs = render(&["watchNamespaces={apps,ci}", "clusterId=prod"]);
+    assert_eq!(
+        names(&of_kind(&docs, "ClusterRole")),
+        BTreeSet::from(user_roles.clone())
+    );
+    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    let docs = render(&[
+        "watchNamespaces={apps,ci}",
+        "clusterId=prod",
+        "rbac.aggregateClusterRoles=false",
+    ]);
     assert_eq!(
         names(&of_kind(&docs, "Role")),
         BTreeSet::from([
             format!("apps/{full}"),
             format!("ci/{full}"),
+            format!("ops/{full}-installation"),
             format!("ops/{full}-leader-election")
         ])
     );
@@ -449,18 +474,22 @@ fn chart_lints_and_renders() {
         of_kind(&docs, "ClusterRole").is_empty(),
         "namespaced mode with clusterId set needs nothing cluster-wide"
     );
-    let args = args_of(&docs);
+    let env = settings_of(&docs);
     assert!(
-        args.contains(&"--watch-namespaces=apps,ci".to_owned()),
-        "{args:?}"
+        env.contains(&setting("WATCH_NAMESPACES", "apps,ci")),
+        "{env:?}"
     );
-    assert!(args.contains(&"--cluster-id=prod".to_owned()), "{args:?}");
+    assert!(env.contains(&setting("CLUSTER_ID", "prod")), "{env:?}");
 
     let docs = render(&["replicaCount=2"]);
     assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
     let docs = render(&["leaderElection.enabled=false"]);
-    assert!(of_kind(&docs, "Role").is_empty());
-    assert!(args_of(&docs).contains(&"--leader-elect=false".to_owned()));
+    assert_eq!(
+        names(&of_kind(&docs, "Role")),
+        BTreeSet::from([format!("ops/{full}-installation")]),
+        "without leader election only the installation ConfigMap's Role is left"
+    );
+    assert!(settings_of(&docs).contains(&setting("LEADER_ELECT", "false")));
 
     let bad = helm(&[
         "template",
@@ -522,14 +551,24 @@ async fn chart_installs_and_uninstalls() {
         );
     }
     let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
-    for name in [full.clone(), format!("{full}-cluster-id")] {
+    for name in [
+        full.clone(),
+        format!("{full}-cluster-id"),
+        format!("{full}-view"),
+        format!("{full}-edit"),
+    ] {
         assert!(
             cluster_roles.get_opt(&name).await.unwrap().is_some(),
             "ClusterRole {name} missing"
         );
     }
     ok("helm uninstall", release.uninstall());
-    for name in [full.clone(), format!("{full}-cluster-id")] {
+    for name in [
+        full.clone(),
+        format!("{full}-cluster-id"),
+        format!("{full}-view"),
+        format!("{full}-edit"),
+    ] {
         let gone = common::poll(MINUTE, || async {
             cluster_roles
                 .get_opt(&name)
@@ -1514,4 +1553,1012 @@ async fn rollout_restart_targets_under_the_chart_rbac() {
     op.kill();
     w.assert_no_tokens_in(&op.log).await;
     drop(release);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. chart knobs (issue 17)
+
+/// `helm template` of the chart in namespace `ns` with a values file and more helm flags.
+fn render_in(ns: &str, values: &str, flags: &[&str]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, values).unwrap();
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "nto",
+        chart.to_str().unwrap(),
+        "--namespace",
+        ns,
+        "-f",
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    let text = ok(&format!("helm template -f {values}"), helm(&args));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).expect("rendered manifest is YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The operator container of the one rendered Deployment.
+fn container(docs: &[serde_json::Value]) -> serde_json::Value {
+    let deploy = of_kind(docs, "Deployment");
+    assert_eq!(deploy.len(), 1);
+    deploy[0]["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+/// The names of the container's environment variables, in order.
+fn env_names(c: &serde_json::Value) -> Vec<String> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The container's environment as a pod in namespace `ns` named `pod` would get it: values as
+/// written, the downward-API fields the chart uses resolved.
+fn pod_env(c: &serde_json::Value, ns: &str, pod: &str) -> Vec<(String, String)> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            let value = match (
+                e["value"].as_str(),
+                e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            ) {
+                (Some(v), _) => v.to_owned(),
+                (None, Some("metadata.namespace")) => ns.to_owned(),
+                (None, Some("metadata.name")) => pod.to_owned(),
+                _ => panic!("{name}: cannot resolve {e}"),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// Starts the operator binary exactly as the rendered container would run: its args, its
+/// environment and nothing else (but a kubeconfig, where a pod has its ServiceAccount).
+fn run_as_rendered(
+    c: &serde_json::Value,
+    ns: &str,
+    pod: &str,
+    kubeconfig: &Path,
+    log: &Path,
+    more_env: &[(&str, &str)],
+) -> OperatorProcess {
+    let args: Vec<String> = c["args"]
+        .as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_nuclia-token-operator"))
+        .env_clear()
+        .envs(pod_env(c, ns, pod))
+        .envs(more_env.iter().copied())
+        .env("KUBECONFIG", kubeconfig)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(file))
+        .spawn()
+        .expect("start the operator");
+    OperatorProcess {
+        name: pod.to_owned(),
+        child: Some(child),
+        log: log.to_owned(),
+    }
+}
+
+/// The operator's "starting" log line (text format), once written.
+async fn starting_line(op: &OperatorProcess) -> String {
+    common::poll(Duration::from_secs(30), || async {
+        op.log_text()
+            .lines()
+            .find(|l| l.contains("nuclia-token-operator starting"))
+            .map(str::to_owned)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no start-up line; see {}", op.log.display()))
+}
+
+/// Values that point the chart at this world's fake and namespace.
+fn world_values(w: &World) -> String {
+    format!(
+        "nuclia:\n  globalUrl: {url}\n  zoneOrigins: {{{zone}: {url}}}\nwatchNamespaces: [{ns}]\nverifyInterval: 3s\nbackoffBase: 1s\nbackoffMax: 5s\n",
+        url = w.fake.url,
+        zone = w.fake.bootstrap.zone,
+        ns = w.ns
+    )
+}
+
+/// `extraArgs` override what the chart sets instead of crashing on a repeated flag: the chart
+/// passes its settings as NUCLIA_OPERATOR_* variables only, `extraEnv` replaces a variable of
+/// the same name, and an old unprefixed variable is ignored with a warning. The operator binary,
+/// started with exactly the rendered arguments and environment, runs with the overrides (start-up
+/// line, bound address, Lease) and issues and revokes a token.
+#[tokio::test]
+async fn chart_extra_args_override_and_start() {
+    let w = World::new("deploy-xargs").await;
+    let values = format!(
+        "{}extraArgs: [--concurrency=3, --metrics-addr=127.0.0.1:0, --log-format=text]\nextraEnv:\n  - {{name: NUCLIA_OPERATOR_VERIFY_INTERVAL, value: 7s}}\n  - {{name: CONCURRENCY, value: \"1\"}}\n",
+        world_values(&w)
+    );
+    let docs = render_in(&w.ns, &values, &[]);
+    let c = container(&docs);
+    assert_eq!(
+        c["args"],
+        serde_json::json!([
+            "--concurrency=3",
+            "--metrics-addr=127.0.0.1:0",
+            "--log-format=text"
+        ]),
+        "the command line is extraArgs and nothing else"
+    );
+    let names = env_names(&c);
+    for name in [
+        "NUCLIA_OPERATOR_CONCURRENCY",
+        "NUCLIA_OPERATOR_METRICS_ADDR",
+        "NUCLIA_OPERATOR_VERIFY_INTERVAL",
+    ] {
+        assert_eq!(
+            names.iter().filter(|n| *n == name).count(),
+            1,
+            "{name} once: {names:?}"
+        );
+    }
+    let env = pod_env(&c, &w.ns, "nto-pod-0");
+    assert!(env.contains(&("NUCLIA_OPERATOR_VERIFY_INTERVAL".into(), "7s".into())));
+    assert!(env.contains(&("NUCLIA_OPERATOR_CONCURRENCY".into(), "8".into())));
+
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut op = run_as_rendered(
+        &c,
+        &w.ns,
+        "nto-pod-0",
+        &common::cluster().kubeconfig,
+        &dir.path().join("operator.log"),
+        &[],
+    );
+    let line = starting_line(&op).await;
+    let full = format!("nto-{CHART_NAME}");
+    for want in [
+        "concurrency=3".to_owned(),
+        "verify_interval=7s".to_owned(),
+        "leader_elect=true".to_owned(),
+        format!("lease={}/{full}", w.ns),
+        format!("namespaces={}", w.ns),
+    ] {
+        assert!(line.contains(&want), "{want} not in: {line}");
+    }
+    assert!(
+        op.http_addr().await.ip().is_loopback(),
+        "--metrics-addr of extraArgs did not win over the chart's 0.0.0.0"
+    );
+    let log = op.log_text();
+    assert!(
+        log.contains("CONCURRENCY->NUCLIA_OPERATOR_CONCURRENCY"),
+        "no warning about the old variable:\n{log}"
+    );
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns);
+    let holder = common::poll(MINUTE, || async { lease_holder(&leases, &full).await }).await;
+    assert_eq!(
+        holder.as_deref(),
+        Some("nto-pod-0"),
+        "the Lease names the pod"
+    );
+
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.kubectl_apply(&pt_manifest("xargs", ""));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&api, "xargs", MINUTE, "Ready as the chart runs it", ready).await;
+    api.delete("xargs", &DeleteParams::default()).await.unwrap();
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt("xargs").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the finalizer never let the resource go");
+    assert!(
+        op.running(),
+        "the operator exited; see {}",
+        op.log.display()
+    );
+    println!(
+        "extraArgs override: started, Ready and revoked in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    op.kill();
+    w.assert_no_tokens_in(&op.log).await;
+}
+
+/// Every variable the chart sets is NUCLIA_OPERATOR_* and one the operator reads (`--help`
+/// names it), but for the standard proxy and CA variables; none of the old names is set, and
+/// without extraArgs the container has no command-line arguments at all.
+#[test]
+fn chart_env_names_are_the_operators() {
+    let help = Command::new(env!("CARGO_BIN_EXE_nuclia-token-operator"))
+        .arg("--help")
+        .output()
+        .expect("--help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let docs = render_in(
+        "ops",
+        "nuclia: {zoneOrigins: {europe-1: 'https://eu.example.com'}}\nwatchNamespaces: [a, b]\nlabelSelector: shard=a\nclusterId: prod\nproxy: {httpsProxy: 'http://proxy.corp:3128', httpProxy: 'http://proxy.corp:3128'}\ncaBundle: {configMapName: corp-ca}\n",
+        &[],
+    );
+    let c = container(&docs);
+    assert!(c["args"].is_null(), "args without extraArgs: {}", c["args"]);
+    let names = env_names(&c);
+    let mut operator = 0;
+    for name in &names {
+        if let Some(_flag) = name.strip_prefix("NUCLIA_OPERATOR_") {
+            assert!(
+                help.contains(&format!("[env: {name}=")),
+                "{name} is not a variable of the operator"
+            );
+            operator += 1;
+        } else {
+            assert!(
+                ["HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "SSL_CERT_DIR"].contains(&name.as_str()),
+                "{name} has no NUCLIA_OPERATOR_ prefix"
+            );
+        }
+    }
+    assert_eq!(operator, 25, "every setting is passed: {names:?}");
+    for old in [
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "CONCURRENCY",
+        "LOG_LEVEL",
+        "CLUSTER_ID",
+    ] {
+        assert!(!names.iter().any(|n| n == old), "{old} is still set");
+    }
+    let env = pod_env(&c, "ops", "p");
+    for (name, value) in [
+        (
+            "NUCLIA_OPERATOR_NUCLIA_ZONE_ORIGIN",
+            "europe-1=https://eu.example.com",
+        ),
+        ("NUCLIA_OPERATOR_WATCH_NAMESPACES", "a,b"),
+        ("NUCLIA_OPERATOR_LABEL_SELECTOR", "shard=a"),
+        ("NUCLIA_OPERATOR_CLUSTER_ID", "prod"),
+        ("NUCLIA_OPERATOR_LEASE_NAMESPACE", "ops"),
+        ("NUCLIA_OPERATOR_IDENTITY", "p"),
+        ("NO_PROXY", "localhost,127.0.0.1,.svc,.cluster.local"),
+        (
+            "SSL_CERT_DIR",
+            "/etc/ssl/certs:/etc/nuclia-token-operator/ca-bundle",
+        ),
+    ] {
+        assert!(
+            env.contains(&(name.to_owned(), value.to_owned())),
+            "{name}={value} not in {env:?}"
+        );
+    }
+}
+
+/// A client of the test apiserver acting as user `user` (the admin impersonates it).
+async fn impersonating(user: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&common::cluster().kubeconfig).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    config.auth_info.impersonate = Some(user.to_owned());
+    Client::try_from(config).expect("kube client")
+}
+
+/// With `rbac.aggregateClusterRoles` (the default) the chart's user roles are aggregated by the
+/// controller-manager into the built-in ones: a user bound to `edit` in a namespace creates,
+/// patches and deletes a NucliaKbApiKey there; a user bound to `view` reads it and is refused
+/// every write; neither can touch the status.
+#[tokio::test]
+async fn chart_aggregated_roles_let_edit_manage_and_view_read() {
+    let client = common::client().await;
+    common::install_crds(&client).await;
+    let ns = common::namespace(&client, "deploy-agg").await;
+    let release = Release::install(
+        &format!("nto-{}", suffix()),
+        &ns,
+        &chart(),
+        &["crds.enabled=false"],
+    );
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    for (name, to) in [
+        (
+            format!("{}-view", release.fullname()),
+            ["view", "edit", "admin"].as_slice(),
+        ),
+        (
+            format!("{}-edit", release.fullname()),
+            ["edit", "admin"].as_slice(),
+        ),
+    ] {
+        let labels = roles.get(&name).await.unwrap().metadata.labels.unwrap();
+        for role in to {
+            assert_eq!(
+                labels
+                    .get(&format!("rbac.authorization.k8s.io/aggregate-to-{role}"))
+                    .map(String::as_str),
+                Some("true"),
+                "{name} aggregates to {role}"
+            );
+        }
+    }
+    let tag = suffix();
+    let (editor, viewer) = (format!("editor-{tag}"), format!("viewer-{tag}"));
+    for (user, role) in [(&editor, "edit"), (&viewer, "view")] {
+        ok(
+            "kubectl create rolebinding",
+            common::kubectl(
+                &[
+                    "create",
+                    "rolebinding",
+                    &format!("{role}-{tag}"),
+                    "-n",
+                    &ns,
+                    &format!("--clusterrole={role}"),
+                    &format!("--user={user}"),
+                ],
+                None,
+            ),
+        );
+    }
+    let key = |name: &str| -> NucliaKbApiKey {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaKbApiKey",
+            "metadata": {"name": name},
+            "spec": {
+                "kbUrl": "https://europe-1.dp.progress.cloud/api/v1/kb/0f6a1c2d-7e3b-4a59-9c1d-2b3e4f5a6b7c",
+                "auth": {"secretRef": {"name": "login"}}
+            }
+        }))
+        .unwrap()
+    };
+    let as_editor: Api<NucliaKbApiKey> = Api::namespaced(impersonating(&editor).await, &ns);
+    let as_viewer: Api<NucliaKbApiKey> = Api::namespaced(impersonating(&viewer).await, &ns);
+    // The aggregation controller copies the rules into `edit` shortly after the install.
+    let started = Instant::now();
+    let created = common::poll(MINUTE, || async {
+        as_editor
+            .create(&PostParams::default(), &key("tenant"))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(
+        created.is_some(),
+        "a user with `edit` cannot create a NucliaKbApiKey"
+    );
+    let aggregated_after = started.elapsed();
+    let patch = kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {"team": "a"}}}));
+    let pp = kube::api::PatchParams::default();
+    assert_eq!(http_code(as_editor.patch("tenant", &pp, &patch).await), 200);
+    assert_eq!(http_code(as_viewer.get("tenant").await), 200, "view reads");
+    assert_eq!(
+        http_code(as_viewer.list(&ListParams::default()).await),
+        200,
+        "view lists"
+    );
+    let refused = [
+        (
+            "create",
+            http_code(
+                as_viewer
+                    .create(&PostParams::default(), &key("viewer"))
+                    .await,
+            ),
+        ),
+        (
+            "patch",
+            http_code(as_viewer.patch("tenant", &pp, &patch).await),
+        ),
+        (
+            "delete",
+            http_code(as_viewer.delete("tenant", &DeleteParams::default()).await),
+        ),
+        (
+            "patch status (editor)",
+            http_code(
+                as_editor
+                    .patch_status(
+                        "tenant",
+                        &pp,
+                        &kube::api::Patch::Merge(serde_json::json!({"status": {"tokenId": "x"}})),
+                    )
+                    .await,
+            ),
+        ),
+    ];
+    for (what, code) in refused {
+        assert_eq!(code, 403, "{what} was not refused");
+    }
+    assert_eq!(
+        http_code(as_editor.delete("tenant", &DeleteParams::default()).await),
+        200,
+        "edit deletes"
+    );
+    println!(
+        "aggregated roles: edit could create {:.1}s after the install",
+        aggregated_after.as_secs_f64()
+    );
+    drop(release);
+    let _ = Api::<Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+/// The NOTES' "create a credential" lines, pasted into bash as printed by `helm install`, run:
+/// the heredoc ends, the Secret and the resource land in the watched namespace (`-n`), with the
+/// labels `labelSelector` asks for. Cluster-wide, the lines name no namespace.
+#[tokio::test]
+async fn chart_notes_commands_run() {
+    let w = World::new("deploy-notes").await;
+    let notes = |sets: &[&str]| -> String {
+        let chart = chart();
+        let mut args = vec![
+            "install",
+            "nto",
+            chart.to_str().unwrap(),
+            "--dry-run=client",
+            "--namespace",
+            "ops",
+            // A client dry run still refuses objects that exist in the cluster unowned.
+            "--set",
+            "crds.enabled=false",
+        ];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = ok("helm install --dry-run=client", helm(&args));
+        out.split_once("\nNOTES:\n")
+            .unwrap_or_else(|| panic!("no NOTES in {out}"))
+            .1
+            .to_owned()
+    };
+    let snippet = |notes: &str| -> String {
+        let start = notes
+            .find("kubectl create secret")
+            .unwrap_or_else(|| panic!("no commands in the NOTES:\n{notes}"));
+        let rest = &notes[start..];
+        let end = rest.find("kubectl get nuclia").unwrap();
+        let end = end + rest[end..].find('\n').unwrap_or(rest.len() - end);
+        rest[..end].to_owned()
+    };
+
+    let text = notes(&[
+        &format!("watchNamespaces={{{},other}}", w.ns),
+        "labelSelector=shard=a",
+    ]);
+    let script = snippet(&text);
+    assert!(
+        script.lines().any(|l| l == "YAML"),
+        "no heredoc terminator at column 0:\n{script}"
+    );
+    let c = common::cluster();
+    let path = format!(
+        "{}:{}",
+        c.bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .output()
+        .expect("bash");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the NOTES' commands failed:\n{script}\n---\n{printed}"
+    );
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let pt = api
+        .get("ci")
+        .await
+        .expect("the NOTES' resource in the watched namespace");
+    assert_eq!(
+        pt.metadata
+            .labels
+            .unwrap_or_default()
+            .get("shard")
+            .map(String::as_str),
+        Some("a"),
+        "the resource carries the label the selector asks for"
+    );
+    assert!(w.secrets().get_opt("nuclia-login").await.unwrap().is_some());
+    assert!(
+        printed.contains("ci"),
+        "kubectl get nuclia lists it: {printed}"
+    );
+
+    let text = notes(&[]);
+    let script = snippet(&text);
+    assert!(
+        !script.contains(" -n "),
+        "cluster-wide NOTES name a namespace:\n{script}"
+    );
+    assert!(script.lines().any(|l| l == "YAML"));
+    assert!(!text.contains("labels:"));
+}
+
+/// Without prometheus-operator's CRDs a release with `metrics.serviceMonitor.enabled` installs
+/// (no ServiceMonitor, and NOTES says why); where the API is served (`--api-versions`) the
+/// ServiceMonitor carries the configured namespace, honorLabels and relabelings.
+#[tokio::test]
+async fn chart_service_monitor_without_crds() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "deploy-sm").await;
+    let served = ok(
+        "kubectl api-versions",
+        common::kubectl(&["api-versions"], None),
+    );
+    if served.lines().any(|l| l == "monitoring.coreos.com/v1") {
+        println!(
+            "monitoring.coreos.com/v1 is served here: the install without the CRD is not checked"
+        );
+    } else {
+        let release = Release::install(
+            &format!("nto-{}", suffix()),
+            &ns,
+            &chart(),
+            &[
+                "crds.enabled=false",
+                "rbac.create=false",
+                "metrics.serviceMonitor.enabled=true",
+            ],
+        );
+        let status = ok(
+            "helm status",
+            helm(&[
+                "status",
+                &release.name,
+                "--namespace",
+                &ns,
+                "--show-resources",
+            ]),
+        );
+        assert!(status.contains("STATUS: deployed"), "{status}");
+        assert!(
+            status.contains("does not serve monitoring.coreos.com/v1"),
+            "NOTES do not say the ServiceMonitor was skipped:\n{status}"
+        );
+        let manifest = ok(
+            "helm get manifest",
+            helm(&["get", "manifest", &release.name, "--namespace", &ns]),
+        );
+        assert!(!manifest.contains("kind: ServiceMonitor"));
+        drop(release);
+    }
+    let values = "metrics:\n  serviceMonitor:\n    enabled: true\n    namespace: monitoring\n    honorLabels: false\n    relabelings: [{targetLabel: cluster, replacement: eu}]\n    metricRelabelings: [{sourceLabels: [__name__], regex: nuclia_api_request_duration_seconds_bucket, action: drop}]\n";
+    assert!(of_kind(&render_in("ops", values, &[]), "ServiceMonitor").is_empty());
+    let docs = render_in(
+        "ops",
+        values,
+        &["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"],
+    );
+    let sm = of_kind(&docs, "ServiceMonitor");
+    assert_eq!(sm.len(), 1);
+    assert_eq!(sm[0]["metadata"]["namespace"], "monitoring");
+    assert_eq!(sm[0]["spec"]["namespaceSelector"]["matchNames"][0], "ops");
+    let ep = &sm[0]["spec"]["endpoints"][0];
+    assert_eq!(ep["honorLabels"], false);
+    assert_eq!(ep["relabelings"][0]["targetLabel"], "cluster");
+    assert_eq!(ep["metricRelabelings"][0]["action"], "drop");
+    let docs = render_in(
+        "ops",
+        "metrics: {serviceMonitor: {enabled: true}}",
+        &["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"],
+    );
+    let sm = of_kind(&docs, "ServiceMonitor");
+    assert_eq!(sm[0]["metadata"]["namespace"], "ops");
+    assert_eq!(
+        sm[0]["spec"]["endpoints"][0]["honorLabels"], true,
+        "default"
+    );
+    let _ = Api::<Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+/// The PodDisruptionBudget: only with more than one replica, off with
+/// `podDisruptionBudget.enabled=false`, `maxUnavailable` instead of `minAvailable` when set.
+#[test]
+fn chart_pod_disruption_budget_switch() {
+    assert!(
+        of_kind(&render(&[]), "PodDisruptionBudget").is_empty(),
+        "1 replica"
+    );
+    let docs = render(&["replicaCount=2"]);
+    let pdb = of_kind(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb[0]["spec"]["minAvailable"], 1);
+    assert!(pdb[0]["spec"]["maxUnavailable"].is_null());
+    assert!(
+        of_kind(
+            &render(&["replicaCount=2", "podDisruptionBudget.enabled=false"]),
+            "PodDisruptionBudget"
+        )
+        .is_empty()
+    );
+    for (set, want) in [
+        ("podDisruptionBudget.maxUnavailable=1", serde_json::json!(1)),
+        (
+            "podDisruptionBudget.maxUnavailable=50%",
+            serde_json::json!("50%"),
+        ),
+    ] {
+        let docs = render(&["replicaCount=3", set]);
+        let pdb = of_kind(&docs, "PodDisruptionBudget");
+        assert_eq!(pdb[0]["spec"]["maxUnavailable"], want, "{set}");
+        assert!(pdb[0]["spec"]["minAvailable"].is_null(), "{set}");
+    }
+    let chart = chart();
+    for bad in [
+        "podDisruptionBudget.maxUnavailable=x",
+        "podDisruptionBudget.minAvailable=-1",
+    ] {
+        let out = helm(&["template", "nto", chart.to_str().unwrap(), "--set", bad]);
+        assert!(!out.status.success(), "the schema accepts {bad}");
+    }
+}
+
+/// The optional egress NetworkPolicy (DNS, the apiserver, Nuclia or the proxy's port) and the
+/// Deployment knobs (revisionHistoryLimit, strategy, commonLabels, caBundle, extra volumes) are
+/// accepted by the real apiserver; the policy is absent by default.
+#[tokio::test]
+async fn chart_network_policy_and_pod_knobs_install() {
+    assert!(of_kind(&render(&[]), "NetworkPolicy").is_empty());
+    let client = common::client().await;
+    let ns = common::namespace(&client, "deploy-np").await;
+    let values = "crds: {enabled: false}\nrbac: {create: false}\nreplicaCount: 2\nrevisionHistoryLimit: 3\nstrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}\ncommonLabels: {team: platform}\npodDisruptionBudget: {maxUnavailable: 1}\nproxy: {httpsProxy: 'http://proxy.corp:3128'}\ncaBundle: {configMapName: corp-ca, key: ca.crt}\nextraVolumes: [{name: extra, emptyDir: {}}]\nextraVolumeMounts: [{name: extra, mountPath: /extra}]\nnetworkPolicy:\n  enabled: true\n  apiServer: {to: [{ipBlock: {cidr: 10.0.0.1/32}}]}\n  nuclia: {to: [{ipBlock: {cidr: 192.0.2.0/24}}]}\n  extraEgress: [{to: [{namespaceSelector: {matchLabels: {name: monitoring}}}], ports: [{port: 9999}]}]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, values).unwrap();
+    let release = Release::install_with(
+        &format!("nto-{}", suffix()),
+        &ns,
+        &chart(),
+        &["-f", file.to_str().unwrap()],
+    );
+    let full = release.fullname();
+    let get = |kind: &str| -> serde_json::Value {
+        let out = ok(
+            &format!("kubectl get {kind}"),
+            common::kubectl(&["get", kind, &full, "-n", &ns, "-o", "json"], None),
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let np = get("networkpolicy");
+    let egress = np["spec"]["egress"].as_array().unwrap();
+    assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Egress"]));
+    assert_eq!(
+        egress.len(),
+        4,
+        "DNS, apiserver, Nuclia, one extra: {egress:?}"
+    );
+    let ports = |rule: &serde_json::Value| -> Vec<i64> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(ports(&egress[0]), [53, 53]);
+    assert!(egress[0]["to"].is_null(), "DNS to anywhere by default");
+    assert_eq!(ports(&egress[1]), [443, 6443]);
+    assert_eq!(egress[1]["to"][0]["ipBlock"]["cidr"], "10.0.0.1/32");
+    assert_eq!(
+        ports(&egress[2]),
+        [443, 3128],
+        "the proxy's port joins Nuclia's"
+    );
+    assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "192.0.2.0/24");
+    assert_eq!(ports(&egress[3]), [9999]);
+    assert_eq!(np["metadata"]["labels"]["team"], "platform");
+
+    let deploy = get("deployment");
+    assert_eq!(deploy["spec"]["revisionHistoryLimit"], 3);
+    assert_eq!(
+        deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    assert_eq!(deploy["metadata"]["labels"]["team"], "platform");
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"]["team"],
+        "platform"
+    );
+    let pod = &deploy["spec"]["template"]["spec"];
+    let volumes: Vec<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(volumes, ["tmp", "ca-bundle", "extra"]);
+    assert_eq!(pod["volumes"][1]["configMap"]["items"][0]["path"], "ca.crt");
+    let mounts: Vec<&str> = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["mountPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        mounts,
+        ["/tmp", "/etc/nuclia-token-operator/ca-bundle", "/extra"]
+    );
+    let pdb = get("poddisruptionbudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    drop(release);
+    let _ = Api::<Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+/// The PEM of the test control plane's CA (the apiserver's certificate issuer).
+fn control_plane_ca_pem() -> String {
+    let admin = Kubeconfig::read_from(&common::cluster().kubeconfig).expect("admin kubeconfig");
+    let cluster = admin.clusters[0].cluster.as_ref().expect("cluster entry");
+    if let Some(file) = &cluster.certificate_authority {
+        return std::fs::read_to_string(file).expect("CA file");
+    }
+    let data = cluster
+        .certificate_authority_data
+        .as_ref()
+        .expect("the kubeconfig names its CA");
+    let mut child = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("base64");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The `outcome` labels of the Nuclia requests an operator counted so far.
+async fn nuclia_outcomes(http: &reqwest::Client, op: &OperatorProcess) -> BTreeSet<String> {
+    let (_, text) = get_text(http, op.http_addr().await, "/metrics").await;
+    text.lines()
+        .filter(|l| l.starts_with("nuclia_api_requests_total{"))
+        // The 401 series are there from an operation's first request on, at 0.
+        .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0))
+        .filter_map(|l| {
+            let rest = &l[l.find("code=\"")? + "code=\"".len()..];
+            Some(rest[..rest.find('"')?].to_owned())
+        })
+        .collect()
+}
+
+/// Waits up to a minute for a Nuclia request of outcome `want`; all outcomes seen by then.
+async fn wait_outcome(
+    http: &reqwest::Client,
+    op: &OperatorProcess,
+    want: &str,
+) -> Option<BTreeSet<String>> {
+    common::poll(MINUTE, || async {
+        let seen = nuclia_outcomes(http, op).await;
+        seen.contains(want).then_some(seen)
+    })
+    .await
+}
+
+/// `caBundle`: the CA mounted beside the image's roots (`SSL_CERT_DIR`, as rendered) is trusted
+/// for the Nuclia API. The "Nuclia API" here is the test apiserver, whose certificate only the
+/// control plane's CA signs: without the bundle the TLS handshake fails (`connect`), with it
+/// the request goes through and the apiserver answers 401 to the fake login.
+#[tokio::test]
+async fn chart_ca_bundle_is_trusted_for_nuclia() {
+    let w = World::new("deploy-ca").await;
+    let api_port = Kubeconfig::read_from(&common::cluster().kubeconfig)
+        .unwrap()
+        .clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .server
+        .clone()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let values = format!(
+        "nuclia: {{globalUrl: 'https://127.0.0.1:{api_port}', timeout: 5s}}\nwatchNamespaces: [{}]\nclusterId: test-cluster\nleaderElection: {{enabled: false}}\nbackoffBase: 1s\nextraArgs: [--metrics-addr=127.0.0.1:0, --log-format=text]\ncaBundle: {{configMapName: corp-ca}}\n",
+        w.ns
+    );
+    let c = container(&render_in(&w.ns, &values, &[]));
+    let ca_dir = tempfile::tempdir().unwrap();
+    std::fs::write(ca_dir.path().join("ca.crt"), control_plane_ca_pem()).unwrap();
+    let env = pod_env(&c, &w.ns, "ca-0");
+    let rendered = env
+        .iter()
+        .find(|(n, _)| n == "SSL_CERT_DIR")
+        .map(|(_, v)| v.clone())
+        .expect("SSL_CERT_DIR rendered");
+    // The pod's mount point, here a directory of the test.
+    let cert_dir = rendered.replace(
+        "/etc/nuclia-token-operator/ca-bundle",
+        ca_dir.path().to_str().unwrap(),
+    );
+    assert_ne!(
+        cert_dir, rendered,
+        "SSL_CERT_DIR names the mount: {rendered}"
+    );
+
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.kubectl_apply(&pt_manifest("ca", ""));
+    let logs = tempfile::tempdir().unwrap();
+    let kubeconfig = common::cluster().kubeconfig.clone();
+
+    // Without the bundle (only an unrelated CA, whatever this machine's roots): no trust, no
+    // request reaches the server.
+    let other = tempfile::tempdir().unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=unrelated-ca", "-keyout", "/dev/null", "-out"])
+        .arg(other.path().join("other.crt"))
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "openssl req failed");
+    let mut without = run_as_rendered(
+        &c,
+        &w.ns,
+        "ca-0",
+        &kubeconfig,
+        &logs.path().join("without.log"),
+        &[("SSL_CERT_DIR", other.path().to_str().unwrap())],
+    );
+    let seen = wait_outcome(&w.http, &without, "connect").await;
+    assert!(
+        seen.as_ref().is_some_and(|s| !s.contains("401")),
+        "without the CA: {seen:?}; see {}",
+        without.log.display()
+    );
+    without.kill();
+    // Its issue intent would hold the next mint back for a grace period: start afresh.
+    release_by_hand(&w, "ca").await;
+    w.kubectl_apply(&pt_manifest("ca-2", ""));
+
+    // With it, as rendered: the TLS handshake succeeds and the server answers.
+    let mut with = run_as_rendered(
+        &c,
+        &w.ns,
+        "ca-1",
+        &kubeconfig,
+        &logs.path().join("with.log"),
+        &[("SSL_CERT_DIR", &cert_dir)],
+    );
+    let seen = wait_outcome(&w.http, &with, "401").await;
+    assert!(
+        seen.is_some(),
+        "with the CA bundle the apiserver never answered; see {}",
+        with.log.display()
+    );
+    assert!(with.running());
+    with.kill();
+    release_by_hand(&w, "ca-2").await;
+}
+
+/// Deletes a resource no operator will finish (its finalizer removed by hand).
+async fn release_by_hand(w: &World, name: &str) {
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let _ = api
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+/// A TCP relay standing in for an HTTP proxy: each connection is counted, its first line kept,
+/// and its bytes carried to `upstream` unchanged (the fake answers absolute-form requests).
+async fn relay_proxy(
+    upstream: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 256];
+                let n = inbound.peek(&mut head).await.unwrap_or(0);
+                let line = String::from_utf8_lossy(&head[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                record.lock().unwrap().push(line);
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// `proxy`: Nuclia requests go through the proxy the values name (`HTTP_PROXY` for the fake's
+/// plain-HTTP URL); the apiserver, listed in `NO_PROXY`, is reached directly although
+/// `HTTPS_PROXY` is set too (else the operator could not even start). The token is issued.
+#[tokio::test]
+async fn chart_proxy_carries_nuclia_requests() {
+    let w = World::new("deploy-proxy").await;
+    let fake_addr: std::net::SocketAddr = w.fake.url.trim_start_matches("http://").parse().unwrap();
+    let (proxy, seen) = relay_proxy(fake_addr).await;
+    // `localhost`, not 127.0.0.1: only the apiserver's address is in NO_PROXY.
+    let nuclia = format!("http://localhost:{}", fake_addr.port());
+    let values = format!(
+        "nuclia: {{globalUrl: '{nuclia}'}}\nwatchNamespaces: [{}]\nclusterId: test-cluster\nleaderElection: {{enabled: false}}\nextraArgs: [--metrics-addr=127.0.0.1:0, --log-format=text]\nproxy: {{httpProxy: 'http://{proxy}', httpsProxy: 'http://{proxy}', noProxy: 127.0.0.1}}\n",
+        w.ns
+    );
+    let c = container(&render_in(&w.ns, &values, &[]));
+    let logs = tempfile::tempdir().unwrap();
+    let mut op = run_as_rendered(
+        &c,
+        &w.ns,
+        "proxy-0",
+        &common::cluster().kubeconfig.clone(),
+        &logs.path().join("operator.log"),
+        &[],
+    );
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.kubectl_apply(&pt_manifest("proxied", ""));
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&api, "proxied", MINUTE, "Ready through the proxy", ready).await;
+    let lines = seen.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("POST {nuclia}/api/v1/user/pa_tokens"))),
+        "the mint did not go through the proxy: {lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("CONNECT")),
+        "the apiserver was reached through the proxy: {lines:?}"
+    );
+    api.delete("proxied", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt("proxied").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the finalizer never let the resource go");
+    op.kill();
+    w.assert_no_tokens_in(&op.log).await;
 }

@@ -23,6 +23,15 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     runtime::telemetry::init(config.log_format, &config.log_level)
         .map_err(|e| anyhow::anyhow!("logging: {e}"))?;
+    let legacy = runtime::config::legacy_env_in_use(|name| std::env::var_os(name));
+    if !legacy.is_empty() {
+        let renamed: Vec<String> = legacy.iter().map(|(o, n)| format!("{o}->{n}")).collect();
+        tracing::warn!(
+            renamed = %renamed.join(","),
+            "environment variables without the NUCLIA_OPERATOR_ prefix are not read any more; \
+             rename them (or ignore this if they are meant for something else)"
+        );
+    }
     let kube = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
@@ -86,7 +95,19 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("binding {}", config.metrics_addr))?;
-    tracing::info!(%addr, cluster_id = %settings.cluster_id, installation = %settings.installation_id, "nuclia-token-operator starting");
+    tracing::info!(
+        %addr,
+        cluster_id = %settings.cluster_id,
+        installation = %settings.installation_id,
+        version = env!("CARGO_PKG_VERSION"),
+        concurrency = settings.concurrency,
+        namespaces = %if settings.namespaces.is_empty() { "*".to_owned() } else { settings.namespaces.join(",") },
+        label_selector = settings.label_selector.as_deref().unwrap_or(""),
+        leader_elect = config.leader_elect,
+        lease = %format!("{}/{}", config.lease_namespace, config.lease_name),
+        verify_interval = ?settings.verify_interval,
+        "nuclia-token-operator starting"
+    );
 
     let election = if config.leader_elect {
         health.set_leader_state(LeaderState::Standby);

@@ -1,8 +1,12 @@
 //! Command-line and environment configuration of the operator.
 //!
-//! Every flag has an environment variable (the Helm chart sets flags; a plain `docker run` can use
-//! the environment) and a documented default. Durations use the Go syntax (`90s`, `15m`, `1h30m`)
-//! parsed by [`crate::duration::parse`].
+//! Every flag has an environment variable and a documented default. The variable is the flag's
+//! name in upper case with the prefix `NUCLIA_OPERATOR_` (`--concurrency` reads
+//! `NUCLIA_OPERATOR_CONCURRENCY`), so nothing else in the container's environment can set it by
+//! accident; a flag on the command line wins over its variable. The Helm chart passes every
+//! setting as a variable, which leaves the command line to `extraArgs`: an extra argument always
+//! overrides the chart's value instead of repeating a flag. Durations use the Go syntax (`90s`,
+//! `15m`, `1h30m`) parsed by [`crate::duration::parse`].
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
@@ -24,13 +28,21 @@ pub enum LogFormat {
 #[command(
     name = "nuclia-token-operator",
     version,
-    about = "Kubernetes operator that mints, rotates and revokes Nuclia credentials as Secrets"
+    about = "Kubernetes operator that mints, rotates and revokes Nuclia credentials as Secrets",
+    // A repeated option takes its last value instead of failing, so an override appended to a
+    // command line (the chart's extraArgs) wins; repeatable options (--nuclia-zone-origin,
+    // --watch-namespaces) still add up.
+    args_override_self = true,
+    after_long_help = "Every option can be set by its environment variable, NUCLIA_OPERATOR_ followed by the \
+option's name in upper case (--concurrency: NUCLIA_OPERATOR_CONCURRENCY). An option on the command \
+line wins over its variable; given twice, its last value counts. The unprefixed variables that \
+version 0.1.0 read (CONCURRENCY, POD_NAME, ...) are ignored: see docs/upgrading.md."
 )]
 pub struct Config {
     /// Base URL of Nuclia's global (account) API, where personal tokens are minted.
     #[arg(
         long,
-        env = "NUCLIA_GLOBAL_URL",
+        env = "NUCLIA_OPERATOR_NUCLIA_GLOBAL_URL",
         default_value = "https://accounts.progress.cloud",
         value_parser = parse_base_url
     )]
@@ -41,7 +53,7 @@ pub struct Config {
     /// --nuclia-zone-origin.
     #[arg(
         long,
-        env = "NUCLIA_REGIONAL_URL",
+        env = "NUCLIA_OPERATOR_NUCLIA_REGIONAL_URL",
         default_value = "https://{zone}.dp.progress.cloud",
         value_parser = parse_regional_template
     )]
@@ -51,7 +63,7 @@ pub struct Config {
     /// comma-separated list). Overrides the template for that zone. Default: none.
     #[arg(
         long = "nuclia-zone-origin",
-        env = "NUCLIA_ZONE_ORIGINS",
+        env = "NUCLIA_OPERATOR_NUCLIA_ZONE_ORIGIN",
         value_name = "ZONE=URL",
         value_delimiter = ',',
         value_parser = parse_zone_origin
@@ -59,64 +71,64 @@ pub struct Config {
     pub nuclia_zone_origins: Vec<(String, Url)>,
 
     /// Timeout of each request to the Nuclia API.
-    #[arg(long, env = "NUCLIA_TIMEOUT", default_value = "15s", value_parser = crate::duration::parse)]
+    #[arg(long, env = "NUCLIA_OPERATOR_NUCLIA_TIMEOUT", default_value = "15s", value_parser = crate::duration::parse)]
     pub nuclia_timeout: Duration,
 
     /// Sustained request rate to the Nuclia API, per credential (requests per second).
-    #[arg(long, env = "NUCLIA_RPS", default_value_t = 5.0, value_parser = parse_positive_f64)]
+    #[arg(long, env = "NUCLIA_OPERATOR_NUCLIA_RPS", default_value_t = 5.0, value_parser = parse_positive_f64)]
     pub nuclia_rps: f64,
 
     /// Burst of requests allowed above --nuclia-rps, per credential.
-    #[arg(long, env = "NUCLIA_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "NUCLIA_OPERATOR_NUCLIA_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub nuclia_burst: u32,
 
     /// Namespaces to watch, comma-separated. Default: empty, which watches all namespaces.
-    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    #[arg(long, env = "NUCLIA_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
 
     /// Only manage resources matching this label selector (e.g. `shard=a`). Default: all.
-    #[arg(long, env = "LABEL_SELECTOR")]
+    #[arg(long, env = "NUCLIA_OPERATOR_LABEL_SELECTOR")]
     pub label_selector: Option<String>,
 
     /// Maximum number of resources reconciled at the same time, per kind.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = parse_positive_usize)]
+    #[arg(long, env = "NUCLIA_OPERATOR_CONCURRENCY", default_value_t = 8, value_parser = parse_positive_usize)]
     pub concurrency: usize,
 
     /// How often each credential is checked upstream (revoked out of band?).
-    #[arg(long, env = "VERIFY_INTERVAL", default_value = "10m", value_parser = crate::duration::parse)]
+    #[arg(long, env = "NUCLIA_OPERATOR_VERIFY_INTERVAL", default_value = "10m", value_parser = crate::duration::parse)]
     pub verify_interval: Duration,
 
     /// How long deletion keeps retrying when no credential can revoke a resource's tokens (all
     /// refused, or the credentials Secret is gone); then the resource is released anyway with a
     /// Warning Event `RevokeAbandoned` naming each token id and its expiry.
-    #[arg(long, env = "REVOKE_TIMEOUT", default_value = "10m", value_parser = crate::duration::parse)]
+    #[arg(long, env = "NUCLIA_OPERATOR_REVOKE_TIMEOUT", default_value = "10m", value_parser = crate::duration::parse)]
     pub revoke_timeout: Duration,
 
     /// At most one mint per resource per this interval, whatever asks for it (a lifetime that
     /// Nuclia shortened, a Secret deleted again and again).
-    #[arg(long, env = "MIN_ISSUE_INTERVAL", default_value = "10s", value_parser = crate::duration::parse)]
+    #[arg(long, env = "NUCLIA_OPERATOR_MIN_ISSUE_INTERVAL", default_value = "10s", value_parser = crate::duration::parse)]
     pub min_issue_interval: Duration,
 
     /// At most one rollout restart of a workload (`spec.rolloutRestartTargets`) per this
     /// interval; restarts asked meanwhile are coalesced into the next one.
-    #[arg(long, env = "ROLLOUT_RESTART_INTERVAL", default_value = "30s", value_parser = crate::duration::parse)]
+    #[arg(long, env = "NUCLIA_OPERATOR_ROLLOUT_RESTART_INTERVAL", default_value = "30s", value_parser = crate::duration::parse)]
     pub rollout_restart_interval: Duration,
 
     /// Cap on any scheduled wake-up, so a missed event heals by itself.
-    #[arg(long, env = "REQUEUE_MAX", default_value = "1h", value_parser = crate::duration::parse)]
+    #[arg(long, env = "NUCLIA_OPERATOR_REQUEUE_MAX", default_value = "1h", value_parser = crate::duration::parse)]
     pub requeue_max: Duration,
 
     /// First retry delay after a failure; doubles (with jitter) on each consecutive failure.
-    #[arg(long, env = "BACKOFF_BASE", default_value = "5s", value_parser = crate::duration::parse)]
+    #[arg(long, env = "NUCLIA_OPERATOR_BACKOFF_BASE", default_value = "5s", value_parser = crate::duration::parse)]
     pub backoff_base: Duration,
 
     /// Longest retry delay after failures.
-    #[arg(long, env = "BACKOFF_MAX", default_value = "5m", value_parser = crate::duration::parse)]
+    #[arg(long, env = "NUCLIA_OPERATOR_BACKOFF_MAX", default_value = "5m", value_parser = crate::duration::parse)]
     pub backoff_max: Duration,
 
     /// Identity of this cluster in the ownership marker of minted tokens.
     /// Default: the UID of the kube-system namespace.
-    #[arg(long, env = "CLUSTER_ID")]
+    #[arg(long, env = "NUCLIA_OPERATOR_CLUSTER_ID")]
     pub cluster_id: Option<String>,
 
     /// ConfigMap (in the --lease-namespace) that keeps this installation's id, created on first
@@ -124,29 +136,33 @@ pub struct Config {
     /// --cluster-id never sweep each other's tokens. Keep it across reinstalls.
     #[arg(
         long,
-        env = "INSTALLATION_CONFIGMAP",
+        env = "NUCLIA_OPERATOR_INSTALLATION_CONFIGMAP",
         default_value = "nuclia-token-operator-installation"
     )]
     pub installation_configmap: String,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "NUCLIA_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub metrics_addr: SocketAddr,
 
     /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "NUCLIA_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Log filter, an EnvFilter directive (e.g. `info` or `info,nuclia_token_operator=debug`).
     /// RUST_LOG, when set, takes precedence.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "NUCLIA_OPERATOR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
     /// Elect a leader through a coordination.k8s.io Lease so that only one replica acts.
     /// Accepts `--leader-elect`, `--leader-elect=true|false`.
     #[arg(
         long,
-        env = "LEADER_ELECT",
+        env = "NUCLIA_OPERATOR_LEADER_ELECT",
         default_value_t = false,
         action = ArgAction::Set,
         num_args = 0..=1,
@@ -156,22 +172,75 @@ pub struct Config {
     pub leader_elect: bool,
 
     /// Name of the leader-election Lease.
-    #[arg(long, env = "LEASE_NAME", default_value = "nuclia-token-operator")]
+    #[arg(
+        long,
+        env = "NUCLIA_OPERATOR_LEASE_NAME",
+        default_value = "nuclia-token-operator"
+    )]
     pub lease_name: String,
 
     /// Namespace of the leader-election Lease and of the installation ConfigMap (the chart sets
     /// the release namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    #[arg(
+        long,
+        env = "NUCLIA_OPERATOR_LEASE_NAMESPACE",
+        default_value = "default"
+    )]
     pub lease_namespace: String,
 
     /// How long a leader's lease lasts without renewal: the longest a hand-over takes after the
     /// leader dies. At least 3s; renewed every third of it.
-    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
+    #[arg(long, env = "NUCLIA_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: Duration,
 
     /// Identity of this replica in the Lease. Default: `<hostname>-<pid>`.
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = "NUCLIA_OPERATOR_IDENTITY")]
     pub identity: Option<String>,
+}
+
+/// Prefix of every environment variable the operator reads.
+pub const ENV_PREFIX: &str = "NUCLIA_OPERATOR_";
+
+/// The variables of releases before the `NUCLIA_OPERATOR_` prefix, and their new names. They are
+/// not read any more; [`legacy_env_in_use`] finds them so that start-up can say so.
+pub const LEGACY_ENV: &[(&str, &str)] = &[
+    ("NUCLIA_GLOBAL_URL", "NUCLIA_OPERATOR_NUCLIA_GLOBAL_URL"),
+    ("NUCLIA_REGIONAL_URL", "NUCLIA_OPERATOR_NUCLIA_REGIONAL_URL"),
+    ("NUCLIA_ZONE_ORIGINS", "NUCLIA_OPERATOR_NUCLIA_ZONE_ORIGIN"),
+    ("NUCLIA_TIMEOUT", "NUCLIA_OPERATOR_NUCLIA_TIMEOUT"),
+    ("NUCLIA_RPS", "NUCLIA_OPERATOR_NUCLIA_RPS"),
+    ("NUCLIA_BURST", "NUCLIA_OPERATOR_NUCLIA_BURST"),
+    ("WATCH_NAMESPACES", "NUCLIA_OPERATOR_WATCH_NAMESPACES"),
+    ("LABEL_SELECTOR", "NUCLIA_OPERATOR_LABEL_SELECTOR"),
+    ("CONCURRENCY", "NUCLIA_OPERATOR_CONCURRENCY"),
+    ("VERIFY_INTERVAL", "NUCLIA_OPERATOR_VERIFY_INTERVAL"),
+    ("REVOKE_TIMEOUT", "NUCLIA_OPERATOR_REVOKE_TIMEOUT"),
+    ("MIN_ISSUE_INTERVAL", "NUCLIA_OPERATOR_MIN_ISSUE_INTERVAL"),
+    ("REQUEUE_MAX", "NUCLIA_OPERATOR_REQUEUE_MAX"),
+    ("BACKOFF_BASE", "NUCLIA_OPERATOR_BACKOFF_BASE"),
+    ("BACKOFF_MAX", "NUCLIA_OPERATOR_BACKOFF_MAX"),
+    ("CLUSTER_ID", "NUCLIA_OPERATOR_CLUSTER_ID"),
+    ("METRICS_ADDR", "NUCLIA_OPERATOR_METRICS_ADDR"),
+    ("LOG_FORMAT", "NUCLIA_OPERATOR_LOG_FORMAT"),
+    ("LOG_LEVEL", "NUCLIA_OPERATOR_LOG_LEVEL"),
+    ("LEADER_ELECT", "NUCLIA_OPERATOR_LEADER_ELECT"),
+    ("LEASE_NAME", "NUCLIA_OPERATOR_LEASE_NAME"),
+    ("POD_NAMESPACE", "NUCLIA_OPERATOR_LEASE_NAMESPACE"),
+    ("LEASE_DURATION", "NUCLIA_OPERATOR_LEASE_DURATION"),
+    ("POD_NAME", "NUCLIA_OPERATOR_IDENTITY"),
+];
+
+/// The old unprefixed variables set in this environment, each as `(old, new)`: a setting left
+/// over from an upgrade (then ignored, even where the new variable has another value), or merely
+/// another program's variable of the same name, which is exactly why they are no longer read.
+pub fn legacy_env_in_use(
+    get: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<(&'static str, &'static str)> {
+    LEGACY_ENV
+        .iter()
+        .copied()
+        .filter(|(old, _)| get(old).is_some())
+        .collect()
 }
 
 impl Config {
@@ -209,7 +278,7 @@ impl Config {
     }
 }
 
-/// `<hostname>-<pid>`, the identity used when POD_NAME is not set.
+/// `<hostname>-<pid>`, the identity used when --identity is not set.
 pub fn default_identity() -> String {
     let host = hostname::get()
         .ok()
@@ -286,6 +355,62 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Config::command().debug_assert();
+    }
+
+    /// Every flag reads `NUCLIA_OPERATOR_` + its name in upper snake case, and every old name
+    /// maps to a variable that exists.
+    #[test]
+    fn environment_variables_follow_the_prefix_rule() {
+        use clap::CommandFactory;
+        let cmd = Config::command();
+        let mut envs = Vec::new();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{long} has no environment variable"))
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let want = format!("{ENV_PREFIX}{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(env, want, "--{long}");
+            envs.push(env);
+        }
+        // Flags added since the prefix have no old name.
+        assert!(envs.len() >= LEGACY_ENV.len());
+        for (old, new) in LEGACY_ENV {
+            assert!(
+                envs.iter().any(|e| e == new),
+                "{old} -> {new}: no such variable"
+            );
+            assert!(!old.starts_with(ENV_PREFIX));
+        }
+        let help = cmd.clone().render_long_help().to_string();
+        assert!(
+            help.contains("[env: NUCLIA_OPERATOR_CONCURRENCY="),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn legacy_variables_are_found() {
+        let env = std::collections::HashMap::from([
+            ("CONCURRENCY", "3"),
+            ("LOG_LEVEL", "debug"),
+            ("NUCLIA_OPERATOR_LOG_LEVEL", "info"),
+            ("UNRELATED", "x"),
+        ]);
+        let found = legacy_env_in_use(|k| env.get(k).map(Into::into));
+        assert_eq!(
+            found,
+            [
+                ("CONCURRENCY", "NUCLIA_OPERATOR_CONCURRENCY"),
+                ("LOG_LEVEL", "NUCLIA_OPERATOR_LOG_LEVEL")
+            ]
+        );
     }
 
     #[test]
@@ -421,31 +546,41 @@ mod tests {
                     "--nocapture",
                 ])
                 .env("NTO_CONFIG_ENV_CHILD", "1")
-                .env("NUCLIA_GLOBAL_URL", "http://127.0.0.1:9000")
-                .env("NUCLIA_REGIONAL_URL", "http://{zone}.local:9000")
+                .env("NUCLIA_OPERATOR_NUCLIA_GLOBAL_URL", "http://127.0.0.1:9000")
                 .env(
-                    "NUCLIA_ZONE_ORIGINS",
+                    "NUCLIA_OPERATOR_NUCLIA_REGIONAL_URL",
+                    "http://{zone}.local:9000",
+                )
+                .env(
+                    "NUCLIA_OPERATOR_NUCLIA_ZONE_ORIGIN",
                     "europe-1=http://127.0.0.1:9001,asia-1=http://127.0.0.1:9002",
                 )
-                .env("NUCLIA_TIMEOUT", "3s")
-                .env("NUCLIA_RPS", "2.5")
-                .env("NUCLIA_BURST", "4")
-                .env("WATCH_NAMESPACES", "a,b")
-                .env("LABEL_SELECTOR", "team=x")
-                .env("CONCURRENCY", "3")
-                .env("VERIFY_INTERVAL", "1m")
-                .env("REQUEUE_MAX", "30m")
-                .env("BACKOFF_BASE", "2s")
-                .env("BACKOFF_MAX", "2m")
-                .env("CLUSTER_ID", "c1")
-                .env("METRICS_ADDR", "127.0.0.1:9090")
-                .env("LOG_FORMAT", "json")
-                .env("LOG_LEVEL", "warn")
-                .env("LEADER_ELECT", "true")
-                .env("LEASE_NAME", "lease-x")
-                .env("POD_NAMESPACE", "ops")
-                .env("LEASE_DURATION", "20s")
-                .env("POD_NAME", "op-7d9f")
+                .env("NUCLIA_OPERATOR_NUCLIA_TIMEOUT", "3s")
+                .env("NUCLIA_OPERATOR_NUCLIA_RPS", "2.5")
+                .env("NUCLIA_OPERATOR_NUCLIA_BURST", "4")
+                .env("NUCLIA_OPERATOR_WATCH_NAMESPACES", "a,b")
+                .env("NUCLIA_OPERATOR_LABEL_SELECTOR", "team=x")
+                .env("NUCLIA_OPERATOR_CONCURRENCY", "3")
+                .env("NUCLIA_OPERATOR_VERIFY_INTERVAL", "1m")
+                .env("NUCLIA_OPERATOR_REQUEUE_MAX", "30m")
+                .env("NUCLIA_OPERATOR_BACKOFF_BASE", "2s")
+                .env("NUCLIA_OPERATOR_BACKOFF_MAX", "2m")
+                .env("NUCLIA_OPERATOR_CLUSTER_ID", "c1")
+                .env("NUCLIA_OPERATOR_METRICS_ADDR", "127.0.0.1:9090")
+                .env("NUCLIA_OPERATOR_LOG_FORMAT", "json")
+                .env("NUCLIA_OPERATOR_LOG_LEVEL", "warn")
+                .env("NUCLIA_OPERATOR_LEADER_ELECT", "true")
+                .env("NUCLIA_OPERATOR_LEASE_NAME", "lease-x")
+                .env("NUCLIA_OPERATOR_LEASE_NAMESPACE", "ops")
+                .env("NUCLIA_OPERATOR_LEASE_DURATION", "20s")
+                .env("NUCLIA_OPERATOR_IDENTITY", "op-7d9f")
+                .env("NUCLIA_OPERATOR_REVOKE_TIMEOUT", "90s")
+                .env("NUCLIA_OPERATOR_MIN_ISSUE_INTERVAL", "20s")
+                // The old unprefixed names are not read: these values would be refused.
+                .env("CONCURRENCY", "0")
+                .env("LOG_FORMAT", "xml")
+                .env("LEASE_DURATION", "1s")
+                .env("POD_NAME", "someone-else")
                 .status()
                 .unwrap();
             assert!(status.success(), "child test failed");
@@ -476,6 +611,12 @@ mod tests {
         assert_eq!(c.lease_namespace, "ops");
         assert_eq!(c.lease_duration, Duration::from_secs(20));
         assert_eq!(c.identity(), "op-7d9f");
+        assert_eq!(c.revoke_timeout, Duration::from_secs(90));
+        assert_eq!(c.min_issue_interval, Duration::from_secs(20));
+        // A flag wins over its environment variable, also when the flag is repeated (the last
+        // one counts, as the chart's extraArgs rely on).
+        let c = parse(&["--concurrency=2", "--concurrency=5"]).unwrap();
+        assert_eq!(c.concurrency, 5);
         // A flag wins over its environment variable.
         let c = parse(&["--log-level=error", "--leader-elect=false"]).unwrap();
         assert_eq!(c.log_level, "error");

@@ -34,6 +34,9 @@ helm.sh/chart: {{ include "nuclia-token-operator.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "nuclia-token-operator.serviceAccountName" -}}
@@ -78,4 +81,83 @@ watched namespace). See the README's RBAC section for why each is needed.
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["patch"]
 {{- end }}
+{{- end }}
+
+{{/* Where caBundle is mounted; SSL_CERT_DIR names it beside the image's own roots. */}}
+{{- define "nuclia-token-operator.caBundleDir" -}}
+/etc/nuclia-token-operator/ca-bundle
+{{- end }}
+
+{{/*
+The operator's settings as environment variables, NUCLIA_OPERATOR_ + the flag's name (see
+`nuclia-token-operator --help`), then the proxy and CA variables. A name that extraEnv also sets
+is left out, so extraEnv replaces the chart's value instead of repeating the variable.
+*/}}
+{{- define "nuclia-token-operator.env" -}}
+{{- $v := .Values }}
+{{- $p := "NUCLIA_OPERATOR_" }}
+{{- $env := list }}
+{{- $env = append $env (dict "name" (print $p "METRICS_ADDR") "value" (printf "0.0.0.0:%v" $v.metrics.port)) }}
+{{- $env = append $env (dict "name" (print $p "NUCLIA_GLOBAL_URL") "value" $v.nuclia.globalUrl) }}
+{{- $env = append $env (dict "name" (print $p "NUCLIA_REGIONAL_URL") "value" $v.nuclia.regionalUrl) }}
+{{- if $v.nuclia.zoneOrigins }}
+{{- $origins := list }}
+{{- range $zone, $url := $v.nuclia.zoneOrigins }}
+{{- $origins = append $origins (printf "%s=%s" $zone $url) }}
+{{- end }}
+{{- $env = append $env (dict "name" (print $p "NUCLIA_ZONE_ORIGIN") "value" (join "," $origins)) }}
+{{- end }}
+{{- $env = append $env (dict "name" (print $p "NUCLIA_TIMEOUT") "value" (toString $v.nuclia.timeout)) }}
+{{- $env = append $env (dict "name" (print $p "NUCLIA_RPS") "value" (toString $v.nuclia.rps)) }}
+{{- $env = append $env (dict "name" (print $p "NUCLIA_BURST") "value" (toString (int64 $v.nuclia.burst))) }}
+{{- with $v.watchNamespaces }}
+{{- $env = append $env (dict "name" (print $p "WATCH_NAMESPACES") "value" (join "," .)) }}
+{{- end }}
+{{- with $v.labelSelector }}
+{{- $env = append $env (dict "name" (print $p "LABEL_SELECTOR") "value" .) }}
+{{- end }}
+{{- $env = append $env (dict "name" (print $p "CONCURRENCY") "value" (toString (int64 $v.concurrency))) }}
+{{- $env = append $env (dict "name" (print $p "VERIFY_INTERVAL") "value" (toString $v.verifyInterval)) }}
+{{- $env = append $env (dict "name" (print $p "REVOKE_TIMEOUT") "value" (toString $v.revokeTimeout)) }}
+{{- $env = append $env (dict "name" (print $p "MIN_ISSUE_INTERVAL") "value" (toString $v.minIssueInterval)) }}
+{{- $env = append $env (dict "name" (print $p "REQUEUE_MAX") "value" (toString $v.requeueMax)) }}
+{{- $env = append $env (dict "name" (print $p "BACKOFF_BASE") "value" (toString $v.backoffBase)) }}
+{{- $env = append $env (dict "name" (print $p "BACKOFF_MAX") "value" (toString $v.backoffMax)) }}
+{{- with $v.clusterId }}
+{{- $env = append $env (dict "name" (print $p "CLUSTER_ID") "value" .) }}
+{{- end }}
+{{- $env = append $env (dict "name" (print $p "LOG_FORMAT") "value" $v.logFormat) }}
+{{- $env = append $env (dict "name" (print $p "LOG_LEVEL") "value" $v.logLevel) }}
+{{- $env = append $env (dict "name" (print $p "LEADER_ELECT") "value" (toString $v.leaderElection.enabled)) }}
+{{- $env = append $env (dict "name" (print $p "LEASE_NAME") "value" (include "nuclia-token-operator.leaseName" .)) }}
+{{- $env = append $env (dict "name" (print $p "LEASE_DURATION") "value" (toString $v.leaderElection.leaseDuration)) }}
+{{- $env = append $env (dict "name" (print $p "INSTALLATION_CONFIGMAP") "value" (printf "%s-installation" (include "nuclia-token-operator.fullname" .))) }}
+{{- /* The Lease lives in the release namespace; each replica names itself after its pod. */}}
+{{- $env = append $env (dict "name" (print $p "LEASE_NAMESPACE") "valueFrom" (dict "fieldRef" (dict "fieldPath" "metadata.namespace"))) }}
+{{- $env = append $env (dict "name" (print $p "IDENTITY") "valueFrom" (dict "fieldRef" (dict "fieldPath" "metadata.name"))) }}
+{{- if or $v.proxy.httpsProxy $v.proxy.httpProxy }}
+{{- with $v.proxy.httpsProxy }}
+{{- $env = append $env (dict "name" "HTTPS_PROXY" "value" .) }}
+{{- end }}
+{{- with $v.proxy.httpProxy }}
+{{- $env = append $env (dict "name" "HTTP_PROXY" "value" .) }}
+{{- end }}
+{{- with $v.proxy.noProxy }}
+{{- $env = append $env (dict "name" "NO_PROXY" "value" .) }}
+{{- end }}
+{{- end }}
+{{- if or $v.caBundle.configMapName $v.caBundle.secretName }}
+{{- $env = append $env (dict "name" "SSL_CERT_DIR" "value" (printf "%s:%s" $v.caBundle.systemCertsDir (include "nuclia-token-operator.caBundleDir" .))) }}
+{{- end }}
+{{- $mine := dict }}
+{{- range $v.extraEnv }}
+{{- $_ := set $mine .name true }}
+{{- end }}
+{{- $kept := list }}
+{{- range $env }}
+{{- if not (hasKey $mine .name) }}
+{{- $kept = append $kept . }}
+{{- end }}
+{{- end }}
+{{- toYaml $kept }}
 {{- end }}
