@@ -968,10 +968,10 @@ impl Drop for OwnControlPlane {
 /// Applies the CRDs generated from the types and waits until they are Established.
 async fn install_crds_on(client: &kube::Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::CustomResourceExt;
+
     use kube::api::{Patch, PatchParams};
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [NucliaPersonalToken::crd(), NucliaKbApiKey::crd()] {
+    for crd in nuclia_token_operator::crd::crds() {
         let name = crd.metadata.name.clone().unwrap();
         api.patch(
             &name,

@@ -40,7 +40,10 @@ impl<K: Kind> Engine<'_, K> {
                     .unwrap_or_default();
                 let mut message =
                     format!("Secret {secret_name} holds a valid token until {expires}");
+                // Judged against the spec the token was minted for: a spec change waiting for
+                // its new token is not a shortened lifetime.
                 if let (Some(issued), Some(not_after)) = (s.issued_at, s.not_after)
+                    && s.spec_hash.as_deref() == Some(policy.spec_hash.as_str())
                     && lifecycle::lifetime_shortened(policy, issued, not_after)
                 {
                     message.push_str(&format!(

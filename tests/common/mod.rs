@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, CustomResourceExt};
-use nuclia_token_operator::crd::{FIELD_MANAGER, NucliaKbApiKey, NucliaPersonalToken};
+use kube::{Client, Config};
+use nuclia_token_operator::crd::FIELD_MANAGER;
 
 pub mod operator;
 
@@ -110,7 +110,7 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
 /// Installs the CRDs from the committed YAML (what users apply) and waits until Established.
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [NucliaPersonalToken::crd(), NucliaKbApiKey::crd()] {
+    for crd in nuclia_token_operator::crd::crds() {
         let name = crd.metadata.name.clone().expect("crd name");
         api.patch(
             &name,

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use nuclia_token_operator::crd::{
     ANNOTATION_ISSUE_INTENT, FIELD_MANAGER, NucliaKbApiKey, NucliaPersonalToken,
 };
@@ -691,7 +691,7 @@ const FLOOR_FINALIZER: &str = "nuclia.dev/bench-floor";
 
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [NucliaPersonalToken::crd(), NucliaKbApiKey::crd()] {
+    for crd in nuclia_token_operator::crd::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(
             &name,
