@@ -94,14 +94,19 @@ pub struct SecretTemplate {
     /// Extra annotations for the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-    /// Type of the Secret (default `Opaque`). A Secret's type cannot change in place: changing
-    /// it replaces the Secret.
+    /// Type of the Secret (default `Opaque`), e.g. a type of your own such as
+    /// `nuclia.dev/token`. A Secret's type cannot change in place: changing it replaces the
+    /// Secret (same token). Built-in types whose keys the operator does not write
+    /// (`kubernetes.io/tls`, `kubernetes.io/dockerconfigjson`, ...) are refused.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_TYPE))]
     pub secret_type: Option<String>,
     /// Ready-made layouts of the credential written into the same Secret, next to the plain
-    /// keys: `Env` (`NUCLIA_*` keys for `envFrom`) and `NucliaConfig` (the `nuclia` SDK/CLI
-    /// configuration file, so a pod that mounts the Secret at `~/.nuclia` needs no login).
+    /// keys: `Env` (`NUCLIA_*` keys for `envFrom`: a personal token's `NUCLIA_TOKEN`; a KB
+    /// key's `NUCLIA_KB_URL`, `NUCLIA_KB_ID`, `NUCLIA_ZONE`, `NUCLIA_KB_API_KEY`) and
+    /// `NucliaConfig` (the `nuclia` SDK/CLI configuration file, so a pod that mounts the Secret
+    /// at `~/.nuclia` needs no login). They follow every new token; changing this list rewrites
+    /// the Secret without a new token, and a format removed takes its keys with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     pub additional_formats: Vec<SecretFormat>,
@@ -111,7 +116,8 @@ pub struct SecretTemplate {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretFormat {
-    /// `Env` or `NucliaConfig`.
+    /// `Env` (`NUCLIA_*` keys) or `NucliaConfig` (the SDK's configuration file, with this
+    /// credential as its default).
     #[serde(rename = "type")]
     pub format: SecretFormatType,
     /// `NucliaConfig` only: the data key of the configuration file (default `config`, so the

@@ -1269,6 +1269,69 @@ mod raw_requests {
         Some(("Authorization", format!("Bearer {t}")))
     }
 
+    /// `GET /api/v1/kb/{kb_id}/resources` (what `nuclia kb list` calls through `nucliadb_sdk`,
+    /// which sends the key as `X-STF-SERVICEACCOUNT`): a KB key reads its own KB only, and is
+    /// refused once expired or revoked.
+    #[tokio::test]
+    async fn kb_resources_take_a_kb_key_with_real_semantics() {
+        let env = Env::start().await;
+        let (_sa, key_id, key) = env.sa_with_key().await;
+        let path = |i: usize| format!("/api/v1/kb/{}/resources", env.kb(i));
+        let sa_header = |name: &'static str| Some((name, format!("Bearer {}", key.expose())));
+        for name in ["X-NUCLIA-SERVICEACCOUNT", "X-STF-SERVICEACCOUNT"] {
+            let (status, v) = send(&env, "GET", &path(0), sa_header(name), None).await;
+            assert_eq!(status, 200, "{name}: {v}");
+            assert_eq!(v["resources"], json!([]));
+            assert_eq!(v["pagination"]["last"], true);
+            let (status, _) = send(&env, "GET", &path(1), sa_header(name), None).await;
+            assert_eq!(status, 403, "{name}: another KB");
+        }
+        let (status, _) = send(&env, "GET", &path(0), bearer(&env.b().pat), None).await;
+        assert_eq!(status, 200, "a member user reads the KB too");
+        let (status, _) = send(&env, "GET", &path(0), None, None).await;
+        assert_eq!(status, 401);
+        let (status, _) = send(
+            &env,
+            "GET",
+            "/api/v1/kb/nope/resources",
+            bearer(&env.b().pat),
+            None,
+        )
+        .await;
+        assert_eq!(status, 404);
+        let nua = Some(("X-NUCLIA-NUAKEY", format!("Bearer {}", env.b().nua_key)));
+        let (status, _) = send(&env, "GET", &path(0), nua, None).await;
+        assert_eq!(status, 403, "NUA keys cannot read KBs");
+
+        // Counted per route and per credential, like every route.
+        let calls = env.admin_get("/_fake/calls").await;
+        assert!(calls["GET /api/v1/kb/{kb_id}/resources"].as_u64().unwrap() >= 6);
+        let by = env.admin_get("/_fake/calls?by=credential").await;
+        assert_eq!(by[&key_id], 4);
+
+        // Revoked: 401, through either header.
+        let status = env
+            .admin_send(
+                reqwest::Method::POST,
+                &format!("/_fake/revoke/{key_id}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 204);
+        for name in ["X-NUCLIA-SERVICEACCOUNT", "X-STF-SERVICEACCOUNT"] {
+            let (status, v) = send(&env, "GET", &path(0), sa_header(name), None).await;
+            assert_eq!(status, 401, "{name}");
+            assert!(v["detail"].as_str().unwrap().contains("revoked"), "{v}");
+        }
+        // Expired: 401.
+        let (_sa, _id, key2) = env.sa_with_key().await;
+        env.advance(31 * 86_400).await;
+        let expired = Some(("X-STF-SERVICEACCOUNT", format!("Bearer {}", key2.expose())));
+        let (status, v) = send(&env, "GET", &path(0), expired, None).await;
+        assert_eq!(status, 401);
+        assert!(v["detail"].as_str().unwrap().contains("expired"), "{v}");
+    }
+
     #[tokio::test]
     async fn pat_bodies_are_validated_pydantic_style() {
         let env = Env::start().await;

@@ -2,8 +2,6 @@
 //! token in status. A token that never reached the Secret is taken back at once; one whose
 //! issue was interrupted is found by the leak guard (`guard`).
 
-use std::collections::BTreeMap;
-
 use kube::ResourceExt;
 
 use super::Kind;
@@ -227,8 +225,7 @@ impl<K: Kind> Engine<'_, K> {
         let (Some(id), Some(not_after)) = (status.token_id.as_deref(), status.not_after) else {
             return Ok(());
         };
-        let mut data: BTreeMap<String, String> = self.obj.secret_data(status).into_iter().collect();
-        data.insert(self.obj.token_key().to_owned(), token.expose().to_owned());
+        let data = secret::desired_data(self.obj, status, token.expose());
         let desired = secret::Desired {
             name,
             template: self.obj.secret_template(),
@@ -237,8 +234,7 @@ impl<K: Kind> Engine<'_, K> {
             token_id: id,
             not_after,
         };
-        let exists = view.exists && view.state != SecretState::Missing;
-        self.secret_version = secret::write(&self.secrets, &desired, exists).await?;
+        self.secret_version = secret::write(&self.secrets, &desired, view).await?;
         Ok(())
     }
 }

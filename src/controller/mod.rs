@@ -43,6 +43,7 @@ use crate::crd::{
     RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
 };
 use crate::error::Result;
+use crate::issuer::formats::Consumer;
 use crate::issuer::{Issuer, LiveToken};
 use crate::lifecycle::Policy;
 use crate::nuclia::ApiToken;
@@ -144,6 +145,9 @@ pub trait Kind:
     fn restart_targets(&self) -> &[RolloutRestartTarget];
     /// Data keys the Secret holds next to the token (a KB key's URL, id and zone).
     fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)>;
+    /// The credential as its consumers use it, for `spec.secret.additionalFormats` (None while
+    /// a KB key's location is not known).
+    fn consumer(&self, status: &CredentialStatus) -> Option<Consumer>;
     /// Copies issuer state into status (where a KB key lives).
     fn settle(
         issuer: &mut Self::Issuer,

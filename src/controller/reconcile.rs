@@ -312,14 +312,14 @@ impl<'a, K: Kind> Engine<'a, K> {
         let policy = self.obj.policy()?;
         let secret_name = secret_name(self.obj);
         let template = self.obj.secret_template().clone();
-        let extra = self.obj.secret_data(&self.status);
+        let (obj, status) = (self.obj, &self.status);
         let read = secret::read(
             &self.secrets,
             &secret_name,
             &self.uid,
             self.obj.token_key(),
             &template,
-            &extra,
+            |token| secret::desired_data(obj, status, token),
         );
         let mut view = if self.status.token_id.is_none() {
             // No token yet: this reconcile will most likely mint, so read the credential while

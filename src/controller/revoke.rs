@@ -296,7 +296,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
             &uid,
             obj.token_key(),
             obj.secret_template(),
-            &[],
+            |_| Default::default(),
         )
         .await?;
         if let Err(e) = engine.revoke_everything(&view).await {

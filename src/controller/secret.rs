@@ -14,13 +14,18 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
+use super::Kind;
 use crate::crd::{
-    ANNOTATION_NOT_AFTER, ANNOTATION_TOKEN_ID, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_OWNER_KIND,
-    LABEL_OWNER_NAME, MANAGED_BY, SECRET_FINALIZER, SecretTemplate,
+    ANNOTATION_NOT_AFTER, ANNOTATION_TOKEN_ID, CredentialStatus, FIELD_MANAGER, LABEL_MANAGED_BY,
+    LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, SECRET_FINALIZER, SecretTemplate,
 };
 use crate::error::{Error, Result};
+use crate::issuer::formats;
 use crate::lifecycle::{SecretState, token_hash};
 use crate::nuclia::ApiToken;
+
+/// The type of a Secret that names none.
+const DEFAULT_TYPE: &str = "Opaque";
 
 /// What the Secret holds, as far as the lifecycle and the leak guard care.
 pub struct SecretView {
@@ -34,6 +39,11 @@ pub struct SecretView {
     pub resource_version: Option<String>,
     /// Deleted, held only by the operator's finalizer.
     pub terminating: bool,
+    /// Its type (owned Secrets only).
+    pub secret_type: Option<String>,
+    /// The data keys the operator wrote into it (its field manager owns them): those the spec
+    /// no longer asks for are removed.
+    pub owned_keys: Vec<String>,
 }
 
 impl SecretView {
@@ -45,6 +55,8 @@ impl SecretView {
             exists: false,
             resource_version: None,
             terminating: false,
+            secret_type: None,
+            owned_keys: Vec::new(),
         }
     }
 }
@@ -70,15 +82,49 @@ fn owned_by(secret: &Secret, uid: &str) -> bool {
         })
 }
 
-/// Reads the Secret. `expected` is the non-token data and metadata the spec asks for, to tell
-/// whether a refresh is due.
+/// Everything the Secret's data should hold around `token`: the kind's plain keys, the token,
+/// and the additional formats the spec asks for (their values computed from `token`).
+pub fn desired_data<K: Kind>(
+    obj: &K,
+    status: &CredentialStatus,
+    token: &str,
+) -> BTreeMap<String, String> {
+    let template = obj.secret_template();
+    let mut data = formats::render(template, obj.consumer(status).as_ref(), token);
+    data.extend(obj.secret_data(status));
+    data.insert(obj.token_key().to_owned(), token.to_owned());
+    data
+}
+
+/// The data keys of `secret` that the operator's field manager owns (wrote and nobody took
+/// over since), from its managed fields.
+fn keys_owned(secret: &Secret) -> Vec<String> {
+    let mut keys: Vec<String> = secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
+        .filter_map(|m| m.fields_v1.as_ref()?.0.get("f:data")?.as_object())
+        .flat_map(|data| data.keys())
+        .filter_map(|k| k.strip_prefix("f:"))
+        .map(String::from)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Reads the Secret. The spec's labels, annotations and type, and `desired` (the whole data
+/// the spec asks for around the token the Secret holds, see [`desired_data`]), tell whether a
+/// refresh is due: a format key edited by hand, or one the spec no longer asks for, is.
 pub async fn read(
     api: &Api<Secret>,
     name: &str,
     owner_uid: &str,
     token_key: &str,
     template: &SecretTemplate,
-    extra: &[(String, String)],
+    desired: impl FnOnce(&str) -> BTreeMap<String, String>,
 ) -> Result<SecretView> {
     let Some(secret) = api.get_opt(name).await.map_err(Error::kube("get Secret"))? else {
         return Ok(SecretView::missing());
@@ -92,6 +138,8 @@ pub async fn read(
             exists: true,
             resource_version: secret.metadata.resource_version.clone(),
             terminating,
+            secret_type: None,
+            owned_keys: Vec::new(),
         });
     }
     let data = secret.data.clone().unwrap_or_default();
@@ -107,6 +155,17 @@ pub async fn read(
         .finalizers
         .as_ref()
         .is_some_and(|f| f.iter().any(|f| f == SECRET_FINALIZER));
+    let secret_type = secret.type_.clone().unwrap_or_else(|| DEFAULT_TYPE.into());
+    let owned_keys = keys_owned(&secret);
+    let data_current = || {
+        let Some(token) = token.as_deref() else {
+            return false;
+        };
+        let want = desired(token);
+        want.iter()
+            .all(|(k, v)| text(k).as_deref() == Some(v.as_str()))
+            && owned_keys.iter().all(|k| want.contains_key(k))
+    };
     let up_to_date = held
         && template
             .labels
@@ -116,9 +175,8 @@ pub async fn read(
             .annotations
             .iter()
             .all(|(k, v)| annotations.get(k) == Some(v))
-        && extra
-            .iter()
-            .all(|(k, v)| text(k).as_deref() == Some(v.as_str()));
+        && secret_type == desired_type(template)
+        && data_current();
     Ok(SecretView {
         state: SecretState::Owned {
             token_hash: token.as_deref().map(token_hash),
@@ -129,7 +187,14 @@ pub async fn read(
         exists: true,
         resource_version: secret.metadata.resource_version.clone(),
         terminating,
+        secret_type: Some(secret_type),
+        owned_keys,
     })
+}
+
+/// The type the spec asks for.
+fn desired_type(template: &SecretTemplate) -> &str {
+    template.secret_type.as_deref().unwrap_or(DEFAULT_TYPE)
 }
 
 fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
@@ -156,7 +221,7 @@ fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
             finalizers: Some(vec![SECRET_FINALIZER.into()]),
             ..Default::default()
         },
-        type_: Some("Opaque".into()),
+        type_: Some(desired_type(d.template).into()),
         data: Some(
             d.data
                 .iter()
@@ -168,31 +233,21 @@ fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
 }
 
 /// Writes the Secret: create when missing (fails rather than take over a Secret created
-/// meanwhile), server-side apply when this resource owns it. Returns the new resourceVersion.
-pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<Option<String>> {
+/// meanwhile), server-side apply when this resource owns it, and removes the data keys it
+/// wrote that `d` no longer has. A Secret of another type is replaced (a Secret's type cannot
+/// change in place). Returns the new resourceVersion.
+pub async fn write(
+    api: &Api<Secret>,
+    d: &Desired<'_>,
+    view: &SecretView,
+) -> Result<Option<String>> {
     let mut secret = build(d, &d.owner.kind);
-    if !exists {
-        return match api
-            .create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &secret,
-            )
-            .await
-        {
-            Ok(s) => Ok(s.metadata.resource_version),
-            Err(e)
-                if Error::is_conflict(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) =>
-            {
-                Err(Error::SecretConflict(format!(
-                    "Secret {:?} was created by someone else; choose another spec.secret.name or delete that Secret",
-                    d.name
-                )))
-            }
-            Err(e) => Err(Error::kube("create Secret")(e)),
-        };
+    if !view.exists || view.state == SecretState::Missing {
+        return create(api, d.name, &secret).await;
+    }
+    let current_type = view.secret_type.as_deref().unwrap_or(DEFAULT_TYPE);
+    if current_type != desired_type(d.template) {
+        return replace(api, d, &secret).await;
     }
     secret.metadata.managed_fields = None;
     let mut value = serde_json::to_value(&secret).map_err(|e| Error::InvalidSpec(e.to_string()))?;
@@ -206,7 +261,79 @@ pub async fn write(api: &Api<Secret>, d: &Desired<'_>, exists: bool) -> Result<O
         )
         .await
         .map_err(Error::kube("apply Secret"))?;
-    Ok(written.metadata.resource_version)
+    // Server-side apply drops only the keys no other manager shares (the create, a hand edit
+    // taken back): the rest of what the spec no longer asks for goes explicitly.
+    let stale: serde_json::Map<String, serde_json::Value> = written
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| view.owned_keys.contains(k) && !d.data.contains_key(*k))
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    if stale.is_empty() {
+        return Ok(written.metadata.resource_version);
+    }
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": written.metadata.resource_version},
+        "data": stale,
+    });
+    let pruned = api
+        .patch(
+            d.name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::kube("remove Secret keys"))?;
+    Ok(pruned.metadata.resource_version)
+}
+
+async fn create(api: &Api<Secret>, name: &str, secret: &Secret) -> Result<Option<String>> {
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&params, secret).await {
+        Ok(s) => Ok(s.metadata.resource_version),
+        Err(e) if Error::is_conflict(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) => {
+            Err(Error::SecretConflict(format!(
+                "Secret {name:?} was created by someone else; choose another spec.secret.name or delete that Secret"
+            )))
+        }
+        Err(e) => Err(Error::kube("create Secret")(e)),
+    }
+}
+
+/// Replaces the Secret with one of the type `d` asks for, keeping its token: checked first
+/// with a dry run (a type the apiserver refuses leaves the Secret as it is), then the old one
+/// is let go (its finalizer dropped, deleted) and the new one created at once, so consumers
+/// see it missing for a few milliseconds only.
+async fn replace(api: &Api<Secret>, d: &Desired<'_>, secret: &Secret) -> Result<Option<String>> {
+    let dry_run = PostParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    match api.create(&dry_run, secret).await {
+        // Valid, and the name is taken (by the Secret being replaced): go ahead.
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        // Gone meanwhile: created below.
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
+            return Err(Error::InvalidSpec(format!(
+                "the apiserver refuses Secret {:?} as type {:?}: {}; set spec.secret.type to another type",
+                d.name,
+                desired_type(d.template),
+                s.message
+            )));
+        }
+        Err(e) => return Err(Error::kube("check the Secret's new type")(e)),
+    }
+    release(api, d.name, &d.owner.uid, false).await?;
+    create(api, d.name, secret).await
 }
 
 /// Whether the namespace is being deleted (then its resources are too, and their Secrets must

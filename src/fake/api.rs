@@ -47,6 +47,7 @@ pub fn router() -> Router<Arc<Shared>> {
         )
         .route("/api/authorizer/info", get(authorizer_info))
         .route("/api/v1/kb/{kb_id}", get(nucliadb_kb))
+        .route("/api/v1/kb/{kb_id}/resources", get(nucliadb_resources))
 }
 
 // ---- errors ----
@@ -111,8 +112,10 @@ enum Principal {
     },
 }
 
-const HEADERS: [(&str, &[CredKind]); 3] = [
+const HEADERS: [(&str, &[CredKind]); 4] = [
     ("x-nuclia-serviceaccount", &[CredKind::SaKey]),
+    // What the NucliaDB SDK (`nucliadb_sdk`, under the `nuclia` SDK's KB calls) sends.
+    ("x-stf-serviceaccount", &[CredKind::SaKey]),
     ("x-nuclia-nuakey", &[CredKind::NuaKey]),
     ("authorization", &[CredKind::UserToken, CredKind::Pat]),
 ];
@@ -727,9 +730,14 @@ async fn authorizer_info(AxState(s): S, headers: HeaderMap) -> ApiResult {
     ok(body)
 }
 
-async fn nucliadb_kb(AxState(s): S, headers: HeaderMap, Path(kb_id): Path<String>) -> ApiResult {
-    let st = s.lock();
-    match authenticate(&st, &headers)? {
+/// The KB a NucliaDB route reads, if the caller may read it: its own KB for a KB key, a KB of
+/// an account they belong to for a user.
+fn nucliadb_read<'a>(
+    st: &'a State,
+    headers: &HeaderMap,
+    kb_id: &str,
+) -> Result<&'a super::state::Kb, ApiError> {
+    match authenticate(st, headers)? {
         Principal::SaKey { kb_id: own, .. } if own == kb_id => {}
         Principal::SaKey { .. } => {
             return Err(detail(
@@ -740,7 +748,7 @@ async fn nucliadb_kb(AxState(s): S, headers: HeaderMap, Path(kb_id): Path<String
         Principal::User { .. } => {
             let member = st
                 .kbs
-                .get(&kb_id)
+                .get(kb_id)
                 .and_then(|kb| st.accounts.get(&kb.account_id))
                 .is_none_or(|a| a.member);
             if !member {
@@ -757,14 +765,32 @@ async fn nucliadb_kb(AxState(s): S, headers: HeaderMap, Path(kb_id): Path<String
             ));
         }
     }
-    let kb = st
-        .kbs
-        .get(&kb_id)
-        .ok_or_else(|| detail(StatusCode::NOT_FOUND, "Knowledge Box not found"))?;
+    st.kbs
+        .get(kb_id)
+        .ok_or_else(|| detail(StatusCode::NOT_FOUND, "Knowledge Box not found"))
+}
+
+async fn nucliadb_kb(AxState(s): S, headers: HeaderMap, Path(kb_id): Path<String>) -> ApiResult {
+    let st = s.lock();
+    let kb = nucliadb_read(&st, &headers, &kb_id)?;
     ok(json!({
         "uuid": kb.id, "slug": kb.slug,
         "config": {"title": kb.title, "description": "", "slug": kb.slug,
                    "hidden_resources_enabled": false, "hidden_resources_hide_on_creation": false},
         "model": null,
+    }))
+}
+
+/// NucliaDB's resource list (`nuclia kb list`): the fake's KBs hold no resources.
+async fn nucliadb_resources(
+    AxState(s): S,
+    headers: HeaderMap,
+    Path(kb_id): Path<String>,
+) -> ApiResult {
+    let st = s.lock();
+    nucliadb_read(&st, &headers, &kb_id)?;
+    ok(json!({
+        "resources": [],
+        "pagination": {"page": 0, "size": 20, "last": true},
     }))
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
+use super::formats::{self, Consumer, Shape};
 use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
@@ -520,6 +521,17 @@ fn first_credential(credentials: Vec<ApiToken>) -> Result<ApiToken> {
     })
 }
 
+/// The KB id and zone of the current key: its recorded scope (`status.kb` for older statuses).
+fn current_kb(status: &CredentialStatus) -> Option<(Option<String>, Option<String>)> {
+    match (&status.scope, &status.kb) {
+        (Some(scope), _) if scope.kb_id.is_some() => {
+            Some((scope.kb_id.clone(), scope.zone.clone()))
+        }
+        (_, Some(kb)) => Some((kb.kb_id.clone(), kb.zone.clone())),
+        _ => None,
+    }
+}
+
 impl Kind for NucliaKbApiKey {
     type Issuer = KbIssuer;
 
@@ -530,6 +542,9 @@ impl Kind for NucliaKbApiKey {
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
         s.secret.template.validate().map_err(Error::InvalidSpec)?;
+        let k = &s.secret.keys;
+        let plain = [k.token.as_str(), &k.kb_url, &k.kb_id, &k.zone];
+        formats::validate(&s.secret.template, Shape::KbKey, &plain).map_err(Error::InvalidSpec)?;
         Policy::for_spec(
             serde_json::json!([
                 s.kb_url,
@@ -608,16 +623,14 @@ impl Kind for NucliaKbApiKey {
         )
     }
 
-    /// The KB of the current token (its recorded scope; `status.kb` for older statuses).
     fn restart_targets(&self) -> &[RolloutRestartTarget] {
         &self.spec.rollout_restart_targets
     }
 
+    /// The KB of the current token.
     fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)> {
-        let (kb_id, zone) = match (&status.scope, &status.kb) {
-            (Some(scope), _) if scope.kb_id.is_some() => (scope.kb_id.clone(), scope.zone.clone()),
-            (_, Some(kb)) => (kb.kb_id.clone(), kb.zone.clone()),
-            _ => return Vec::new(),
+        let Some((kb_id, zone)) = current_kb(status) else {
+            return Vec::new();
         };
         let keys = &self.spec.secret.keys;
         let url = self.spec.kb_url.trim_end_matches('/').to_owned();
@@ -629,6 +642,15 @@ impl Kind for NucliaKbApiKey {
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect()
+    }
+
+    fn consumer(&self, status: &CredentialStatus) -> Option<Consumer> {
+        let (kb_id, zone) = current_kb(status)?;
+        Some(Consumer::KbKey {
+            url: self.spec.kb_url.trim_end_matches('/').to_owned(),
+            kb_id: kb_id?,
+            zone: zone?,
+        })
     }
 
     async fn settle(issuer: &mut KbIssuer, status: &mut CredentialStatus) -> Result<()> {

@@ -3,6 +3,7 @@
 //! status details and scope), and the ownership [`Marker`] every minted credential carries. No
 //! scheduling here: the lifecycle decides, the controller calls.
 
+pub mod formats;
 pub mod kb;
 pub mod personal;
 

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::formats::{self, Consumer, Shape};
 use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
@@ -136,6 +137,8 @@ impl Kind for NucliaPersonalToken {
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
         s.secret.validate().map_err(Error::InvalidSpec)?;
+        formats::validate(&s.secret, Shape::PersonalToken, &[self.token_key()])
+            .map_err(Error::InvalidSpec)?;
         Policy::for_spec(
             serde_json::json!([s.description, s.days, s.auth, s.secret.name]),
             s.days,
@@ -200,6 +203,10 @@ impl Kind for NucliaPersonalToken {
 
     fn secret_data(&self, _status: &CredentialStatus) -> Vec<(String, String)> {
         Vec::new()
+    }
+
+    fn consumer(&self, _status: &CredentialStatus) -> Option<Consumer> {
+        Some(Consumer::PersonalToken)
     }
 
     async fn settle(_issuer: &mut PersonalIssuer, _status: &mut CredentialStatus) -> Result<()> {

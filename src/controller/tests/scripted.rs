@@ -328,6 +328,10 @@ impl Kind for Scripted {
         Vec::new()
     }
 
+    fn consumer(&self, _status: &CredentialStatus) -> Option<crate::issuer::formats::Consumer> {
+        Some(crate::issuer::formats::Consumer::PersonalToken)
+    }
+
     async fn settle(_issuer: &mut ScriptedIssuer, _status: &mut CredentialStatus) -> Result<()> {
         Ok(())
     }
