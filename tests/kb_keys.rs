@@ -1080,3 +1080,96 @@ async fn issue16_kb_key_role_differs_from_adopted_service_account() {
     );
     w.assert_log_has_no_tokens().await;
 }
+
+/// Backup and restore of a KB key: the resource (spec only) and its Secret (without owner
+/// reference or finalizer) come back after both were lost without the operator's cleanup. The
+/// key is adopted (nothing minted, consumers keep it); the next key goes to a service account of
+/// the new resource, the adopted one is revoked after its grace and the service account the
+/// earlier resource created is deleted with it; deleting the resource leaves nothing.
+#[tokio::test]
+async fn kb_key_restored_secret_is_adopted() {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut w = World::new("kb-restore").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let manifest = kb_with_login("kr", &kb_url, "  rotation: {revokePreviousAfter: 2s}\n");
+    w.kubectl_apply(&manifest);
+    let api = kb_api(&w).await;
+    let before = wait_status(&api, "kr", MINUTE, "Ready", ready).await;
+    let key_id = before.token_id.clone().unwrap();
+    let old_sa = before.scope.clone().unwrap().service_account_id.unwrap();
+    let old_uid = uid_of(&api, "kr").await;
+    let backup = w.secrets().get("kr").await.unwrap();
+
+    w.kill_operator();
+    let unfinalize = kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let params = kube::api::PatchParams::default();
+    api.patch("kr", &params, &unfinalize).await.unwrap();
+    api.delete("kr", &DeleteParams::default()).await.unwrap();
+    w.secrets().patch("kr", &params, &unfinalize).await.unwrap();
+    w.secrets()
+        .delete("kr", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&api, "kr").await;
+    wait_gone(&w.secrets(), "kr").await;
+
+    let restored = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("kr".into()),
+            labels: backup.metadata.labels.clone(),
+            annotations: backup.metadata.annotations.clone(),
+            ..Default::default()
+        },
+        type_: backup.type_.clone(),
+        data: backup.data.clone(),
+        ..Default::default()
+    };
+    w.secrets()
+        .create(&Default::default(), &restored)
+        .await
+        .unwrap();
+    w.kubectl_apply(&manifest);
+    let minted = w.admin("service_accounts").await.as_array().unwrap().len();
+    w.start_operator(&[]);
+    let after = wait_status(&api, "kr", MINUTE, "Ready after the restore", ready).await;
+    let new_uid = uid_of(&api, "kr").await;
+    assert_ne!(new_uid, old_uid);
+    assert_eq!(after.token_id.as_deref(), Some(key_id.as_str()), "adopted");
+    assert_eq!(
+        w.admin("service_accounts").await.as_array().unwrap().len(),
+        minted,
+        "nothing was created for the restored key"
+    );
+    let (key, url) = secret_key(&w, "kr").await;
+    assert!(w.kb_key_works(&url, &key).await, "the consumers' key works");
+
+    w.kubectl(&["annotate", "nkak", "kr", "nuclia.dev/rotate=after-restore"]);
+    let rotated = wait_status(&api, "kr", MINUTE, "rotated", |s| {
+        ready(s) && s.token_id.as_deref() != Some(key_id.as_str())
+    })
+    .await;
+    let new_sa = rotated.scope.clone().unwrap().service_account_id.unwrap();
+    assert_ne!(
+        new_sa, old_sa,
+        "the next key goes to the new resource's service account"
+    );
+    let released = common::poll(MINUTE, || async {
+        (!credential_live(&w, &key_id).await && service_account(&w, &old_sa).await.is_none())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        released.is_some(),
+        "the adopted key or the earlier resource's service account survived its grace"
+    );
+
+    api.delete("kr", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "kr").await;
+    assert!(!credential_live(&w, rotated.token_id.as_deref().unwrap()).await);
+    assert!(service_account(&w, &new_sa).await.is_none());
+    assert!(w.live_marked(&new_uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}

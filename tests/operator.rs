@@ -734,6 +734,132 @@ async fn a_shared_cluster_id_never_sweeps_the_other_clusters_tokens() {
     w.assert_log_has_no_tokens().await;
 }
 
+/// Backup and restore: the resource (spec only, as restores usually bring it) and its Secret
+/// (without owner reference or finalizer, as docs/backup-restore.md says) come back after both
+/// were lost without the operator's cleanup. The new resource adopts the Secret's token: nothing
+/// is minted, consumers keep their credential, the Secret is taken over; the orphan sweep leaves
+/// the token alone although its marker names the old UID (a status records it); it rotates and
+/// is revoked like any other, and deleting the resource revokes everything.
+#[tokio::test]
+async fn a_restored_secret_is_adopted_without_a_new_mint() {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut w = World::new("pt-restore").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    let manifest = pt_manifest(
+        "r",
+        "  secret: {name: r-token}\n  rotation: {revokePreviousAfter: 2s}\n",
+    );
+    w.kubectl_apply(&manifest);
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    let before = wait_status(&api, "r", MINUTE, "Ready", ready).await;
+    let token_id = before.token_id.clone().unwrap();
+    let old_uid = uid_of(&api, "r").await;
+    let backup = w.secrets().get("r-token").await.unwrap();
+
+    // The disaster: both gone without the operator's cleanup (its finalizers forced off).
+    w.kill_operator();
+    let unfinalize = kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+    let params = kube::api::PatchParams::default();
+    api.patch("r", &params, &unfinalize).await.unwrap();
+    api.delete("r", &DeleteParams::default()).await.unwrap();
+    w.secrets()
+        .patch("r-token", &params, &unfinalize)
+        .await
+        .unwrap();
+    w.secrets()
+        .delete("r-token", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(gone_within(&api, "r", MINUTE).await);
+    assert!(gone_within(&w.secrets(), "r-token", MINUTE).await);
+
+    // The restore: the Secret as backed up (no owner reference, no finalizer), then the spec.
+    let restored = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("r-token".into()),
+            labels: backup.metadata.labels.clone(),
+            annotations: backup.metadata.annotations.clone(),
+            ..Default::default()
+        },
+        type_: backup.type_.clone(),
+        data: backup.data.clone(),
+        ..Default::default()
+    };
+    w.secrets()
+        .create(&Default::default(), &restored)
+        .await
+        .unwrap();
+    w.kubectl_apply(&manifest);
+    let mints = w.calls_to("POST /api/v1/user/pa_tokens").await;
+    w.start_operator(&[]);
+    let after = wait_status(&api, "r", MINUTE, "Ready after the restore", ready).await;
+    let new_uid = uid_of(&api, "r").await;
+    assert_ne!(new_uid, old_uid);
+    assert_eq!(
+        after.token_id.as_deref(),
+        Some(token_id.as_str()),
+        "the restored token is adopted"
+    );
+    assert_eq!(
+        w.calls_to("POST /api/v1/user/pa_tokens").await,
+        mints,
+        "a token was minted although the restored one works"
+    );
+    let owners = w
+        .secrets()
+        .get("r-token")
+        .await
+        .unwrap()
+        .metadata
+        .owner_references
+        .unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(owners[0].uid, new_uid, "the Secret is taken over");
+    assert!(
+        w.event_reasons("r").await.iter().any(|r| r == "Adopted"),
+        "an Adopted Event"
+    );
+
+    // Two verifications later (each lists the tokens and sweeps orphans) it is still alive.
+    let lists = w.calls_to("GET /api/v1/user/pa_tokens").await;
+    let listed = common::poll(MINUTE, || async {
+        (w.calls_to("GET /api/v1/user/pa_tokens").await >= lists + 2).then_some(())
+    })
+    .await;
+    assert!(listed.is_some(), "no verification after the adoption");
+    assert!(
+        w.credential_is_live(&token_id).await,
+        "the orphan sweep revoked the adopted token"
+    );
+
+    // From now on it is like any other: rotated, then revoked after its grace.
+    w.kubectl(&["annotate", "npt", "r", "nuclia.dev/rotate=after-restore"]);
+    let rotated = wait_status(&api, "r", MINUTE, "rotated", |s| {
+        ready(s) && s.token_id.as_deref() != Some(token_id.as_str())
+    })
+    .await;
+    let revoked = common::poll(MINUTE, || async {
+        (!w.credential_is_live(&token_id).await).then_some(())
+    })
+    .await;
+    assert!(
+        revoked.is_some(),
+        "the adopted token was not revoked after its grace"
+    );
+
+    api.delete("r", &DeleteParams::default()).await.unwrap();
+    assert!(gone_within(&api, "r", MINUTE).await, "r never went");
+    assert!(
+        !w.credential_is_live(rotated.token_id.as_deref().unwrap())
+            .await,
+        "the current token survived the deletion"
+    );
+    assert!(w.live_marked(&new_uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
+
 /// A spec change that shapes the credential rotates it (with Events); a spec that the schema
 /// accepts but cannot work says what to fix.
 #[tokio::test]

@@ -22,6 +22,13 @@ use crate::issuer::kb::AccountCache;
 use crate::nuclia;
 use crate::runtime::metrics::Metrics;
 
+/// What the caches know: every resource's UID and every token some status records.
+#[derive(Default)]
+pub(super) struct Known {
+    pub uids: HashSet<String>,
+    pub tokens: HashSet<String>,
+}
+
 /// Everything a reconcile needs, shared by both controllers.
 pub struct Context {
     pub kube: kube::Client,
@@ -116,23 +123,27 @@ impl Context {
         }
     }
 
-    pub(super) fn known_uids(&self) -> Option<HashSet<String>> {
+    pub(super) fn known(&self) -> Option<Known> {
         // Before every cache is complete an unknown UID proves nothing.
         if !self.caches_ready() {
             return None;
         }
+        fn add<K: Kind>(known: &mut Known, stores: &[(Store<K>, Arc<CredentialIndex>)]) {
+            for obj in stores.iter().flat_map(|(s, _)| s.state()) {
+                known.uids.extend(obj.uid());
+                if let Some(status) = obj.cr_status() {
+                    known.tokens.extend(status.token_id.clone());
+                    known
+                        .tokens
+                        .extend(status.previous_tokens.iter().map(|p| p.id.clone()));
+                }
+            }
+        }
         let (pt, kb) = self.stores.get()?;
-        let mut uids: HashSet<String> = pt
-            .iter()
-            .flat_map(|(s, _)| s.state())
-            .filter_map(|o| o.uid())
-            .collect();
-        uids.extend(
-            kb.iter()
-                .flat_map(|(s, _)| s.state())
-                .filter_map(|o| o.uid()),
-        );
-        Some(uids)
+        let mut known = Known::default();
+        add(&mut known, pt);
+        add(&mut known, kb);
+        Some(known)
     }
 
     /// Resources of either kind in `namespace`, other than `uid`, that authenticate with the

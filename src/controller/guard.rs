@@ -78,6 +78,70 @@ impl<K: Kind> Engine<'_, K> {
         K::settle(&mut issuer, &mut self.status).await
     }
 
+    /// A Secret restored from a backup (written by the operator for an earlier resource of this
+    /// kind and name, whose UID is gone) while this status records no token (status is seldom
+    /// restored): its token is adopted as the current one when it is alive upstream, so a
+    /// restore keeps the consumers' credential and mints nothing; it rotates and is revoked like
+    /// any other from then on. A token no longer alive is not adopted: the Secret is taken over
+    /// by the next issue.
+    pub(super) async fn adopt_restored(
+        &mut self,
+        view: &SecretView,
+        policy: &Policy,
+        secret_name: &str,
+    ) -> Result<()> {
+        let (Some(id), Some(token)) = (&view.token_id, &view.token) else {
+            return Ok(());
+        };
+        if self.status.token_id.is_some() {
+            return Ok(());
+        }
+        let credentials = self.credentials(view, Purpose::Mint, None).await?;
+        let mut issuer = self.obj.issuer(self.ctx, credentials, &self.status).await?;
+        let live = issuer.list_live().await?;
+        let Some(found) = live.iter().find(|t| &t.id == id) else {
+            tracing::info!(token_id = %id, "the restored Secret's token is gone upstream; issuing a new one");
+            return Ok(());
+        };
+        // Not `issuer.adopted`: what held the token (a KB key's service account, titled for the
+        // earlier resource) is only its scope, released once the token is revoked; the next
+        // token is minted where this resource mints.
+        let mut scope = issuer.scope_of(found);
+        scope.credential = Some(self.obj.auth_ref().clone());
+        let not_after = found
+            .expires
+            .or(view.not_after)
+            .unwrap_or(self.now + policy.lifetime);
+        lifecycle::record_issue(
+            &mut self.status,
+            policy,
+            &self.uid,
+            self.now,
+            NewToken {
+                id,
+                token_hash: lifecycle::token_hash(token.expose()),
+                not_after,
+                scope,
+            },
+            self.now,
+        );
+        self.secret_state = Some(view.state.clone());
+        let note = format!(
+            "adopted token {id} (valid until {}) from Secret {:?}, restored for an earlier {} of this name; nothing was minted",
+            not_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            secret_name,
+            K::kind(&())
+        );
+        tracing::info!(token_id = %id, "adopted the token of a restored Secret");
+        self.ctx.event(
+            &kube::Resource::object_ref(self.obj, &()),
+            false,
+            "Adopted",
+            note,
+        );
+        K::settle(&mut issuer, &mut self.status).await
+    }
+
     /// Whether the current token still exists upstream, from the list shared by every resource
     /// that uses the same credential; also sweeps marked tokens of resources that are gone.
     pub(super) async fn verify(&mut self, view: &SecretView) -> Result<bool> {
@@ -126,17 +190,20 @@ impl<K: Kind> Engine<'_, K> {
     /// another cluster given the same `--cluster-id` (or this installation's identity was
     /// recreated). It is reported, loudly, once per installation and process.
     async fn sweep_orphans(&mut self, live: &[LiveToken]) {
-        let Some(known) = self.ctx.known_uids() else {
+        let Some(known) = self.ctx.known() else {
             return;
         };
         let settings = &self.ctx.settings;
         let mut orphans = Vec::new();
         for t in live {
             let Some(m) = t.marker.as_ref() else { continue };
+            // A token some status records is revoked by that resource, whatever its marker says
+            // (one adopted from a restored Secret names the resource it was minted for).
             if m.cluster != settings.cluster_id
                 || m.keep
                 || !settings.sees_namespace(&m.namespace)
-                || known.contains(&m.uid)
+                || known.uids.contains(&m.uid)
+                || known.tokens.contains(&t.id)
             {
                 continue;
             }

@@ -313,10 +313,11 @@ impl<'a, K: Kind> Engine<'a, K> {
         let secret_name = secret_name(self.obj);
         let template = self.obj.secret_template().clone();
         let (obj, status) = (self.obj, &self.status);
+        let owner = owner_ref(self.obj);
         let read = secret::read(
             &self.secrets,
             &secret_name,
-            &self.uid,
+            &owner,
             self.obj.token_key(),
             &template,
             |token| secret::desired_data(obj, status, token),
@@ -343,6 +344,9 @@ impl<'a, K: Kind> Engine<'a, K> {
         }
         self.secret_version = view.resource_version.clone();
         self.secret_state = Some(view.state.clone());
+        if view.restored {
+            self.adopt_restored(&view, &policy, &secret_name).await?;
+        }
 
         // Leak guard: an intent that never completed may have minted a token we do not know.
         if let Some(intent) = self.pending_intent() {

@@ -293,7 +293,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
         let view = secret::read(
             &engine.secrets,
             &name,
-            &uid,
+            &super::reconcile::owner_ref(obj),
             obj.token_key(),
             obj.secret_template(),
             |_| Default::default(),

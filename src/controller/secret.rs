@@ -44,6 +44,11 @@ pub struct SecretView {
     /// The data keys the operator wrote into it (its field manager owns them): those the spec
     /// no longer asks for are removed.
     pub owned_keys: Vec<String>,
+    /// Restored from a backup: written by the operator for an earlier resource of this kind and
+    /// name (whose UID is gone), not yet taken over (see [`restored_for`]).
+    pub restored: bool,
+    /// The expiry its annotation names.
+    pub not_after: Option<DateTime<Utc>>,
 }
 
 impl SecretView {
@@ -57,6 +62,8 @@ impl SecretView {
             terminating: false,
             secret_type: None,
             owned_keys: Vec::new(),
+            restored: false,
+            not_after: None,
         }
     }
 }
@@ -115,13 +122,42 @@ fn keys_owned(secret: &Secret) -> Vec<String> {
     keys
 }
 
+/// Whether `secret`, not owned by `owner`, is one the operator wrote for an earlier resource
+/// of the same kind and name, restored from a backup (or left behind by a resource deleted
+/// without the operator): its labels name that kind and name, its annotation the token, and
+/// its controller, if it names one, is of that kind and name. A namespace holds one object of
+/// a kind and name at a time, so that earlier resource is gone.
+fn restored_for(secret: &Secret, owner: &OwnerReference) -> bool {
+    let meta = &secret.metadata;
+    let label = |k: &str| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .map(String::as_str)
+    };
+    let name: String = owner.name.chars().take(63).collect();
+    label(LABEL_MANAGED_BY) == Some(MANAGED_BY)
+        && label(LABEL_OWNER_KIND) == Some(owner.kind.as_str())
+        && label(LABEL_OWNER_NAME) == Some(name.as_str())
+        && meta
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_TOKEN_ID))
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|r| r.controller == Some(true))
+            .all(|r| r.kind == owner.kind && r.name == owner.name && r.uid != owner.uid)
+}
+
 /// Reads the Secret. The spec's labels, annotations and type, and `desired` (the whole data
 /// the spec asks for around the token the Secret holds, see [`desired_data`]), tell whether a
 /// refresh is due: a format key edited by hand, or one the spec no longer asks for, is.
 pub async fn read(
     api: &Api<Secret>,
     name: &str,
-    owner_uid: &str,
+    owner: &OwnerReference,
     token_key: &str,
     template: &SecretTemplate,
     desired: impl FnOnce(&str) -> BTreeMap<String, String>,
@@ -130,7 +166,8 @@ pub async fn read(
         return Ok(SecretView::missing());
     };
     let terminating = secret.metadata.deletion_timestamp.is_some();
-    if !owned_by(&secret, owner_uid) {
+    let restored = !owned_by(&secret, &owner.uid) && restored_for(&secret, owner);
+    if !owned_by(&secret, &owner.uid) && !restored {
         return Ok(SecretView {
             state: SecretState::Foreign,
             token: None,
@@ -140,6 +177,8 @@ pub async fn read(
             terminating,
             secret_type: None,
             owned_keys: Vec::new(),
+            restored: false,
+            not_after: None,
         });
     }
     let data = secret.data.clone().unwrap_or_default();
@@ -166,7 +205,8 @@ pub async fn read(
             .all(|(k, v)| text(k).as_deref() == Some(v.as_str()))
             && owned_keys.iter().all(|k| want.contains_key(k))
     };
-    let up_to_date = held
+    let up_to_date = !restored
+        && held
         && template
             .labels
             .iter()
@@ -189,6 +229,11 @@ pub async fn read(
         terminating,
         secret_type: Some(secret_type),
         owned_keys,
+        restored,
+        not_after: annotations
+            .get(ANNOTATION_NOT_AFTER)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc)),
     })
 }
 
@@ -244,6 +289,26 @@ pub async fn write(
     let mut secret = build(d, &d.owner.kind);
     if !view.exists || view.state == SecretState::Missing {
         return create(api, d.name, &secret).await;
+    }
+    if view.restored {
+        // The restored owner reference names a resource that is gone: this one replaces it
+        // (server-side apply would keep both, and only one may be the controller).
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": view.resource_version,
+                "ownerReferences": [d.owner],
+            }
+        });
+        api.patch(
+            d.name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::kube("take over the restored Secret"))?;
     }
     let current_type = view.secret_type.as_deref().unwrap_or(DEFAULT_TYPE);
     if current_type != desired_type(d.template) {
