@@ -898,7 +898,7 @@ async fn nuclia_fault_table() {
 // ---------------------------------------------------------------------------------------------
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -911,59 +911,6 @@ const SOAK_CLUSTER_ID: &str = "soak-cluster";
 const MANAGED_SECRETS: &str = "app.kubernetes.io/managed-by=nuclia-token-operator";
 const SOAK_PTS: usize = 16;
 const SOAK_KBS: usize = 14;
-
-/// A control plane of the soak's own, in a temporary directory: the soak restarts its
-/// apiserver, which must never happen to the control plane the other tests share.
-struct OwnControlPlane {
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl OwnControlPlane {
-    fn script() -> PathBuf {
-        common::repo_root().join("tests/k8s/cluster.sh")
-    }
-
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("nto-chaos-")
-            .tempdir()
-            .expect("temp dir");
-        let ok = Command::new(Self::script())
-            .arg("start")
-            .arg(dir.path())
-            // its watchdog stops it if this process dies before Drop runs
-            .env("NTO_CLUSTER_WATCH_PID", std::process::id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "the soak's own control plane failed to start");
-        let kubeconfig = dir.path().join("kubeconfig");
-        OwnControlPlane { dir, kubeconfig }
-    }
-
-    fn restart_apiserver(dir: &Path) -> bool {
-        Command::new(Self::script())
-            .arg("restart-apiserver")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for OwnControlPlane {
-    fn drop(&mut self) {
-        let _ = Command::new(Self::script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// Applies the CRDs generated from the types and waits until they are Established.
 async fn install_crds_on(client: &kube::Client) {
@@ -1324,7 +1271,7 @@ fn secs_from_env(var: &str, default: u64) -> u64 {
 async fn chaos_soak() {
     nuclia_token_operator::runtime::install_crypto();
     let soak_secs = secs_from_env("NTO_SOAK_SECS", 120);
-    let cp = OwnControlPlane::start();
+    let cp = common::OwnControlPlane::start();
     let client = common::operator::client_for(&cp.kubeconfig).await;
     install_crds_on(&client).await;
     let ns = common::namespace(&client, "soak").await;
@@ -1493,7 +1440,10 @@ async fn chaos_soak() {
             let dir = cp_dir.clone();
             apiserver_restart = Some(tokio::task::spawn_blocking(move || {
                 let t = std::time::Instant::now();
-                (OwnControlPlane::restart_apiserver(&dir), t.elapsed())
+                (
+                    common::OwnControlPlane::restart_apiserver(&dir),
+                    t.elapsed(),
+                )
             }));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

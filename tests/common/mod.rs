@@ -184,3 +184,57 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A control plane of a test's own, in a temporary directory: for tests that restart its
+/// apiserver (the chaos soak) or delete the CRDs (uninstall), which must never happen to the
+/// control plane the other tests share.
+pub struct OwnControlPlane {
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+impl OwnControlPlane {
+    pub fn script() -> PathBuf {
+        repo_root().join("tests/k8s/cluster.sh")
+    }
+
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("nto-own-cp-")
+            .tempdir()
+            .expect("temp dir");
+        let ok = Command::new(Self::script())
+            .arg("start")
+            .arg(dir.path())
+            // its watchdog stops it if this process dies before Drop runs
+            .env("NTO_CLUSTER_WATCH_PID", std::process::id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "a test's own control plane failed to start");
+        let kubeconfig = dir.path().join("kubeconfig");
+        OwnControlPlane { dir, kubeconfig }
+    }
+
+    pub fn restart_apiserver(dir: &Path) -> bool {
+        Command::new(Self::script())
+            .arg("restart-apiserver")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for OwnControlPlane {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
