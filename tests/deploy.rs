@@ -295,6 +295,33 @@ async fn sa_kubeconfig(client: &Client, ns: &str, name: &str, dir: &Path) -> Pat
 }
 
 /// The HTTP status of a kube request: 200 when it succeeded, the apiserver's code otherwise.
+/// The chart installed in the world's namespace with `sets` (`crds.enabled=false` added), and
+/// the operator run as its pods would: with a token of the chart's ServiceAccount, its lease and
+/// installation ConfigMap in that namespace, and `extra` arguments. The kubeconfig lives in the
+/// returned directory.
+async fn chart_operator(
+    w: &World,
+    sets: &[&str],
+    extra: &[&str],
+) -> (Release, OperatorProcess, tempfile::TempDir) {
+    let mut all = vec!["crds.enabled=false"];
+    all.extend_from_slice(sets);
+    let release = Release::install(&format!("nto-{}", suffix()), &w.ns, &chart(), &all);
+    let full = release.fullname();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = sa_kubeconfig(&w.client, &w.ns, &full, dir.path()).await;
+    let installation = format!("{full}-installation");
+    let mut args = vec![
+        "--lease-namespace",
+        &w.ns,
+        "--installation-configmap",
+        &installation,
+    ];
+    args.extend_from_slice(extra);
+    let op = w.spawn_operator("sa", &kubeconfig, false, &args);
+    (release, op, dir)
+}
+
 fn http_code<T>(result: Result<T, kube::Error>) -> u16 {
     match result {
         Ok(_) => 200,
@@ -660,33 +687,20 @@ async fn chart_uninstall_keeps_crds_when_asked() {
 #[tokio::test]
 async fn chart_rbac_is_enough_and_no_more() {
     let w = World::new("deploy-rbac").await;
-    let release = Release::install(
-        &format!("nto-{}", suffix()),
-        &w.ns,
-        &chart(),
-        &["crds.enabled=false"],
-    );
-    let full = release.fullname();
-
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = sa_kubeconfig(&w.client, &w.ns, &full, dir.path()).await;
-
-    let mut op = w.spawn_operator(
-        "sa",
-        &kubeconfig,
-        false,
+    let lease = "nto-rbac-lease";
+    let (release, mut op, dir) = chart_operator(
+        &w,
+        &[],
         &[
             "--leader-elect",
-            "--lease-namespace",
-            &w.ns,
             "--lease-name",
-            &full,
+            lease,
             "--identity",
             "sa-0",
-            "--installation-configmap",
-            &format!("{full}-installation"),
         ],
-    );
+    )
+    .await;
+    let kubeconfig = dir.path().join("kubeconfig");
     w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
         .await;
     w.kubectl_apply(&pt_manifest(
@@ -699,7 +713,7 @@ async fn chart_rbac_is_enough_and_no_more() {
     let tok = w.secret_value("rbac-token", "token").await.unwrap();
     assert!(w.pat_works(&tok).await, "the issued token works");
     let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns);
-    assert_eq!(lease_holder(&leases, &full).await.as_deref(), Some("sa-0"));
+    assert_eq!(lease_holder(&leases, lease).await.as_deref(), Some("sa-0"));
 
     w.kubectl(&["annotate", "npt", "rbac", "nuclia.dev/rotate=rbac-1"]);
     let first_id = first.token_id.unwrap();
@@ -889,35 +903,27 @@ async fn namespaced_rbac(two: bool) {
     } else {
         vec![w.ns.as_str()]
     };
-    let release = Release::install(
-        &format!("nto-{}", suffix()),
-        &w.ns,
-        &chart(),
+    let extra: &[&str] = if two {
+        &["--watch-namespaces", &other]
+    } else {
+        &[]
+    };
+    let (release, mut op, dir) = chart_operator(
+        &w,
         &[
-            "crds.enabled=false",
             "leaderElection.enabled=false",
             &format!("watchNamespaces={{{}}}", watched.join(",")),
         ],
-    );
+        extra,
+    )
+    .await;
     let full = release.fullname();
+    let kubeconfig = dir.path().join("kubeconfig");
     let cluster_roles: Api<ClusterRole> = Api::all(w.client.clone());
     assert!(
         cluster_roles.get_opt(&full).await.unwrap().is_none(),
         "namespaced mode created the cluster-wide role"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = sa_kubeconfig(&w.client, &w.ns, &full, dir.path()).await;
-    let installation = format!("{full}-installation");
-    let mut extra = vec![
-        "--lease-namespace",
-        &w.ns,
-        "--installation-configmap",
-        &installation,
-    ];
-    if two {
-        extra.extend(["--watch-namespaces", &other]);
-    }
-    let mut op = w.spawn_operator("sa", &kubeconfig, false, &extra);
 
     let pat = w.fake.bootstrap.pat.clone();
     for &ns in &watched {
@@ -1416,28 +1422,8 @@ fn whole_seconds(t: chrono::DateTime<chrono::Utc>) -> String {
 #[tokio::test]
 async fn rollout_restart_targets_under_the_chart_rbac() {
     let w = World::new("deploy-restart").await;
-    let release = Release::install(
-        &format!("nto-{}", suffix()),
-        &w.ns,
-        &chart(),
-        &["crds.enabled=false"],
-    );
-    let full = release.fullname();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = sa_kubeconfig(&w.client, &w.ns, &full, dir.path()).await;
-    let mut op = w.spawn_operator(
-        "sa",
-        &kubeconfig,
-        false,
-        &[
-            "--rollout-restart-interval",
-            "1s",
-            "--lease-namespace",
-            &w.ns,
-            "--installation-configmap",
-            &format!("{full}-installation"),
-        ],
-    );
+    let (release, mut op, _dir) =
+        chart_operator(&w, &[], &["--rollout-restart-interval", "1s"]).await;
     w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
         .await;
     w.kubectl_apply(

@@ -1088,7 +1088,6 @@ async fn issue16_kb_key_role_differs_from_adopted_service_account() {
 /// earlier resource created is deleted with it; deleting the resource leaves nothing.
 #[tokio::test]
 async fn kb_key_restored_secret_is_adopted() {
-    use k8s_openapi::api::core::v1::Secret;
     let mut w = World::new("kb-restore").await;
     w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
         .await;
@@ -1101,36 +1100,9 @@ async fn kb_key_restored_secret_is_adopted() {
     let key_id = before.token_id.clone().unwrap();
     let old_sa = before.scope.clone().unwrap().service_account_id.unwrap();
     let old_uid = uid_of(&api, "kr").await;
-    let backup = w.secrets().get("kr").await.unwrap();
 
-    w.kill_operator();
-    let unfinalize = kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}}));
-    let params = kube::api::PatchParams::default();
-    api.patch("kr", &params, &unfinalize).await.unwrap();
-    api.delete("kr", &DeleteParams::default()).await.unwrap();
-    w.secrets().patch("kr", &params, &unfinalize).await.unwrap();
-    w.secrets()
-        .delete("kr", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(&api, "kr").await;
-    wait_gone(&w.secrets(), "kr").await;
-
-    let restored = Secret {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some("kr".into()),
-            labels: backup.metadata.labels.clone(),
-            annotations: backup.metadata.annotations.clone(),
-            ..Default::default()
-        },
-        type_: backup.type_.clone(),
-        data: backup.data.clone(),
-        ..Default::default()
-    };
-    w.secrets()
-        .create(&Default::default(), &restored)
-        .await
-        .unwrap();
+    let backup = w.lose_without_cleanup(&api, "kr", "kr").await;
+    w.restore_secret(&backup).await;
     w.kubectl_apply(&manifest);
     let minted = w.admin("service_accounts").await.as_array().unwrap().len();
     w.start_operator(&[]);

@@ -742,7 +742,6 @@ async fn a_shared_cluster_id_never_sweeps_the_other_clusters_tokens() {
 /// is revoked like any other, and deleting the resource revokes everything.
 #[tokio::test]
 async fn a_restored_secret_is_adopted_without_a_new_mint() {
-    use k8s_openapi::api::core::v1::Secret;
     let mut w = World::new("pt-restore").await;
     w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
         .await;
@@ -756,41 +755,10 @@ async fn a_restored_secret_is_adopted_without_a_new_mint() {
     let before = wait_status(&api, "r", MINUTE, "Ready", ready).await;
     let token_id = before.token_id.clone().unwrap();
     let old_uid = uid_of(&api, "r").await;
-    let backup = w.secrets().get("r-token").await.unwrap();
 
-    // The disaster: both gone without the operator's cleanup (its finalizers forced off).
-    w.kill_operator();
-    let unfinalize = kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
-    let params = kube::api::PatchParams::default();
-    api.patch("r", &params, &unfinalize).await.unwrap();
-    api.delete("r", &DeleteParams::default()).await.unwrap();
-    w.secrets()
-        .patch("r-token", &params, &unfinalize)
-        .await
-        .unwrap();
-    w.secrets()
-        .delete("r-token", &DeleteParams::default())
-        .await
-        .unwrap();
-    assert!(gone_within(&api, "r", MINUTE).await);
-    assert!(gone_within(&w.secrets(), "r-token", MINUTE).await);
-
-    // The restore: the Secret as backed up (no owner reference, no finalizer), then the spec.
-    let restored = Secret {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some("r-token".into()),
-            labels: backup.metadata.labels.clone(),
-            annotations: backup.metadata.annotations.clone(),
-            ..Default::default()
-        },
-        type_: backup.type_.clone(),
-        data: backup.data.clone(),
-        ..Default::default()
-    };
-    w.secrets()
-        .create(&Default::default(), &restored)
-        .await
-        .unwrap();
+    // The disaster, then the restore: the Secret as backed up, then the spec.
+    let backup = w.lose_without_cleanup(&api, "r", "r-token").await;
+    w.restore_secret(&backup).await;
     w.kubectl_apply(&manifest);
     let mints = w.calls_to("POST /api/v1/user/pa_tokens").await;
     w.start_operator(&[]);

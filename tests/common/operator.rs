@@ -722,3 +722,55 @@ where
         Err(e) => format!("{name}: {e}"),
     }
 }
+
+impl World {
+    /// What a backup is for: the resource `name` and its Secret `secret` gone without the
+    /// operator's cleanup (the operator stopped, the finalizers forced off). Returns the Secret
+    /// as it was, the backup.
+    pub async fn lose_without_cleanup<K>(
+        &mut self,
+        api: &Api<K>,
+        name: &str,
+        secret: &str,
+    ) -> Secret
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let backup = self.secrets().get(secret).await.unwrap();
+        self.kill_operator();
+        let unfinalize =
+            kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+        let params = kube::api::PatchParams::default();
+        let delete = kube::api::DeleteParams::default();
+        api.patch(name, &params, &unfinalize).await.unwrap();
+        api.delete(name, &delete).await.unwrap();
+        self.secrets()
+            .patch(secret, &params, &unfinalize)
+            .await
+            .unwrap();
+        self.secrets().delete(secret, &delete).await.unwrap();
+        assert!(gone_within(api, name, Duration::from_secs(60)).await);
+        assert!(gone_within(&self.secrets(), secret, Duration::from_secs(60)).await);
+        backup
+    }
+
+    /// Restores a backed-up Secret as `docs/backup-restore.md` says: name, type, data, labels
+    /// and annotations, without owner references or finalizers.
+    pub async fn restore_secret(&self, backup: &Secret) {
+        let restored = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: backup.metadata.name.clone(),
+                labels: backup.metadata.labels.clone(),
+                annotations: backup.metadata.annotations.clone(),
+                ..Default::default()
+            },
+            type_: backup.type_.clone(),
+            data: backup.data.clone(),
+            ..Default::default()
+        };
+        self.secrets()
+            .create(&Default::default(), &restored)
+            .await
+            .unwrap();
+    }
+}
