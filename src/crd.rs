@@ -508,6 +508,146 @@ pub struct NucliaKbApiKeySpec {
     pub deletion_policy: DeletionPolicy,
 }
 
+/// Credentials for managing NUA clients.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NuaKeyAuth {
+    /// The Secret key holding a personal access token or user token of a member of the
+    /// account (sent as `Authorization: Bearer`), e.g. the Secret of a `NucliaPersonalToken`.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// Names of the data keys in a NUA key's Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NuaSecretKeys {
+    /// Data key for the NUA key.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub token: String,
+    /// Data key for the zone.
+    #[serde(default = "default_zone_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub zone: String,
+    /// Data key for the account id.
+    #[serde(default = "default_account_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub account: String,
+    /// Data key for the NUA client id.
+    #[serde(default = "default_client_id_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub client_id: String,
+}
+
+fn default_account_key() -> String {
+    "account".into()
+}
+fn default_client_id_key() -> String {
+    "clientId".into()
+}
+
+impl Default for NuaSecretKeys {
+    fn default() -> Self {
+        Self {
+            token: default_token_key(),
+            zone: default_zone_key(),
+            account: default_account_key(),
+            client_id: default_client_id_key(),
+        }
+    }
+}
+
+/// The Secret a NUA key is written to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NuaSecretTemplate {
+    /// Name, labels and annotations of the Secret.
+    #[serde(flatten)]
+    pub template: SecretTemplate,
+    /// Names of the data keys (default `token`, `zone`, `account`, `clientId`).
+    #[serde(default)]
+    pub keys: NuaSecretKeys,
+}
+
+/// A Nuclia NUA key (the key of a NUA client of an account, for the processing and predict
+/// APIs and, with `allowKbManagement`, to manage Knowledge Boxes), kept in a Secret, rotated
+/// every `days` (by a new NUA client; the old one is deleted after the grace period) and
+/// deleted on delete.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "nuclia.dev",
+    version = "v1alpha1",
+    kind = "NucliaNuaKey",
+    doc = "A Nuclia NUA key kept in a Secret, rotated every `days`, deleted on delete.",
+    namespaced,
+    status = "CredentialStatus",
+    shortname = "nnk",
+    category = "nuclia",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Zone","type":"string","priority":1,"jsonPath":".spec.zone"}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.notAfter"}"#,
+    printcolumn = r#"{"name":"Renews","type":"string","jsonPath":".status.renewalTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NucliaNuaKeySpec {
+    /// The zone (region) of the NUA client, e.g. `europe-1`. Only zones the operator is
+    /// configured for (the regional template or a zone origin) are used.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub zone: String,
+    /// The account (slug or id) the NUA client belongs to; discovered when absent and the
+    /// credential sees exactly one account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9_-]+$"))]
+    pub account: Option<String>,
+    /// Title of the NUA client at Nuclia.
+    #[schemars(length(min = 1, max = 200), regex(pattern = PRINTABLE))]
+    pub title: String,
+    /// Description of the NUA client; the operator appends an ownership marker to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200), regex(pattern = r"^[^\x00-\x1f\x7f]*$"))]
+    pub description: Option<String>,
+    /// Contact (an e-mail address) recorded with the NUA client.
+    #[schemars(length(min = 1, max = 200), regex(pattern = PRINTABLE))]
+    pub contact: String,
+    /// Whether the key may manage Knowledge Boxes (e.g. to authenticate a `NucliaKbApiKey`
+    /// with `auth.type: NuaKey`). Default false.
+    #[serde(default)]
+    pub allow_kb_management: bool,
+    /// Limit of tokens the NUA client may consume (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_limit: Option<u64>,
+    /// Rotation period, in days (1 to 1095): NUA keys carry no expiry at Nuclia, so the
+    /// operator replaces the key after this many days (less `renewBefore`).
+    #[serde(default = "default_days")]
+    #[schemars(range(min = 1, max = 1095))]
+    pub days: u32,
+    /// How long before the end of the period to rotate (a duration such as 240h); default one
+    /// third of the period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
+    pub renew_before: Option<String>,
+    /// The account credential used to create and delete NUA clients.
+    pub auth: NuaKeyAuth,
+    /// The Secret that receives the key, the zone, the account id and the client id.
+    #[serde(default)]
+    pub secret: NuaSecretTemplate,
+    /// Rotation hand-over settings.
+    #[serde(default)]
+    pub rotation: Rotation,
+    /// Workloads in this namespace to restart after the Secret's key changes (rotation,
+    /// repair, re-issue); the previous key's grace period starts once the restart is asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+    /// `Revoke` (default) deletes the NUA clients when this resource is deleted; `Orphan`
+    /// leaves them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
 /// A token that was replaced and is waiting for the end of its grace period.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -733,13 +873,17 @@ fn not_nullable_objects(
     }
 }
 
-/// The two CRDs as installed: from the Rust types, objects not nullable. Tests and the benchmark
+/// The CRDs as installed: from the Rust types, objects not nullable. Tests and the benchmark
 /// install these, as the chart and `crds/` do.
 pub fn crds()
--> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 2]
+-> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 3]
 {
     use kube::CustomResourceExt;
-    let mut crds = [NucliaPersonalToken::crd(), NucliaKbApiKey::crd()];
+    let mut crds = [
+        NucliaPersonalToken::crd(),
+        NucliaKbApiKey::crd(),
+        NucliaNuaKey::crd(),
+    ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
             if let Some(schema) = version
@@ -758,7 +902,7 @@ pub fn crds()
 /// from the Rust types. `crdgen` writes them; a test fails when the committed ones are stale.
 pub fn generated_files() -> Vec<(String, String)> {
     let mut files = Vec::new();
-    for (name, crd) in ["nucliapersonaltoken", "nucliakbapikey"]
+    for (name, crd) in ["nucliapersonaltoken", "nucliakbapikey", "nuclianuakey"]
         .into_iter()
         .zip(crds())
     {

@@ -107,10 +107,13 @@ impl Context {
     /// wakes only its last poller (the controllers poll it too), so this is polled, not awaited.
     pub fn caches_ready(&self) -> bool {
         let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
-        self.stores.get().is_some_and(|(pt, kb)| {
+        self.stores.get().is_some_and(|(pt, kb, nua)| {
             pt.iter()
                 .all(|(s, _)| ready(s.wait_until_ready().now_or_never()))
                 && kb
+                    .iter()
+                    .all(|(s, _)| ready(s.wait_until_ready().now_or_never()))
+                && nua
                     .iter()
                     .all(|(s, _)| ready(s.wait_until_ready().now_or_never()))
         })
@@ -139,10 +142,11 @@ impl Context {
                 }
             }
         }
-        let (pt, kb) = self.stores.get()?;
+        let (pt, kb, nua) = self.stores.get()?;
         let mut known = Known::default();
         add(&mut known, pt);
         add(&mut known, kb);
+        add(&mut known, nua);
         Some(known)
     }
 
@@ -174,11 +178,12 @@ impl Context {
                 })
                 .collect()
         }
-        let Some((pt, kb)) = self.stores.get() else {
+        let Some((pt, kb, nua)) = self.stores.get() else {
             return Vec::new();
         };
         let mut found = of(pt, namespace, secret, uid);
         found.extend(of(kb, namespace, secret, uid));
+        found.extend(of(nua, namespace, secret, uid));
         found
     }
 

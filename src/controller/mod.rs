@@ -39,8 +39,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::{
-    CredentialStatus, DeletionPolicy, IssueIntent, NucliaKbApiKey, NucliaPersonalToken,
-    RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
+    CredentialStatus, DeletionPolicy, IssueIntent, NucliaKbApiKey, NucliaNuaKey,
+    NucliaPersonalToken, RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
 };
 use crate::error::Result;
 use crate::issuer::formats::Consumer;
@@ -164,9 +164,10 @@ pub trait Kind:
 pub(crate) type Stores = (
     Vec<(reflector::Store<NucliaPersonalToken>, Arc<CredentialIndex>)>,
     Vec<(reflector::Store<NucliaKbApiKey>, Arc<CredentialIndex>)>,
+    Vec<(reflector::Store<NucliaNuaKey>, Arc<CredentialIndex>)>,
 );
 
-/// Runs both controllers until `shutdown` resolves.
+/// Runs every kind's controllers until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
@@ -185,9 +186,14 @@ pub async fn run(
         .iter()
         .map(|ns| controller::<NucliaKbApiKey>(ctx.clone(), ns.as_deref()))
         .collect();
+    let nuas: Vec<_> = scopes
+        .iter()
+        .map(|ns| controller::<NucliaNuaKey>(ctx.clone(), ns.as_deref()))
+        .collect();
     let _ = ctx.stores.set((
         pts.iter().map(|(c, i)| (c.store(), i.clone())).collect(),
         kbs.iter().map(|(c, i)| (c.store(), i.clone())).collect(),
+        nuas.iter().map(|(c, i)| (c.store(), i.clone())).collect(),
     ));
     let mut runs = Vec::new();
     for (c, _) in pts {
@@ -199,6 +205,14 @@ pub async fn run(
         );
     }
     for (c, _) in kbs {
+        runs.push(
+            c.graceful_shutdown_on(shutdown.clone())
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(|_| async {})
+                .boxed(),
+        );
+    }
+    for (c, _) in nuas {
         runs.push(
             c.graceful_shutdown_on(shutdown.clone())
                 .run(reconcile, error_policy, ctx.clone())

@@ -48,12 +48,13 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/authorizer/info", get(authorizer_info))
         .route("/api/v1/kb/{kb_id}", get(nucliadb_kb))
         .route("/api/v1/kb/{kb_id}/resources", get(nucliadb_resources))
+        .merge(super::nua::router())
 }
 
 // ---- errors ----
 
 /// A FastAPI-shaped error: `{"detail": "..."}` or a pydantic `detail` list for 422.
-pub struct ApiError(StatusCode, Value);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) Value);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -65,11 +66,11 @@ pub fn detail(status: StatusCode, msg: &str) -> ApiError {
     ApiError(status, json!({ "detail": msg }))
 }
 
-fn validation(items: Vec<Value>) -> ApiError {
+pub(crate) fn validation(items: Vec<Value>) -> ApiError {
     ApiError(StatusCode::UNPROCESSABLE_ENTITY, json!({ "detail": items }))
 }
 
-fn item(kind: &str, field: &str, msg: &str, input: &Value) -> Value {
+pub(crate) fn item(kind: &str, field: &str, msg: &str, input: &Value) -> Value {
     let loc = if field.is_empty() {
         json!(["body"])
     } else {
@@ -78,24 +79,24 @@ fn item(kind: &str, field: &str, msg: &str, input: &Value) -> Value {
     json!({"type": kind, "loc": loc, "msg": msg, "input": input})
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
-fn created(body: Value) -> ApiResult {
+pub(crate) fn created(body: Value) -> ApiResult {
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-fn ok(body: Value) -> ApiResult {
+pub(crate) fn ok(body: Value) -> ApiResult {
     Ok(Json(body).into_response())
 }
 
-fn no_content() -> ApiResult {
+pub(crate) fn no_content() -> ApiResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---- authentication ----
 
 /// Who is calling.
-enum Principal {
+pub(crate) enum Principal {
     User {
         user_id: String,
     },
@@ -133,7 +134,7 @@ pub(crate) fn credential_value(headers: &HeaderMap) -> Option<&str> {
     }
 }
 
-fn authenticate(st: &State, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub(crate) fn authenticate(st: &State, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let unauthorized = |msg: &str| detail(StatusCode::UNAUTHORIZED, msg);
     let (raw, kinds) = HEADERS
         .iter()
@@ -255,7 +256,7 @@ fn manage_kb<'a>(
 
 // ---- request bodies ----
 
-fn parse_body(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn parse_body(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(validation(vec![item(
             "missing",
@@ -283,13 +284,13 @@ fn parse_body(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// Collects pydantic-style errors while reading fields.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    errors: Vec<Value>,
+pub(crate) struct Fields<'a> {
+    pub(crate) map: &'a Map<String, Value>,
+    pub(crate) errors: Vec<Value>,
 }
 
 impl<'a> Fields<'a> {
-    fn new(map: &'a Map<String, Value>) -> Self {
+    pub(crate) fn new(map: &'a Map<String, Value>) -> Self {
         Self {
             map,
             errors: Vec::new(),
@@ -302,7 +303,7 @@ impl<'a> Fields<'a> {
             .push(item("missing", field, "Field required", &input));
     }
 
-    fn string(&mut self, field: &str, min_len: usize) -> Option<String> {
+    pub(crate) fn string(&mut self, field: &str, min_len: usize) -> Option<String> {
         match self.map.get(field) {
             None => {
                 self.missing(field);
@@ -394,7 +395,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn finish(self) -> Result<(), ApiError> {
+    pub(crate) fn finish(self) -> Result<(), ApiError> {
         if self.errors.is_empty() {
             Ok(())
         } else {
@@ -413,7 +414,7 @@ pub(crate) fn offset_iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
-type S = AxState<Arc<Shared>>;
+pub(crate) type S = AxState<Arc<Shared>>;
 
 // ---- global: user, accounts, zones ----
 

@@ -10,11 +10,13 @@
 //! - [`api`]: the Nuclia routes.
 //! - [`admin`]: the `/_fake/` routes.
 //! - [`faults`]: the fault-injection middleware.
+//! - [`nua`]: NUA clients (their routes and state).
 //! - [`seed`]: the `--seed` file format.
 
 pub mod admin;
 pub mod api;
 pub mod faults;
+pub mod nua;
 pub mod seed;
 pub mod state;
 
@@ -145,6 +147,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(nuclia)
         .merge(admin::router())
+        .merge(nua::admin_router())
         .fallback(|| async { api::detail(StatusCode::NOT_FOUND, "Not Found").into_response() })
         .method_not_allowed_fallback(|| async {
             api::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response()

@@ -106,6 +106,8 @@ pub struct State {
     pub zones: Vec<Zone>,
     pub kbs: BTreeMap<String, Kb>,
     pub service_accounts: BTreeMap<String, ServiceAccount>,
+    /// NUA clients by client id (see [`super::nua`]).
+    pub nua_clients: BTreeMap<String, super::nua::NuaClient>,
     pub creds: BTreeMap<String, Cred>,
     by_value: HashMap<String, String>,
     pub minted: Vec<String>,
@@ -190,7 +192,7 @@ fn mint_value(kind: CredKind, claims: Value) -> String {
             format!(
                 "{}.{}.{}",
                 b64url(br#"{"alg":"HS256","typ":"JWT"}"#),
-                b64url(claims.to_string().as_bytes()),
+                b64url(super::nua::std_b64_safe(&claims.to_string()).as_bytes()),
                 b64url(&{
                     let mut sig = [0u8; 32];
                     rand::rng().fill(&mut sig);
@@ -224,6 +226,7 @@ impl State {
             zones: Vec::new(),
             kbs: BTreeMap::new(),
             service_accounts: BTreeMap::new(),
+            nua_clients: BTreeMap::new(),
             creds: BTreeMap::new(),
             by_value: HashMap::new(),
             minted: Vec::new(),

@@ -28,6 +28,9 @@ pub const ENV_ZONE: &str = "NUCLIA_ZONE";
 /// `Env`: the Knowledge Box API key (sent as `X-NUCLIA-SERVICEACCOUNT: Bearer <key>`).
 pub const ENV_KB_API_KEY: &str = "NUCLIA_KB_API_KEY";
 
+/// `Env`: the NUA key (sent as `X-NUCLIA-NUAKEY: Bearer <key>`; with `NUCLIA_ZONE`).
+pub const ENV_NUA_KEY: &str = "NUCLIA_NUA_KEY";
+
 /// Default data key of the `NucliaConfig` file: the Secret mounted as the directory
 /// `~/.nuclia` gives the SDK its `~/.nuclia/config`.
 pub const DEFAULT_CONFIG_KEY: &str = "config";
@@ -37,6 +40,7 @@ pub const DEFAULT_CONFIG_KEY: &str = "config";
 pub enum Shape {
     PersonalToken,
     KbKey,
+    NuaKey,
 }
 
 /// A credential as its consumers use it (the token itself is passed beside it).
@@ -51,6 +55,12 @@ pub enum Consumer {
         kb_id: String,
         zone: String,
     },
+    /// A NUA key: the key of a NUA client of an account, in a zone.
+    NuaKey {
+        zone: String,
+        account_id: String,
+        client_id: String,
+    },
 }
 
 impl Consumer {
@@ -58,6 +68,7 @@ impl Consumer {
         match self {
             Consumer::PersonalToken => Shape::PersonalToken,
             Consumer::KbKey { .. } => Shape::KbKey,
+            Consumer::NuaKey { .. } => Shape::NuaKey,
         }
     }
 }
@@ -67,6 +78,7 @@ pub fn env_names(shape: Shape) -> &'static [&'static str] {
     match shape {
         Shape::PersonalToken => &[ENV_TOKEN],
         Shape::KbKey => &[ENV_KB_URL, ENV_KB_ID, ENV_ZONE, ENV_KB_API_KEY],
+        Shape::NuaKey => &[ENV_NUA_KEY, ENV_ZONE],
     }
 }
 
@@ -80,6 +92,7 @@ pub fn env(consumer: &Consumer, token: &str) -> Vec<(String, String)> {
             (ENV_ZONE, zone),
             (ENV_KB_API_KEY, token),
         ],
+        Consumer::NuaKey { zone, .. } => vec![(ENV_NUA_KEY, token), (ENV_ZONE, zone)],
     };
     pairs
         .into_iter()
@@ -97,7 +110,7 @@ struct SdkConfig<'a> {
     kbs_token: Vec<SdkKnowledgeBox<'a>>,
     agents: [(); 0],
     agents_token: [(); 0],
-    nuas_token: [(); 0],
+    nuas_token: Vec<SdkNuaKey<'a>>,
     zones: [(); 0],
     default: SdkSelection<'a>,
     user: Option<&'a str>,
@@ -116,6 +129,17 @@ struct SdkKnowledgeBox<'a> {
     region: Option<&'a str>,
     origin: Option<&'a str>,
     account: Option<&'a str>,
+}
+
+/// The SDK's `NuaKey`: what `nuclia auth nua KEY` stores (`Config.set_nua_token`).
+#[derive(Serialize)]
+struct SdkNuaKey<'a> {
+    client_id: &'a str,
+    account_type: Option<&'a str>,
+    region: String,
+    account: &'a str,
+    token: &'a str,
+    origin: Option<&'a str>,
 }
 
 #[derive(Serialize, Default)]
@@ -145,7 +169,7 @@ pub fn nuclia_config(consumer: &Consumer, token: &str) -> String {
         kbs_token: Vec::new(),
         agents: [],
         agents_token: [],
-        nuas_token: [],
+        nuas_token: Vec::new(),
         zones: [],
         default: SdkSelection::default(),
         user: None,
@@ -181,8 +205,63 @@ pub fn nuclia_config(consumer: &Consumer, token: &str) -> String {
             },
             ..empty
         },
+        // What `nuclia auth nua KEY` stores (`set_nua_token`, then `default_nua`): the region
+        // is the key's `iss` claim, the regional base the SDK sends NUA calls to.
+        Consumer::NuaKey {
+            account_id,
+            client_id,
+            ..
+        } => SdkConfig {
+            nuas_token: vec![SdkNuaKey {
+                client_id,
+                account_type: None,
+                region: jwt_issuer(token).unwrap_or_default(),
+                account: account_id,
+                token,
+                origin: None,
+            }],
+            default: SdkSelection {
+                nua: Some(client_id),
+                ..SdkSelection::default()
+            },
+            ..empty
+        },
     };
     serde_json::to_string(&config).expect("the SDK configuration always serializes")
+}
+
+/// The `iss` claim of a JWT (read, not verified), as the SDK reads a NUA key's.
+pub fn jwt_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = b64_decode(payload)?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+/// Lenient base64 (standard or URL-safe alphabet, padding optional).
+fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        acc = (acc << 6) | value(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// The data keys and values of every format `template` asks for (none when `consumer` is not

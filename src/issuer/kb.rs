@@ -31,13 +31,13 @@ use crate::nuclia::{self, ApiToken, Client, Credential, KbLocation};
 #[derive(Clone, Default)]
 pub struct AccountCache(Arc<Mutex<HashMap<AccountKey, String>>>);
 
-type AccountKey = (String, String, Option<String>);
+pub(crate) type AccountKey = (String, String, Option<String>);
 
 impl AccountCache {
-    fn get(&self, key: &AccountKey) -> Option<String> {
+    pub(crate) fn get(&self, key: &AccountKey) -> Option<String> {
         self.0.lock().ok()?.get(key).cloned()
     }
-    fn put(&self, key: AccountKey, account: String) {
+    pub(crate) fn put(&self, key: AccountKey, account: String) {
         if let Ok(mut m) = self.0.lock() {
             m.insert(key, account);
         }

@@ -5,6 +5,7 @@
 
 pub mod formats;
 pub mod kb;
+pub mod nua;
 pub mod personal;
 
 use std::future::Future;

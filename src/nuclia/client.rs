@@ -317,6 +317,85 @@ impl Client {
             .await
     }
 
+    // ---- NUA clients (regional API, nuclia-api.md §4) ----
+
+    /// `GET /api/v1/account/{account_id}/nua_clients`.
+    pub async fn nua_clients(
+        &self,
+        c: &Credential,
+        zone: &str,
+        account_id: &str,
+    ) -> Result<Vec<NuaClient>, Error> {
+        let url = self.regional(zone, &["api", "v1", "account", account_id, "nua_clients"])?;
+        let list: NuaClients = self.json("nua_clients", Method::GET, url, c, None).await?;
+        Ok(list.clients)
+    }
+
+    /// `POST /api/v1/account/{account_id}/nua_clients`: a new client and its key.
+    pub async fn create_nua_client(
+        &self,
+        c: &Credential,
+        zone: &str,
+        account_id: &str,
+        body: &NuaClientCreation,
+    ) -> Result<CreatedNuaClient, Error> {
+        let url = self.regional(zone, &["api", "v1", "account", account_id, "nua_clients"])?;
+        let body = serde_json::to_value(body).map_err(|e| Error::Config(e.to_string()))?;
+        self.json("create_nua_client", Method::POST, url, c, Some(body))
+            .await
+    }
+
+    /// `GET /api/v1/account/{account_id}/nua_client/{client_id}`.
+    pub async fn nua_client(
+        &self,
+        c: &Credential,
+        zone: &str,
+        account_id: &str,
+        client_id: &str,
+    ) -> Result<NuaClient, Error> {
+        let url = self.nua_client_url(zone, account_id, client_id, &[])?;
+        self.json("nua_client", Method::GET, url, c, None).await
+    }
+
+    /// `DELETE /api/v1/account/{account_id}/nua_client/{client_id}`: the client and its key.
+    pub async fn delete_nua_client(
+        &self,
+        c: &Credential,
+        zone: &str,
+        account_id: &str,
+        client_id: &str,
+    ) -> Result<(), Error> {
+        let url = self.nua_client_url(zone, account_id, client_id, &[])?;
+        self.empty("delete_nua_client", Method::DELETE, url, c, None)
+            .await
+    }
+
+    /// `PUT /api/v1/account/{account_id}/nua_client/{client_id}/key`: a new key for the client
+    /// (the old one may stop working at once; the operator rotates by new clients instead).
+    pub async fn renew_nua_client_key(
+        &self,
+        c: &Credential,
+        zone: &str,
+        account_id: &str,
+        client_id: &str,
+    ) -> Result<CreatedNuaClient, Error> {
+        let url = self.nua_client_url(zone, account_id, client_id, &["key"])?;
+        self.json("renew_nua_client_key", Method::PUT, url, c, Some(json!({})))
+            .await
+    }
+
+    fn nua_client_url(
+        &self,
+        zone: &str,
+        account_id: &str,
+        client_id: &str,
+        rest: &[&str],
+    ) -> Result<Url, Error> {
+        let mut segments = vec!["api", "v1", "account", account_id, "nua_client", client_id];
+        segments.extend_from_slice(rest);
+        self.regional(zone, &segments)
+    }
+
     // ---- plumbing ----
 
     fn global(&self, segments: &[&str]) -> Url {

@@ -27,3 +27,4 @@ pub use types::{
     Account, AuthorizerInfo, AuthorizerUser, CreatedKey, CreatedToken, KbConfig, KbObject, KbRole,
     KbSummary, KnowledgeBox, PersonalTokenItem, ServiceAccount, ServiceAccountKey, Zone,
 };
+pub use types::{CreatedNuaClient, NuaClient, NuaClientCreation};

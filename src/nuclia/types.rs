@@ -172,6 +172,55 @@ pub struct KbConfig {
     pub slug: Option<String>,
 }
 
+/// `NUAClientMetadata`: one NUA client (never its key).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct NuaClient {
+    pub client_id: String,
+    #[serde(default)]
+    pub internal_id: Option<String>,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub description: String,
+    #[serde(default)]
+    pub account_id: Option<String>,
+}
+
+/// The answer of `GET .../nua_clients`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct NuaClients {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub clients: Vec<NuaClient>,
+}
+
+/// The answer to creating a NUA client or renewing its key.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CreatedNuaClient {
+    pub token: ApiToken,
+    pub client_id: String,
+    #[serde(default)]
+    pub internal_id: Option<String>,
+}
+
+/// What a new NUA client is created with (`NUAClientKeyCreation`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NuaClientCreation {
+    pub title: String,
+    pub contact: String,
+    pub description: String,
+    pub allow_kb_management: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_limit: Option<u64>,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,

@@ -83,7 +83,7 @@ pub struct CredentialState {
 }
 
 /// The CRD kinds whose per-kind counters are created at 0 up front.
-const KINDS: [&str; 2] = ["NucliaPersonalToken", "NucliaKbApiKey"];
+const KINDS: [&str; 3] = ["NucliaPersonalToken", "NucliaKbApiKey", "NucliaNuaKey"];
 
 /// All the operator's metrics, over one registry. Cheap to share: wrap it in an `Arc`
 /// (every method takes `&self`; the families are internally synchronised).

@@ -61,13 +61,13 @@ watched namespace). See the README's RBAC section for why each is needed.
 */}}
 {{- define "nuclia-token-operator.controllerRules" -}}
 - apiGroups: ["nuclia.dev"]
-  resources: ["nucliapersonaltokens", "nucliakbapikeys"]
+  resources: ["nucliapersonaltokens", "nucliakbapikeys", "nuclianuakeys"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["nuclia.dev"]
-  resources: ["nucliapersonaltokens/status", "nucliakbapikeys/status"]
+  resources: ["nucliapersonaltokens/status", "nucliakbapikeys/status", "nuclianuakeys/status"]
   verbs: ["patch"]
 - apiGroups: ["nuclia.dev"]
-  resources: ["nucliapersonaltokens/finalizers", "nucliakbapikeys/finalizers"]
+  resources: ["nucliapersonaltokens/finalizers", "nucliakbapikeys/finalizers", "nuclianuakeys/finalizers"]
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]

@@ -736,7 +736,13 @@ fn deleting_reader(
     let (pts, mut pts_writer) = reflector::store();
     pts_writer.apply_watcher_event(&watcher::Event::InitDone);
     let none = Arc::new(CredentialIndex::default());
-    let stores = (vec![(pts, none)], vec![(kbs, index.clone())]);
+    let (nuas, mut nuas_writer) = reflector::store();
+    nuas_writer.apply_watcher_event(&watcher::Event::InitDone);
+    let stores = (
+        vec![(pts, none.clone())],
+        vec![(kbs, index.clone())],
+        vec![(nuas, none)],
+    );
     assert!(w.ctx.stores.set(stores).is_ok());
     (kb, writer, index)
 }
@@ -749,11 +755,17 @@ async fn a_deletion_waits_until_the_caches_are_loaded() {
     w.store(&w.issued("tok"));
     let (pts, mut pts_writer) = reflector::store();
     let (kbs, _kb_writer) = reflector::store::<NucliaKbApiKey>();
+    let (nuas, mut nuas_writer) = reflector::store();
+    nuas_writer.apply_watcher_event(&watcher::Event::InitDone);
     let none = || Arc::new(CredentialIndex::default());
     assert!(
         w.ctx
             .stores
-            .set((vec![(pts, none())], vec![(kbs, none())]))
+            .set((
+                vec![(pts, none())],
+                vec![(kbs, none())],
+                vec![(nuas, none())]
+            ))
             .is_ok()
     );
     pts_writer.apply_watcher_event(&watcher::Event::InitDone);

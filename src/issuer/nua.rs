@@ -1,0 +1,348 @@
+//! NUA keys (regional zone API, nuclia-api.md §4), everything about them: the issuer that
+//! creates and deletes NUA clients, and the `NucliaNuaKey` spec as the controller sees it.
+//!
+//! A NUA key carries no expiry at Nuclia, and renewing a client's key may invalidate the old
+//! one at once, so every token of a `NucliaNuaKey` is its own NUA client: a rotation creates
+//! a new client (with the ownership marker in its description), and the old client is deleted
+//! after `rotation.revokePreviousAfter`. The token id is the client id; the scope records the
+//! zone and account, where the client is deleted whatever the spec says later.
+
+use chrono::{DateTime, Utc};
+
+use super::formats::{self, Consumer, Shape};
+use super::kb::AccountCache;
+use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
+use crate::controller::{Context, Kind, ManagedToken, Purpose};
+use crate::crd::{
+    CredentialStatus, DeletionPolicy, NucliaNuaKey, NucliaNuaKeySpec, RolloutRestartTarget,
+    SecretKeyRef, SecretTemplate, TokenScope,
+};
+use crate::error::{Error, Result};
+use crate::lifecycle::Policy;
+use crate::nuclia::{self, ApiToken, Client, Credential, NuaClientCreation};
+
+pub struct NuaIssuer {
+    client: Client,
+    credential: Credential,
+    zone: String,
+    /// The account the clients live in; `None` for a revoker that knows none (nothing minted).
+    account_id: Option<String>,
+    /// `None` for an issuer built only to revoke.
+    mint: Option<NuaClientCreation>,
+}
+
+/// Refuses a zone the operator cannot address through its configured endpoints, before any
+/// credential is used.
+fn check_zone(client: &Client, zone: &str) -> Result<()> {
+    client
+        .endpoints()
+        .regional(zone)
+        .map(drop)
+        .map_err(|e| {
+            nuclia::Error::UntrustedEndpoint {
+                url: format!("zone {zone:?}"),
+                reason: e.to_string(),
+            }
+            .into()
+        })
+}
+
+impl NuaIssuer {
+    /// Resolves the account (cached per credential, zone and `spec.account`) and prepares a
+    /// mint in the spec's zone.
+    pub async fn prepare(
+        client: Client,
+        credential: Credential,
+        spec: &NucliaNuaKeySpec,
+        accounts: &AccountCache,
+    ) -> Result<Self> {
+        check_zone(&client, &spec.zone)?;
+        let key = (
+            credential.fingerprint(),
+            format!("nua:{}", spec.zone),
+            spec.account.clone(),
+        );
+        let account_id = match accounts.get(&key) {
+            Some(id) => id,
+            None => {
+                let id = resolve_account(&client, &credential, spec.account.as_deref()).await?;
+                accounts.put(key, id.clone());
+                id
+            }
+        };
+        Ok(Self {
+            client,
+            credential,
+            zone: spec.zone.clone(),
+            account_id: Some(account_id),
+            mint: Some(NuaClientCreation {
+                title: spec.title.clone(),
+                contact: spec.contact.clone(),
+                description: spec.description.clone().unwrap_or_default(),
+                allow_kb_management: spec.allow_kb_management,
+                tokens_limit: spec.tokens_limit,
+            }),
+        })
+    }
+
+    /// The NUA client ids of an account as `Place`: zone and account of a scope, or home.
+    fn place<'a>(&'a self, scope: &'a TokenScope) -> Option<(&'a str, &'a str)> {
+        match (&scope.zone, &scope.account_id) {
+            (Some(z), Some(a)) => Some((z.as_str(), a.as_str())),
+            _ => self.account_id.as_deref().map(|a| (self.zone.as_str(), a)),
+        }
+    }
+}
+
+async fn resolve_account(
+    client: &Client,
+    credential: &Credential,
+    wanted: Option<&str>,
+) -> Result<String> {
+    let accounts = client.accounts(credential).await?;
+    match wanted {
+        Some(wanted) => accounts
+            .into_iter()
+            .find(|a| a.slug == wanted || a.id == wanted)
+            .map(|a| a.id)
+            .ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "spec.account {wanted:?} is not an account this credential can see; fix the slug or id"
+                ))
+            }),
+        None => match accounts.as_slice() {
+            [one] => Ok(one.id.clone()),
+            many => Err(Error::InvalidSpec(format!(
+                "the credential sees {} accounts; set spec.account to the slug or id of the one the NUA client belongs to",
+                many.len()
+            ))),
+        },
+    }
+}
+
+impl Issuer for NuaIssuer {
+    async fn issue(&mut self, marker: &Marker, expires: DateTime<Utc>) -> Result<Minted> {
+        let (Some(account_id), Some(target)) = (self.account_id.clone(), self.mint.as_ref()) else {
+            return Err(Error::InvalidSpec(
+                "internal: this NUA key issuer cannot mint".into(),
+            ));
+        };
+        let mut body = target.clone();
+        body.description = if body.description.is_empty() {
+            marker.render()
+        } else {
+            marker.label(&body.description)
+        };
+        let created = self
+            .client
+            .create_nua_client(&self.credential, &self.zone, &account_id, &body)
+            .await?;
+        Ok(Minted {
+            id: created.client_id,
+            token: created.token,
+            // No expiry at Nuclia: the operator's own rotation period.
+            not_after: expires,
+            scope: TokenScope {
+                zone: Some(self.zone.clone()),
+                account_id: Some(account_id),
+                ..TokenScope::default()
+            },
+        })
+    }
+
+    async fn revoke(&mut self, id: &str, scope: &TokenScope) -> Result<()> {
+        let Some((zone, account)) = self.place(scope) else {
+            return Ok(());
+        };
+        gone_is_ok(
+            self.client
+                .delete_nua_client(&self.credential, zone, account, id)
+                .await,
+        )
+    }
+
+    async fn release(&mut self, _scope: &TokenScope) -> Result<()> {
+        Ok(())
+    }
+
+    async fn release_marked(&mut self, _marker: &Marker) -> Result<()> {
+        Ok(())
+    }
+
+    async fn list_live(&mut self) -> Result<Vec<LiveToken>> {
+        let Some(account) = self.account_id.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let clients = self
+            .client
+            .nua_clients(&self.credential, &self.zone, account)
+            .await?;
+        Ok(clients
+            .into_iter()
+            .map(|c| LiveToken {
+                marker: Marker::find(&c.description).or_else(|| Marker::find(&c.title)),
+                id: c.client_id,
+                expires: None,
+                service_account_id: None,
+            })
+            .collect())
+    }
+
+    fn scope_key(&self) -> String {
+        format!(
+            "nua:{}:{}:{}",
+            self.credential.fingerprint(),
+            self.zone,
+            self.account_id.as_deref().unwrap_or_default()
+        )
+    }
+
+    fn scope_of(&self, _token: &LiveToken) -> TokenScope {
+        TokenScope {
+            zone: Some(self.zone.clone()),
+            account_id: self.account_id.clone(),
+            ..TokenScope::default()
+        }
+    }
+}
+
+impl Kind for NucliaNuaKey {
+    type Issuer = NuaIssuer;
+
+    fn cr_status(&self) -> Option<&CredentialStatus> {
+        self.status.as_ref()
+    }
+
+    fn policy(&self) -> Result<Policy> {
+        let s = &self.spec;
+        s.secret.template.validate().map_err(Error::InvalidSpec)?;
+        let k = &s.secret.keys;
+        let plain = [k.token.as_str(), &k.zone, &k.account, &k.client_id];
+        for (i, a) in plain.iter().enumerate() {
+            if plain[..i].contains(a) {
+                return Err(Error::InvalidSpec(format!(
+                    "spec.secret.keys names data key {a:?} twice; give each key its own name"
+                )));
+            }
+        }
+        formats::validate(&s.secret.template, Shape::NuaKey, &plain)
+            .map_err(Error::InvalidSpec)?;
+        Policy::for_spec(
+            serde_json::json!([
+                s.zone,
+                s.account,
+                s.title,
+                s.description,
+                s.contact,
+                s.allow_kb_management,
+                s.tokens_limit,
+                s.days,
+                s.auth,
+                s.secret.template.name,
+                s.secret.keys
+            ]),
+            s.days,
+            s.renew_before.as_deref(),
+            &s.rotation,
+            s.deletion_policy,
+        )
+        .map_err(Error::InvalidSpec)
+    }
+
+    fn secret_template(&self) -> &SecretTemplate {
+        &self.spec.secret.template
+    }
+
+    fn token_key(&self) -> &str {
+        &self.spec.secret.keys.token
+    }
+
+    fn auth_ref(&self) -> &SecretKeyRef {
+        &self.spec.auth.secret_ref
+    }
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+
+    fn managed_token(&self, _purpose: Purpose) -> ManagedToken {
+        ManagedToken::Never
+    }
+
+    async fn issuer(
+        &self,
+        ctx: &Context,
+        credentials: Vec<ApiToken>,
+        _status: &CredentialStatus,
+    ) -> Result<NuaIssuer> {
+        // Refuse an unusable zone before using, let alone sending, any credential.
+        check_zone(&ctx.nuclia, &self.spec.zone)?;
+        let token = credentials.into_iter().next().ok_or_else(|| {
+            Error::CredentialsMissing("no credential to manage NUA clients with".into())
+        })?;
+        NuaIssuer::prepare(
+            ctx.nuclia.clone(),
+            Credential::Bearer(token),
+            &self.spec,
+            &ctx.accounts,
+        )
+        .await
+    }
+
+    fn revoker(&self, ctx: &Context, credentials: Vec<ApiToken>, home: &TokenScope) -> NuaIssuer {
+        let token = credentials
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| ApiToken::new(String::new()));
+        let recorded = self.status.as_ref().and_then(|s| s.scope.as_ref());
+        let (zone, account_id) = match (&home.zone, &home.account_id) {
+            (Some(z), Some(a)) => (z.clone(), Some(a.clone())),
+            _ => (
+                recorded
+                    .and_then(|s| s.zone.clone())
+                    .unwrap_or_else(|| self.spec.zone.clone()),
+                recorded.and_then(|s| s.account_id.clone()),
+            ),
+        };
+        NuaIssuer {
+            client: ctx.nuclia.clone(),
+            credential: Credential::Bearer(token),
+            zone,
+            account_id,
+            mint: None,
+        }
+    }
+
+    fn restart_targets(&self) -> &[RolloutRestartTarget] {
+        &self.spec.rollout_restart_targets
+    }
+
+    /// The zone, account id and client id of the current key.
+    fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)> {
+        let Some(scope) = &status.scope else {
+            return Vec::new();
+        };
+        let keys = &self.spec.secret.keys;
+        [
+            (keys.zone.clone(), scope.zone.clone()),
+            (keys.account.clone(), scope.account_id.clone()),
+            (keys.client_id.clone(), status.token_id.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+
+    fn consumer(&self, status: &CredentialStatus) -> Option<Consumer> {
+        let scope = status.scope.as_ref()?;
+        Some(Consumer::NuaKey {
+            zone: scope.zone.clone()?,
+            account_id: scope.account_id.clone()?,
+            client_id: status.token_id.clone()?,
+        })
+    }
+
+    async fn settle(_issuer: &mut NuaIssuer, _status: &mut CredentialStatus) -> Result<()> {
+        Ok(())
+    }
+}
