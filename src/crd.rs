@@ -595,7 +595,10 @@ pub struct NuaSecretTemplate {
 pub struct NucliaNuaKeySpec {
     /// The zone (region) of the NUA client, e.g. `europe-1`. Only zones the operator is
     /// configured for (the regional template or a zone origin) are used.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub zone: String,
     /// The account (slug or id) the NUA client belongs to; discovered when absent and the
     /// credential sees exactly one account.

@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::api::{
-    ApiResult, Fields, Principal, S, authenticate, created, detail, item, no_content, ok,
-    offset_iso, parse_body,
+    ApiResult, Fields, Principal, S, authenticate, created, detail, item, no_content, offset_iso,
+    ok, parse_body,
 };
 use super::state::{CredKind, State, new_id};
 use crate::nuclia::time;
@@ -148,7 +148,11 @@ pub fn admin_router() -> Router<Arc<Shared>> {
 }
 
 /// A member user of the account; NUA keys and KB keys cannot manage NUA clients.
-fn manage_nua(st: &State, headers: &HeaderMap, account_id: &str) -> Result<(), super::api::ApiError> {
+fn manage_nua(
+    st: &State,
+    headers: &HeaderMap,
+    account_id: &str,
+) -> Result<(), super::api::ApiError> {
     let principal = authenticate(st, headers)?;
     let account = st
         .accounts
@@ -167,11 +171,7 @@ fn manage_nua(st: &State, headers: &HeaderMap, account_id: &str) -> Result<(), s
     }
 }
 
-fn find(
-    st: &State,
-    account_id: &str,
-    id: &str,
-) -> Result<String, super::api::ApiError> {
+fn find(st: &State, account_id: &str, id: &str) -> Result<String, super::api::ApiError> {
     st.nua_client_id(account_id, id)
         .ok_or_else(|| detail(StatusCode::NOT_FOUND, "NUA client not found"))
 }
@@ -259,7 +259,10 @@ async fn create(
             }
         },
     };
-    let processing_webhook = map.get("processing_webhook").cloned().filter(|v| !v.is_null());
+    let processing_webhook = map
+        .get("processing_webhook")
+        .cloned()
+        .filter(|v| !v.is_null());
     f.finish()?;
     let (Some(title), Some(contact), Some(description)) = (title, contact, description) else {
         unreachable!("finish() reports missing fields");

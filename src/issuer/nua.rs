@@ -34,17 +34,13 @@ pub struct NuaIssuer {
 /// Refuses a zone the operator cannot address through its configured endpoints, before any
 /// credential is used.
 fn check_zone(client: &Client, zone: &str) -> Result<()> {
-    client
-        .endpoints()
-        .regional(zone)
-        .map(drop)
-        .map_err(|e| {
-            nuclia::Error::UntrustedEndpoint {
-                url: format!("zone {zone:?}"),
-                reason: e.to_string(),
-            }
-            .into()
-        })
+    client.endpoints().regional(zone).map(drop).map_err(|e| {
+        nuclia::Error::UntrustedEndpoint {
+            url: format!("zone {zone:?}"),
+            reason: e.to_string(),
+        }
+        .into()
+    })
 }
 
 impl NuaIssuer {
@@ -225,8 +221,7 @@ impl Kind for NucliaNuaKey {
                 )));
             }
         }
-        formats::validate(&s.secret.template, Shape::NuaKey, &plain)
-            .map_err(Error::InvalidSpec)?;
+        formats::validate(&s.secret.template, Shape::NuaKey, &plain).map_err(Error::InvalidSpec)?;
         Policy::for_spec(
             serde_json::json!([
                 s.zone,

@@ -774,3 +774,12 @@ impl World {
             .unwrap();
     }
 }
+
+impl HasStatus for nuclia_token_operator::crd::NucliaNuaKey {
+    fn status_ref(&self) -> Option<&CredentialStatus> {
+        self.status.as_ref()
+    }
+    fn uid_str(&self) -> String {
+        self.uid().unwrap_or_default()
+    }
+}

@@ -1,0 +1,429 @@
+//! `NucliaNuaKey` (issue 13) as a real operator process against the real kube-apiserver and
+//! `nuclia-fake` over HTTP: issue, rotation without an outage (a new NUA client per key, the
+//! old client deleted after the grace), repair, upstream revocation, deletion (Revoke and
+//! Orphan), hostile inputs, and the chain PAT → NUA key → KB key. Every test deletes what it
+//! created, checks it is revoked, and scans the operator's log for every token value minted.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::operator::{HasStatus, World, ready, reason, wait_status};
+use kube::api::{Api, DeleteParams};
+use nuclia_token_operator::crd::{NucliaKbApiKey, NucliaNuaKey};
+use serde_json::Value;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A NUA key authenticated by the PAT in Secret `login`.
+fn nua_manifest(name: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaNuaKey\nmetadata: {{name: {name}}}\nspec:\n  zone: europe-1\n  title: {name} client\n  contact: ops@example.com\n  auth: {{secretRef: {{name: login}}}}\n{extra_spec}"
+    )
+}
+
+fn nua_api(w: &World) -> Api<NucliaNuaKey> {
+    Api::namespaced(w.client.clone(), &w.ns)
+}
+
+async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "{name}: the finalizer never let it go");
+}
+
+/// The fake's NUA clients.
+async fn nua_clients(w: &World) -> Vec<Value> {
+    w.admin("nua_clients")
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Ids of the NUA clients whose description carries `uid`'s marker.
+async fn marked_clients(w: &World, uid: &str) -> Vec<String> {
+    let mut ids: Vec<String> = nua_clients(w)
+        .await
+        .iter()
+        .filter(|c| c["description"].as_str().is_some_and(|d| d.contains(uid)))
+        .map(|c| c["client_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// What `/api/authorizer/info` says about a NUA key (None when refused).
+async fn nua_whoami(w: &World, token: &str) -> Option<Value> {
+    let r = w
+        .http
+        .get(format!("{}/api/authorizer/info", w.fake.url))
+        .header("X-NUCLIA-NUAKEY", format!("Bearer {token}"))
+        .send()
+        .await
+        .ok()?;
+    r.status().is_success().then_some(())?;
+    r.json().await.ok()
+}
+
+async fn nua_works(w: &World, token: &str) -> bool {
+    nua_whoami(w, token).await.is_some()
+}
+
+/// Every 200 ms: read the Secret and call `/api/authorizer/info` with its key, as a pod would.
+struct Sampler {
+    samples: Arc<AtomicUsize>,
+    failures: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(w: &World, secret: &str) -> Sampler {
+        let samples = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (secrets, http, name, url) = (
+            w.secrets(),
+            w.http.clone(),
+            secret.to_owned(),
+            w.fake.url.clone(),
+        );
+        let (n, bad, halt) = (samples.clone(), failures.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !halt.load(Ordering::Relaxed) {
+                let token = secrets.get(&name).await.ok().and_then(|s| {
+                    let b = s.data?.get("token")?.0.clone();
+                    String::from_utf8(b).ok()
+                });
+                let ok = match token {
+                    Some(token) => http
+                        .get(format!("{url}/api/authorizer/info"))
+                        .header("X-NUCLIA-NUAKEY", format!("Bearer {token}"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success()),
+                    None => false,
+                };
+                n.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Sampler {
+            samples,
+            failures,
+            stop,
+            task,
+        }
+    }
+
+    async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (
+            self.samples.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Issue: a NUA client marked for the resource, its key in the Secret with zone, account and
+/// client id (and the Env and NucliaConfig formats); two rotations under a sampler (no failed
+/// sample), each a new client, the old ones deleted after the grace; deletion deletes the last.
+#[tokio::test]
+async fn nua_key_issues_rotates_and_is_deleted() {
+    let mut w = World::new("nua-rot").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest(
+        "rot",
+        "  description: ingestion\n  days: 1\n  renewBefore: 23h59m52s\n  rotation: {revokePreviousAfter: 3s}\n  secret:\n    additionalFormats: [{type: Env}, {type: NucliaConfig}]\n",
+    ));
+    let api = nua_api(&w);
+    let first = wait_status(&api, "rot", MINUTE, "Ready", ready).await;
+    let uid = api.get("rot").await.unwrap().uid_str();
+    let id1 = first.token_id.clone().unwrap();
+    let token = w.secret_value("rot", "token").await.unwrap();
+    let who = nua_whoami(&w, &token).await.expect("the key works");
+    assert_eq!(who["user"]["user_id"], id1.as_str());
+    assert_eq!(
+        w.secret_value("rot", "clientId").await.as_deref(),
+        Some(id1.as_str())
+    );
+    assert_eq!(
+        w.secret_value("rot", "account").await.as_deref(),
+        Some(w.fake.bootstrap.account_id.as_str())
+    );
+    assert_eq!(
+        w.secret_value("rot", "zone").await.as_deref(),
+        Some("europe-1")
+    );
+    assert_eq!(
+        w.secret_value("rot", "NUCLIA_NUA_KEY").await.as_deref(),
+        Some(token.as_str())
+    );
+    assert_eq!(
+        w.secret_value("rot", "NUCLIA_ZONE").await.as_deref(),
+        Some("europe-1")
+    );
+    let config: Value =
+        serde_json::from_str(&w.secret_value("rot", "config").await.unwrap()).unwrap();
+    assert_eq!(config["default"]["nua"], id1.as_str());
+    assert_eq!(config["nuas_token"][0]["client_id"], id1.as_str());
+    assert_eq!(config["nuas_token"][0]["token"], token.as_str());
+    assert_eq!(
+        config["nuas_token"][0]["region"],
+        format!("{}/", w.fake.url).as_str()
+    );
+    assert_eq!(marked_clients(&w, &uid).await, vec![id1.clone()]);
+    let client = nua_clients(&w)
+        .await
+        .into_iter()
+        .find(|c| c["client_id"] == id1.as_str())
+        .unwrap();
+    assert_eq!(client["title"], "rot client");
+    assert!(
+        client["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("ingestion [nto:")
+    );
+
+    let sampler = Sampler::start(&w, "rot");
+    let second = wait_status(&api, "rot", MINUTE, "first rotation", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&id1)
+    })
+    .await;
+    let id2 = second.token_id.clone().unwrap();
+    wait_status(&api, "rot", MINUTE, "second rotation", |s| {
+        ready(s) && s.token_id.as_ref().is_some_and(|t| *t != id1 && *t != id2)
+    })
+    .await;
+    let settled = common::poll(Duration::from_secs(30), || async {
+        let s = api.get("rot").await.ok()?.status?;
+        (s.previous_tokens.is_empty() && marked_clients(&w, &uid).await == vec![s.token_id?])
+            .then_some(())
+    })
+    .await;
+    let (n, bad) = sampler.finish().await;
+    println!("nua rotation sampler: {n} samples, {bad} failures over two rotations");
+    assert!(
+        settled.is_some(),
+        "replaced NUA clients were not deleted after the grace"
+    );
+    assert!(n > 20, "sampler ran {n} times");
+    assert_eq!(
+        bad, 0,
+        "the Secret held a refused key in {bad} of {n} samples"
+    );
+    assert!(!nua_works(&w, &token).await, "the first key is refused");
+
+    let last = w.secret_value("rot", "token").await.unwrap();
+    assert!(nua_works(&w, &last).await);
+    api.delete("rot", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "rot").await;
+    assert!(!nua_works(&w, &last).await, "the last key is refused");
+    assert!(
+        marked_clients(&w, &uid).await.is_empty(),
+        "every client is deleted"
+    );
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Repair (Secret deleted → a new client), upstream revocation (the client deleted out of
+/// band → re-issued), then deletion.
+#[tokio::test]
+async fn nua_key_repairs_secret_and_upstream_deletion() {
+    let mut w = World::new("nua-rep").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest(
+        "rep",
+        "  rotation: {revokePreviousAfter: 2s}\n",
+    ));
+    let api = nua_api(&w);
+    let id1 = wait_status(&api, "rep", MINUTE, "Ready", ready)
+        .await
+        .token_id
+        .unwrap();
+    let uid = api.get("rep").await.unwrap().uid_str();
+    w.secrets()
+        .delete("rep", &DeleteParams::default())
+        .await
+        .unwrap();
+    let id2 = wait_status(&api, "rep", MINUTE, "repair after delete", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&id1)
+    })
+    .await
+    .token_id
+    .unwrap();
+    let token = w.secret_value("rep", "token").await.unwrap();
+    assert!(nua_works(&w, &token).await);
+
+    let r = w
+        .http
+        .delete(format!("{}/_fake/nua_clients/{id2}", w.fake.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(!nua_works(&w, &token).await);
+    let s = wait_status(
+        &api,
+        "rep",
+        Duration::from_secs(30),
+        "re-issue after out-of-band deletion",
+        |s| ready(s) && s.token_id.as_ref().is_some_and(|t| *t != id1 && *t != id2),
+    )
+    .await;
+    let token = w.secret_value("rep", "token").await.unwrap();
+    assert!(nua_works(&w, &token).await);
+    let settled = common::poll(Duration::from_secs(30), || async {
+        let s = api.get("rep").await.ok()?.status?;
+        (s.previous_tokens.is_empty() && marked_clients(&w, &uid).await == vec![s.token_id?])
+            .then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "clients other than the current one are left: {s:?}"
+    );
+    api.delete("rep", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "rep").await;
+    assert!(!nua_works(&w, &token).await);
+    assert!(marked_clients(&w, &uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
+
+/// `deletionPolicy: Orphan`: the client stays at Nuclia and the Secret is kept.
+#[tokio::test]
+async fn nua_key_orphan_is_kept() {
+    let mut w = World::new("nua-orphan").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest("keep", "  deletionPolicy: Orphan\n"));
+    let api = nua_api(&w);
+    let id = wait_status(&api, "keep", MINUTE, "Ready", ready)
+        .await
+        .token_id
+        .unwrap();
+    let uid = api.get("keep").await.unwrap().uid_str();
+    let token = w.secret_value("keep", "token").await.unwrap();
+    api.delete("keep", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "keep").await;
+    assert!(nua_works(&w, &token).await, "an orphaned key keeps working");
+    assert_eq!(marked_clients(&w, &uid).await, vec![id.clone()]);
+    assert_eq!(
+        w.secret_value("keep", "token").await.as_deref(),
+        Some(token.as_str()),
+        "the Secret is kept"
+    );
+    // Clean up by hand, as a user would, and check it is gone.
+    let r = w
+        .http
+        .delete(format!(
+            "{}/api/v1/account/{}/nua_client/{id}",
+            w.fake.url, w.fake.bootstrap.account_id
+        ))
+        .bearer_auth(&w.fake.bootstrap.pat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(!nua_works(&w, &token).await);
+    w.secrets()
+        .delete("keep", &DeleteParams::default())
+        .await
+        .unwrap();
+    w.assert_log_has_no_tokens().await;
+}
+
+/// Hostile inputs: an unknown account (InvalidSpec, nothing minted), a credential that may not
+/// manage NUA clients (a NUA key as `auth`: Unauthorized/forbidden, nothing minted). Both are
+/// deleted at once (nothing to revoke).
+#[tokio::test]
+async fn nua_key_hostile_inputs_mint_nothing() {
+    let mut w = World::new("nua-hostile").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.create_secret("nua", "token", &w.fake.bootstrap.nua_key.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest("acct", "  account: no-such-account\n"));
+    w.kubectl_apply(
+        &nua_manifest("norights", "").replace("secretRef: {name: login}", "secretRef: {name: nua}"),
+    );
+    let api = nua_api(&w);
+    let s = wait_status(&api, "acct", MINUTE, "InvalidSpec", |s| {
+        reason(s).as_deref() == Some("InvalidSpec")
+    })
+    .await;
+    assert!(s.token_id.is_none());
+    let s = wait_status(&api, "norights", MINUTE, "refused", |s| {
+        reason(s).is_some_and(|r| r == "Unauthorized" || r == "Forbidden")
+    })
+    .await;
+    assert!(s.token_id.is_none(), "{s:?}");
+    assert!(nua_clients(&w).await.is_empty(), "nothing was created");
+    for name in ["acct", "norights"] {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+        wait_gone(&api, name).await;
+    }
+    assert!(nua_clients(&w).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
+
+/// PAT → NUA key (with KB management) → KB key: the KB key is minted with the NUA key's
+/// Secret (`auth.type: NuaKey`); deleting both revokes both.
+#[tokio::test]
+async fn nua_key_chain_pat_nua_kb() {
+    let mut w = World::new("nua-chain").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest("mgr", "  allowKbManagement: true\n"));
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    w.kubectl_apply(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: search}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{secretRef: {{name: mgr, key: token}}, type: NuaKey}}\n"
+    ));
+    let nuas = nua_api(&w);
+    let kbs: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
+    let nua_status = wait_status(&nuas, "mgr", MINUTE, "Ready", ready).await;
+    let uid = nuas.get("mgr").await.unwrap().uid_str();
+    wait_status(&kbs, "search", MINUTE, "Ready", ready).await;
+    let nua_token = w.secret_value("mgr", "token").await.unwrap();
+    let kb_token = w.secret_value("search", "token").await.unwrap();
+    assert!(w.kb_key_works(&kb_url, &kb_token).await);
+    let who = nua_whoami(&w, &nua_token).await.unwrap();
+    assert_eq!(
+        who["user"]["user_id"],
+        nua_status.token_id.clone().unwrap().as_str()
+    );
+    // Delete the KB key first (it needs the NUA key to revoke), then the NUA key.
+    kbs.delete("search", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&kbs, "search").await;
+    assert!(
+        !w.kb_key_works(&kb_url, &kb_token).await,
+        "the KB key is revoked"
+    );
+    nuas.delete("mgr", &DeleteParams::default()).await.unwrap();
+    wait_gone(&nuas, "mgr").await;
+    assert!(!nua_works(&w, &nua_token).await, "the NUA key is revoked");
+    assert!(marked_clients(&w, &uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
