@@ -427,3 +427,57 @@ async fn nua_key_chain_pat_nua_kb() {
     assert!(marked_clients(&w, &uid).await.is_empty());
     w.assert_log_has_no_tokens().await;
 }
+
+/// SIGKILL right after the fake creates a NUA client (latency after commit holds the answer
+/// back), restart: the marked clients left are exactly those the status references; deletion
+/// then deletes them all.
+#[tokio::test]
+async fn nua_key_crash_between_mint_and_record_leaks_nothing() {
+    let mut w = World::new("nua-kill").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    let rule = serde_json::json!([{ "route": "POST /api/v1/account/{account_id}/nua_clients", "latency_ms": 4000, "latency_after_commit": true, "count": 1 }]);
+    w.set_faults(rule).await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest("crashy", ""));
+    let api = nua_api(&w);
+    let uid = common::poll(MINUTE, || async {
+        Some(api.get_opt("crashy").await.ok()??.uid_str()).filter(|u| !u.is_empty())
+    })
+    .await
+    .unwrap();
+    let minted = common::poll(MINUTE, || async {
+        (!marked_clients(&w, &uid).await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(minted.is_some(), "the fake never created the client");
+    w.kill_operator();
+    let orphan = marked_clients(&w, &uid).await;
+    w.start_operator(&[]);
+    let s = wait_status(
+        &api,
+        "crashy",
+        Duration::from_secs(90),
+        "Ready after restart",
+        ready,
+    )
+    .await;
+    let settled = common::poll(MINUTE, || async {
+        let live = marked_clients(&w, &uid).await;
+        let mut referenced: Vec<String> = s.token_id.iter().cloned().collect();
+        referenced.extend(s.previous_tokens.iter().map(|p| p.id.clone()));
+        referenced.sort();
+        (live == referenced).then_some(live)
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "live marked clients differ from those the status references (orphan was {orphan:?})"
+    );
+    let token = w.secret_value("crashy", "token").await.unwrap();
+    api.delete("crashy", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "crashy").await;
+    assert!(!nua_works(&w, &token).await);
+    assert!(marked_clients(&w, &uid).await.is_empty(), "every client is deleted");
+    w.assert_log_has_no_tokens().await;
+}
