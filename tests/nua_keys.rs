@@ -475,9 +475,14 @@ async fn nua_key_crash_between_mint_and_record_leaks_nothing() {
         "live marked clients differ from those the status references (orphan was {orphan:?})"
     );
     let token = w.secret_value("crashy", "token").await.unwrap();
-    api.delete("crashy", &DeleteParams::default()).await.unwrap();
+    api.delete("crashy", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_gone(&api, "crashy").await;
     assert!(!nua_works(&w, &token).await);
-    assert!(marked_clients(&w, &uid).await.is_empty(), "every client is deleted");
+    assert!(
+        marked_clients(&w, &uid).await.is_empty(),
+        "every client is deleted"
+    );
     w.assert_log_has_no_tokens().await;
 }

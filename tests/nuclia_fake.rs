@@ -1724,3 +1724,136 @@ mod binary {
         child.wait().unwrap();
     }
 }
+
+/// NUA clients (issue 13): create, list, get, 409 on a duplicate `client_id`, keys that the
+/// SDK decodes and `/api/authorizer/info` answers for, renew (the old key refused at once),
+/// delete (the key refused), rights, the admin view and faults.
+mod nua_clients {
+    use super::*;
+    use nuclia_token_operator::issuer::formats::jwt_issuer;
+    use nuclia_token_operator::nuclia::NuaClientCreation;
+
+    fn body(title: &str) -> NuaClientCreation {
+        NuaClientCreation {
+            title: title.into(),
+            contact: "ops@example.com".into(),
+            description: "ingestion [nto:c/ns/uid]".into(),
+            allow_kb_management: false,
+            tokens_limit: Some(1000),
+        }
+    }
+
+    #[tokio::test]
+    async fn nua_client_lifecycle() {
+        let env = Env::start().await;
+        let c = &env.client;
+        let created = c
+            .create_nua_client(&env.pat(), "europe-1", env.acc(), &body("one"))
+            .await
+            .unwrap();
+        let key = created.token.clone();
+        // The payload is plain base64 as well as URL-safe: the SDK's b64decode reads it.
+        let payload = key.expose().split('.').nth(1).unwrap().to_owned();
+        assert!(!payload.contains('-') && !payload.contains('_'));
+        assert_eq!(
+            jwt_issuer(key.expose()).as_deref(),
+            Some(format!("{}/", env.fake.url).as_str())
+        );
+        let regional = c.endpoints().regional("europe-1").unwrap();
+        let who = c
+            .authorizer_info(&Credential::NuaKey(key.clone()), &regional)
+            .await
+            .unwrap();
+        assert_eq!(
+            who.user.user_id.as_deref(),
+            Some(created.client_id.as_str())
+        );
+        assert_eq!(who.user.account_id.as_deref(), Some(env.acc()));
+
+        let listed = c
+            .nua_clients(&env.pat(), "europe-1", env.acc())
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].client_id, created.client_id);
+        assert_eq!(listed[0].description, "ingestion [nto:c/ns/uid]");
+        let one = c
+            .nua_client(&env.pat(), "europe-1", env.acc(), &created.client_id)
+            .await
+            .unwrap();
+        assert_eq!(one.title, "one");
+        // the admin API lists the client and its key (no value)
+        let admin = env.admin_get("/_fake/nua_clients").await;
+        assert_eq!(admin[0]["client_id"], created.client_id.as_str());
+        assert!(!admin.to_string().contains(key.expose()));
+        let creds = env.admin_get("/_fake/credentials").await;
+        assert!(
+            creds
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"] == "nua_key" && k["owner"] == created.client_id.as_str())
+        );
+
+        // 409 on a duplicate client_id
+        let url = env.url(&format!("/api/v1/account/{}/nua_clients", env.acc()));
+        let send = |id: &str| {
+            env.http
+                .post(&url)
+                .bearer_auth(&env.b().pat)
+                .json(&json!({"title": "t", "contact": "c", "client_id": id}))
+                .send()
+        };
+        assert_eq!(send("my-client").await.unwrap().status(), 201);
+        assert_eq!(send("my-client").await.unwrap().status(), 409);
+        assert_eq!(send("Bad Id").await.unwrap().status(), 422);
+
+        // renew: a new key, the old one refused at once
+        let renewed = c
+            .renew_nua_client_key(&env.pat(), "europe-1", env.acc(), &created.client_id)
+            .await
+            .unwrap();
+        assert_eq!(renewed.client_id, created.client_id);
+        assert_label(
+            c.authorizer_info(&Credential::NuaKey(key.clone()), &regional)
+                .await,
+            "Unauthorized",
+        );
+        let new_key = Credential::NuaKey(renewed.token.clone());
+        c.authorizer_info(&new_key, &regional).await.unwrap();
+
+        // a NUA key cannot manage NUA clients, nor a non-member user
+        assert_label(
+            c.nua_clients(&env.nua(), "europe-1", env.acc()).await,
+            "Forbidden",
+        );
+
+        // delete: the key is refused, the client gone (404 the second time)
+        c.delete_nua_client(&env.pat(), "europe-1", env.acc(), &created.client_id)
+            .await
+            .unwrap();
+        assert_label(c.authorizer_info(&new_key, &regional).await, "Unauthorized");
+        assert_label(
+            c.delete_nua_client(&env.pat(), "europe-1", env.acc(), &created.client_id)
+                .await,
+            "NotFound",
+        );
+        assert_label(
+            c.nua_client(&env.pat(), "europe-1", env.acc(), &created.client_id)
+                .await,
+            "NotFound",
+        );
+
+        // faults apply to the NUA routes like any other
+        env.faults(json!([{"route": "POST /api/v1/account/{account_id}/nua_clients", "status": 503, "count": 1}]))
+            .await;
+        assert_label(
+            c.create_nua_client(&env.pat(), "europe-1", env.acc(), &body("two"))
+                .await,
+            "Transient",
+        );
+        c.create_nua_client(&env.pat(), "europe-1", env.acc(), &body("two"))
+            .await
+            .unwrap();
+    }
+}

@@ -390,3 +390,30 @@ async fn admin_delete(axum::extract::State(s): S, Path(client_id): Path<String>)
         detail(StatusCode::NOT_FOUND, "NUA client not found").into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_encode_without_url_only_characters() {
+        for iss in [
+            "http://127.0.0.1:8080/",
+            "https://europe-1.dp.progress.cloud/?x=~>",
+            "https://zoné.example/~user/??>>",
+            "💡~~~???>>>",
+        ] {
+            for pad in 0..3 {
+                let claims = json!({"iss": iss, "sub": "x".repeat(pad), "key": "k"});
+                let text = std_b64_safe(&claims.to_string());
+                let encoded = super::super::state::b64url(text.as_bytes());
+                assert!(
+                    !encoded.contains('-') && !encoded.contains('_'),
+                    "{iss} {pad}: {encoded}"
+                );
+                let back: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(back, claims);
+            }
+        }
+    }
+}

@@ -512,4 +512,35 @@ mod tests {
             assert!(err.contains(want), "{err}");
         }
     }
+
+    #[test]
+    fn nua_key_formats() {
+        let nua = Consumer::NuaKey {
+            zone: "europe-1".into(),
+            account_id: "acc-1".into(),
+            client_id: "client-1".into(),
+        };
+        // header.payload.signature, payload {"iss":"https://europe-1.dp.progress.cloud/"}
+        let token =
+            "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJodHRwczovL2V1cm9wZS0xLmRwLnByb2dyZXNzLmNsb3VkLyJ9.sig";
+        assert_eq!(
+            env(&nua, token),
+            vec![
+                (ENV_NUA_KEY.to_owned(), token.to_owned()),
+                (ENV_ZONE.to_owned(), "europe-1".to_owned())
+            ]
+        );
+        let config: serde_json::Value = serde_json::from_str(&nuclia_config(&nua, token)).unwrap();
+        assert_eq!(
+            config["nuas_token"],
+            serde_json::json!([{
+                "client_id": "client-1", "account_type": null,
+                "region": "https://europe-1.dp.progress.cloud/", "account": "acc-1",
+                "token": token, "origin": null,
+            }])
+        );
+        assert_eq!(config["default"]["nua"], "client-1");
+        assert_eq!(config["token"], serde_json::Value::Null);
+        assert_eq!(env_names(Shape::NuaKey), &[ENV_NUA_KEY, ENV_ZONE]);
+    }
 }
