@@ -342,6 +342,10 @@ fn every_crd_field_has_a_description() {
             "NucliaKbApiKey",
             nuclia_token_operator::crd::crds()[1].clone(),
         ),
+        (
+            "NucliaNuaKey",
+            nuclia_token_operator::crd::crds()[2].clone(),
+        ),
     ] {
         let schema = crd_schema(&crd);
         assert!(
@@ -405,6 +409,10 @@ async fn kubectl_explain_documents_every_field() {
         (
             "NucliaKbApiKey",
             nuclia_token_operator::crd::crds()[1].clone(),
+        ),
+        (
+            "NucliaNuaKey",
+            nuclia_token_operator::crd::crds()[2].clone(),
         ),
     ] {
         let definition = &published["definitions"][format!("dev.nuclia.v1alpha1.{kind}")];
