@@ -190,7 +190,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A copy of the chart whose CRD templates define their kinds in a group of their own
-/// (`<tag>.keep.test`, kinds `K<tag>PersonalToken` and `K<tag>KbApiKey`, no short names or
+/// (`<tag>.keep.test`, kinds `K<tag>PersonalToken`, `K<tag>KbApiKey` and `K<tag>NuaKey`, no short names or
 /// categories), so installing and uninstalling it never touches the shared `nuclia.dev` CRDs
 /// nor makes `kubectl get npt` ambiguous. Returns the CRD names.
 fn chart_with_private_crds(dir: &Path, tag: &str) -> Vec<String> {
@@ -208,6 +208,12 @@ fn chart_with_private_crds(dir: &Path, tag: &str) -> Vec<String> {
             "nucliakbapikey",
             "NucliaKbApiKey",
             "nkak",
+        ),
+        (
+            "nuclianuakey.yaml",
+            "nuclianuakey",
+            "NucliaNuaKey",
+            "nnk",
         ),
     ] {
         let path = dir.join("templates/crds").join(file);
