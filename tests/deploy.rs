@@ -209,12 +209,7 @@ fn chart_with_private_crds(dir: &Path, tag: &str) -> Vec<String> {
             "NucliaKbApiKey",
             "nkak",
         ),
-        (
-            "nuclianuakey.yaml",
-            "nuclianuakey",
-            "NucliaNuaKey",
-            "nnk",
-        ),
+        ("nuclianuakey.yaml", "nuclianuakey", "NucliaNuaKey", "nnk"),
     ] {
         let path = dir.join("templates/crds").join(file);
         let text = std::fs::read_to_string(&path).unwrap();

@@ -486,3 +486,74 @@ async fn nua_key_crash_between_mint_and_record_leaks_nothing() {
     );
     w.assert_log_has_no_tokens().await;
 }
+
+/// The real `nuclia` SDK (PyPI, `tests/sdk/provision.sh`) with the Secret's `config` file and
+/// no login: its default NUA is the operator's key, and the SDK's own NUA validation (decode
+/// the key's payload, call `/api/authorizer/info` at its `iss`) accepts it; after deletion it
+/// is refused.
+#[tokio::test]
+async fn nua_key_config_is_the_sdks_default_nua() {
+    let out = std::process::Command::new(common::repo_root().join("tests/sdk/provision.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run tests/sdk/provision.sh");
+    assert!(out.status.success(), "installing the nuclia SDK failed");
+    let venv = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let mut w = World::new("nua-sdk").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest(
+        "sdk",
+        "  secret: {additionalFormats: [{type: NucliaConfig}]}\n",
+    ));
+    let api = nua_api(&w);
+    let id = wait_status(&api, "sdk", MINUTE, "Ready", ready)
+        .await
+        .token_id
+        .unwrap();
+    let uid = api.get("sdk").await.unwrap().uid_str();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".nuclia")).unwrap();
+    std::fs::write(
+        home.path().join(".nuclia/config"),
+        w.secret_value("sdk", "config").await.unwrap(),
+    )
+    .unwrap();
+    let snippet = r#"
+from nuclia import sdk
+from nuclia.data import get_config
+cfg = get_config()
+nua = cfg.get_nua(cfg.get_default_nua())
+print("default:", nua.client_id)
+print("validated:", sdk.NucliaAuth().validate_nua(nua.token)[0])
+"#;
+    let run = || {
+        let mut cmd = std::process::Command::new(venv.join("bin/python"));
+        cmd.args(["-c", snippet])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", home.path());
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output())
+                .await
+                .unwrap()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let out = run().await;
+    assert!(
+        out.contains(&format!("default: {id}")) && out.contains(&format!("validated: {id}")),
+        "the SDK did not take the key as its default NUA: {out}"
+    );
+    api.delete("sdk", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "sdk").await;
+    let out = run().await;
+    assert!(
+        out.contains("validated: None"),
+        "a deleted key still validated: {out}"
+    );
+    assert!(marked_clients(&w, &uid).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
