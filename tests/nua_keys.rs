@@ -557,3 +557,67 @@ print("validated:", sdk.NucliaAuth().validate_nua(nua.token)[0])
     assert!(marked_clients(&w, &uid).await.is_empty());
     w.assert_log_has_no_tokens().await;
 }
+
+/// The whole chain as resources, PAT → NUA key → KB key (a `NucliaPersonalToken` whose Secret
+/// authenticates a `NucliaNuaKey`, whose Secret authenticates a `NucliaKbApiKey`), then the
+/// namespace is deleted: it goes away, the KB key first, and all three are revoked.
+#[tokio::test]
+async fn nua_key_chain_survives_namespace_deletion() {
+    let mut w = World::new("nua-ns").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaPersonalToken\nmetadata: {name: admin}\nspec:\n  description: admin\n  auth: {secretRef: {name: login}}\n  secret: {name: admin-pat}\n",
+    );
+    w.kubectl_apply(
+        &nua_manifest("mgr", "  allowKbManagement: true\n")
+            .replace("secretRef: {name: login}", "secretRef: {name: admin-pat}"),
+    );
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    w.kubectl_apply(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: kb}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{secretRef: {{name: mgr}}, type: NuaKey}}\n"
+    ));
+    let pts: Api<nuclia_token_operator::crd::NucliaPersonalToken> =
+        Api::namespaced(w.client.clone(), &w.ns);
+    let nuas = nua_api(&w);
+    let kbs: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&pts, "admin", MINUTE, "PAT Ready", ready).await;
+    wait_status(&nuas, "mgr", MINUTE, "NUA key Ready", ready).await;
+    wait_status(&kbs, "kb", MINUTE, "KB key Ready", ready).await;
+    let uids = [
+        pts.get("admin").await.unwrap().uid_str(),
+        nuas.get("mgr").await.unwrap().uid_str(),
+        kbs.get("kb").await.unwrap().uid_str(),
+    ];
+    let pat = w.secret_value("admin-pat", "token").await.unwrap();
+    let nua = w.secret_value("mgr", "token").await.unwrap();
+    let key = w.secret_value("kb", "token").await.unwrap();
+    assert!(w.pat_works(&pat).await && nua_works(&w, &nua).await);
+    assert!(w.kb_key_works(&kb_url, &key).await);
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(w.client.clone());
+    namespaces
+        .delete(&w.ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        common::operator::gone_within(&namespaces, &w.ns, Duration::from_secs(90)).await,
+        "namespace {} still Terminating after 90 s",
+        w.ns
+    );
+    assert!(
+        !w.kb_key_works(&kb_url, &key).await,
+        "the KB key is still valid"
+    );
+    assert!(!nua_works(&w, &nua).await, "the NUA key is still valid");
+    assert!(
+        !w.pat_works(&pat).await,
+        "the personal token is still valid"
+    );
+    for uid in &uids {
+        assert!(w.live_marked(uid).await.is_empty(), "{uid}: left at Nuclia");
+    }
+    assert!(marked_clients(&w, &uids[1]).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
