@@ -621,3 +621,47 @@ async fn nua_key_chain_survives_namespace_deletion() {
     assert!(marked_clients(&w, &uids[1]).await.is_empty());
     w.assert_log_has_no_tokens().await;
 }
+
+/// The orphan sweep covers NUA clients: A's resource is lost without the operator's cleanup
+/// (operator stopped, finalizers forced off); after a restart, B (same login, same account)
+/// verifies, and the sweep deletes A's client, never B's.
+#[tokio::test]
+async fn nua_key_orphan_sweep_deletes_clients_of_lost_resources() {
+    let mut w = World::new("nua-sweep").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest("a", ""));
+    w.kubectl_apply(&nua_manifest("b", ""));
+    let api = nua_api(&w);
+    let a = wait_status(&api, "a", MINUTE, "A Ready", ready)
+        .await
+        .token_id
+        .unwrap();
+    let b = wait_status(&api, "b", MINUTE, "B Ready", ready)
+        .await
+        .token_id
+        .unwrap();
+    let (a_uid, b_uid) = (
+        api.get("a").await.unwrap().uid_str(),
+        api.get("b").await.unwrap().uid_str(),
+    );
+    let a_token = w.secret_value("a", "token").await.unwrap();
+    w.lose_without_cleanup(&api, "a", "a").await;
+    assert!(nua_works(&w, &a_token).await, "nothing revoked it yet");
+    w.start_operator(&[]);
+    let swept = common::poll(MINUTE, || async {
+        marked_clients(&w, &a_uid).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(swept.is_some(), "A's NUA client {a} was never swept");
+    assert!(!nua_works(&w, &a_token).await);
+    assert_eq!(marked_clients(&w, &b_uid).await, vec![b.clone()]);
+    let b_token = w.secret_value("b", "token").await.unwrap();
+    assert!(nua_works(&w, &b_token).await, "B's key is untouched");
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "b").await;
+    assert!(!nua_works(&w, &b_token).await);
+    assert!(nua_clients(&w).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
