@@ -665,3 +665,82 @@ async fn nua_key_orphan_sweep_deletes_clients_of_lost_resources() {
     assert!(nua_clients(&w).await.is_empty());
     w.assert_log_has_no_tokens().await;
 }
+
+/// Account discovery and a change of account: with two accounts and no `spec.account` the spec
+/// is refused (InvalidSpec, naming the field, nothing minted); naming one issues there; moving
+/// to the other rotates into it and deletes the old client in the old account after the grace.
+#[tokio::test]
+async fn nua_key_account_change_rotates_and_deletes_in_the_old_account() {
+    let beta = uuid::Uuid::new_v4().to_string();
+    let seed = serde_json::from_value(serde_json::json!({
+        "accounts": [{"id": beta, "slug": "beta", "member": true}]
+    }))
+    .unwrap();
+    let mut w = World::with_fake(
+        "nua-acct",
+        nuclia_token_operator::fake::FakeConfig {
+            seed,
+            ..Default::default()
+        },
+    )
+    .await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest(
+        "mv",
+        "  rotation: {revokePreviousAfter: 2s}\n",
+    ));
+    let api = nua_api(&w);
+    let s = wait_status(&api, "mv", MINUTE, "InvalidSpec", |s| {
+        reason(s).as_deref() == Some("InvalidSpec")
+    })
+    .await;
+    let msg = s.condition("Ready").unwrap().message.clone();
+    assert!(msg.contains("spec.account"), "{msg}");
+    assert!(nua_clients(&w).await.is_empty());
+    let acme = w.fake.bootstrap.account_id.clone();
+    w.kubectl_apply(&nua_manifest(
+        "mv",
+        "  account: acme\n  rotation: {revokePreviousAfter: 2s}\n",
+    ));
+    let first = wait_status(&api, "mv", MINUTE, "Ready in acme", ready).await;
+    let id1 = first.token_id.clone().unwrap();
+    assert_eq!(
+        w.secret_value("mv", "account").await.as_deref(),
+        Some(acme.as_str())
+    );
+    w.kubectl_apply(&nua_manifest(
+        "mv",
+        "  account: beta\n  rotation: {revokePreviousAfter: 2s}\n",
+    ));
+    let second = wait_status(&api, "mv", MINUTE, "rotated into beta", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&id1)
+    })
+    .await;
+    assert_eq!(
+        second.scope.as_ref().and_then(|s| s.account_id.as_deref()),
+        Some(beta.as_str())
+    );
+    assert_eq!(
+        w.secret_value("mv", "account").await.as_deref(),
+        Some(beta.as_str())
+    );
+    let old_gone = common::poll(Duration::from_secs(30), || async {
+        let clients = nua_clients(&w).await;
+        (!clients.iter().any(|c| c["client_id"] == id1.as_str())).then_some(clients)
+    })
+    .await
+    .expect("the old client in acme was never deleted");
+    assert!(
+        old_gone.iter().all(|c| c["account_id"] == beta.as_str()),
+        "{old_gone:?}"
+    );
+    let token = w.secret_value("mv", "token").await.unwrap();
+    assert!(nua_works(&w, &token).await);
+    api.delete("mv", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "mv").await;
+    assert!(!nua_works(&w, &token).await);
+    assert!(nua_clients(&w).await.is_empty());
+    w.assert_log_has_no_tokens().await;
+}
