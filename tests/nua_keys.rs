@@ -362,6 +362,12 @@ async fn nua_key_hostile_inputs_mint_nothing() {
     w.create_secret("nua", "token", &w.fake.bootstrap.nua_key.clone())
         .await;
     w.start_operator(&[]);
+    // A zone that is not a zone name (a host elsewhere) is refused by the schema: no
+    // resource, so nothing is ever sent there.
+    let (ok, out) = w.kubectl_try_apply(
+        &nua_manifest("evil", "").replace("zone: europe-1", "zone: evil.example.com"),
+    );
+    assert!(!ok && out.contains("spec.zone"), "{out}");
     w.kubectl_apply(&nua_manifest("acct", "  account: no-such-account\n"));
     w.kubectl_apply(
         &nua_manifest("norights", "").replace("secretRef: {name: login}", "secretRef: {name: nua}"),

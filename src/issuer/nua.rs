@@ -341,3 +341,27 @@ impl Kind for NucliaNuaKey {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nuclia::ClientConfig;
+
+    /// A zone is only ever turned into a host through the configured endpoints; a name that
+    /// cannot be one (the CRD's pattern refuses it too) is refused before any request, as an
+    /// untrusted endpoint.
+    #[test]
+    fn zones_outside_the_configured_endpoints_are_refused() {
+        crate::runtime::install_crypto();
+        let client = Client::new(ClientConfig::default()).unwrap();
+        assert!(check_zone(&client, "europe-1").is_ok());
+        for zone in ["evil.example.com", "x/../y", "", "a:8080", "Europe-1", "-x"] {
+            let e = check_zone(&client, zone).unwrap_err();
+            assert!(e.to_string().contains("zone"), "{zone}: {e}");
+            assert!(
+                matches!(e, Error::Nuclia(nuclia::Error::UntrustedEndpoint { .. })),
+                "{zone}: {e:?}"
+            );
+        }
+    }
+}
