@@ -25,6 +25,9 @@ pub struct Args {
     /// Share of the resources that are NucliaKbApiKeys; the rest are NucliaPersonalTokens.
     #[arg(long, default_value_t = 0.2)]
     pub kb_share: f64,
+    /// Share of the resources that are NucliaNuaKeys (taken from the personal tokens' share).
+    #[arg(long, default_value_t = 0.1)]
+    pub nua_share: f64,
     /// Resources per Nuclia credential (login Secret); each credential has its own budget.
     #[arg(long, default_value_t = 10)]
     pub per_credential: usize,
@@ -65,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.kb_share),
         "--kb-share must be between 0 and 1"
+    );
+    anyhow::ensure!(
+        args.nua_share >= 0.0 && args.kb_share + args.nua_share <= 1.0,
+        "--nua-share must be at least 0 and --kb-share + --nua-share at most 1"
     );
     anyhow::ensure!(
         args.per_credential > 0 && args.concurrency > 0,

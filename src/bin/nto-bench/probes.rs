@@ -16,7 +16,9 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use nuclia_token_operator::crd::{CredentialStatus, NucliaKbApiKey, NucliaPersonalToken};
+use nuclia_token_operator::crd::{
+    CredentialStatus, NucliaKbApiKey, NucliaNuaKey, NucliaPersonalToken,
+};
 
 /// Which kind of object a write touched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,6 +116,13 @@ impl ObjectLog {
         );
         log.follow(
             Api::<NucliaKbApiKey>::namespaced(client.clone(), ns),
+            |l, o| {
+                l.write(Obj::Resource, o.uid(), o.resource_version());
+                l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
+            },
+        );
+        log.follow(
+            Api::<NucliaNuaKey>::namespaced(client.clone(), ns),
             |l, o| {
                 l.write(Obj::Resource, o.uid(), o.resource_version());
                 l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());

@@ -25,6 +25,7 @@ pub struct Config {
     pub n: usize,
     pub personal_tokens: usize,
     pub kb_keys: usize,
+    pub nua_keys: usize,
     pub credentials: usize,
     pub nuclia_rps: f64,
     pub nuclia_burst: u32,
@@ -292,10 +293,11 @@ pub fn print(r: &Report) {
         c.apiserver
     );
     println!(
-        "N = {} ({} personal tokens, {} KB keys) over {} credentials; budget {}/s + burst {} per credential; concurrency {}; verify every {}s",
+        "N = {} ({} personal tokens, {} KB keys, {} NUA keys) over {} credentials; budget {}/s + burst {} per credential; concurrency {}; verify every {}s",
         c.n,
         c.personal_tokens,
         c.kb_keys,
+        c.nua_keys,
         c.credentials,
         c.nuclia_rps,
         c.nuclia_burst,

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use nuclia_token_operator::crd::{
-    ANNOTATION_ISSUE_INTENT, FIELD_MANAGER, NucliaKbApiKey, NucliaPersonalToken,
+    ANNOTATION_ISSUE_INTENT, FIELD_MANAGER, NucliaKbApiKey, NucliaNuaKey, NucliaPersonalToken,
 };
 use nuclia_token_operator::fake::Bootstrap;
 use serde_json::json;
@@ -27,18 +27,34 @@ use crate::report::{self, Footprint, Pcts, Report, Writes};
 struct Item {
     name: String,
     kb: bool,
+    /// A NucliaNuaKey (never also `kb`).
+    nua: bool,
     secret: String,
 }
 
 fn items(args: &Args) -> Vec<Item> {
     let kb_count = (args.n as f64 * args.kb_share).round() as usize;
+    let nua_count = (args.n as f64 * args.nua_share).round() as usize;
+    let spread = |i: usize, count: usize| (i * count) / args.n != ((i + 1) * count) / args.n;
     (0..args.n)
         .map(|i| {
-            // spread the KB keys evenly among the personal tokens
-            let kb = (i * kb_count) / args.n != ((i + 1) * kb_count) / args.n;
-            let name = format!("{}-{i:05}", if kb { "kb" } else { "pt" });
+            // spread the KB keys and NUA keys evenly among the personal tokens (a NUA key due
+            // at the same index as a KB key is dropped: the NUA share is approximate)
+            let kb = spread(i, kb_count);
+            let nua = !kb && spread(i, nua_count);
+            let prefix = match (kb, nua) {
+                (true, _) => "kb",
+                (_, true) => "nua",
+                _ => "pt",
+            };
+            let name = format!("{prefix}-{i:05}");
             let secret = format!("{name}-secret");
-            Item { name, kb, secret }
+            Item {
+                name,
+                kb,
+                nua,
+                secret,
+            }
         })
         .collect()
 }
@@ -109,9 +125,10 @@ async fn phases(
     let items = items(args);
     let credentials = args.n.div_ceil(args.per_credential);
     eprintln!(
-        "[bench] {} resources ({} KB keys) over {credentials} credentials in namespace {ns}",
+        "[bench] {} resources ({} KB keys, {} NUA keys) over {credentials} credentials in namespace {ns}",
         items.len(),
-        items.iter().filter(|i| i.kb).count()
+        items.iter().filter(|i| i.kb).count(),
+        items.iter().filter(|i| i.nua).count()
     );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for c in 0..credentials {
@@ -308,10 +325,17 @@ async fn phases(
         let pt_creds: std::collections::BTreeSet<String> = items
             .iter()
             .enumerate()
-            .filter(|(_, it)| !it.kb)
+            .filter(|(_, it)| !it.kb && !it.nua)
             .map(|(i, _)| login_secret(i, args))
             .collect();
-        let scopes = kb_creds.len() + pt_creds.len();
+        // a NUA key's scope: its credential and the (one) account
+        let nua_creds: std::collections::BTreeSet<String> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.nua)
+            .map(|(i, _)| login_secret(i, args))
+            .collect();
+        let scopes = kb_creds.len() + pt_creds.len() + nua_creds.len();
         let list_calls: u64 = nuclia
             .iter()
             .filter(|(route, _)| is_verification_list(route))
@@ -372,6 +396,10 @@ async fn phases(
                 let pp = PatchParams::default();
                 if it.kb {
                     Api::<NucliaKbApiKey>::namespaced(client, &ns)
+                        .patch(&it.name, &pp, &patch)
+                        .await?;
+                } else if it.nua {
+                    Api::<NucliaNuaKey>::namespaced(client, &ns)
                         .patch(&it.name, &pp, &patch)
                         .await?;
                 } else {
@@ -477,8 +505,9 @@ async fn phases(
     let mut report = Report {
         config: report::Config {
             n: args.n,
-            personal_tokens: items.iter().filter(|i| !i.kb).count(),
+            personal_tokens: items.iter().filter(|i| !i.kb && !i.nua).count(),
             kb_keys: items.iter().filter(|i| i.kb).count(),
+            nua_keys: items.iter().filter(|i| i.nua).count(),
             credentials,
             nuclia_rps: args.nuclia_rps,
             nuclia_burst: args.nuclia_burst,
@@ -521,6 +550,7 @@ fn api_total(a: &Option<BTreeMap<String, u64>>, b: &Option<BTreeMap<String, u64>
 fn is_verification_list(route: &str) -> bool {
     route == "GET /api/v1/user/pa_tokens"
         || route == "GET /api/v1/account/{account_id}/kb/{kb_id}/service_accounts"
+        || route == "GET /api/v1/account/{account_id}/nua_clients"
 }
 
 /// The shortest time the per-credential budget allows for the calls the burst made: the
@@ -584,6 +614,20 @@ async fn create_resource(
             .create(&pp, &obj)
             .await?
             .metadata)
+    } else if it.nua {
+        let mut spec = common;
+        spec["zone"] = json!(boot.zone);
+        spec["title"] = json!(format!("bench {}", it.name));
+        spec["contact"] = json!("bench@example.com");
+        spec["secret"] = json!({"name": it.secret});
+        let obj: NucliaNuaKey = serde_json::from_value(json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaNuaKey",
+            "metadata": {"name": it.name}, "spec": spec,
+        }))?;
+        Ok(Api::<NucliaNuaKey>::namespaced(client.clone(), ns)
+            .create(&pp, &obj)
+            .await?
+            .metadata)
     } else {
         let mut spec = common;
         spec["description"] = json!(format!("bench {}", it.name));
@@ -617,6 +661,8 @@ async fn write_floor(
             let meta = create_resource(&client, ns, it, i, args, boot).await?;
             let (kind, plural) = if it.kb {
                 ("NucliaKbApiKey", "nucliakbapikeys")
+            } else if it.nua {
+                ("NucliaNuaKey", "nuclianuakeys")
             } else {
                 ("NucliaPersonalToken", "nucliapersonaltokens")
             };
@@ -868,23 +914,28 @@ async fn drop_finalizers(client: &Client, ns: &str, concurrency: usize) {
     let lp = kube::api::ListParams::default();
     let pts: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), ns);
     let kbs: Api<NucliaKbApiKey> = Api::namespaced(client.clone(), ns);
-    let mut names: Vec<(bool, String)> = Vec::new();
+    let nuas: Api<NucliaNuaKey> = Api::namespaced(client.clone(), ns);
+    // 0: personal token, 1: KB key, 2: NUA key
+    let mut names: Vec<(u8, String)> = Vec::new();
     if let Ok(l) = pts.list_metadata(&lp).await {
-        names.extend(l.items.iter().map(|o| (false, o.name_any())));
+        names.extend(l.items.iter().map(|o| (0, o.name_any())));
     }
     if let Ok(l) = kbs.list_metadata(&lp).await {
-        names.extend(l.items.iter().map(|o| (true, o.name_any())));
+        names.extend(l.items.iter().map(|o| (1, o.name_any())));
+    }
+    if let Ok(l) = nuas.list_metadata(&lp).await {
+        names.extend(l.items.iter().map(|o| (2, o.name_any())));
     }
     let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
     let _ = create_all(concurrency, names.len(), |i| {
-        let (pts, kbs, patch) = (pts.clone(), kbs.clone(), patch.clone());
-        let (kb, name) = names[i].clone();
+        let (pts, kbs, nuas, patch) = (pts.clone(), kbs.clone(), nuas.clone(), patch.clone());
+        let (kind, name) = names[i].clone();
         async move {
             let pp = PatchParams::default();
-            if kb {
-                kbs.patch(&name, &pp, &patch).await?;
-            } else {
-                pts.patch(&name, &pp, &patch).await?;
+            match kind {
+                1 => drop(kbs.patch(&name, &pp, &patch).await?),
+                2 => drop(nuas.patch(&name, &pp, &patch).await?),
+                _ => drop(pts.patch(&name, &pp, &patch).await?),
             }
             Ok(())
         }
