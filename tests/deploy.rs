@@ -405,7 +405,7 @@ fn chart_lints_and_renders() {
 
     let docs = render(&[]);
     let crds = of_kind(&docs, "CustomResourceDefinition");
-    assert_eq!(crds.len(), 2, "two CRDs by default");
+    assert_eq!(crds.len(), 3, "three CRDs by default");
     for want in nuclia_token_operator::crd::crds() {
         let name = want.metadata.name.clone().unwrap();
         let have = crds
