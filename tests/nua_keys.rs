@@ -750,3 +750,46 @@ async fn nua_key_account_change_rotates_and_deletes_in_the_old_account() {
     assert!(nua_clients(&w).await.is_empty());
     w.assert_log_has_no_tokens().await;
 }
+
+/// Deleted while its first issue was interrupted (operator killed after the fake created the
+/// client, before anything was recorded): the deletion lists the account's NUA clients (the
+/// account resolved then, as none is recorded) and deletes the one marked for the resource.
+#[tokio::test]
+async fn nua_key_deleted_after_an_interrupted_first_issue_leaks_nothing() {
+    let mut w = World::new("nua-kill-del").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    let rule = serde_json::json!([{ "route": "POST /api/v1/account/{account_id}/nua_clients", "latency_ms": 4000, "latency_after_commit": true, "count": 1 }]);
+    w.set_faults(rule).await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&nua_manifest("gone", ""));
+    let api = nua_api(&w);
+    let uid = common::poll(MINUTE, || async {
+        Some(api.get_opt("gone").await.ok()??.uid_str()).filter(|u| !u.is_empty())
+    })
+    .await
+    .unwrap();
+    let minted = common::poll(MINUTE, || async {
+        (!marked_clients(&w, &uid).await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(minted.is_some(), "the fake never created the client");
+    w.kill_operator();
+    let obj = api.get("gone").await.unwrap();
+    assert!(
+        obj.status.and_then(|s| s.token_id).is_none(),
+        "nothing recorded"
+    );
+    api.delete("gone", &DeleteParams::default()).await.unwrap();
+    w.start_operator(&[]);
+    let gone = common::poll(Duration::from_secs(90), || async {
+        api.get_opt("gone").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the finalizer never let it go");
+    assert!(
+        marked_clients(&w, &uid).await.is_empty(),
+        "the interrupted issue's client was left at Nuclia"
+    );
+    w.assert_log_has_no_tokens().await;
+}

@@ -25,8 +25,11 @@ pub struct NuaIssuer {
     client: Client,
     credential: Credential,
     zone: String,
-    /// The account the clients live in; `None` for a revoker that knows none (nothing minted).
+    /// The account the clients live in; `None` for a revoker that knows none yet.
     account_id: Option<String>,
+    /// For a revoker with no recorded account (an interrupted first issue): `spec.account`, to
+    /// resolve the account when a list is needed.
+    resolve: Option<(Option<String>, AccountCache)>,
     /// `None` for an issuer built only to revoke.
     mint: Option<NuaClientCreation>,
 }
@@ -71,6 +74,7 @@ impl NuaIssuer {
             credential,
             zone: spec.zone.clone(),
             account_id: Some(account_id),
+            resolve: None,
             mint: Some(NuaClientCreation {
                 title: spec.title.clone(),
                 contact: spec.contact.clone(),
@@ -81,7 +85,32 @@ impl NuaIssuer {
         })
     }
 
-    /// The NUA client ids of an account as `Place`: zone and account of a scope, or home.
+    /// The home account, resolved now when a revoker knows none (nothing recorded: an
+    /// interrupted first issue may still have left a marked client behind).
+    async fn home_account(&mut self) -> Result<Option<String>> {
+        if self.account_id.is_none()
+            && let Some((wanted, accounts)) = self.resolve.take()
+        {
+            let key = (
+                self.credential.fingerprint(),
+                format!("nua:{}", self.zone),
+                wanted.clone(),
+            );
+            let id = match accounts.get(&key) {
+                Some(id) => id,
+                None => {
+                    let id =
+                        resolve_account(&self.client, &self.credential, wanted.as_deref()).await?;
+                    accounts.put(key, id.clone());
+                    id
+                }
+            };
+            self.account_id = Some(id);
+        }
+        Ok(self.account_id.clone())
+    }
+
+    /// The zone and account of a scope, or home.
     fn place<'a>(&'a self, scope: &'a TokenScope) -> Option<(&'a str, &'a str)> {
         match (&scope.zone, &scope.account_id) {
             (Some(z), Some(a)) => Some((z.as_str(), a.as_str())),
@@ -166,12 +195,12 @@ impl Issuer for NuaIssuer {
     }
 
     async fn list_live(&mut self) -> Result<Vec<LiveToken>> {
-        let Some(account) = self.account_id.as_deref() else {
+        let Some(account) = self.home_account().await? else {
             return Ok(Vec::new());
         };
         let clients = self
             .client
-            .nua_clients(&self.credential, &self.zone, account)
+            .nua_clients(&self.credential, &self.zone, &account)
             .await?;
         Ok(clients
             .into_iter()
@@ -299,11 +328,15 @@ impl Kind for NucliaNuaKey {
                 recorded.and_then(|s| s.account_id.clone()),
             ),
         };
+        let resolve = account_id
+            .is_none()
+            .then(|| (self.spec.account.clone(), ctx.accounts.clone()));
         NuaIssuer {
             client: ctx.nuclia.clone(),
             credential: Credential::Bearer(token),
             zone,
             account_id,
+            resolve,
             mint: None,
         }
     }
