@@ -245,7 +245,7 @@ fn argo_health_fixed_objects() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    for kind in ["NucliaPersonalToken", "NucliaKbApiKey"] {
+    for kind in ["NucliaPersonalToken", "NucliaKbApiKey", "NucliaNuaKey"] {
         for status in ["Healthy", "Progressing", "Degraded"] {
             assert!(
                 seen.contains(&(kind.to_owned(), status.to_owned())),
@@ -618,7 +618,7 @@ async fn argo_health_readme_command_fills_argocd_cm() {
         .unwrap()
         .data
         .unwrap_or_default();
-    for kind in ["NucliaPersonalToken", "NucliaKbApiKey"] {
+    for kind in ["NucliaPersonalToken", "NucliaKbApiKey", "NucliaNuaKey"] {
         let key = format!("resource.customizations.health.nuclia.dev_{kind}");
         assert!(data.get(&key) == Some(&lua), "{key} is not the script");
     }
@@ -626,7 +626,7 @@ async fn argo_health_readme_command_fills_argocd_cm() {
         data.get("url").map(String::as_str),
         Some("https://argocd.example")
     );
-    assert_eq!(data.len(), 3, "{:?}", data.keys().collect::<Vec<_>>());
+    assert_eq!(data.len(), 4, "{:?}", data.keys().collect::<Vec<_>>());
 
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces

@@ -1,5 +1,5 @@
--- Argo CD health check for nuclia-token-operator's NucliaPersonalToken and NucliaKbApiKey
--- (group nuclia.dev): the same script for both kinds. It reads only the conditions the operator
+-- Argo CD health check for nuclia-token-operator's NucliaPersonalToken, NucliaKbApiKey and NucliaNuaKey
+-- (group nuclia.dev): the same script for every kind. It reads only the conditions the operator
 -- writes (Ready, Issuing, Stalled, each with observedGeneration) and status.observedGeneration.
 --   Healthy      Ready=True for the current generation and no new token due: the Secret holds
 --                the current, valid token.
