@@ -35,13 +35,17 @@ struct Item {
 fn items(args: &Args) -> Vec<Item> {
     let kb_count = (args.n as f64 * args.kb_share).round() as usize;
     let nua_count = (args.n as f64 * args.nua_share).round() as usize;
-    let spread = |i: usize, count: usize| (i * count) / args.n != ((i + 1) * count) / args.n;
+    let others = args.n - kb_count.min(args.n);
+    let spread = |i: usize, count: usize, of: usize| (i * count) / of != ((i + 1) * count) / of;
+    let mut j = 0; // index among the resources that are not KB keys
     (0..args.n)
         .map(|i| {
-            // spread the KB keys and NUA keys evenly among the personal tokens (a NUA key due
-            // at the same index as a KB key is dropped: the NUA share is approximate)
-            let kb = spread(i, kb_count);
-            let nua = !kb && spread(i, nua_count);
+            // spread the KB keys evenly among all, and the NUA keys evenly among the rest
+            let kb = spread(i, kb_count, args.n);
+            let nua = !kb && spread(j, nua_count.min(others), others.max(1));
+            if !kb {
+                j += 1;
+            }
             let prefix = match (kb, nua) {
                 (true, _) => "kb",
                 (_, true) => "nua",
