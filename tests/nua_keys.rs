@@ -793,3 +793,53 @@ async fn nua_key_deleted_after_an_interrupted_first_issue_leaks_nothing() {
     );
     w.assert_log_has_no_tokens().await;
 }
+
+/// No credential can delete the client (the login Secret is gone): the deletion retries until
+/// `--revoke-timeout`, then lets the resource go with a `RevokeAbandoned` Warning; the client
+/// is left valid (and deleted by hand here, as `docs/uninstall.md` says).
+#[tokio::test]
+async fn nua_key_deletion_without_credentials_is_abandoned_in_bounded_time() {
+    let mut w = World::new("nua-abandon").await;
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.start_operator(&["--revoke-timeout", "5s"]);
+    w.kubectl_apply(&nua_manifest("lost", ""));
+    let api = nua_api(&w);
+    let id = wait_status(&api, "lost", MINUTE, "Ready", ready)
+        .await
+        .token_id
+        .unwrap();
+    let token = w.secret_value("lost", "token").await.unwrap();
+    w.secrets()
+        .delete("login", &DeleteParams::default())
+        .await
+        .unwrap();
+    api.delete("lost", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "lost").await;
+    let abandoned = common::poll(MINUTE, || async {
+        w.event_reasons("lost")
+            .await
+            .iter()
+            .any(|r| r == "RevokeAbandoned")
+            .then_some(())
+    })
+    .await;
+    assert!(abandoned.is_some(), "no RevokeAbandoned Event");
+    assert!(
+        nua_works(&w, &token).await,
+        "nothing could delete the client"
+    );
+    let r = w
+        .http
+        .delete(format!(
+            "{}/api/v1/account/{}/nua_client/{id}",
+            w.fake.url, w.fake.bootstrap.account_id
+        ))
+        .bearer_auth(&w.fake.bootstrap.pat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(!nua_works(&w, &token).await);
+    w.assert_log_has_no_tokens().await;
+}
