@@ -372,11 +372,34 @@ pub enum CredentialType {
 #[serde(rename_all = "camelCase")]
 pub struct KbAuth {
     /// The Secret key holding the account credential, e.g. the Secret of a
-    /// `NucliaPersonalToken`, so the account credential itself rotates.
-    pub secret_ref: SecretKeyRef,
-    /// `Bearer` (a personal access token, the default) or `NuaKey`.
+    /// `NucliaPersonalToken`, so the account credential itself rotates. Exactly one of
+    /// `secretRef` and `clusterCredentialRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// `Bearer` (a personal access token, the default) or `NuaKey`. With
+    /// `clusterCredentialRef` the cluster credential's own type is used instead.
     #[serde(default, rename = "type")]
     pub credential_type: CredentialType,
+    /// A `NucliaClusterCredential` to mint with instead of a Secret of this namespace: its
+    /// policy must allow this namespace and `spec.role` (else Ready=False, reason
+    /// `CredentialNotAllowed`, nothing minted). Exactly one of `secretRef` and this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_credential_ref: Option<crate::cluster_credential::ClusterCredentialRef>,
+}
+
+impl KbAuth {
+    /// Exactly one credential source.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.secret_ref, &self.cluster_credential_ref) {
+            (Some(_), None) | (None, Some(_)) => Ok(()),
+            (Some(_), Some(_)) => Err(
+                "spec.auth names both secretRef and clusterCredentialRef; keep exactly one".into(),
+            ),
+            (None, None) => Err(
+                "spec.auth names no credential; set secretRef (a Secret of this namespace) or clusterCredentialRef (a NucliaClusterCredential)".into(),
+            ),
+        }
+    }
 }
 
 /// Which service account holds the keys.
@@ -535,6 +558,10 @@ pub struct TokenScope {
     /// The credentials Secret key (`spec.auth.secretRef`) it was minted with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<SecretKeyRef>,
+    /// The `NucliaClusterCredential` it was minted with (then `credential` is empty); it is
+    /// revoked with it, whatever its policy says by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_credential: Option<String>,
     /// Zone of the Knowledge Box (Knowledge Box keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
@@ -733,13 +760,17 @@ fn not_nullable_objects(
     }
 }
 
-/// The two CRDs as installed: from the Rust types, objects not nullable. Tests and the benchmark
+/// The CRDs as installed: from the Rust types, objects not nullable. Tests and the benchmark
 /// install these, as the chart and `crds/` do.
 pub fn crds()
--> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 2]
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    let mut crds = [NucliaPersonalToken::crd(), NucliaKbApiKey::crd()];
+    let mut crds = vec![
+        NucliaPersonalToken::crd(),
+        NucliaKbApiKey::crd(),
+        crate::cluster_credential::NucliaClusterCredential::crd(),
+    ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
             if let Some(schema) = version
@@ -758,7 +789,11 @@ pub fn crds()
 /// from the Rust types. `crdgen` writes them; a test fails when the committed ones are stale.
 pub fn generated_files() -> Vec<(String, String)> {
     let mut files = Vec::new();
-    for (name, crd) in ["nucliapersonaltoken", "nucliakbapikey"]
+    for (name, crd) in [
+        "nucliapersonaltoken",
+        "nucliakbapikey",
+        "nucliaclustercredential",
+    ]
         .into_iter()
         .zip(crds())
     {
@@ -873,7 +908,7 @@ mod tests {
         .unwrap();
         assert_eq!(spec.days, 90);
         assert_eq!(spec.role, KbRole::SMEMBER);
-        assert_eq!(spec.auth.secret_ref.key, "token");
+        assert_eq!(spec.auth.secret_ref.unwrap().key, "token");
         assert_eq!(spec.secret.keys.kb_url, "kbUrl");
         assert_eq!(spec.rotation.revoke_previous_after, "1h");
         assert_eq!(spec.deletion_policy, DeletionPolicy::Revoke);

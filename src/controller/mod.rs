@@ -79,6 +79,8 @@ pub struct Settings {
     /// Namespaces to watch (empty: all).
     pub namespaces: Vec<String>,
     pub label_selector: Option<String>,
+    /// Namespace of the Secrets that `NucliaClusterCredential`s read.
+    pub cluster_credential_namespace: String,
 }
 
 impl Settings {
@@ -126,6 +128,14 @@ pub trait Kind:
     /// Data key of the token in the managed Secret.
     fn token_key(&self) -> &str;
     fn auth_ref(&self) -> &SecretKeyRef;
+    /// The `NucliaClusterCredential` named instead of `auth_ref` (then `auth_ref` is not used).
+    fn cluster_credential(&self) -> Option<&str> {
+        None
+    }
+    /// The Knowledge Box role asked for, checked against a cluster credential's ceiling.
+    fn requested_role(&self) -> Option<crate::crd::KbRole> {
+        None
+    }
     fn deletion_policy(&self) -> DeletionPolicy;
     /// Whether, and where, the managed token itself is one of the credentials.
     fn managed_token(&self, purpose: Purpose) -> ManagedToken;

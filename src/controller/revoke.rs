@@ -53,6 +53,7 @@ impl<K: Kind> Engine<'_, K> {
             kb_id: kb.kb_id,
             service_account_id: kb.service_account_id,
             service_account_owned: kb.service_account_owned,
+            ..Default::default()
         }
     }
 
@@ -64,7 +65,7 @@ impl<K: Kind> Engine<'_, K> {
         scope: &TokenScope,
     ) -> Result<()> {
         let credentials = self
-            .credentials(view, Purpose::Revoke, scope.credential.as_ref())
+            .scope_credentials(view, Purpose::Revoke, scope)
             .await?;
         let mut revoker = self.obj.revoker(self.ctx, credentials, scope);
         revoker.revoke(id, scope).await
@@ -99,7 +100,7 @@ impl<K: Kind> Engine<'_, K> {
             return Ok(());
         }
         let credentials = self
-            .credentials(view, Purpose::Revoke, scope.credential.as_ref())
+            .scope_credentials(view, Purpose::Revoke, scope)
             .await?;
         let mut revoker = self.obj.revoker(self.ctx, credentials, scope);
         revoker.release(scope).await

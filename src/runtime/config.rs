@@ -188,6 +188,11 @@ pub struct Config {
     )]
     pub lease_namespace: String,
 
+    /// Namespace of the Secrets that NucliaClusterCredentials read (default: the
+    /// --lease-namespace, the operator's own). Only cluster admins should be able to read it.
+    #[arg(long, env = "NUCLIA_OPERATOR_CLUSTER_CREDENTIAL_NAMESPACE")]
+    pub cluster_credential_namespace: Option<String>,
+
     /// How long a leader's lease lasts without renewal: the longest a hand-over takes after the
     /// leader dies. At least 3s; renewed every third of it.
     #[arg(long, env = "NUCLIA_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
@@ -270,6 +275,13 @@ impl Config {
     }
 
     /// This replica's identity in the leader-election Lease.
+    /// Where the Secrets of NucliaClusterCredentials live.
+    pub fn cluster_credential_namespace(&self) -> String {
+        self.cluster_credential_namespace
+            .clone()
+            .unwrap_or_else(|| self.lease_namespace.clone())
+    }
+
     pub fn identity(&self) -> String {
         match &self.identity {
             Some(id) if !id.is_empty() => id.clone(),
