@@ -29,7 +29,10 @@ pub const NOT_ALLOWED: &str = "CredentialNotAllowed";
 #[serde(rename_all = "camelCase")]
 pub struct ClusterCredentialRef {
     /// Name of the `NucliaClusterCredential` (cluster-scoped).
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
@@ -156,10 +159,7 @@ pub fn check(
 ) -> Result<(), String> {
     let by_name = policy.namespaces.iter().any(|n| n == namespace);
     let by_labels = policy.namespace_selector.as_ref().is_some_and(|s| {
-        !s.match_labels.is_empty()
-            && s.match_labels
-                .iter()
-                .all(|(k, v)| labels.get(k) == Some(v))
+        !s.match_labels.is_empty() && s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
     });
     if !(policy.all_namespaces || by_name || by_labels) {
         return Err(format!(
@@ -320,7 +320,14 @@ mod tests {
             ..p.clone()
         };
         assert_eq!(
-            check("c", &higher, "team-a", &none, kb, Some(KbRole::SCONTRIBUTOR)),
+            check(
+                "c",
+                &higher,
+                "team-a",
+                &none,
+                kb,
+                Some(KbRole::SCONTRIBUTOR)
+            ),
             Ok(())
         );
     }

@@ -323,7 +323,10 @@ impl<'a, K: Kind> Engine<'a, K> {
     ) -> Result<Vec<ApiToken>> {
         match &scope.cluster_credential {
             Some(name) => Ok(vec![self.cluster_credential(name, false).await?]),
-            None => self.credentials(view, purpose, scope.credential.as_ref()).await,
+            None => {
+                self.credentials(view, purpose, scope.credential.as_ref())
+                    .await
+            }
         }
     }
 
@@ -377,7 +380,8 @@ impl<'a, K: Kind> Engine<'a, K> {
             &template,
             |token| secret::desired_data(obj, status, token),
         );
-        let mut view = if self.status.token_id.is_none() && self.obj.cluster_credential().is_none() {
+        let mut view = if self.status.token_id.is_none() && self.obj.cluster_credential().is_none()
+        {
             // No token yet: this reconcile will most likely mint, so read the credential while
             // the Secret is read instead of after.
             let auth = read_credential(&self.secrets, self.obj.auth_ref());

@@ -64,9 +64,7 @@ impl<K: Kind> Engine<'_, K> {
         id: &str,
         scope: &TokenScope,
     ) -> Result<()> {
-        let credentials = self
-            .scope_credentials(view, Purpose::Revoke, scope)
-            .await?;
+        let credentials = self.scope_credentials(view, Purpose::Revoke, scope).await?;
         let mut revoker = self.obj.revoker(self.ctx, credentials, scope);
         revoker.revoke(id, scope).await
     }
@@ -99,9 +97,7 @@ impl<K: Kind> Engine<'_, K> {
         if in_use {
             return Ok(());
         }
-        let credentials = self
-            .scope_credentials(view, Purpose::Revoke, scope)
-            .await?;
+        let credentials = self.scope_credentials(view, Purpose::Revoke, scope).await?;
         let mut revoker = self.obj.revoker(self.ctx, credentials, scope);
         revoker.release(scope).await
     }

@@ -580,10 +580,11 @@ impl Kind for NucliaKbApiKey {
     }
 
     fn auth_ref(&self) -> &SecretKeyRef {
-        static NONE: std::sync::LazyLock<SecretKeyRef> = std::sync::LazyLock::new(|| SecretKeyRef {
-            name: String::new(),
-            key: String::new(),
-        });
+        static NONE: std::sync::LazyLock<SecretKeyRef> =
+            std::sync::LazyLock::new(|| SecretKeyRef {
+                name: String::new(),
+                key: String::new(),
+            });
         self.spec.auth.secret_ref.as_ref().unwrap_or(&NONE)
     }
 

@@ -274,7 +274,6 @@ impl Config {
             .collect()
     }
 
-    /// This replica's identity in the leader-election Lease.
     /// Where the Secrets of NucliaClusterCredentials live.
     pub fn cluster_credential_namespace(&self) -> String {
         self.cluster_credential_namespace
@@ -282,6 +281,7 @@ impl Config {
             .unwrap_or_else(|| self.lease_namespace.clone())
     }
 
+    /// This replica's identity in the leader-election Lease.
     pub fn identity(&self) -> String {
         match &self.identity {
             Some(id) if !id.is_empty() => id.clone(),
