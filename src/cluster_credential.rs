@@ -141,10 +141,33 @@ pub struct NucliaClusterCredentialSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterCredentialStatus {
-    /// `Ready`.
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: True while the Secret holds a credential Nuclia accepts (checked once per
+    /// verify interval, for every resource that uses it); False with `CredentialsMissing` (no
+    /// Secret, no key, not a token) or `Unauthorized` (refused by Nuclia).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Namespaces whose resources name this cluster credential now (allowed or not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// When Nuclia last accepted the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ClusterCredentialPolicy {
+    /// Whether the policy can allow any namespace at all.
+    pub fn allows_some(&self) -> bool {
+        self.all_namespaces
+            || !self.namespaces.is_empty()
+            || self
+                .namespace_selector
+                .as_ref()
+                .is_some_and(|s| !s.match_labels.is_empty())
+    }
 }
 
 /// Whether the policy lets `namespace` (with `labels`) mint a `kind` with `role`; the error is the

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::operator::{World, ready, reason, wait_status};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, PostParams};
-use nuclia_token_operator::cluster_credential::NucliaClusterCredential;
+use nuclia_token_operator::cluster_credential::{ClusterCredentialStatus, NucliaClusterCredential};
 use nuclia_token_operator::crd::{CredentialStatus, NucliaKbApiKey, NucliaPersonalToken};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -81,6 +81,35 @@ async fn delete_kb(api: &Api<NucliaKbApiKey>, name: &str) {
     assert!(gone.is_some(), "{name}: the finalizer never let it go");
 }
 
+/// Polls the cluster credential's status until `check` accepts it.
+async fn wait_cc<F>(w: &World, name: &str, what: &str, check: F) -> ClusterCredentialStatus
+where
+    F: Fn(&ClusterCredentialStatus) -> bool,
+{
+    let api: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    let found = common::poll(MINUTE, || async {
+        let s = api.get_opt(name).await.ok()??.status?;
+        check(&s).then_some(s)
+    })
+    .await;
+    match found {
+        Some(s) => s,
+        None => panic!(
+            "{name}: timed out waiting for {what}; last: {:?}",
+            api.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|o| o.status)
+        ),
+    }
+}
+
+fn cc_ready(s: &ClusterCredentialStatus) -> Option<(String, String)> {
+    let c = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
 async fn delete_namespace(w: &World, ns: &str) {
     let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(w.client.clone())
         .delete(ns, &DeleteParams::default())
@@ -133,6 +162,14 @@ async fn cluster_credential_policy_namespaces_and_role_ceiling() {
     );
     let key_a = value_in(&w, &a, "reader", "token").await.unwrap();
     assert!(w.kb_key_works(&kb_url, &key_a).await);
+
+    // The cluster credential's own status: valid upstream, used by team a.
+    let st = wait_cc(&w, &cc, "Ready, used by team a", |s| {
+        cc_ready(s) == Some(("True".into(), "CredentialValid".into()))
+            && s.namespaces == vec![a.clone()]
+    })
+    .await;
+    assert!(st.last_verified.is_some());
 
     // Above the ceiling: refused, nothing minted.
     apply_in(&a, &kb_via("owner", &kb_url, &cc, "  role: SOWNER\n"));
@@ -279,6 +316,31 @@ async fn cluster_credential_rotated_by_a_personal_token() {
     })
     .await;
     assert!(s.token_id.is_none());
+    let msg = s.condition("Ready").unwrap().message.clone();
+    assert!(msg.contains(&ops) && msg.contains("cluster admin"), "{msg}");
+    // Their status says so too: a missing Secret, and a policy that allows nothing.
+    wait_cc(&w, &elsewhere, "CredentialsMissing, used by the team", |s| {
+        cc_ready(s) == Some(("False".into(), "CredentialsMissing".into()))
+            && s.namespaces == vec![t.clone()]
+    })
+    .await;
+    wait_cc(&w, &everyone, "allows no namespace", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.message.contains("allows no namespace"))
+    })
+    .await;
+    // A credential Nuclia refuses.
+    w.create_secret("revoked-login", "token", "nuclia-pat-revoked-0000")
+        .await;
+    let refused = format!("{ops}-refused");
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {refused}}}\nspec:\n  secretRef: {{name: revoked-login}}\n  policy: {{namespaces: [{t}]}}\n"
+    ));
+    wait_cc(&w, &refused, "Unauthorized", |s| {
+        cc_ready(s) == Some(("False".into(), "Unauthorized".into()))
+    })
+    .await;
 
     // The PAT rotates and the first one is revoked; the KB key keeps working and rotates.
     let pid1 = p1.token_id.unwrap();
@@ -332,7 +394,7 @@ async fn cluster_credential_rotated_by_a_personal_token() {
     assert!(gone.is_some());
     assert!(!w.pat_works(&pat2).await, "the PAT is revoked");
     let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
-    for name in [&cc, &everyone, &elsewhere] {
+    for name in [&cc, &everyone, &elsewhere, &refused] {
         ccs.delete(name, &DeleteParams::default()).await.unwrap();
     }
     w.kill_operator();

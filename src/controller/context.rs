@@ -51,6 +51,8 @@ pub struct Context {
     /// How each `NucliaClusterCredential` resolved so far sends its credential (the issuers
     /// build their Nuclia credential from it).
     cluster_credential_types: Mutex<HashMap<String, crate::crd::CredentialType>>,
+    /// The last upstream check of each `NucliaClusterCredential`.
+    pub(super) cluster_checks: super::cluster_credentials::Checks,
 }
 
 impl Context {
@@ -102,6 +104,7 @@ impl Context {
             foreign: Mutex::default(),
             restarter,
             cluster_credential_types: Mutex::default(),
+            cluster_checks: Default::default(),
             stores: OnceLock::new(),
         })
     }

@@ -7,6 +7,7 @@
 //! → Secret → record), `guard` (the leak guard's sweeps and upstream verification), `revoke`
 //! (replaced tokens, deletion). `docs/lifecycle.md` walks through them.
 
+mod cluster_credentials;
 mod conditions;
 mod context;
 mod credential_index;
@@ -216,6 +217,7 @@ pub async fn run(
                 .boxed(),
         );
     }
+    runs.push(cluster_credentials::run(ctx.clone(), shutdown.clone()).boxed());
     futures::future::join_all(runs).await;
 }
 
