@@ -319,10 +319,15 @@ async fn cluster_credential_rotated_by_a_personal_token() {
     let msg = s.condition("Ready").unwrap().message.clone();
     assert!(msg.contains(&ops) && msg.contains("cluster admin"), "{msg}");
     // Their status says so too: a missing Secret, and a policy that allows nothing.
-    wait_cc(&w, &elsewhere, "CredentialsMissing, used by the team", |s| {
-        cc_ready(s) == Some(("False".into(), "CredentialsMissing".into()))
-            && s.namespaces == vec![t.clone()]
-    })
+    wait_cc(
+        &w,
+        &elsewhere,
+        "CredentialsMissing, used by the team",
+        |s| {
+            cc_ready(s) == Some(("False".into(), "CredentialsMissing".into()))
+                && s.namespaces == vec![t.clone()]
+        },
+    )
     .await;
     wait_cc(&w, &everyone, "allows no namespace", |s| {
         s.conditions

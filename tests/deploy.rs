@@ -209,6 +209,12 @@ fn chart_with_private_crds(dir: &Path, tag: &str) -> Vec<String> {
             "NucliaKbApiKey",
             "nkak",
         ),
+        (
+            "nucliaclustercredential.yaml",
+            "nucliaclustercredential",
+            "NucliaClusterCredential",
+            "ncc",
+        ),
     ] {
         let path = dir.join("templates/crds").join(file);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -404,7 +410,7 @@ fn chart_lints_and_renders() {
 
     let docs = render(&[]);
     let crds = of_kind(&docs, "CustomResourceDefinition");
-    assert_eq!(crds.len(), 2, "two CRDs by default");
+    assert_eq!(crds.len(), 3, "three CRDs by default");
     for want in nuclia_token_operator::crd::crds() {
         let name = want.metadata.name.clone().unwrap();
         let have = crds
@@ -440,6 +446,7 @@ fn chart_lints_and_renders() {
         names(&of_kind(&docs, "ClusterRole")),
         BTreeSet::from([
             format!("/{full}"),
+            format!("/{full}-cluster-credentials"),
             format!("/{full}-cluster-id"),
             user_roles[0].clone(),
             user_roles[1].clone()
@@ -448,6 +455,7 @@ fn chart_lints_and_renders() {
     assert_eq!(
         names(&of_kind(&docs, "Role")),
         BTreeSet::from([
+            format!("ops/{full}-cluster-credentials"),
             format!("ops/{full}-installation"),
             format!("ops/{full}-leader-election")
         ])
@@ -477,16 +485,22 @@ fn chart_lints_and_renders() {
 
     // Namespaced: one Role per watched namespace, no controller ClusterRole; the users'
     // aggregated roles (which grant the operator nothing) unless turned off.
-    let docs = render(&["watchNamespaces={apps,ci}", "clusterId=prod"]);
+    let docs = render(&[
+        "watchNamespaces={apps,ci}",
+        "clusterId=prod",
+        "clusterCredentials.enabled=false",
+    ]);
     assert_eq!(
         names(&of_kind(&docs, "ClusterRole")),
         BTreeSet::from(user_roles.clone())
     );
     assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    assert!(settings_of(&docs).contains(&setting("CLUSTER_CREDENTIALS", "false")));
     let docs = render(&[
         "watchNamespaces={apps,ci}",
         "clusterId=prod",
         "rbac.aggregateClusterRoles=false",
+        "clusterCredentials.enabled=false",
     ]);
     assert_eq!(
         names(&of_kind(&docs, "Role")),
@@ -510,7 +524,10 @@ fn chart_lints_and_renders() {
 
     let docs = render(&["replicaCount=2"]);
     assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
-    let docs = render(&["leaderElection.enabled=false"]);
+    let docs = render(&[
+        "leaderElection.enabled=false",
+        "clusterCredentials.enabled=false",
+    ]);
     assert_eq!(
         names(&of_kind(&docs, "Role")),
         BTreeSet::from([format!("ops/{full}-installation")]),
@@ -840,10 +857,6 @@ async fn chart_rbac_is_enough_and_no_more() {
             ),
         ),
         (
-            "get namespace default",
-            http_code(Api::<Namespace>::all(sa.clone()).get("default").await),
-        ),
-        (
             "list namespaces",
             http_code(
                 Api::<Namespace>::all(sa.clone())
@@ -871,6 +884,11 @@ async fn chart_rbac_is_enough_and_no_more() {
     for (what, code) in denied {
         assert_eq!(code, 403, "the ServiceAccount may {what}");
     }
+    // A namespace's labels, for a NucliaClusterCredential's namespaceSelector: get, never list.
+    assert_eq!(
+        http_code(Api::<Namespace>::all(sa.clone()).get("default").await),
+        200
+    );
     op.kill();
     w.assert_no_tokens_in(&op.log).await;
     drop(release);
@@ -1799,7 +1817,7 @@ fn chart_env_names_are_the_operators() {
             );
         }
     }
-    assert_eq!(operator, 25, "every setting is passed: {names:?}");
+    assert_eq!(operator, 27, "every setting is passed: {names:?}");
     for old in [
         "POD_NAME",
         "POD_NAMESPACE",

@@ -56,8 +56,10 @@ fn error_policy(obj: Arc<NucliaClusterCredential>, err: &Error, ctx: Arc<Context
 async fn reconcile(obj: Arc<NucliaClusterCredential>, ctx: Arc<Context>) -> Result<Action> {
     let name = obj.name_any();
     let now = super::reconcile::now();
-    let secrets: Api<Secret> =
-        Api::namespaced(ctx.kube.clone(), &ctx.settings.cluster_credential_namespace);
+    let Some(namespace) = &ctx.settings.cluster_credential_namespace else {
+        return Ok(Action::await_change());
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), namespace);
     let verdict = match crate::issuer::read_credential(&secrets, &obj.spec.secret_ref).await {
         Err(Error::CredentialsMissing(m)) => Some(("CredentialsMissing", m)),
         Err(e) => return Err(e),

@@ -80,8 +80,9 @@ pub struct Settings {
     /// Namespaces to watch (empty: all).
     pub namespaces: Vec<String>,
     pub label_selector: Option<String>,
-    /// Namespace of the Secrets that `NucliaClusterCredential`s read.
-    pub cluster_credential_namespace: String,
+    /// Namespace of the Secrets that `NucliaClusterCredential`s read; None: cluster
+    /// credentials are turned off.
+    pub cluster_credential_namespace: Option<String>,
 }
 
 impl Settings {
@@ -217,7 +218,9 @@ pub async fn run(
                 .boxed(),
         );
     }
-    runs.push(cluster_credentials::run(ctx.clone(), shutdown.clone()).boxed());
+    if ctx.settings.cluster_credential_namespace.is_some() {
+        runs.push(cluster_credentials::run(ctx.clone(), shutdown.clone()).boxed());
+    }
     futures::future::join_all(runs).await;
 }
 

@@ -298,9 +298,14 @@ impl<'a, K: Kind> Engine<'a, K> {
         name: &str,
         check_policy: bool,
     ) -> Result<ApiToken> {
+        let Some(namespace) = &self.ctx.settings.cluster_credential_namespace else {
+            return Err(Error::CredentialNotAllowed(
+                "cluster credentials are turned off in this installation (--cluster-credentials=false); use spec.auth.secretRef".into(),
+            ));
+        };
         let resolved = crate::cluster_credential::resolve(
             &self.ctx.kube,
-            &self.ctx.settings.cluster_credential_namespace,
+            namespace,
             name,
             &self.obj.namespace().unwrap_or_default(),
             K::kind(&()).as_ref(),

@@ -193,6 +193,20 @@ pub struct Config {
     #[arg(long, env = "NUCLIA_OPERATOR_CLUSTER_CREDENTIAL_NAMESPACE")]
     pub cluster_credential_namespace: Option<String>,
 
+    /// Serve NucliaClusterCredentials (their status, and resources that name one with
+    /// auth.clusterCredentialRef). Off: such resources are refused (CredentialNotAllowed) and
+    /// the operator needs no cluster-wide permission for them.
+    #[arg(
+        long,
+        env = "NUCLIA_OPERATOR_CLUSTER_CREDENTIALS",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
+    pub cluster_credentials: bool,
+
     /// How long a leader's lease lasts without renewal: the longest a hand-over takes after the
     /// leader dies. At least 3s; renewed every third of it.
     #[arg(long, env = "NUCLIA_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
