@@ -915,6 +915,33 @@ mod tests {
     }
 
     #[test]
+    fn kb_auth_names_exactly_one_credential_source() {
+        let auth = |v: serde_json::Value| serde_json::from_value::<KbAuth>(v).unwrap().validate();
+        assert_eq!(
+            auth(serde_json::json!({"secretRef": {"name": "login"}})),
+            Ok(())
+        );
+        assert_eq!(
+            auth(serde_json::json!({"clusterCredentialRef": {"name": "admin"}})),
+            Ok(())
+        );
+        let both = auth(serde_json::json!({
+            "secretRef": {"name": "login"}, "clusterCredentialRef": {"name": "admin"}
+        }));
+        assert!(both.unwrap_err().contains("both"));
+        assert!(
+            auth(serde_json::json!({}))
+                .unwrap_err()
+                .contains("no credential")
+        );
+        // An existing spec serializes as before (no spec hash change, no rotation on upgrade).
+        let old =
+            serde_json::json!({"secretRef": {"name": "login", "key": "token"}, "type": "Bearer"});
+        let parsed: KbAuth = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), old);
+    }
+
+    #[test]
     fn crds_carry_names_and_columns() {
         let crd = NucliaPersonalToken::crd();
         assert_eq!(crd.spec.names.short_names, Some(vec!["npt".to_string()]));

@@ -307,6 +307,21 @@ async fn cluster_credential_rotated_by_a_personal_token() {
     let key1 = value_in(&w, &t, "kb", "token").await.unwrap();
 
     // Hostile: an empty selector selects nothing; a Secret outside the operator's namespace.
+    // Both credential sources, or none: refused with what to fix.
+    apply_in(
+        &t,
+        &format!(
+            "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: both}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{secretRef: {{name: team-login}}, clusterCredentialRef: {{name: {cc}}}}}\n---\napiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: neither}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{}}\n"
+        ),
+    );
+    for (name, want) in [("both", "both"), ("neither", "no credential")] {
+        let s = wait_status(&api, name, MINUTE, "InvalidSpec", |s| {
+            reason(s).as_deref() == Some("InvalidSpec")
+        })
+        .await;
+        let msg = s.condition("Ready").unwrap().message.clone();
+        assert!(msg.contains(want) && s.token_id.is_none(), "{msg}");
+    }
     apply_in(&t, &kb_via("all", &kb_url, &everyone, ""));
     apply_in(&t, &kb_via("wrong-ns", &kb_url, &elsewhere, ""));
     let s = wait_status(&api, "all", MINUTE, "CredentialNotAllowed", not_allowed).await;
@@ -382,7 +397,7 @@ async fn cluster_credential_rotated_by_a_personal_token() {
     );
 
     // Clean up: KB keys first (revoked with the cluster credential), then the PAT.
-    for name in ["kb", "all", "wrong-ns"] {
+    for name in ["kb", "all", "wrong-ns", "both", "neither"] {
         delete_kb(&api, name).await;
     }
     assert!(

@@ -267,8 +267,24 @@ fn controller<K: Kind>(
             }),
     )
     .applied_objects();
-    let controller = Controller::for_stream(resources, reader)
+    let cached = reader.clone();
+    let mut controller = Controller::for_stream(resources, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(s.concurrency));
+    // A cluster credential created, changed (its policy) or deleted wakes the resources that
+    // name it, so a policy change takes effect at once rather than at their next retry.
+    if s.cluster_credential_namespace.is_some() {
+        let ccs: Api<crate::cluster_credential::NucliaClusterCredential> =
+            Api::all(ctx.kube.clone());
+        controller = controller.watches(ccs, watcher::Config::default(), move |cc| {
+            let name = cc.name_any();
+            cached
+                .state()
+                .iter()
+                .filter(|o| o.cluster_credential() == Some(name.as_str()))
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+                .collect::<Vec<_>>()
+        });
+    }
     // Metadata only: no Secret data is cached in the operator's memory.
     let readers = index.clone();
     let controller = controller.watches(secrets, watcher::Config::default(), move |secret| {
