@@ -205,14 +205,14 @@ impl<'a, K: Kind> Engine<'a, K> {
     }
 
     /// The credential of `spec.auth.secretRef`, read once per reconcile; or that of the
-    /// cluster credential the spec names, resolved each time (its policy is checked for
-    /// `Purpose::Mint` only: what was minted with it may always be revoked with it).
-    async fn auth_credential(&mut self, purpose: Purpose) -> Result<ApiToken> {
+    /// cluster credential the spec names, resolved each time with its policy checked, whatever
+    /// the purpose (a sweep asked for by a hand-written issue intent must not borrow it). Only
+    /// the tokens status records as minted through it are revoked without the policy
+    /// ([`Self::scope_credentials`]).
+    async fn auth_credential(&mut self, _purpose: Purpose) -> Result<ApiToken> {
         if let Some(name) = self.obj.cluster_credential() {
             let name = name.to_owned();
-            return self
-                .cluster_credential(&name, purpose == Purpose::Mint)
-                .await;
+            return self.cluster_credential(&name, true).await;
         }
         if let Some(t) = &self.auth_token {
             return Ok(t.clone());
