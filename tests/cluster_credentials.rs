@@ -421,3 +421,56 @@ async fn cluster_credential_rotated_by_a_personal_token() {
     delete_namespace(&w, &t).await;
     w.assert_log_has_no_tokens().await;
 }
+
+/// A NUA key as the cluster credential (sent as `X-NUCLIA-NUAKEY`, whatever the KB key's own
+/// `auth.type`): minted and revoked with it. Then an operator started with
+/// `--cluster-credentials=false` refuses a resource that names one.
+#[tokio::test]
+async fn cluster_credential_of_a_nua_key_and_turned_off() {
+    let mut w = World::new("cc-nua").await;
+    let ops = w.ns.clone();
+    let t = team(&w, "cc-nua-team").await;
+    let cc = format!("{ops}-nua");
+    w.create_secret("nua", "key", &w.fake.bootstrap.nua_key.clone())
+        .await;
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: nua, key: key}}\n  type: NuaKey\n  policy: {{namespaces: [{t}]}}\n"
+    ));
+    w.start_operator(&[
+        "--watch-namespaces",
+        &t,
+        "--cluster-credential-namespace",
+        &ops,
+    ]);
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let api: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &t);
+    apply_in(&t, &kb_via("kb", &kb_url, &cc, ""));
+    let s = wait_status(&api, "kb", MINUTE, "Ready with the NUA key", ready).await;
+    let id = s.token_id.clone().unwrap();
+    let key = value_in(&w, &t, "kb", "token").await.unwrap();
+    assert!(w.kb_key_works(&kb_url, &key).await);
+    wait_cc(&w, &cc, "Ready", |s| {
+        cc_ready(s) == Some(("True".into(), "CredentialValid".into()))
+    })
+    .await;
+    delete_kb(&api, "kb").await;
+    assert!(
+        !w.kb_key_works(&kb_url, &key).await,
+        "revoked with the NUA key"
+    );
+    assert!(!w.credential_is_live(&id).await);
+
+    w.kill_operator();
+    w.start_operator(&["--watch-namespaces", &t, "--cluster-credentials=false"]);
+    apply_in(&t, &kb_via("turned-off", &kb_url, &cc, ""));
+    let s = wait_status(&api, "turned-off", MINUTE, "CredentialNotAllowed", not_allowed).await;
+    assert!(s.token_id.is_none());
+    let msg = s.condition("Ready").unwrap().message.clone();
+    assert!(msg.contains("turned off"), "{msg}");
+    delete_kb(&api, "turned-off").await;
+    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
+    w.kill_operator();
+    delete_namespace(&w, &t).await;
+    w.assert_log_has_no_tokens().await;
+}
