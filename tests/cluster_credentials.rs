@@ -463,7 +463,14 @@ async fn cluster_credential_of_a_nua_key_and_turned_off() {
     w.kill_operator();
     w.start_operator(&["--watch-namespaces", &t, "--cluster-credentials=false"]);
     apply_in(&t, &kb_via("turned-off", &kb_url, &cc, ""));
-    let s = wait_status(&api, "turned-off", MINUTE, "CredentialNotAllowed", not_allowed).await;
+    let s = wait_status(
+        &api,
+        "turned-off",
+        MINUTE,
+        "CredentialNotAllowed",
+        not_allowed,
+    )
+    .await;
     assert!(s.token_id.is_none());
     let msg = s.condition("Ready").unwrap().message.clone();
     assert!(msg.contains("turned off"), "{msg}");
