@@ -27,9 +27,10 @@ const MINUTE: Duration = Duration::from_secs(60);
 const RELEASE: &str = "nto";
 const OPS: &str = "ops";
 const TEAM: &str = "team";
-const CRDS: [&str; 2] = [
+const CRDS: [&str; 3] = [
     "nucliapersonaltokens.nuclia.dev",
     "nucliakbapikeys.nuclia.dev",
+    "nucliaclustercredentials.nuclia.dev",
 ];
 
 /// The `sh` code blocks of docs/uninstall.md, in order.
