@@ -59,7 +59,9 @@ import json, sys
 s = json.load(sys.stdin)
 print(s["metadata"]["name"] + ":")
 for key, value in sorted(s["data"].items()):
-    print("  %-8s %s" % (key, "****" + "(%d bytes)" % len(value) if key == "token" else __import__("base64").b64decode(value).decode()))
+    # only what is not a credential is shown (the token, and any format that carries it, masked)
+    shown = key in ("kbUrl", "kbId", "zone", "NUCLIA_KB_URL", "NUCLIA_KB_ID", "NUCLIA_ZONE")
+    print("  %-8s %s" % (key, __import__("base64").b64decode(value).decode() if shown else "****(%d bytes)" % len(value)))
 '
 done
 

@@ -24,6 +24,9 @@ pub enum Error {
     /// The Secret to write exists and is not owned by this resource.
     #[error("{0}")]
     SecretConflict(String),
+    /// The cluster credential named does not allow this namespace, kind or role.
+    #[error("{0}")]
+    CredentialNotAllowed(String),
 }
 
 /// The apiserver's own words (message, reason, code) rather than kube's debug dump of its
@@ -49,6 +52,7 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::CredentialsMissing(_) => "CredentialsMissing",
             Error::SecretConflict(_) => "SecretConflict",
+            Error::CredentialNotAllowed(_) => crate::cluster_credential::NOT_ALLOWED,
         }
     }
 

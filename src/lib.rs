@@ -2,12 +2,14 @@
 //!
 //! The library holds all logic; the binaries in `src/bin` only wire it together.
 //! - [`crd`]: the two custom resources and the names shared by everything else.
+//! - [`cluster_credential`]: `NucliaClusterCredential`, its namespace policy and its resolution.
 //! - [`duration`]: the Go-style duration syntax of the CRDs and the flags.
 //! - [`nuclia`]: the typed HTTP client for the Nuclia API.
 //! - [`fake`]: `nuclia-fake`, an in-memory Nuclia API server for tests, the demo and users' CI.
 //! - [`lifecycle`]: the pure decision of what to do next with a credential, shared by both kinds.
 //! - [`runtime`]: configuration, logging, `/metrics` `/healthz` `/readyz`, leader election.
 
+pub mod cluster_credential;
 pub mod controller;
 pub mod crd;
 pub mod duration;

@@ -92,6 +92,16 @@ async fn examples_are_accepted() {
         applied >= 3,
         "expected the example manifests, applied {applied}"
     );
+    // Cluster-scoped: not deleted with the namespace.
+    kubectl(
+        &[
+            "delete",
+            "nucliaclustercredential",
+            "nuclia-admin",
+            "--ignore-not-found",
+        ],
+        None,
+    );
 }
 
 const PT: &str = r#"

@@ -210,6 +210,12 @@ fn chart_with_private_crds(dir: &Path, tag: &str) -> Vec<String> {
             "nkak",
         ),
         ("nuclianuakey.yaml", "nuclianuakey", "NucliaNuaKey", "nnk"),
+        (
+            "nucliaclustercredential.yaml",
+            "nucliaclustercredential",
+            "NucliaClusterCredential",
+            "ncc",
+        ),
     ] {
         let path = dir.join("templates/crds").join(file);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -405,7 +411,7 @@ fn chart_lints_and_renders() {
 
     let docs = render(&[]);
     let crds = of_kind(&docs, "CustomResourceDefinition");
-    assert_eq!(crds.len(), 3, "three CRDs by default");
+    assert_eq!(crds.len(), 4, "four CRDs by default");
     for want in nuclia_token_operator::crd::crds() {
         let name = want.metadata.name.clone().unwrap();
         let have = crds
@@ -441,6 +447,7 @@ fn chart_lints_and_renders() {
         names(&of_kind(&docs, "ClusterRole")),
         BTreeSet::from([
             format!("/{full}"),
+            format!("/{full}-cluster-credentials"),
             format!("/{full}-cluster-id"),
             user_roles[0].clone(),
             user_roles[1].clone()
@@ -449,6 +456,7 @@ fn chart_lints_and_renders() {
     assert_eq!(
         names(&of_kind(&docs, "Role")),
         BTreeSet::from([
+            format!("ops/{full}-cluster-credentials"),
             format!("ops/{full}-installation"),
             format!("ops/{full}-leader-election")
         ])
@@ -478,16 +486,22 @@ fn chart_lints_and_renders() {
 
     // Namespaced: one Role per watched namespace, no controller ClusterRole; the users'
     // aggregated roles (which grant the operator nothing) unless turned off.
-    let docs = render(&["watchNamespaces={apps,ci}", "clusterId=prod"]);
+    let docs = render(&[
+        "watchNamespaces={apps,ci}",
+        "clusterId=prod",
+        "clusterCredentials.enabled=false",
+    ]);
     assert_eq!(
         names(&of_kind(&docs, "ClusterRole")),
         BTreeSet::from(user_roles.clone())
     );
     assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    assert!(settings_of(&docs).contains(&setting("CLUSTER_CREDENTIALS", "false")));
     let docs = render(&[
         "watchNamespaces={apps,ci}",
         "clusterId=prod",
         "rbac.aggregateClusterRoles=false",
+        "clusterCredentials.enabled=false",
     ]);
     assert_eq!(
         names(&of_kind(&docs, "Role")),
@@ -511,7 +525,10 @@ fn chart_lints_and_renders() {
 
     let docs = render(&["replicaCount=2"]);
     assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
-    let docs = render(&["leaderElection.enabled=false"]);
+    let docs = render(&[
+        "leaderElection.enabled=false",
+        "clusterCredentials.enabled=false",
+    ]);
     assert_eq!(
         names(&of_kind(&docs, "Role")),
         BTreeSet::from([format!("ops/{full}-installation")]),
@@ -841,10 +858,6 @@ async fn chart_rbac_is_enough_and_no_more() {
             ),
         ),
         (
-            "get namespace default",
-            http_code(Api::<Namespace>::all(sa.clone()).get("default").await),
-        ),
-        (
             "list namespaces",
             http_code(
                 Api::<Namespace>::all(sa.clone())
@@ -872,6 +885,11 @@ async fn chart_rbac_is_enough_and_no_more() {
     for (what, code) in denied {
         assert_eq!(code, 403, "the ServiceAccount may {what}");
     }
+    // A namespace's labels, for a NucliaClusterCredential's namespaceSelector: get, never list.
+    assert_eq!(
+        http_code(Api::<Namespace>::all(sa.clone()).get("default").await),
+        200
+    );
     op.kill();
     w.assert_no_tokens_in(&op.log).await;
     drop(release);
@@ -1800,7 +1818,7 @@ fn chart_env_names_are_the_operators() {
             );
         }
     }
-    assert_eq!(operator, 25, "every setting is passed: {names:?}");
+    assert_eq!(operator, 27, "every setting is passed: {names:?}");
     for old in [
         "POD_NAME",
         "POD_NAMESPACE",
@@ -2547,5 +2565,138 @@ async fn chart_proxy_carries_nuclia_requests() {
     .await;
     assert!(gone.is_some(), "the finalizer never let the resource go");
     op.kill();
+    w.assert_no_tokens_in(&op.log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NucliaClusterCredential (issue 14)
+
+/// The chart's RBAC for cluster credentials, least privilege: the operator, with a token of the
+/// chart's ServiceAccount in namespaced mode, mints a team's KB key through a
+/// NucliaClusterCredential whose Secret lives in a third namespace (`clusterCredentials.namespace`)
+/// without a forbidden request, and revokes it at deletion; in that namespace it may get a Secret
+/// and nothing more (no list), and it may read cluster credentials but not create them.
+#[tokio::test]
+async fn chart_rbac_cluster_credential() {
+    use nuclia_token_operator::cluster_credential::NucliaClusterCredential;
+    let w = World::new("deploy-cc").await;
+    let team = common::namespace(&w.client, "deploy-cc-team").await;
+    let vault = common::namespace(&w.client, "deploy-cc-vault").await;
+    let (release, mut op, dir) = chart_operator(
+        &w,
+        &[
+            "leaderElection.enabled=false",
+            &format!("watchNamespaces={{{},{team}}}", w.ns),
+            &format!("clusterCredentials.namespace={vault}"),
+        ],
+        &[
+            "--watch-namespaces",
+            &team,
+            "--cluster-credential-namespace",
+            &vault,
+        ],
+    )
+    .await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    let login: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "admin-login"},
+        "stringData": {"token": w.fake.bootstrap.pat.clone()}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(w.client.clone(), &vault)
+        .create(&PostParams::default(), &login)
+        .await
+        .unwrap();
+    let cc = format!("{}-cc", w.ns);
+    let out = common::kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy: {{namespaces: [{team}]}}\n"
+        )),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let out = common::kubectl(
+        &["apply", "-n", &team, "-f", "-"],
+        Some(&format!(
+            "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: search}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{clusterCredentialRef: {{name: {cc}}}}}\n"
+        )),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &team);
+    let s = wait_status(&keys, "search", MINUTE, "KB key Ready", ready).await;
+    let id = s.token_id.unwrap();
+    let key = Api::<Secret>::namespaced(w.client.clone(), &team)
+        .get("search")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["token"]
+        .0
+        .clone();
+    let key = String::from_utf8(key).unwrap();
+    assert!(w.kb_key_works(&kb_url, &key).await);
+    keys.delete("search", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = common::poll(MINUTE, || async {
+        keys.get_opt("search").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the KB key's finalizer never let it go");
+    assert!(!w.kb_key_works(&kb_url, &key).await, "the key is revoked");
+    assert!(!w.credential_is_live(&id).await);
+    let log = op.log_text();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "a request was forbidden under the chart's RBAC; see {}",
+        op.log.display()
+    );
+    assert!(
+        op.running(),
+        "the operator exited; see {}",
+        op.log.display()
+    );
+
+    let sa = client_from(&kubeconfig).await;
+    let vault_secrets = Api::<Secret>::namespaced(sa.clone(), &vault);
+    assert_eq!(http_code(vault_secrets.get("admin-login").await), 200);
+    assert_eq!(
+        http_code(vault_secrets.list(&ListParams::default()).await),
+        403,
+        "Secrets of the cluster credential namespace: get only"
+    );
+    let ccs = Api::<NucliaClusterCredential>::all(sa.clone());
+    assert_eq!(http_code(ccs.get(&cc).await), 200);
+    let mut copy = ccs.get(&cc).await.unwrap();
+    copy.metadata = kube::api::ObjectMeta {
+        name: Some(format!("{cc}-copy")),
+        ..Default::default()
+    };
+    assert_eq!(
+        http_code(ccs.create(&PostParams::default(), &copy).await),
+        403,
+        "the operator cannot create cluster credentials"
+    );
+
+    Api::<NucliaClusterCredential>::all(w.client.clone())
+        .delete(&cc, &DeleteParams::default())
+        .await
+        .unwrap();
+    op.kill();
+    drop(release);
+    for ns in [&team, &vault] {
+        let _ = Api::<Namespace>::all(w.client.clone())
+            .delete(ns, &DeleteParams::default())
+            .await;
+    }
     w.assert_no_tokens_in(&op.log).await;
 }

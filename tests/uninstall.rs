@@ -27,10 +27,11 @@ const MINUTE: Duration = Duration::from_secs(60);
 const RELEASE: &str = "nto";
 const OPS: &str = "ops";
 const TEAM: &str = "team";
-const CRDS: [&str; 3] = [
+const CRDS: [&str; 4] = [
     "nucliapersonaltokens.nuclia.dev",
     "nucliakbapikeys.nuclia.dev",
     "nuclianuakeys.nuclia.dev",
+    "nucliaclustercredentials.nuclia.dev",
 ];
 
 /// The `sh` code blocks of docs/uninstall.md, in order.

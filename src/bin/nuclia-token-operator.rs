@@ -83,6 +83,9 @@ async fn main() -> anyhow::Result<()> {
         concurrency: config.concurrency.try_into().unwrap_or(u16::MAX),
         namespaces: config.watch_namespaces(),
         label_selector: config.label_selector.clone(),
+        cluster_credential_namespace: config
+            .cluster_credentials
+            .then(|| config.cluster_credential_namespace()),
     };
 
     let health = Arc::new(Health::new());

@@ -15,7 +15,7 @@ use crate::runtime::metrics::CredentialState;
 fn is_terminal(label: &str) -> bool {
     matches!(
         label,
-        "InvalidSpec" | "SecretConflict" | "UntrustedEndpoint"
+        "InvalidSpec" | "SecretConflict" | "UntrustedEndpoint" | "CredentialNotAllowed"
     )
 }
 
@@ -108,11 +108,18 @@ impl<K: Kind> Engine<'_, K> {
             Error::Nuclia(nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })
         ) {
             // Nuclia's answer cannot say which credential; the user needs to know where it is.
-            let r = self.obj.auth_ref();
-            message.push_str(&format!(
-                "; check the credential in Secret {:?} key {:?} (spec.auth.secretRef)",
-                r.name, r.key
-            ));
+            match self.obj.cluster_credential() {
+                Some(name) => message.push_str(&format!(
+                    "; check NucliaClusterCredential {name:?} (spec.auth.clusterCredentialRef): a cluster admin must fix its Secret"
+                )),
+                None => {
+                    let r = self.obj.auth_ref();
+                    message.push_str(&format!(
+                        "; check the credential in Secret {:?} key {:?} (spec.auth.secretRef)",
+                        r.name, r.key
+                    ));
+                }
+            }
         }
         let holds = match &self.secret_state {
             Some(state) => lifecycle::secret_holds_current(&self.status, state, self.now)

@@ -48,9 +48,34 @@ pub struct Context {
     /// Every resource of both kinds: UIDs for the orphan sweep, readers of a Secret for the
     /// order of deletions.
     pub(super) stores: OnceLock<Stores>,
+    /// How each `NucliaClusterCredential` resolved so far sends its credential (the issuers
+    /// build their Nuclia credential from it).
+    cluster_credential_types: Mutex<HashMap<String, crate::crd::CredentialType>>,
+    /// The last upstream check of each `NucliaClusterCredential`.
+    pub(super) cluster_checks: super::cluster_credentials::Checks,
 }
 
 impl Context {
+    pub(super) fn remember_cluster_credential_type(
+        &self,
+        name: &str,
+        t: crate::crd::CredentialType,
+    ) {
+        if let Ok(mut m) = self.cluster_credential_types.lock() {
+            m.insert(name.to_owned(), t);
+        }
+    }
+
+    /// How the cluster credential `name` sends its credential, as last resolved (Bearer if
+    /// never resolved).
+    pub fn cluster_credential_type(&self, name: &str) -> crate::crd::CredentialType {
+        self.cluster_credential_types
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).copied())
+            .unwrap_or_default()
+    }
+
     pub fn new(
         kube: kube::Client,
         nuclia: nuclia::Client,
@@ -78,6 +103,8 @@ impl Context {
             accounts: AccountCache::default(),
             foreign: Mutex::default(),
             restarter,
+            cluster_credential_types: Mutex::default(),
+            cluster_checks: Default::default(),
             stores: OnceLock::new(),
         })
     }

@@ -61,13 +61,19 @@ impl CredentialIndex {
         };
         let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
         match event {
+            // A resource that reads a cluster credential reads no Secret of its namespace.
+            Event::Apply(o) if o.cluster_credential().is_some() => inner.remove(&key(o)),
             Event::Apply(o) => inner.set(key(o), &o.auth_ref().name),
             Event::InitApply(o) => {
                 let k = key(o);
                 if let Some(seen) = inner.relisted.as_mut() {
                     seen.insert(k.clone());
                 }
-                inner.set(k, &o.auth_ref().name);
+                if o.cluster_credential().is_some() {
+                    inner.remove(&k);
+                } else {
+                    inner.set(k, &o.auth_ref().name);
+                }
             }
             Event::Delete(o) => inner.remove(&key(o)),
             Event::Init => inner.relisted = Some(HashSet::new()),

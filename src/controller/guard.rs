@@ -49,7 +49,7 @@ impl<K: Kind> Engine<'_, K> {
         {
             issuer.adopted(found);
             let mut scope = issuer.scope_of(found);
-            scope.credential = Some(self.obj.auth_ref().clone());
+            self.record_source(&mut scope);
             let grace_end = self.now + policy.revoke_previous_after;
             let new = NewToken {
                 id,
@@ -107,7 +107,7 @@ impl<K: Kind> Engine<'_, K> {
         // earlier resource) is only its scope, released once the token is revoked; the next
         // token is minted where this resource mints.
         let mut scope = issuer.scope_of(found);
-        scope.credential = Some(self.obj.auth_ref().clone());
+        self.record_source(&mut scope);
         let not_after = found
             .expires
             .or(view.not_after)

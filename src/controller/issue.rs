@@ -52,7 +52,7 @@ impl<K: Kind> Engine<'_, K> {
             }
         };
         let mut scope = minted.scope.clone();
-        scope.credential = Some(self.obj.auth_ref().clone());
+        self.record_source(&mut scope);
         // The grace period starts when consumers can see the new token, not when this
         // reconcile started: a slow mint must not eat into it.
         let grace_end = if reason.revoke_replaced_now() {

@@ -7,6 +7,7 @@
 //! → Secret → record), `guard` (the leak guard's sweeps and upstream verification), `revoke`
 //! (replaced tokens, deletion). `docs/lifecycle.md` walks through them.
 
+mod cluster_credentials;
 mod conditions;
 mod context;
 mod credential_index;
@@ -79,6 +80,9 @@ pub struct Settings {
     /// Namespaces to watch (empty: all).
     pub namespaces: Vec<String>,
     pub label_selector: Option<String>,
+    /// Namespace of the Secrets that `NucliaClusterCredential`s read; None: cluster
+    /// credentials are turned off.
+    pub cluster_credential_namespace: Option<String>,
 }
 
 impl Settings {
@@ -126,6 +130,14 @@ pub trait Kind:
     /// Data key of the token in the managed Secret.
     fn token_key(&self) -> &str;
     fn auth_ref(&self) -> &SecretKeyRef;
+    /// The `NucliaClusterCredential` named instead of `auth_ref` (then `auth_ref` is not used).
+    fn cluster_credential(&self) -> Option<&str> {
+        None
+    }
+    /// The Knowledge Box role asked for, checked against a cluster credential's ceiling.
+    fn requested_role(&self) -> Option<crate::crd::KbRole> {
+        None
+    }
     fn deletion_policy(&self) -> DeletionPolicy;
     /// Whether, and where, the managed token itself is one of the credentials.
     fn managed_token(&self, purpose: Purpose) -> ManagedToken;
@@ -220,6 +232,9 @@ pub async fn run(
                 .boxed(),
         );
     }
+    if ctx.settings.cluster_credential_namespace.is_some() {
+        runs.push(cluster_credentials::run(ctx.clone(), shutdown.clone()).boxed());
+    }
     futures::future::join_all(runs).await;
 }
 
@@ -266,8 +281,24 @@ fn controller<K: Kind>(
             }),
     )
     .applied_objects();
-    let controller = Controller::for_stream(resources, reader)
+    let cached = reader.clone();
+    let mut controller = Controller::for_stream(resources, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(s.concurrency));
+    // A cluster credential created, changed (its policy) or deleted wakes the resources that
+    // name it, so a policy change takes effect at once rather than at their next retry.
+    if s.cluster_credential_namespace.is_some() {
+        let ccs: Api<crate::cluster_credential::NucliaClusterCredential> =
+            Api::all(ctx.kube.clone());
+        controller = controller.watches(ccs, watcher::Config::default(), move |cc| {
+            let name = cc.name_any();
+            cached
+                .state()
+                .iter()
+                .filter(|o| o.cluster_credential() == Some(name.as_str()))
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+                .collect::<Vec<_>>()
+        });
+    }
     // Metadata only: no Secret data is cached in the operator's memory.
     let readers = index.clone();
     let controller = controller.watches(secrets, watcher::Config::default(), move |secret| {

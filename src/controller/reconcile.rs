@@ -17,7 +17,7 @@ use super::secret::{self, SecretView};
 use super::{Context, Kind, Purpose, status};
 use crate::crd::{
     ANNOTATION_ISSUE_INTENT, ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, FINALIZER,
-    IssueIntent, SecretKeyRef,
+    IssueIntent, SecretKeyRef, TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::issuer::Marker;
@@ -204,8 +204,16 @@ impl<'a, K: Kind> Engine<'a, K> {
         }
     }
 
-    /// The credential of `spec.auth.secretRef`, read once per reconcile.
-    async fn auth_credential(&mut self) -> Result<ApiToken> {
+    /// The credential of `spec.auth.secretRef`, read once per reconcile; or that of the
+    /// cluster credential the spec names, resolved each time with its policy checked, whatever
+    /// the purpose (a sweep asked for by a hand-written issue intent must not borrow it). Only
+    /// the tokens status records as minted through it are revoked without the policy
+    /// ([`Self::scope_credentials`]).
+    async fn auth_credential(&mut self, _purpose: Purpose) -> Result<ApiToken> {
+        if let Some(name) = self.obj.cluster_credential() {
+            let name = name.to_owned();
+            return self.cluster_credential(&name, true).await;
+        }
         if let Some(t) = &self.auth_token {
             return Ok(t.clone());
         }
@@ -229,7 +237,7 @@ impl<'a, K: Kind> Engine<'a, K> {
         source: Option<&SecretKeyRef>,
     ) -> Result<Vec<ApiToken>> {
         if let Some(r) = source
-            && r != self.obj.auth_ref()
+            && (r != self.obj.auth_ref() || self.obj.cluster_credential().is_some())
         {
             let current_from_r = self
                 .status
@@ -271,7 +279,7 @@ impl<'a, K: Kind> Engine<'a, K> {
         if order == super::ManagedToken::First {
             out.extend(managed.clone());
         }
-        match self.auth_credential().await {
+        match self.auth_credential(purpose).await {
             Ok(t) => out.push(t),
             // The bootstrap credential may be long gone: the managed token is enough.
             Err(e) if managed.is_none() => return Err(e),
@@ -281,6 +289,61 @@ impl<'a, K: Kind> Engine<'a, K> {
             out.extend(managed);
         }
         Ok(out)
+    }
+
+    /// A `NucliaClusterCredential`'s credential for this resource; with `check_policy` its
+    /// policy must allow this namespace, kind and role.
+    pub(super) async fn cluster_credential(
+        &mut self,
+        name: &str,
+        check_policy: bool,
+    ) -> Result<ApiToken> {
+        let Some(namespace) = &self.ctx.settings.cluster_credential_namespace else {
+            return Err(Error::CredentialNotAllowed(
+                "cluster credentials are turned off in this installation (--cluster-credentials=false); use spec.auth.secretRef".into(),
+            ));
+        };
+        let resolved = crate::cluster_credential::resolve(
+            &self.ctx.kube,
+            namespace,
+            name,
+            &self.obj.namespace().unwrap_or_default(),
+            K::kind(&()).as_ref(),
+            self.obj.requested_role(),
+            check_policy,
+        )
+        .await?;
+        self.ctx
+            .remember_cluster_credential_type(name, resolved.credential_type);
+        Ok(resolved.token)
+    }
+
+    /// The credentials to call Nuclia with for `purpose`, for a token recorded with `scope`:
+    /// a token minted through a cluster credential is revoked with that cluster credential.
+    pub(super) async fn scope_credentials(
+        &mut self,
+        view: &SecretView,
+        purpose: Purpose,
+        scope: &TokenScope,
+    ) -> Result<Vec<ApiToken>> {
+        match &scope.cluster_credential {
+            Some(name) => Ok(vec![self.cluster_credential(name, false).await?]),
+            None => {
+                self.credentials(view, purpose, scope.credential.as_ref())
+                    .await
+            }
+        }
+    }
+
+    /// Records in `scope` the credential source the spec names now.
+    pub(super) fn record_source(&self, scope: &mut TokenScope) {
+        match self.obj.cluster_credential() {
+            Some(name) => {
+                scope.cluster_credential = Some(name.to_owned());
+                scope.credential = None;
+            }
+            None => scope.credential = Some(self.obj.auth_ref().clone()),
+        }
     }
 
     /// The issuer for the spec's scope.
@@ -322,7 +385,8 @@ impl<'a, K: Kind> Engine<'a, K> {
             &template,
             |token| secret::desired_data(obj, status, token),
         );
-        let mut view = if self.status.token_id.is_none() {
+        let mut view = if self.status.token_id.is_none() && self.obj.cluster_credential().is_none()
+        {
             // No token yet: this reconcile will most likely mint, so read the credential while
             // the Secret is read instead of after.
             let auth = read_credential(&self.secrets, self.obj.auth_ref());

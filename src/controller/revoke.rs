@@ -53,6 +53,7 @@ impl<K: Kind> Engine<'_, K> {
             kb_id: kb.kb_id,
             service_account_id: kb.service_account_id,
             service_account_owned: kb.service_account_owned,
+            ..Default::default()
         }
     }
 
@@ -63,9 +64,7 @@ impl<K: Kind> Engine<'_, K> {
         id: &str,
         scope: &TokenScope,
     ) -> Result<()> {
-        let credentials = self
-            .credentials(view, Purpose::Revoke, scope.credential.as_ref())
-            .await?;
+        let credentials = self.scope_credentials(view, Purpose::Revoke, scope).await?;
         let mut revoker = self.obj.revoker(self.ctx, credentials, scope);
         revoker.revoke(id, scope).await
     }
@@ -98,9 +97,7 @@ impl<K: Kind> Engine<'_, K> {
         if in_use {
             return Ok(());
         }
-        let credentials = self
-            .credentials(view, Purpose::Revoke, scope.credential.as_ref())
-            .await?;
+        let credentials = self.scope_credentials(view, Purpose::Revoke, scope).await?;
         let mut revoker = self.obj.revoker(self.ctx, credentials, scope);
         revoker.release(scope).await
     }

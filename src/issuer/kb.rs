@@ -461,6 +461,7 @@ impl Issuer for KbIssuer {
             service_account_id: token.service_account_id.clone(),
             // only service accounts the operator created carry a marker
             service_account_owned: token.marker.is_some(),
+            cluster_credential: None,
         }
     }
 }
@@ -503,15 +504,20 @@ impl KbIssuer {
                 kb_id: Some(place.kb_id.clone()),
                 service_account_id: Some(sa),
                 service_account_owned: self.state.service_account_owned,
+                cluster_credential: None,
             },
         })
     }
 
     fn credential(spec: &NucliaKbApiKeySpec, token: ApiToken) -> Credential {
-        match spec.auth.credential_type {
-            CredentialType::Bearer => Credential::Bearer(token),
-            CredentialType::NuaKey => Credential::NuaKey(token),
-        }
+        typed(spec.auth.credential_type, token)
+    }
+}
+
+fn typed(t: CredentialType, token: ApiToken) -> Credential {
+    match t {
+        CredentialType::Bearer => Credential::Bearer(token),
+        CredentialType::NuaKey => Credential::NuaKey(token),
     }
 }
 
@@ -541,6 +547,7 @@ impl Kind for NucliaKbApiKey {
 
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
+        s.auth.validate().map_err(Error::InvalidSpec)?;
         s.secret.template.validate().map_err(Error::InvalidSpec)?;
         let k = &s.secret.keys;
         let plain = [k.token.as_str(), &k.kb_url, &k.kb_id, &k.zone];
@@ -573,7 +580,24 @@ impl Kind for NucliaKbApiKey {
     }
 
     fn auth_ref(&self) -> &SecretKeyRef {
-        &self.spec.auth.secret_ref
+        static NONE: std::sync::LazyLock<SecretKeyRef> =
+            std::sync::LazyLock::new(|| SecretKeyRef {
+                name: String::new(),
+                key: String::new(),
+            });
+        self.spec.auth.secret_ref.as_ref().unwrap_or(&NONE)
+    }
+
+    fn cluster_credential(&self) -> Option<&str> {
+        self.spec
+            .auth
+            .cluster_credential_ref
+            .as_ref()
+            .map(|r| r.name.as_str())
+    }
+
+    fn requested_role(&self) -> Option<KbRole> {
+        Some(self.spec.role)
     }
 
     fn deletion_policy(&self) -> DeletionPolicy {
@@ -592,7 +616,11 @@ impl Kind for NucliaKbApiKey {
     ) -> Result<KbIssuer> {
         // Refuse an untrusted kbUrl before using, let alone sending, any credential.
         ctx.nuclia.endpoints().locate_kb(&self.spec.kb_url)?;
-        let credential = KbIssuer::credential(&self.spec, first_credential(credentials)?);
+        let token = first_credential(credentials)?;
+        let credential = match self.cluster_credential() {
+            Some(name) => typed(ctx.cluster_credential_type(name), token),
+            None => KbIssuer::credential(&self.spec, token),
+        };
         let title = format!(
             "{}/{}",
             self.namespace().unwrap_or_default(),
@@ -615,9 +643,19 @@ impl Kind for NucliaKbApiKey {
             .into_iter()
             .next()
             .unwrap_or_else(|| ApiToken::new(String::new()));
+        // The credential of the scope: a cluster credential's type is its own.
+        let credential = match home.cluster_credential.as_deref().or_else(|| {
+            home.credential
+                .is_none()
+                .then(|| self.cluster_credential())
+                .flatten()
+        }) {
+            Some(name) => typed(ctx.cluster_credential_type(name), token),
+            None => KbIssuer::credential(&self.spec, token),
+        };
         KbIssuer::revoker(
             ctx.nuclia.clone(),
-            KbIssuer::credential(&self.spec, token),
+            credential,
             home,
             self.status.as_ref().and_then(|s| s.kb.as_ref()),
         )

@@ -188,6 +188,25 @@ pub struct Config {
     )]
     pub lease_namespace: String,
 
+    /// Namespace of the Secrets that NucliaClusterCredentials read (default: the
+    /// --lease-namespace, the operator's own). Only cluster admins should be able to read it.
+    #[arg(long, env = "NUCLIA_OPERATOR_CLUSTER_CREDENTIAL_NAMESPACE")]
+    pub cluster_credential_namespace: Option<String>,
+
+    /// Serve NucliaClusterCredentials (their status, and resources that name one with
+    /// auth.clusterCredentialRef). Off: such resources are refused (CredentialNotAllowed) and
+    /// the operator needs no cluster-wide permission for them.
+    #[arg(
+        long,
+        env = "NUCLIA_OPERATOR_CLUSTER_CREDENTIALS",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
+    pub cluster_credentials: bool,
+
     /// How long a leader's lease lasts without renewal: the longest a hand-over takes after the
     /// leader dies. At least 3s; renewed every third of it.
     #[arg(long, env = "NUCLIA_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
@@ -267,6 +286,13 @@ impl Config {
             .filter(|ns| !ns.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Where the Secrets of NucliaClusterCredentials live.
+    pub fn cluster_credential_namespace(&self) -> String {
+        self.cluster_credential_namespace
+            .clone()
+            .unwrap_or_else(|| self.lease_namespace.clone())
     }
 
     /// This replica's identity in the leader-election Lease.

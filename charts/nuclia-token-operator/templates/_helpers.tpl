@@ -134,6 +134,10 @@ is left out, so extraEnv replaces the chart's value instead of repeating the var
 {{- $env = append $env (dict "name" (print $p "INSTALLATION_CONFIGMAP") "value" (printf "%s-installation" (include "nuclia-token-operator.fullname" .))) }}
 {{- /* The Lease lives in the release namespace; each replica names itself after its pod. */}}
 {{- $env = append $env (dict "name" (print $p "LEASE_NAMESPACE") "valueFrom" (dict "fieldRef" (dict "fieldPath" "metadata.namespace"))) }}
+{{- $env = append $env (dict "name" (print $p "CLUSTER_CREDENTIALS") "value" (toString $v.clusterCredentials.enabled)) }}
+{{- if $v.clusterCredentials.enabled }}
+{{- $env = append $env (dict "name" (print $p "CLUSTER_CREDENTIAL_NAMESPACE") "value" (include "nuclia-token-operator.clusterCredentialNamespace" .)) }}
+{{- end }}
 {{- $env = append $env (dict "name" (print $p "IDENTITY") "valueFrom" (dict "fieldRef" (dict "fieldPath" "metadata.name"))) }}
 {{- if or $v.proxy.httpsProxy $v.proxy.httpProxy }}
 {{- with $v.proxy.httpsProxy }}
@@ -160,4 +164,9 @@ is left out, so extraEnv replaces the chart's value instead of repeating the var
 {{- end }}
 {{- end }}
 {{- toYaml $kept }}
+{{- end }}
+
+{{/* Where the Secrets of NucliaClusterCredentials live: clusterCredentials.namespace or the release namespace. */}}
+{{- define "nuclia-token-operator.clusterCredentialNamespace" -}}
+{{- default .Release.Namespace .Values.clusterCredentials.namespace -}}
 {{- end }}

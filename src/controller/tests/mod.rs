@@ -53,6 +53,7 @@ fn settings() -> Settings {
         concurrency: 1,
         namespaces: Vec::new(),
         label_selector: None,
+        cluster_credential_namespace: Some("operator".into()),
     }
 }
 

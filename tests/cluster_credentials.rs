@@ -1,0 +1,483 @@
+//! `NucliaClusterCredential` (issue 14) against the real kube-apiserver and `nuclia-fake` over
+//! HTTP, the operator as a real process: a credential in the operator's namespace lent to the
+//! KB keys of team namespaces under a policy (names, labels, role ceiling), refused elsewhere
+//! (`CredentialNotAllowed`, nothing minted), a policy change, the credential rotated by a
+//! `NucliaPersonalToken` of the operator's namespace, and deletion revoking through the cluster
+//! credential. Every test deletes what it created, checks the keys are revoked and scans the
+//! operator's log for token values.
+
+mod common;
+
+use std::time::Duration;
+
+use common::operator::{World, ready, reason, wait_status};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, PostParams};
+use nuclia_token_operator::cluster_credential::{ClusterCredentialStatus, NucliaClusterCredential};
+use nuclia_token_operator::crd::{CredentialStatus, NucliaKbApiKey, NucliaPersonalToken};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A team namespace beside the world's (which plays the operator's namespace).
+async fn team(w: &World, prefix: &str) -> String {
+    common::namespace(&w.client, prefix).await
+}
+
+fn apply_in(ns: &str, yaml: &str) {
+    let out = common::kubectl(&["apply", "-n", ns, "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn apply_cluster(yaml: &str) {
+    let out = common::kubectl(&["apply", "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn secret_in(w: &World, ns: &str, name: &str, key: &str, value: &str) {
+    let s: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {key: value}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(w.client.clone(), ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create Secret");
+}
+
+async fn value_in(w: &World, ns: &str, name: &str, key: &str) -> Option<String> {
+    let s = Api::<Secret>::namespaced(w.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    String::from_utf8(s.data?.get(key)?.0.clone()).ok()
+}
+
+/// A KB key in `ns` minting through cluster credential `cc`.
+fn kb_via(name: &str, kb_url: &str, cc: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: {name}}}\nspec:\n  kbUrl: {kb_url}\n  days: 1\n  auth: {{clusterCredentialRef: {{name: {cc}}}}}\n  rotation: {{revokePreviousAfter: 2s}}\n{extra}"
+    )
+}
+
+fn not_allowed(s: &CredentialStatus) -> bool {
+    reason(s).as_deref() == Some("CredentialNotAllowed")
+        && s.condition("Stalled").is_some_and(|c| c.status == "True")
+}
+
+async fn delete_kb(api: &Api<NucliaKbApiKey>, name: &str) {
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    let gone = common::poll(MINUTE, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "{name}: the finalizer never let it go");
+}
+
+/// Polls the cluster credential's status until `check` accepts it.
+async fn wait_cc<F>(w: &World, name: &str, what: &str, check: F) -> ClusterCredentialStatus
+where
+    F: Fn(&ClusterCredentialStatus) -> bool,
+{
+    let api: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    let found = common::poll(MINUTE, || async {
+        let s = api.get_opt(name).await.ok()??.status?;
+        check(&s).then_some(s)
+    })
+    .await;
+    match found {
+        Some(s) => s,
+        None => panic!(
+            "{name}: timed out waiting for {what}; last: {:?}",
+            api.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|o| o.status)
+        ),
+    }
+}
+
+fn cc_ready(s: &ClusterCredentialStatus) -> Option<(String, String)> {
+    let c = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+async fn delete_namespace(w: &World, ns: &str) {
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(w.client.clone())
+        .delete(ns, &DeleteParams::default())
+        .await;
+}
+
+/// Two team namespaces, one allowed by name and one not; the role ceiling; the team's own Secret
+/// of the same name as the cluster credential's is never used; a namespace labelled into the
+/// policy is served; a namespace removed from it keeps its key (revoked at deletion, through
+/// the cluster credential) but gets no new one.
+#[tokio::test]
+async fn cluster_credential_policy_namespaces_and_role_ceiling() {
+    let mut w = World::new("cc-ops").await;
+    let ops = w.ns.clone();
+    let a = team(&w, "cc-team-a").await;
+    let b = team(&w, "cc-team-b").await;
+    let cc = format!("{ops}-admin");
+    let label = format!("nuclia-{}", &ops[ops.len() - 8..]);
+    w.create_secret("admin-login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    // Team b's own Secret of the same name holds garbage: it must never be read.
+    secret_in(&w, &b, "admin-login", "token", "not-a-real-token").await;
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy:\n    namespaces: [{a}]\n    namespaceSelector: {{matchLabels: {{{label}: allowed}}}}\n    maxRole: SCONTRIBUTOR\n"
+    ));
+    // The world's operator watches its own namespace; these are added to it.
+    let namespaces = format!("{a},{b}");
+    w.start_operator(&[
+        "--watch-namespaces",
+        &namespaces,
+        "--cluster-credential-namespace",
+        &ops,
+    ]);
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let api_a: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &a);
+    let api_b: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &b);
+
+    // Allowed namespace, allowed role.
+    apply_in(
+        &a,
+        &kb_via("reader", &kb_url, &cc, "  role: SCONTRIBUTOR\n"),
+    );
+    let s = wait_status(&api_a, "reader", MINUTE, "Ready", ready).await;
+    assert_eq!(
+        s.scope
+            .as_ref()
+            .and_then(|s| s.cluster_credential.as_deref()),
+        Some(cc.as_str()),
+        "the scope records the cluster credential"
+    );
+    let key_a = value_in(&w, &a, "reader", "token").await.unwrap();
+    assert!(w.kb_key_works(&kb_url, &key_a).await);
+
+    // The cluster credential's own status: valid upstream, used by team a.
+    let st = wait_cc(&w, &cc, "Ready, used by team a", |s| {
+        cc_ready(s) == Some(("True".into(), "CredentialValid".into()))
+            && s.namespaces == vec![a.clone()]
+    })
+    .await;
+    assert!(st.last_verified.is_some());
+
+    // Above the ceiling: refused, nothing minted.
+    apply_in(&a, &kb_via("owner", &kb_url, &cc, "  role: SOWNER\n"));
+    let s = wait_status(&api_a, "owner", MINUTE, "CredentialNotAllowed", not_allowed).await;
+    assert!(s.token_id.is_none(), "nothing minted above the ceiling");
+    let msg = s.condition("Ready").unwrap().message.clone();
+    assert!(
+        msg.contains("SCONTRIBUTOR") && msg.contains("SOWNER"),
+        "{msg}"
+    );
+
+    // A namespace the policy does not name: refused, nothing minted, its own Secret unused.
+    apply_in(&b, &kb_via("intruder", &kb_url, &cc, ""));
+    let s = wait_status(
+        &api_b,
+        "intruder",
+        MINUTE,
+        "CredentialNotAllowed",
+        not_allowed,
+    )
+    .await;
+    assert!(s.token_id.is_none());
+    assert!(
+        value_in(&w, &b, "intruder", "token").await.is_none(),
+        "no Secret written"
+    );
+    let msg = s.condition("Ready").unwrap().message.clone();
+    assert!(
+        msg.contains(&b) && !msg.contains("not-a-real-token"),
+        "{msg}"
+    );
+
+    // Labelled into the policy: served, with the operator namespace's credential (team b's
+    // garbage Secret of the same name would have been refused by Nuclia).
+    common::kubectl(
+        &["label", "namespace", &b, &format!("{label}=allowed")],
+        None,
+    );
+    let s = wait_status(&api_b, "intruder", MINUTE, "Ready once labelled", ready).await;
+    let id_b = s.token_id.clone().unwrap();
+    let key_b = value_in(&w, &b, "intruder", "token").await.unwrap();
+    assert!(w.kb_key_works(&kb_url, &key_b).await);
+
+    // Team a removed from the policy: its key is kept, but no new one is minted.
+    let id_a = api_a
+        .get("reader")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token_id
+        .unwrap();
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy:\n    namespaceSelector: {{matchLabels: {{{label}: allowed}}}}\n    maxRole: SCONTRIBUTOR\n"
+    ));
+    common::kubectl(
+        &[
+            "-n",
+            &a,
+            "annotate",
+            "nkak",
+            "reader",
+            "nuclia.dev/rotate=1",
+        ],
+        None,
+    );
+    let s = wait_status(&api_a, "reader", MINUTE, "rotation refused", |s| {
+        s.condition("Stalled")
+            .is_some_and(|c| c.status == "True" && c.reason == "CredentialNotAllowed")
+    })
+    .await;
+    assert_eq!(s.token_id.as_deref(), Some(id_a.as_str()), "no new key");
+    assert!(
+        w.kb_key_works(&kb_url, &key_a).await,
+        "the existing key is kept"
+    );
+
+    // Deletion revokes through the cluster credential, allowed or not any more.
+    delete_kb(&api_a, "reader").await;
+    delete_kb(&api_a, "owner").await;
+    delete_kb(&api_b, "intruder").await;
+    assert!(
+        !w.kb_key_works(&kb_url, &key_a).await,
+        "team a's key revoked"
+    );
+    assert!(
+        !w.kb_key_works(&kb_url, &key_b).await,
+        "team b's key revoked"
+    );
+    assert!(!w.credential_is_live(&id_b).await);
+    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
+    w.kill_operator();
+    delete_namespace(&w, &a).await;
+    delete_namespace(&w, &b).await;
+    w.assert_log_has_no_tokens().await;
+}
+
+/// The cluster credential's Secret is written by a self-renewing `NucliaPersonalToken` in the
+/// operator's namespace: it rotates (the first PAT revoked) and the team's KB key keeps working
+/// and rotates with the new one. Hostile: an empty selector allows nothing, and a cluster
+/// credential whose Secret exists only in the team's namespace is not found.
+#[tokio::test]
+async fn cluster_credential_rotated_by_a_personal_token() {
+    let mut w = World::new("cc-rot").await;
+    let ops = w.ns.clone();
+    let t = team(&w, "cc-team").await;
+    let cc = format!("{ops}-pat");
+    let everyone = format!("{ops}-empty-selector");
+    let elsewhere = format!("{ops}-elsewhere");
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    secret_in(&w, &t, "team-login", "token", &w.fake.bootstrap.pat.clone()).await;
+    w.kubectl_apply(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaPersonalToken\nmetadata: {name: admin}\nspec:\n  description: cluster admin\n  days: 1\n  renewBefore: 23h59m52s\n  rotation: {revokePreviousAfter: 2s}\n  auth: {secretRef: {name: login}, selfRenew: true}\n  secret: {name: admin-pat}\n",
+    );
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-pat}}\n  policy: {{namespaces: [{t}]}}\n---\napiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {everyone}}}\nspec:\n  secretRef: {{name: admin-pat}}\n  policy: {{namespaceSelector: {{}}}}\n---\napiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {elsewhere}}}\nspec:\n  secretRef: {{name: team-login}}\n  policy: {{namespaces: [{t}]}}\n"
+    ));
+    let namespaces = t.clone();
+    w.start_operator(&[
+        "--watch-namespaces",
+        &namespaces,
+        "--cluster-credential-namespace",
+        &ops,
+    ]);
+    let pts: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &ops);
+    let p1 = wait_status(&pts, "admin", MINUTE, "PAT Ready", ready).await;
+    let pat1 = w.secret_value("admin-pat", "token").await.unwrap();
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let api: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &t);
+    apply_in(&t, &kb_via("kb", &kb_url, &cc, ""));
+    let k1 = wait_status(&api, "kb", MINUTE, "KB key Ready", ready).await;
+    let id1 = k1.token_id.clone().unwrap();
+    let key1 = value_in(&w, &t, "kb", "token").await.unwrap();
+
+    // Hostile: an empty selector selects nothing; a Secret outside the operator's namespace.
+    // Both credential sources, or none: refused with what to fix.
+    apply_in(
+        &t,
+        &format!(
+            "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: both}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{secretRef: {{name: team-login}}, clusterCredentialRef: {{name: {cc}}}}}\n---\napiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: neither}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{}}\n"
+        ),
+    );
+    for (name, want) in [("both", "both"), ("neither", "no credential")] {
+        let s = wait_status(&api, name, MINUTE, "InvalidSpec", |s| {
+            reason(s).as_deref() == Some("InvalidSpec")
+        })
+        .await;
+        let msg = s.condition("Ready").unwrap().message.clone();
+        assert!(msg.contains(want) && s.token_id.is_none(), "{msg}");
+    }
+    apply_in(&t, &kb_via("all", &kb_url, &everyone, ""));
+    apply_in(&t, &kb_via("wrong-ns", &kb_url, &elsewhere, ""));
+    let s = wait_status(&api, "all", MINUTE, "CredentialNotAllowed", not_allowed).await;
+    assert!(s.token_id.is_none());
+    let s = wait_status(&api, "wrong-ns", MINUTE, "CredentialsMissing", |s| {
+        reason(s).as_deref() == Some("CredentialsMissing")
+    })
+    .await;
+    assert!(s.token_id.is_none());
+    let msg = s.condition("Ready").unwrap().message.clone();
+    assert!(msg.contains(&ops) && msg.contains("cluster admin"), "{msg}");
+    // Their status says so too: a missing Secret, and a policy that allows nothing.
+    wait_cc(
+        &w,
+        &elsewhere,
+        "CredentialsMissing, used by the team",
+        |s| {
+            cc_ready(s) == Some(("False".into(), "CredentialsMissing".into()))
+                && s.namespaces == vec![t.clone()]
+        },
+    )
+    .await;
+    wait_cc(&w, &everyone, "allows no namespace", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.message.contains("allows no namespace"))
+    })
+    .await;
+    // A credential Nuclia refuses.
+    w.create_secret("revoked-login", "token", "nuclia-pat-revoked-0000")
+        .await;
+    let refused = format!("{ops}-refused");
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {refused}}}\nspec:\n  secretRef: {{name: revoked-login}}\n  policy: {{namespaces: [{t}]}}\n"
+    ));
+    wait_cc(&w, &refused, "Unauthorized", |s| {
+        cc_ready(s) == Some(("False".into(), "Unauthorized".into()))
+    })
+    .await;
+
+    // The PAT rotates and the first one is revoked; the KB key keeps working and rotates.
+    let pid1 = p1.token_id.unwrap();
+    wait_status(&pts, "admin", MINUTE, "PAT rotation", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&pid1)
+    })
+    .await;
+    let revoked = common::poll(MINUTE, || async {
+        (!w.pat_works(&pat1).await).then_some(())
+    })
+    .await;
+    assert!(revoked.is_some(), "the first PAT was never revoked");
+    assert!(
+        w.kb_key_works(&kb_url, &key1).await,
+        "the KB key still works"
+    );
+    common::kubectl(
+        &["-n", &t, "annotate", "nkak", "kb", "nuclia.dev/rotate=1"],
+        None,
+    );
+    let k2 = wait_status(&api, "kb", MINUTE, "KB key rotated", |s| {
+        ready(s) && s.token_id.as_ref() != Some(&id1)
+    })
+    .await;
+    let key2 = value_in(&w, &t, "kb", "token").await.unwrap();
+    assert!(w.kb_key_works(&kb_url, &key2).await);
+    let old_gone = common::poll(MINUTE, || async {
+        (!w.kb_key_works(&kb_url, &key1).await).then_some(())
+    })
+    .await;
+    assert!(
+        old_gone.is_some(),
+        "the replaced key is revoked after its grace"
+    );
+
+    // Clean up: KB keys first (revoked with the cluster credential), then the PAT.
+    for name in ["kb", "all", "wrong-ns", "both", "neither"] {
+        delete_kb(&api, name).await;
+    }
+    assert!(
+        !w.kb_key_works(&kb_url, &key2).await,
+        "the KB key is revoked"
+    );
+    assert!(!w.credential_is_live(k2.token_id.as_ref().unwrap()).await);
+    let pat2 = w.secret_value("admin-pat", "token").await.unwrap();
+    pts.delete("admin", &DeleteParams::default()).await.unwrap();
+    let gone = common::poll(MINUTE, || async {
+        pts.get_opt("admin").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some());
+    assert!(!w.pat_works(&pat2).await, "the PAT is revoked");
+    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    for name in [&cc, &everyone, &elsewhere, &refused] {
+        ccs.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    w.kill_operator();
+    delete_namespace(&w, &t).await;
+    w.assert_log_has_no_tokens().await;
+}
+
+/// A NUA key as the cluster credential (sent as `X-NUCLIA-NUAKEY`, whatever the KB key's own
+/// `auth.type`): minted and revoked with it. Then an operator started with
+/// `--cluster-credentials=false` refuses a resource that names one.
+#[tokio::test]
+async fn cluster_credential_of_a_nua_key_and_turned_off() {
+    let mut w = World::new("cc-nua").await;
+    let ops = w.ns.clone();
+    let t = team(&w, "cc-nua-team").await;
+    let cc = format!("{ops}-nua");
+    w.create_secret("nua", "key", &w.fake.bootstrap.nua_key.clone())
+        .await;
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: nua, key: key}}\n  type: NuaKey\n  policy: {{namespaces: [{t}]}}\n"
+    ));
+    w.start_operator(&[
+        "--watch-namespaces",
+        &t,
+        "--cluster-credential-namespace",
+        &ops,
+    ]);
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let api: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &t);
+    apply_in(&t, &kb_via("kb", &kb_url, &cc, ""));
+    let s = wait_status(&api, "kb", MINUTE, "Ready with the NUA key", ready).await;
+    let id = s.token_id.clone().unwrap();
+    let key = value_in(&w, &t, "kb", "token").await.unwrap();
+    assert!(w.kb_key_works(&kb_url, &key).await);
+    wait_cc(&w, &cc, "Ready", |s| {
+        cc_ready(s) == Some(("True".into(), "CredentialValid".into()))
+    })
+    .await;
+    delete_kb(&api, "kb").await;
+    assert!(
+        !w.kb_key_works(&kb_url, &key).await,
+        "revoked with the NUA key"
+    );
+    assert!(!w.credential_is_live(&id).await);
+
+    w.kill_operator();
+    w.start_operator(&["--watch-namespaces", &t, "--cluster-credentials=false"]);
+    apply_in(&t, &kb_via("turned-off", &kb_url, &cc, ""));
+    let s = wait_status(
+        &api,
+        "turned-off",
+        MINUTE,
+        "CredentialNotAllowed",
+        not_allowed,
+    )
+    .await;
+    assert!(s.token_id.is_none());
+    let msg = s.condition("Ready").unwrap().message.clone();
+    assert!(msg.contains("turned off"), "{msg}");
+    delete_kb(&api, "turned-off").await;
+    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
+    w.kill_operator();
+    delete_namespace(&w, &t).await;
+    w.assert_log_has_no_tokens().await;
+}
