@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::operator::{HasStatus, World, ready, reason, wait_status};
+use common::operator::{HasStatus, Sampler, World, ready, reason, wait_status};
 use kube::api::{Api, DeleteParams};
 use nuclia_token_operator::crd::{KbRole, NucliaKbApiKey, NucliaPersonalToken};
 use nuclia_token_operator::fake::FakeConfig;
@@ -111,68 +109,6 @@ async fn key_role(w: &World, token: &str) -> Option<String> {
     body["user"]["role"].as_str().map(String::from)
 }
 
-/// Every 200 ms: read the Secret and call `GET {kbUrl}` with its key, as a pod would.
-struct Sampler {
-    samples: Arc<AtomicUsize>,
-    failures: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Sampler {
-    fn start(w: &World, secret: &str) -> Sampler {
-        let samples = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (secrets, http, name) = (w.secrets(), w.http.clone(), secret.to_owned());
-        let (n, bad, halt) = (samples.clone(), failures.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            while !halt.load(Ordering::Relaxed) {
-                let ok = match secrets.get(&name).await {
-                    Ok(s) => {
-                        let data = s.data.unwrap_or_default();
-                        let value = |k: &str| {
-                            data.get(k)
-                                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-                        };
-                        match (value("token"), value("kbUrl")) {
-                            (Some(token), Some(url)) => http
-                                .get(url)
-                                .header("X-NUCLIA-SERVICEACCOUNT", format!("Bearer {token}"))
-                                .send()
-                                .await
-                                .is_ok_and(|r| r.status().is_success()),
-                            _ => false,
-                        }
-                    }
-                    Err(_) => false,
-                };
-                n.fetch_add(1, Ordering::Relaxed);
-                if !ok {
-                    bad.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Sampler {
-            samples,
-            failures,
-            stop,
-            task,
-        }
-    }
-
-    /// Stops and returns (samples, failures).
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        (
-            self.samples.load(Ordering::Relaxed),
-            self.failures.load(Ordering::Relaxed),
-        )
-    }
-}
-
 /// Two rotations (every 8 s) while a 200 ms sampler uses the Secret's key and URL: never
 /// refused; the owned service account is reused; replaced keys are revoked after the grace.
 #[tokio::test]
@@ -195,7 +131,17 @@ async fn kb_key_rotates_without_outage() {
     assert_eq!(url, kb_url);
     assert!(w.kb_key_works(&url, &token).await);
 
-    let sampler = Sampler::start(&w, "rot");
+    // As a pod would: `GET {kbUrl}` with the Secret's key.
+    let sampler = Sampler::start(&w, "rot", |http, data| async move {
+        let (Some(token), Some(url)) = (data.get("token"), data.get("kbUrl")) else {
+            return false;
+        };
+        http.get(url)
+            .header("X-NUCLIA-SERVICEACCOUNT", format!("Bearer {token}"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    });
     let id1 = first.token_id.clone().unwrap();
     let second = wait_status(&api, "rot", MINUTE, "first rotation", |s| {
         ready(s) && s.token_id.as_ref() != Some(&id1)

@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::operator::{HasStatus, World, ready, reason, wait_status};
+use common::operator::{HasStatus, Sampler, World, ready, reason, wait_status};
 use kube::api::{Api, DeleteParams};
 use nuclia_token_operator::crd::{NucliaKbApiKey, NucliaNuaKey};
 use serde_json::Value;
@@ -77,66 +75,6 @@ async fn nua_works(w: &World, token: &str) -> bool {
     nua_whoami(w, token).await.is_some()
 }
 
-/// Every 200 ms: read the Secret and call `/api/authorizer/info` with its key, as a pod would.
-struct Sampler {
-    samples: Arc<AtomicUsize>,
-    failures: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Sampler {
-    fn start(w: &World, secret: &str) -> Sampler {
-        let samples = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (secrets, http, name, url) = (
-            w.secrets(),
-            w.http.clone(),
-            secret.to_owned(),
-            w.fake.url.clone(),
-        );
-        let (n, bad, halt) = (samples.clone(), failures.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            while !halt.load(Ordering::Relaxed) {
-                let token = secrets.get(&name).await.ok().and_then(|s| {
-                    let b = s.data?.get("token")?.0.clone();
-                    String::from_utf8(b).ok()
-                });
-                let ok = match token {
-                    Some(token) => http
-                        .get(format!("{url}/api/authorizer/info"))
-                        .header("X-NUCLIA-NUAKEY", format!("Bearer {token}"))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success()),
-                    None => false,
-                };
-                n.fetch_add(1, Ordering::Relaxed);
-                if !ok {
-                    bad.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Sampler {
-            samples,
-            failures,
-            stop,
-            task,
-        }
-    }
-
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        (
-            self.samples.load(Ordering::Relaxed),
-            self.failures.load(Ordering::Relaxed),
-        )
-    }
-}
-
 /// Issue: a NUA client marked for the resource, its key in the Secret with zone, account and
 /// client id (and the Env and NucliaConfig formats); two rotations under a sampler (no failed
 /// sample), each a new client, the old ones deleted after the grace; deletion deletes the last.
@@ -200,7 +138,21 @@ async fn nua_key_issues_rotates_and_is_deleted() {
             .starts_with("ingestion [nto:")
     );
 
-    let sampler = Sampler::start(&w, "rot");
+    // As a pod would: `/api/authorizer/info` with the Secret's key.
+    let url = w.fake.url.clone();
+    let sampler = Sampler::start(&w, "rot", move |http, data| {
+        let url = url.clone();
+        async move {
+            let Some(token) = data.get("token") else {
+                return false;
+            };
+            http.get(format!("{url}/api/authorizer/info"))
+                .header("X-NUCLIA-NUAKEY", format!("Bearer {token}"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    });
     let second = wait_status(&api, "rot", MINUTE, "first rotation", |s| {
         ready(s) && s.token_id.as_ref() != Some(&id1)
     })

@@ -783,3 +783,66 @@ impl HasStatus for nuclia_token_operator::crd::NucliaNuaKey {
         self.uid().unwrap_or_default()
     }
 }
+
+/// A consumer of a managed Secret during rotations: every 200 ms it reads the Secret and asks
+/// `probe` (with its data as text) whether Nuclia serves what it holds; a Secret it cannot read
+/// counts as a refusal. [`Sampler::finish`] stops it and returns (samples, refusals).
+pub struct Sampler {
+    samples: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failures: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    pub fn start<F, Fut>(w: &World, secret: &str, probe: F) -> Sampler
+    where
+        F: Fn(reqwest::Client, std::collections::BTreeMap<String, String>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        use std::sync::atomic::Ordering;
+        let samples = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (secrets, http, name) = (w.secrets(), w.http.clone(), secret.to_owned());
+        let (n, bad, halt) = (samples.clone(), failures.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !halt.load(Ordering::Relaxed) {
+                let ok = match secrets.get(&name).await {
+                    Ok(s) => {
+                        let data = s
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
+                            .collect();
+                        probe(http.clone(), data).await
+                    }
+                    Err(_) => false,
+                };
+                n.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Sampler {
+            samples,
+            failures,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops and returns (samples, refusals).
+    pub async fn finish(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (
+            self.samples.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
