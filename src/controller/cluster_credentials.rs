@@ -28,6 +28,20 @@ pub(super) struct Checks {
     inner: Mutex<HashMap<String, Check>>,
 }
 
+impl Checks {
+    /// Drops the checks older than `idle` (a cluster credential in use is checked once per
+    /// verify interval); returns how many remain.
+    pub(super) fn evict_idle(&self, idle: std::time::Duration) -> usize {
+        let Ok(mut m) = self.inner.lock() else {
+            return 0;
+        };
+        let idle = chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        m.retain(|_, c| now - c.at < idle);
+        m.len()
+    }
+}
+
 #[derive(Clone)]
 struct Check {
     hash: String,

@@ -15,6 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::credential_index::CredentialIndex;
 use super::memo::Memo;
 use super::restart::Restarter;
+use super::secret_watch::{CredentialCache, SecretStores, Seen};
 use super::verify::LiveCache;
 use super::{Kind, Settings, Stores};
 use crate::crd::FINALIZER;
@@ -48,6 +49,10 @@ pub struct Context {
     /// Every resource of both kinds: UIDs for the orphan sweep, readers of a Secret for the
     /// order of deletions.
     pub(super) stores: OnceLock<Stores>,
+    /// The shared Secret metadata watch's stores, one per watched scope.
+    pub(super) secret_stores: OnceLock<SecretStores>,
+    /// Credentials read from Secrets, valid while the watch shows them unchanged.
+    pub(super) credentials: CredentialCache,
     /// How each `NucliaClusterCredential` resolved so far sends its credential (the issuers
     /// build their Nuclia credential from it).
     cluster_credential_types: Mutex<HashMap<String, crate::crd::CredentialType>>,
@@ -106,6 +111,8 @@ impl Context {
             cluster_credential_types: Mutex::default(),
             cluster_checks: Default::default(),
             stores: OnceLock::new(),
+            secret_stores: OnceLock::new(),
+            credentials: CredentialCache::default(),
         })
     }
 
@@ -214,6 +221,25 @@ impl Context {
         found
     }
 
+    /// What the shared Secret watch knows of Secret `name` in `namespace`.
+    pub(super) fn secret_seen(&self, namespace: &str, name: &str) -> Seen {
+        self.secret_stores.get().map_or(Seen::Unknown, |s| {
+            super::secret_watch::seen(s, namespace, name)
+        })
+    }
+
+    /// The credential `r` names in `namespace` (through the credential cache).
+    pub(super) async fn read_credential(
+        &self,
+        secrets: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+        namespace: &str,
+        r: &crate::crd::SecretKeyRef,
+    ) -> crate::error::Result<crate::nuclia::ApiToken> {
+        self.credentials
+            .read(self.secret_stores.get(), secrets, namespace, r)
+            .await
+    }
+
     pub(super) fn last_verified(&self, uid: &str) -> Option<DateTime<Utc>> {
         self.verified.lock().ok()?.get(uid).copied()
     }
@@ -222,6 +248,13 @@ impl Context {
         if let Ok(mut m) = self.verified.lock() {
             m.insert(uid.into(), at);
         }
+    }
+
+    /// Entries kept per resource (memo, verification times, backoffs).
+    pub(super) fn resource_entries(&self) -> usize {
+        self.memo.len()
+            + self.verified.lock().map_or(0, |m| m.len())
+            + self.backoff.lock().map_or(0, |m| m.len())
     }
 
     pub(super) fn forget(&self, uid: &str) {

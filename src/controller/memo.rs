@@ -92,6 +92,11 @@ impl Memo {
         }
     }
 
+    /// Entries held (both maps).
+    pub fn len(&self) -> usize {
+        self.settled.lock().map_or(0, |m| m.len()) + self.secret_seen.lock().map_or(0, |m| m.len())
+    }
+
     /// The resource is gone.
     pub fn forget(&self, uid: &str) {
         self.invalidate(uid);

@@ -7,6 +7,7 @@
 //! → Secret → record), `guard` (the leak guard's sweeps and upstream verification), `revoke`
 //! (replaced tokens, deletion). `docs/lifecycle.md` walks through them.
 
+mod caches;
 mod cluster_credentials;
 mod conditions;
 mod context;
@@ -18,6 +19,7 @@ mod reconcile;
 pub(crate) mod restart;
 mod revoke;
 pub mod secret;
+mod secret_watch;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -190,24 +192,34 @@ pub async fn run(
         [] => vec![None],
         names => names.iter().cloned().map(Some).collect(),
     };
-    let pts: Vec<_> = scopes
-        .iter()
-        .map(|ns| controller::<NucliaPersonalToken>(ctx.clone(), ns.as_deref()))
-        .collect();
-    let kbs: Vec<_> = scopes
-        .iter()
-        .map(|ns| controller::<NucliaKbApiKey>(ctx.clone(), ns.as_deref()))
-        .collect();
-    let nuas: Vec<_> = scopes
-        .iter()
-        .map(|ns| controller::<NucliaNuaKey>(ctx.clone(), ns.as_deref()))
-        .collect();
+    let mut runs = Vec::new();
+    let (mut pts, mut kbs, mut nuas, mut secret_stores) = (vec![], vec![], vec![], vec![]);
+    for ns in &scopes {
+        let (pt, pt_secrets) = controller::<NucliaPersonalToken>(ctx.clone(), ns.as_deref());
+        let (kb, kb_secrets) = controller::<NucliaKbApiKey>(ctx.clone(), ns.as_deref());
+        let (nua, nua_secrets) = controller::<NucliaNuaKey>(ctx.clone(), ns.as_deref());
+        let (store, watch) = secret_watch(
+            ctx.clone(),
+            ns.as_deref(),
+            vec![pt_secrets, kb_secrets, nua_secrets],
+        );
+        runs.push(
+            watch
+                .take_until(shutdown.clone())
+                .for_each(|_| async {})
+                .boxed(),
+        );
+        secret_stores.push((ns.clone(), store));
+        pts.push(pt);
+        kbs.push(kb);
+        nuas.push(nua);
+    }
     let _ = ctx.stores.set((
         pts.iter().map(|(c, i)| (c.store(), i.clone())).collect(),
         kbs.iter().map(|(c, i)| (c.store(), i.clone())).collect(),
         nuas.iter().map(|(c, i)| (c.store(), i.clone())).collect(),
     ));
-    let mut runs = Vec::new();
+    let _ = ctx.secret_stores.set(secret_stores);
     for (c, _) in pts {
         runs.push(
             c.graceful_shutdown_on(shutdown.clone())
@@ -235,33 +247,78 @@ pub async fn run(
     if ctx.settings.cluster_credential_namespace.is_some() {
         runs.push(cluster_credentials::run(ctx.clone(), shutdown.clone()).boxed());
     }
+    let housekeeping = caches::housekeeping(ctx.clone());
+    let until = shutdown.clone();
+    runs.push(
+        async move {
+            tokio::select! {
+                _ = housekeeping => {}
+                _ = until => {}
+            }
+        }
+        .boxed(),
+    );
     futures::future::join_all(runs).await;
 }
 
-/// A controller for one kind: the resources, plus Secrets (metadata only, so no secret data is
-/// cached) mapped to the resources that own them or read credentials from them.
+/// Where the shared Secret watch sends a Secret event for one kind: the resources of that kind
+/// it concerns get a reconcile.
+type SecretTrigger = Box<dyn Fn(&PartialObjectMeta<Secret>) + Send + Sync>;
+
+/// The Secret metadata watch of one scope, shared by the kinds: its store, and the stream that
+/// drives it (and wakes each kind's resources through its trigger).
+fn secret_watch(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    triggers: Vec<SecretTrigger>,
+) -> (
+    reflector::Store<PartialObjectMeta<Secret>>,
+    impl futures::Stream<Item = ()> + Send,
+) {
+    let api: Api<PartialObjectMeta<Secret>> = match namespace {
+        Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
+        None => Api::all(ctx.kube.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(secret_watch::slim),
+    )
+    .touched_objects()
+    .filter_map(move |secret| {
+        if let Ok(secret) = &secret {
+            for t in &triggers {
+                t(secret);
+            }
+        }
+        std::future::ready(Some(()))
+    });
+    (reader, stream)
+}
+
+/// A controller for one kind, woken by its resources and, through the trigger it returns for
+/// the shared Secret watch, by the Secrets they own or read credentials from.
 fn controller<K: Kind>(
     ctx: Arc<Context>,
     namespace: Option<&str>,
-) -> (Controller<K>, Arc<CredentialIndex>) {
+) -> ((Controller<K>, Arc<CredentialIndex>), SecretTrigger) {
     let s = &ctx.settings;
     let mut wc = watcher::Config::default();
     if let Some(sel) = &s.label_selector {
         wc = wc.labels(sel);
     }
-    let (resources, secrets): (Api<K>, Api<PartialObjectMeta<Secret>>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(ctx.kube.clone(), ns),
-            Api::namespaced(ctx.kube.clone(), ns),
-        ),
-        None => (Api::all(ctx.kube.clone()), Api::all(ctx.kube.clone())),
+    let resources: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
+        None => Api::all(ctx.kube.clone()),
     };
     // The cache keeps every resource for the process's life: without managedFields (the
     // largest part of an object, and never read) it is a fraction of the size.
     let (reader, writer) = reflector::store();
     let index = Arc::new(CredentialIndex::default());
     let indexed = index.clone();
-    let metrics = ctx.metrics.clone();
+    let gone = ctx.clone();
     let resources = reflector(
         writer,
         watcher(resources, wc)
@@ -269,21 +326,24 @@ fn controller<K: Kind>(
             .map_ok(move |event| {
                 indexed.observe(&event);
                 // Gone without the operator's clean-up (a finalizer removed by hand, or no
-                // longer matching --label-selector): its series go too.
+                // longer matching --label-selector): its series and memory go too.
                 if let watcher::Event::Delete(o) = &event {
-                    metrics.forget_credential(
+                    gone.metrics.forget_credential(
                         K::kind(&()).as_ref(),
                         &o.namespace().unwrap_or_default(),
                         &o.name_any(),
                     );
+                    gone.forget(&o.uid().unwrap_or_default());
                 }
                 event
             }),
     )
     .applied_objects();
     let cached = reader.clone();
+    let (tx, rx) = futures::channel::mpsc::unbounded::<ObjectRef<K>>();
     let mut controller = Controller::for_stream(resources, reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(s.concurrency));
+        .with_config(kube::runtime::controller::Config::default().concurrency(s.concurrency))
+        .reconcile_on(rx);
     // A cluster credential created, changed (its policy) or deleted wakes the resources that
     // name it, so a policy change takes effect at once rather than at their next retry.
     if s.cluster_credential_namespace.is_some() {
@@ -299,31 +359,27 @@ fn controller<K: Kind>(
                 .collect::<Vec<_>>()
         });
     }
-    // Metadata only: no Secret data is cached in the operator's memory.
     let readers = index.clone();
-    let controller = controller.watches(secrets, watcher::Config::default(), move |secret| {
+    let trigger: SecretTrigger = Box::new(move |secret: &PartialObjectMeta<Secret>| {
         let ns = secret.namespace();
-        let name = secret.name_any();
         let rv = secret.resource_version();
-        let mut refs: Vec<ObjectRef<K>> = secret
+        let owners = secret
             .owner_references()
             .iter()
             .filter(|r| r.kind == K::kind(&()) && r.controller == Some(true))
             // The echo of the owner's own write changes nothing for it.
             .filter(|r| !ctx.memo.secret_seen(&r.uid, rv.as_deref()))
-            .filter_map(|r| ns.as_deref().map(|ns| ObjectRef::new(&r.name).within(ns)))
-            .collect();
+            .filter_map(|r| ns.as_deref().map(|ns| ObjectRef::new(&r.name).within(ns)));
+        for r in owners {
+            let _ = tx.unbounded_send(r);
+        }
         // Resources that read their credentials from this Secret: a credential that appears
         // or changes is picked up at once.
         if let Some(ns) = ns.as_deref() {
-            refs.extend(
-                readers
-                    .readers(ns, &name)
-                    .iter()
-                    .map(|r| ObjectRef::new(r).within(ns)),
-            );
+            for name in readers.readers(ns, &secret.name_any()) {
+                let _ = tx.unbounded_send(ObjectRef::new(&name).within(ns));
+            }
         }
-        refs
     });
-    (controller, index)
+    ((controller, index), trigger)
 }

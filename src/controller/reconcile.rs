@@ -14,6 +14,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::secret::{self, SecretView};
+use super::secret_watch::Seen;
 use super::{Context, Kind, Purpose, status};
 use crate::crd::{
     ANNOTATION_ISSUE_INTENT, ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, FINALIZER,
@@ -85,11 +86,6 @@ pub(crate) fn error_policy<K: Kind>(obj: Arc<K>, err: &Error, ctx: Arc<Context>)
     tracing::warn!(kind = K::kind(&()).as_ref(), name = %obj.name_any(), namespace = ?obj.namespace(),
         reason = err.label(), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
-}
-
-/// Reads a credential from a Secret in the resource's own namespace.
-pub(super) async fn read_credential(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<ApiToken> {
-    crate::issuer::read_credential(secrets, r).await
 }
 
 pub(super) fn secret_name<K: Kind>(obj: &K) -> String {
@@ -219,11 +215,17 @@ impl<'a, K: Kind> Engine<'a, K> {
         }
         let read = match self.read_ahead.take() {
             Some(read) => read,
-            None => read_credential(&self.secrets, self.obj.auth_ref()).await,
+            None => self.read_credential(self.obj.auth_ref()).await,
         };
         let token = read?;
         self.auth_token = Some(token.clone());
         Ok(token)
+    }
+
+    /// Reads a credential from a Secret in the resource's own namespace (through the cache).
+    async fn read_credential(&self, r: &SecretKeyRef) -> Result<ApiToken> {
+        let ns = self.obj.namespace().unwrap_or_default();
+        self.ctx.read_credential(&self.secrets, &ns, r).await
     }
 
     /// The credentials to call Nuclia with for `purpose`, for a token minted with `source`
@@ -256,7 +258,7 @@ impl<'a, K: Kind> Engine<'a, K> {
                 }
                 _ => None,
             };
-            return match read_credential(&self.secrets, r).await {
+            return match self.read_credential(r).await {
                 Ok(t) => Ok(std::iter::once(t).chain(own).collect()),
                 // That login may be long gone: the token it minted can revoke for its user.
                 Err(e) => own.map(|t| vec![t]).ok_or(e),
@@ -377,19 +379,33 @@ impl<'a, K: Kind> Engine<'a, K> {
         let template = self.obj.secret_template().clone();
         let (obj, status) = (self.obj, &self.status);
         let owner = owner_ref(self.obj);
-        let read = secret::read(
-            &self.secrets,
-            &secret_name,
-            &owner,
-            self.obj.token_key(),
-            &template,
-            |token| secret::desired_data(obj, status, token),
-        );
+        // No token yet and the Secret watch shows no such Secret: nothing to read. (One
+        // created a moment ago by someone else makes the create fail, never taken over.)
+        let first_issue = self.status.token_id.is_none() && self.pending_intent().is_none();
+        let absent = first_issue
+            && self
+                .ctx
+                .secret_seen(&self.obj.namespace().unwrap_or_default(), &secret_name)
+                == Seen::Absent;
+        let read = async {
+            if absent {
+                return Ok(SecretView::missing());
+            }
+            secret::read(
+                &self.secrets,
+                &secret_name,
+                &owner,
+                self.obj.token_key(),
+                &template,
+                |token| secret::desired_data(obj, status, token),
+            )
+            .await
+        };
         let mut view = if self.status.token_id.is_none() && self.obj.cluster_credential().is_none()
         {
             // No token yet: this reconcile will most likely mint, so read the credential while
             // the Secret is read instead of after.
-            let auth = read_credential(&self.secrets, self.obj.auth_ref());
+            let auth = self.read_credential(self.obj.auth_ref());
             let (view, credential) = tokio::join!(read, auth);
             self.read_ahead = Some(credential);
             view?

@@ -87,6 +87,21 @@ impl LiveCache {
         })
     }
 
+    /// Drops the lists fetched longer than `age` ago (nobody asked for them since: a list is
+    /// refetched once it is a verify interval old); returns how many remain.
+    pub fn evict_stale(&self, age: Duration) -> usize {
+        let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, e| match e.try_lock() {
+            Ok(slot) => slot.as_ref().is_some_and(|(at, _)| now - *at < age),
+            // A list is being fetched right now.
+            Err(_) => true,
+        });
+        map.shrink_to_fit();
+        map.len()
+    }
+
     /// Drops the scope's list (it proved stale).
     pub async fn invalidate<I: Issuer>(&self, issuer: &I) {
         let entry = self.entry(issuer.scope_key());

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
@@ -29,18 +30,30 @@ use crate::nuclia::{self, ApiToken, Client, Credential, KbLocation};
 /// Account ids resolved per (credential, KB, `spec.account`), so discovery runs once per
 /// credential, and a resource naming an account never borrows another resource's answer.
 #[derive(Clone, Default)]
-pub struct AccountCache(Arc<Mutex<HashMap<AccountKey, String>>>);
+pub struct AccountCache(Arc<Mutex<HashMap<AccountKey, (String, Instant)>>>);
 
 pub(crate) type AccountKey = (String, String, Option<String>);
 
 impl AccountCache {
     pub(crate) fn get(&self, key: &AccountKey) -> Option<String> {
-        self.0.lock().ok()?.get(key).cloned()
+        let mut m = self.0.lock().ok()?;
+        let (account, used) = m.get_mut(key)?;
+        *used = Instant::now();
+        Some(account.clone())
     }
     pub(crate) fn put(&self, key: AccountKey, account: String) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert(key, account);
+            m.insert(key, (account, Instant::now()));
         }
+    }
+    /// Drops the accounts of credentials not used within `idle`; returns how many remain.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        let Ok(mut m) = self.0.lock() else {
+            return 0;
+        };
+        m.retain(|_, (_, used)| used.elapsed() < idle);
+        m.shrink_to_fit();
+        m.len()
     }
 }
 

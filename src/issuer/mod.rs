@@ -150,11 +150,27 @@ pub trait Issuer: Send {
 /// Reads a credential from a Secret in the resource's own namespace. The error says what to fix
 /// and never quotes the value.
 pub async fn read_credential(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<ApiToken> {
+    fetch_credential(secrets, r).await.map(|(token, _)| token)
+}
+
+/// [`read_credential`], with the resourceVersion of the Secret it came from (for a cache).
+pub async fn fetch_credential(
+    secrets: &Api<Secret>,
+    r: &SecretKeyRef,
+) -> Result<(ApiToken, Option<String>)> {
     let secret = secrets
         .get_opt(&r.name)
         .await
-        .map_err(Error::kube("get credentials Secret"))?
-        .ok_or_else(|| {
+        .map_err(Error::kube("get credentials Secret"))?;
+    let rv = secret
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.clone());
+    Ok((credential_from(secret.as_ref(), r)?, rv))
+}
+
+/// The credential under `r.key` of `secret` (None: the Secret does not exist).
+fn credential_from(secret: Option<&Secret>, r: &SecretKeyRef) -> Result<ApiToken> {
+    let secret = secret.ok_or_else(|| {
             Error::CredentialsMissing(format!(
                 "credentials Secret {:?} not found in this namespace; create it with the Nuclia token under key {:?}",
                 r.name, r.key

@@ -123,6 +123,18 @@ impl Client {
         self
     }
 
+    /// Drops the rate limiters of credentials whose budget is back to full (the same as a new
+    /// one's), so the limiters of credentials no longer used do not pile up; returns how many
+    /// remain.
+    pub fn evict_idle_limiters(&self) -> usize {
+        let Some(l) = &self.inner.limiter else {
+            return 0;
+        };
+        l.retain_recent();
+        l.shrink_to_fit();
+        l.len()
+    }
+
     /// The configured endpoints.
     pub fn endpoints(&self) -> &Endpoints {
         &self.inner.endpoints

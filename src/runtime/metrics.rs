@@ -52,6 +52,11 @@ struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: String,
     reason: String,
@@ -102,6 +107,7 @@ pub struct Metrics {
     revocations_abandoned: Family<KindLabels, Counter>,
     leader: Gauge,
     foreign_installations: Gauge,
+    cache_entries: Family<CacheLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -133,6 +139,7 @@ impl Metrics {
         let revocations_abandoned = Family::<KindLabels, Counter>::default();
         let leader = Gauge::default();
         let foreign_installations = Gauge::default();
+        let cache_entries = Family::<CacheLabels, Gauge>::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -213,6 +220,11 @@ impl Metrics {
             foreign_installations.clone(),
         );
         registry.register(
+            "nuclia_operator_cache_entries",
+            "Entries in each of the operator's in-memory caches, after the last eviction pass; the caches keyed by credential shrink once no resource uses a credential",
+            cache_entries.clone(),
+        );
+        registry.register(
             "nuclia_operator_build_info",
             "Always 1; the labels say which build of the operator runs",
             build_info,
@@ -232,7 +244,17 @@ impl Metrics {
             revocations_abandoned,
             leader,
             foreign_installations,
+            cache_entries,
         }
+    }
+
+    /// The size of the in-memory cache `cache`.
+    pub fn set_cache_entries(&self, cache: &str, n: usize) {
+        self.cache_entries
+            .get_or_create(&CacheLabels {
+                cache: cache.to_owned(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// How many other installations mark tokens with this cluster id.

@@ -1,0 +1,126 @@
+//! One metadata-only watch of the Secrets in each watched scope, shared by every kind: it wakes
+//! the resources that own a Secret or read their credential from it, and its store answers,
+//! without a request, whether a Secret exists and at which resourceVersion. No Secret data is
+//! cached from it; the credentials the resources read are cached by resourceVersion
+//! ([`CredentialCache`]), so a burst of resources sharing one login Secret reads it once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::SecretKeyRef;
+use crate::error::Result;
+use crate::nuclia::ApiToken;
+
+/// The Secret metadata stores, one per watched scope (None: every namespace).
+pub(crate) type SecretStores = Vec<(Option<String>, Store<PartialObjectMeta<Secret>>)>;
+
+/// What the shared watch knows of one Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The watch has not listed this namespace yet (or does not cover it): ask the apiserver.
+    Unknown,
+    Absent,
+    Present {
+        resource_version: Option<String>,
+    },
+}
+
+/// Looks a Secret up in the store covering `namespace`.
+pub(crate) fn seen(stores: &SecretStores, namespace: &str, name: &str) -> Seen {
+    let Some((_, store)) = stores
+        .iter()
+        .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+    else {
+        return Seen::Unknown;
+    };
+    if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+        return Seen::Unknown;
+    }
+    match store.get(&ObjectRef::new(name).within(namespace)) {
+        Some(s) => Seen::Present {
+            resource_version: s.resource_version(),
+        },
+        None => Seen::Absent,
+    }
+}
+
+/// Keeps of a Secret's metadata only what the triggers and lookups use: labels, annotations
+/// (a `kubectl apply` annotation can hold a whole manifest) and managed fields are dropped.
+pub(crate) fn slim(s: &mut PartialObjectMeta<Secret>) {
+    let m = s.meta_mut();
+    m.managed_fields = None;
+    m.annotations = None;
+    m.labels = None;
+    m.finalizers = None;
+    if let Some(refs) = m.owner_references.as_mut() {
+        refs.retain(|r| r.controller == Some(true));
+    }
+}
+
+struct Cached {
+    resource_version: String,
+    token: ApiToken,
+    used: Instant,
+}
+
+/// Credentials read from Secrets, keyed by namespace, Secret and key, each valid while the
+/// shared watch shows the Secret at the resourceVersion it was read at. Entries not used for a
+/// while are evicted ([`CredentialCache::evict_idle`]).
+#[derive(Default)]
+pub(crate) struct CredentialCache {
+    entries: Mutex<HashMap<(String, String, String), Cached>>,
+}
+
+impl CredentialCache {
+    /// The credential `r` names in `namespace`: from the cache when the watch shows the Secret
+    /// unchanged since it was read, else read from the apiserver (and cached).
+    pub(crate) async fn read(
+        &self,
+        stores: Option<&SecretStores>,
+        secrets: &Api<Secret>,
+        namespace: &str,
+        r: &SecretKeyRef,
+    ) -> Result<ApiToken> {
+        let key = (namespace.to_owned(), r.name.clone(), r.key.clone());
+        let seen = stores.map_or(Seen::Unknown, |s| seen(s, namespace, &r.name));
+        if let Seen::Present {
+            resource_version: Some(rv),
+        } = &seen
+            && let Ok(mut m) = self.entries.lock()
+            && let Some(c) = m.get_mut(&key)
+            && c.resource_version == *rv
+        {
+            c.used = Instant::now();
+            return Ok(c.token.clone());
+        }
+        let (token, rv) = crate::issuer::fetch_credential(secrets, r).await?;
+        if let (Some(resource_version), Ok(mut m)) = (rv, self.entries.lock()) {
+            m.insert(
+                key,
+                Cached {
+                    resource_version,
+                    token: token.clone(),
+                    used: Instant::now(),
+                },
+            );
+        }
+        Ok(token)
+    }
+
+    /// Drops the credentials not used within `idle`; returns how many remain.
+    pub(crate) fn evict_idle(&self, idle: Duration) -> usize {
+        let Ok(mut m) = self.entries.lock() else {
+            return 0;
+        };
+        m.retain(|_, c| c.used.elapsed() < idle);
+        m.shrink_to_fit();
+        m.len()
+    }
+}
