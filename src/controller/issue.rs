@@ -184,10 +184,12 @@ impl<K: Kind> Engine<'_, K> {
             self.ctx
                 .event(&obj_ref, true, "PreviousTokenRevokedEarly", note);
         }
-        // The first issue is told by the Ready condition; an Event for it would be one more
-        // write per resource in a burst. Rotations, repairs and failures get one.
+        // What went as planned is told by status (Ready, `issuedAt`, `rotateHandled`) and the
+        // metrics: an Event for each first issue, scheduled renewal or requested rotation would
+        // be one more apiserver write per resource in every burst and storm. An edit that
+        // replaced the token, break-glass, repairs and failures get one.
         let (event, warning) = match reason {
-            IssueReason::Initial => return,
+            IssueReason::Initial | IssueReason::Renewal | IssueReason::RotateRequested => return,
             IssueReason::SecretRepaired => ("SecretRepaired", true),
             IssueReason::RevokedUpstream => ("RevokedUpstream", true),
             IssueReason::Expired => ("Rotated", true),

@@ -54,6 +54,9 @@ pub use context::Context;
 use credential_index::CredentialIndex;
 use reconcile::{error_policy, reconcile};
 
+/// kubectl's copy of the last applied manifest: never read, dropped from the cache.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Settings of the controllers (from the command line).
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -313,8 +316,9 @@ fn controller<K: Kind>(
         Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
         None => Api::all(ctx.kube.clone()),
     };
-    // The cache keeps every resource for the process's life: without managedFields (the
-    // largest part of an object, and never read) it is a fraction of the size.
+    // The cache keeps every resource for the process's life: without managedFields and
+    // kubectl's copy of the last applied manifest (the largest parts of an object, never
+    // read) it is a fraction of the size.
     let (reader, writer) = reflector::store();
     let index = Arc::new(CredentialIndex::default());
     let indexed = index.clone();
@@ -322,7 +326,13 @@ fn controller<K: Kind>(
     let resources = reflector(
         writer,
         watcher(resources, wc)
-            .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+            .modify(|o: &mut K| {
+                let meta = o.meta_mut();
+                meta.managed_fields = None;
+                if let Some(a) = meta.annotations.as_mut() {
+                    a.remove(LAST_APPLIED);
+                }
+            })
             .map_ok(move |event| {
                 indexed.observe(&event);
                 // Gone without the operator's clean-up (a finalizer removed by hand, or no

@@ -556,6 +556,8 @@ fn same_inputs<K: Kind>(before: &K, after: &K) -> bool {
     let requests = |o: &K| {
         let mut a = o.annotations().clone();
         a.remove(ANNOTATION_ISSUE_INTENT);
+        // not in the cached object
+        a.remove(super::LAST_APPLIED);
         a
     };
     before.meta().generation == after.meta().generation
