@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, PartialObjectMeta};
@@ -37,7 +36,6 @@ pub struct Res {
     /// Every token id the resource held, with when the watch first showed it.
     pub tokens: Vec<(Instant, String)>,
     pub previous_tokens: usize,
-    pub not_after: Option<DateTime<Utc>>,
     pub generation: Option<i64>,
 }
 
@@ -48,6 +46,9 @@ pub struct Log {
     pub writes: Vec<(Instant, Obj)>,
     pub secret_first_seen: HashMap<String, Instant>,
     pub res: HashMap<String, Res>,
+    /// The sum of `status.previousTokens` over all resources, as it was after each change.
+    pub previous_total: usize,
+    pub previous_series: Vec<(Instant, usize)>,
 }
 
 impl Log {
@@ -69,6 +70,7 @@ impl Log {
         let r = self.res.entry(name).or_default();
         r.generation = generation;
         let Some(s) = status else { return };
+        let (old_previous, new_previous) = (r.previous_tokens, s.previous_tokens.len());
         r.ready = s
             .conditions
             .iter()
@@ -82,8 +84,27 @@ impl Log {
             r.tokens.push((now, s.token_id.clone().unwrap_or_default()));
         }
         r.token_id = s.token_id.clone();
-        r.previous_tokens = s.previous_tokens.len();
-        r.not_after = s.not_after;
+        r.previous_tokens = new_previous;
+        if new_previous != old_previous {
+            self.previous_total = (self.previous_total + new_previous).saturating_sub(old_previous);
+            self.previous_series.push((now, self.previous_total));
+        }
+    }
+
+    /// The highest sum of previous tokens (waiting for revocation) over all resources in
+    /// `[from, to]`, the value holding at `from` included.
+    pub fn peak_previous(&self, from: Instant, to: Instant) -> usize {
+        let at_from = self
+            .previous_series
+            .iter()
+            .take_while(|(t, _)| *t < from)
+            .last()
+            .map_or(0, |(_, n)| *n);
+        self.previous_series
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, n)| *n)
+            .fold(at_from, usize::max)
     }
 
     /// Writes of `kind` (all kinds when `None`) seen in `[from, to)`.

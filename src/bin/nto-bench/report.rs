@@ -150,16 +150,26 @@ pub struct Steady {
     pub rate: RateReport,
 }
 
+/// Every resource asked to rotate once (a new value of the rotate annotation), all at once.
 #[derive(Serialize)]
 pub struct Storm {
     pub resources: usize,
+    /// From the first patch until the last patch returned.
     pub patch_seconds: f64,
-    pub due_after_seconds: f64,
-    pub first_rotation_vs_due_s: f64,
-    pub last_rotation_vs_due_s: f64,
-    pub rotation_spread_s: f64,
-    pub rotation_vs_due_s: Pcts,
-    pub seconds_to_all_rotated_and_revoked: f64,
+    /// Per resource: from its patch returning until the watch showed its new token.
+    pub patch_to_rotated_ms: Pcts,
+    /// From the first patch until the last resource showed its new token.
+    pub seconds_to_all_rotated: f64,
+    /// From the first patch until every resource was Ready with its new token and no previous
+    /// token left (all old tokens revoked).
+    pub seconds_to_all_revoked: f64,
+    /// N / seconds_to_all_rotated: the renewals the operator sustained.
+    pub renewals_per_second: f64,
+    /// The most previous tokens (summed over all resources' status) waiting for revocation at
+    /// any one time.
+    pub peak_previous_tokens: usize,
+    /// Operator writes (the benchmark's own patches subtracted) per resource, Events included.
+    pub writes_per_resource: f64,
     pub writes: Writes,
     pub apiserver_write_requests: Option<u64>,
     pub nuclia_calls_per_resource: f64,
@@ -263,6 +273,20 @@ pub fn targets(r: &Report) -> Vec<Target> {
             met: peak <= 40.0,
         },
         Target {
+            target: "rotation storm <= 4 operator writes per resource (Events included)".into(),
+            measured: format!(
+                "{:.2} (resource {}, Secret {}, Event {})",
+                r.storm.writes_per_resource,
+                r.storm
+                    .writes
+                    .resources
+                    .saturating_sub(r.storm.writes.by_benchmark),
+                r.storm.writes.secrets,
+                r.storm.writes.events
+            ),
+            met: r.storm.writes_per_resource <= 4.0,
+        },
+        Target {
             target: "Nuclia calls within the per-credential budget, storm included".into(),
             measured: format!(
                 "{over} of {checked} windows over; peak {peak_rate:.1}/s per credential (budget {} /s, burst {})",
@@ -363,8 +387,8 @@ pub fn print(r: &Report) {
     );
     row(
         "storm",
-        st.due_after_seconds + st.seconds_to_all_rotated_and_revoked,
-        per(st.writes.operator),
+        st.seconds_to_all_revoked,
+        format!("{:.2}", st.writes_per_resource),
         format!("{:.2}", st.nuclia_calls_per_resource),
         format!("{:.1}", st.rate.peak_per_second),
         fp("storm"),
@@ -443,16 +467,19 @@ pub fn print(r: &Report) {
         calls(&s.nuclia_calls)
     );
     println!(
-        "storm     {} renewals due {:.0}s after the patch (patching took {:.1}s); rotations from {:+.1}s to {:+.1}s around the due time (spread {:.1}s, p50 {:+.1}s, p95 {:+.1}s); all rotated and old tokens revoked {:+.1}s after it",
+        "storm     {} rotations asked for through the rotate annotation (patching took {:.1}s); patch->rotated p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
         st.resources,
-        st.due_after_seconds,
         st.patch_seconds,
-        st.first_rotation_vs_due_s,
-        st.last_rotation_vs_due_s,
-        st.rotation_spread_s,
-        st.rotation_vs_due_s.p50,
-        st.rotation_vs_due_s.p95,
-        st.seconds_to_all_rotated_and_revoked
+        st.patch_to_rotated_ms.p50,
+        st.patch_to_rotated_ms.p95,
+        st.patch_to_rotated_ms.p99
+    );
+    println!(
+        "          all rotated {:.1}s after the first patch ({:.1} renewals/s sustained), all old tokens revoked after {:.1}s; peak {} previous tokens waiting for revocation",
+        st.seconds_to_all_rotated,
+        st.renewals_per_second,
+        st.seconds_to_all_revoked,
+        st.peak_previous_tokens
     );
     println!(
         "          peak Nuclia rate {:.1}/s per credential over ~1 s, {:.1}/s over ~10 s (budget {}/s + burst {}); {} of {} windows over",
@@ -464,12 +491,13 @@ pub fn print(r: &Report) {
         st.rate.windows_checked
     );
     println!(
-        "          operator writes per resource {:.2} (resource {}, Secret {}, Event {}; the benchmark's {} patches excluded); Nuclia: {}",
-        st.writes.operator as f64 / c.n as f64,
+        "          operator writes per resource {:.2} (resource {}, Secret {}, Event {}; the benchmark's {} patches excluded); Nuclia: {:.2} calls per resource ({})",
+        st.writes_per_resource,
         st.writes.resources.saturating_sub(st.writes.by_benchmark),
         st.writes.secrets,
         st.writes.events,
         st.writes.by_benchmark,
+        st.nuclia_calls_per_resource,
         calls(&st.nuclia_calls)
     );
     let l = &r.operator_log;

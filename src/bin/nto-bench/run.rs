@@ -1,4 +1,4 @@
-//! The phases: set-up, baseline, issue burst, steady state, rotation storm, clean-up.
+//! The phases: set-up, baseline, write floor, issue burst, steady state, rotation storm, clean-up.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use nuclia_token_operator::crd::{
-    ANNOTATION_ISSUE_INTENT, FIELD_MANAGER, NucliaKbApiKey, NucliaNuaKey, NucliaPersonalToken,
+    ANNOTATION_ISSUE_INTENT, ANNOTATION_ROTATE, FIELD_MANAGER, NucliaKbApiKey, NucliaNuaKey,
+    NucliaPersonalToken,
 };
 use nuclia_token_operator::fake::Bootstrap;
 use serde_json::json;
@@ -361,83 +362,75 @@ async fn phases(
         }
     };
 
-    // ---- rotation storm: every resource's renewal falls due at one instant ----
-    eprintln!("[bench] rotation storm");
+    // ---- rotation storm: every resource asked to rotate once, through the rotate annotation ----
+    eprintln!(
+        "[bench] rotation storm: {} rotations requested at once",
+        args.n
+    );
     proc.reset_peak();
-    let before: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)> = {
+    let before: BTreeMap<String, String> = {
         let l = log.lock();
         items
             .iter()
-            .filter_map(|it| {
-                let r = l.res.get(&it.name)?;
-                Some((it.name.clone(), (r.token_id.clone()?, r.not_after?)))
-            })
+            .filter_map(|it| Some((it.name.clone(), l.res.get(&it.name)?.token_id.clone()?)))
             .collect()
     };
     if before.len() != items.len() {
-        bail!("storm: some resources have no token or expiry in status");
+        bail!("storm: some resources have no token in status");
     }
     let c0 = calls.sample().await?;
     let api_w0 = probes::apiserver_requests(&client).await;
+    let value = format!("storm-{}", chrono::Utc::now().timestamp());
+    let patched_at: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let t0 = Instant::now();
-    // Patching takes about the baseline's time; leave room so every patch lands before T.
-    let lead = Duration::from_secs_f64((baseline_secs * 3.0).max(15.0));
-    let due = chrono::Utc::now() + chrono::Duration::from_std(lead)?;
-    let due_instant = t0 + lead;
     {
-        let before = Arc::new(before.clone());
         let items = items.clone();
-        let (client, ns) = (client.clone(), ns.clone());
+        let patched_at = patched_at.clone();
+        let (client, ns, value) = (client.clone(), ns.clone(), value.clone());
         create_all(args.concurrency, args.n, move |i| {
-            let (client, ns, items, before) =
-                (client.clone(), ns.clone(), items.clone(), before.clone());
+            let (client, ns, items, value, patched_at) = (
+                client.clone(),
+                ns.clone(),
+                items.clone(),
+                value.clone(),
+                patched_at.clone(),
+            );
             async move {
                 let it = &items[i];
-                let not_after = before.get(&it.name).map(|b| b.1).context("no expiry")?;
-                // renewBefore such that the nominal renewal time is `due` for everyone
-                let secs = (not_after - due).num_seconds().max(1);
-                let patch = Patch::Merge(json!({"spec": {"renewBefore": format!("{secs}s")}}));
-                let pp = PatchParams::default();
-                if it.kb {
-                    Api::<NucliaKbApiKey>::namespaced(client, &ns)
-                        .patch(&it.name, &pp, &patch)
-                        .await?;
-                } else if it.nua {
-                    Api::<NucliaNuaKey>::namespaced(client, &ns)
-                        .patch(&it.name, &pp, &patch)
-                        .await?;
-                } else {
-                    Api::<NucliaPersonalToken>::namespaced(client, &ns)
-                        .patch(&it.name, &pp, &patch)
-                        .await?;
-                }
+                annotate_rotate(&client, &ns, it, &value).await?;
+                patched_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(it.name.clone(), Instant::now());
                 Ok(())
             }
         })
         .await?;
     }
     let patched = Instant::now();
+    let is_rotated = |r: &probes::Res, name: &str| {
+        r.ready && r.token_id.as_deref() != before.get(name).map(String::as_str)
+    };
     let rotated_and_revoked = |l: &probes::Log| {
         items.iter().all(|it| {
-            l.res.get(&it.name).is_some_and(|r| {
-                r.ready
-                    && r.previous_tokens == 0
-                    && r.token_id.as_deref() != before.get(&it.name).map(|b| b.0.as_str())
-            })
+            l.res
+                .get(&it.name)
+                .is_some_and(|r| is_rotated(r, &it.name) && r.previous_tokens == 0)
         })
     };
     if !log.wait(args.phase_timeout, rotated_and_revoked).await {
         let l = log.lock();
-        let done = items
+        let rotated = items
             .iter()
-            .filter(|it| {
-                l.res.get(&it.name).is_some_and(|r| {
-                    r.token_id.as_deref() != before.get(&it.name).map(|b| b.0.as_str())
-                })
-            })
+            .filter(|it| l.res.get(&it.name).is_some_and(|r| is_rotated(r, &it.name)))
             .count();
+        let waiting: usize = items
+            .iter()
+            .filter_map(|it| l.res.get(&it.name))
+            .map(|r| r.previous_tokens)
+            .sum();
         bail!(
-            "storm: only {done}/{} resources rotated after {:?}; see {}",
+            "storm: {rotated}/{} resources rotated, {waiting} previous tokens not yet revoked after {:?}; see {}",
             args.n,
             args.phase_timeout,
             work.join("operator.log").display()
@@ -452,39 +445,40 @@ async fn phases(
     let storm_fp = Footprint::of("storm", &proc, t0, t1);
     let storm = {
         let l = log.lock();
-        let mut rotated_at = Vec::new();
+        let patched_at = patched_at.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last_rotation = t0;
+        let mut latencies = Vec::new();
         for it in items.iter() {
             let Some(r) = l.res.get(&it.name) else {
                 continue;
             };
-            let old = before.get(&it.name).map(|b| b.0.as_str());
-            if let Some((t, _)) = r
+            let old = before.get(&it.name).map(String::as_str);
+            // the first new token the watch showed after the first patch
+            let Some((t, _)) = r
                 .tokens
                 .iter()
                 .find(|(t, id)| *t >= t0 && Some(id.as_str()) != old)
-            {
-                rotated_at.push(*t);
+            else {
+                continue;
+            };
+            last_rotation = last_rotation.max(*t);
+            if let Some(p) = patched_at.get(&it.name) {
+                latencies.push(t.saturating_duration_since(*p));
             }
         }
-        rotated_at.sort();
-        let offsets: Vec<f64> = rotated_at
-            .iter()
-            .map(|t| signed_secs(*t, due_instant))
-            .collect();
+        let to_rotated = (last_rotation - t0).as_secs_f64();
         let nuclia = probes::delta(&c0.by_route, &c1.by_route);
+        let writes = Writes::between(&l, t0, t1, args.n);
         report::Storm {
             resources: args.n,
             patch_seconds: (patched - t0).as_secs_f64(),
-            due_after_seconds: lead.as_secs_f64(),
-            first_rotation_vs_due_s: offsets.first().copied().unwrap_or_default(),
-            last_rotation_vs_due_s: offsets.last().copied().unwrap_or_default(),
-            rotation_spread_s: match (rotated_at.first(), rotated_at.last()) {
-                (Some(a), Some(b)) => (*b - *a).as_secs_f64(),
-                _ => 0.0,
-            },
-            rotation_vs_due_s: Pcts::of_secs(&offsets),
-            seconds_to_all_rotated_and_revoked: signed_secs(t_done, due_instant),
-            writes: Writes::between(&l, t0, t1, args.n),
+            patch_to_rotated_ms: Pcts::of(&latencies),
+            seconds_to_all_rotated: to_rotated,
+            seconds_to_all_revoked: (t_done - t0).as_secs_f64(),
+            renewals_per_second: args.n as f64 / to_rotated.max(0.001),
+            peak_previous_tokens: l.peak_previous(t0, t1),
+            writes_per_resource: writes.operator as f64 / args.n as f64,
+            writes,
             apiserver_write_requests: api_total(&api_w0, &api_w1),
             nuclia_calls_per_resource: nuclia.values().sum::<u64>() as f64 / args.n as f64,
             nuclia_calls: nuclia,
@@ -492,8 +486,8 @@ async fn phases(
         }
     };
     eprintln!(
-        "[bench] storm: rotations from {:+.1}s to {:+.1}s around the due time",
-        storm.first_rotation_vs_due_s, storm.last_rotation_vs_due_s
+        "[bench] storm: all rotated {:.1}s after the first patch ({:.1}/s), old tokens revoked after {:.1}s",
+        storm.seconds_to_all_rotated, storm.renewals_per_second, storm.seconds_to_all_revoked
     );
 
     let whole = Footprint::of("whole run", &proc, t_start, Instant::now());
@@ -536,14 +530,6 @@ async fn phases(
     Ok(report)
 }
 
-fn signed_secs(t: Instant, reference: Instant) -> f64 {
-    if t >= reference {
-        (t - reference).as_secs_f64()
-    } else {
-        -(reference - t).as_secs_f64()
-    }
-}
-
 /// Write requests between two readings of the apiserver's counters.
 fn api_total(a: &Option<BTreeMap<String, u64>>, b: &Option<BTreeMap<String, u64>>) -> Option<u64> {
     let (a, b) = (probes::writes(a)?, probes::writes(b)?);
@@ -565,6 +551,27 @@ fn nuclia_floor(c0: &Calls, c1: &Calls, args: &Args) -> f64 {
         .filter(|(k, _)| k.as_str() != "unknown")
         .map(|(_, n)| (*n as f64 - f64::from(args.nuclia_burst)).max(0.0) / args.nuclia_rps)
         .fold(0.0, f64::max)
+}
+
+/// Asks the operator to rotate `it` now: a new value of the rotate annotation.
+async fn annotate_rotate(client: &Client, ns: &str, it: &Item, value: &str) -> anyhow::Result<()> {
+    let patch = Patch::Merge(json!({"metadata": {"annotations": {ANNOTATION_ROTATE: value}}}));
+    let pp = PatchParams::default();
+    let client = client.clone();
+    if it.kb {
+        Api::<NucliaKbApiKey>::namespaced(client, ns)
+            .patch(&it.name, &pp, &patch)
+            .await?;
+    } else if it.nua {
+        Api::<NucliaNuaKey>::namespaced(client, ns)
+            .patch(&it.name, &pp, &patch)
+            .await?;
+    } else {
+        Api::<NucliaPersonalToken>::namespaced(client, ns)
+            .patch(&it.name, &pp, &patch)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Runs `make(i)` for i in 0..n with `concurrency` in flight; returns each call's latency.
