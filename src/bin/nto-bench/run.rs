@@ -176,7 +176,8 @@ async fn phases(
         "[bench] write floor: {} resources and their three writes, directly",
         args.n
     );
-    let write_floor_seconds = write_floor(&client, &base_ns, &items, args, &boot).await?;
+    let (write_floor_seconds, floor_done) =
+        write_floor(&client, &base_ns, &items, args, &boot).await?;
     let baseline = report::Baseline {
         secrets: args.n,
         seconds: baseline_secs,
@@ -184,6 +185,7 @@ async fn phases(
         create_latency_ms: Pcts::of(&latencies),
         apiserver_write_requests: api_total(&api_w0, &api_w1),
         write_floor_seconds,
+        write_floor_done_ms: Pcts::of(&floor_done),
     };
 
     // ---- the operator, as a process ----
@@ -657,17 +659,20 @@ async fn create_resource(
 /// What a perfect operator's writes cost: each resource created, then given the three writes
 /// an issue needs (finalizer with intent, owned Secret, status) in the baseline namespace (the
 /// operator does not watch it), `concurrency` resources at a time, with no reads and no Nuclia.
+/// Returns the time it took and, per resource, the time from the start until its three writes
+/// were done.
 async fn write_floor(
     client: &Client,
     ns: &str,
     items: &[Item],
     args: &Args,
     boot: &Bootstrap,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Vec<Duration>)> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let done = std::sync::Mutex::new(Vec::with_capacity(items.len()));
     let t0 = Instant::now();
     create_all(args.concurrency, items.len(), |i| {
-        let (client, secrets, it) = (client.clone(), secrets.clone(), &items[i]);
+        let (client, secrets, it, done) = (client.clone(), secrets.clone(), &items[i], &done);
         async move {
             let meta = create_resource(&client, ns, it, i, args, boot).await?;
             let (kind, plural) = if it.kb {
@@ -736,11 +741,18 @@ async fn write_floor(
             resources
                 .patch_status(&it.name, &PatchParams::default(), &Patch::Json::<()>(patch))
                 .await?;
+            done.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(t0.elapsed());
             Ok(())
         }
     })
     .await?;
-    Ok(t0.elapsed().as_secs_f64())
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok((
+        seconds,
+        done.into_inner().unwrap_or_else(|p| p.into_inner()),
+    ))
 }
 
 /// The finalizer the write floor puts on its resources (removed at clean-up).
