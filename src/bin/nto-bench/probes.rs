@@ -502,3 +502,39 @@ pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<u64> {
         .sum::<f64>();
     Some(n as u64)
 }
+
+/// The operator's `nuclia_operator_cache_entries` gauges by `cache` label, from its `/metrics`;
+/// None when `/metrics` cannot be read, an empty map when the gauge is not there.
+pub async fn cache_entries(http: &reqwest::Client, port: u16) -> Option<BTreeMap<String, f64>> {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("nuclia_operator_cache_entries") else {
+            continue;
+        };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.rsplit_once("} ") {
+                Some(x) => x,
+                None => continue,
+            },
+            None => ("", rest.trim()),
+        };
+        let cache = labels
+            .split(',')
+            .find_map(|kv| kv.trim().strip_prefix("cache=\""))
+            .map(|v| v.trim_end_matches('"').to_owned())
+            .unwrap_or_else(|| "(unlabelled)".into());
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *out.entry(cache).or_default() += v;
+        }
+    }
+    Some(out)
+}

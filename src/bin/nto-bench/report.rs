@@ -15,6 +15,9 @@ pub struct Report {
     pub burst: Burst,
     pub steady: Steady,
     pub storm: Storm,
+    /// Only with `--soak`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Soak>,
     pub footprint: Vec<Footprint>,
     pub operator_log: LogSummary,
     pub targets: Vec<Target>,
@@ -201,6 +204,32 @@ pub struct Storm {
     pub nuclia_calls_per_resource: f64,
     pub nuclia_calls: BTreeMap<String, u64>,
     pub rate: RateReport,
+}
+
+/// The soak: self-renewing tokens rotated for a while, and the operator's caches meanwhile.
+#[derive(Serialize)]
+pub struct Soak {
+    pub resources: usize,
+    /// Rotating (deletion and the wait after it not included).
+    pub seconds: f64,
+    pub rounds: usize,
+    /// New tokens the watch saw during the rounds.
+    pub rotations: usize,
+    /// Readings of /metrics (start, every ~5 s, end).
+    pub samples: usize,
+    /// Empty when the operator exposes no `nuclia_operator_cache_entries`.
+    pub caches: Vec<CacheRow>,
+}
+
+/// One cache's entries (`nuclia_operator_cache_entries{cache=...}`); None where not exposed.
+#[derive(Serialize)]
+pub struct CacheRow {
+    pub cache: String,
+    /// When the soak began (before its resources were created).
+    pub start: Option<f64>,
+    pub max_during: Option<f64>,
+    /// After the soak's resources were deleted and one verify interval (+5 s) passed.
+    pub end: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -464,6 +493,16 @@ pub fn print(r: &Report) {
             Some(f),
         );
     }
+    if let Some(f) = fp("soak") {
+        row(
+            "soak",
+            f.seconds,
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            Some(f),
+        );
+    }
     println!();
     println!(
         "baseline  {} Secrets in {:.2}s ({:.0}/s); create latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
@@ -566,6 +605,9 @@ pub fn print(r: &Report) {
         st.nuclia_calls_per_resource,
         calls(&st.nuclia_calls)
     );
+    if let Some(k) = &r.soak {
+        print_soak(k);
+    }
     let l = &r.operator_log;
     println!(
         "operator  log: {} warnings, {} errors, {} reconcile failures, {} panics ({})",
@@ -579,6 +621,33 @@ pub fn print(r: &Report) {
             t.target,
             if t.met { "yes" } else { "NO" },
             t.measured
+        );
+    }
+}
+
+fn print_soak(k: &Soak) {
+    println!(
+        "soak      {} self-renewing personal tokens: {} rounds, {} rotations in {:.0}s; caches (nuclia_operator_cache_entries):",
+        k.resources, k.rounds, k.rotations, k.seconds
+    );
+    let num = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.0}"));
+    println!(
+        "          {:<28} {:>8} {:>8} {:>14}",
+        "cache", "start", "max", "after delete"
+    );
+    if k.caches.is_empty() {
+        println!(
+            "          {:<28} {:>8} {:>8} {:>14}",
+            "(gauge not exposed)", "n/a", "n/a", "n/a"
+        );
+    }
+    for c in &k.caches {
+        println!(
+            "          {:<28} {:>8} {:>8} {:>14}",
+            c.cache,
+            num(c.start),
+            num(c.max_during),
+            num(c.end)
         );
     }
 }

@@ -493,6 +493,20 @@ async fn phases(
     );
 
     let whole = Footprint::of("whole run", &proc, t_start, Instant::now());
+    let mut footprint = vec![startup, burst_fp, steady_fp, storm_fp, whole];
+
+    // ---- soak (opt-in): self-renewing tokens rotated for a while; the caches must stay bounded ----
+    let soak = match args.soak {
+        None => None,
+        Some(duration) => {
+            let t0 = Instant::now();
+            proc.reset_peak();
+            let s = soak(args, &client, &ns, &http, port, &boot, &log, duration).await?;
+            footprint.push(Footprint::of("soak", &proc, t0, Instant::now()));
+            Some(s)
+        }
+    };
+
     let log_text = std::fs::read_to_string(work.join("operator.log")).unwrap_or_default();
     let operator_log = report::LogSummary {
         warnings: log_text.lines().filter(|l| l.contains(" WARN ")).count(),
@@ -524,12 +538,211 @@ async fn phases(
         burst,
         steady,
         storm,
-        footprint: vec![startup, burst_fp, steady_fp, storm_fp, whole],
+        soak,
+        footprint,
         operator_log,
         targets: Vec::new(),
     };
     report.targets = report::targets(&report);
     Ok(report)
+}
+
+/// The soak: `--soak-resources` self-renewing personal tokens (each bootstrapped by its own
+/// login Secret, then minting its successors with its own managed token), rotated round after
+/// round through the rotate annotation for `duration`, every rotation a new credential; the
+/// operator's `nuclia_operator_cache_entries` sampled every ~5 s, then once more after the
+/// resources are deleted and one verify interval (and a little) has passed.
+#[allow(clippy::too_many_arguments)]
+async fn soak(
+    args: &Args,
+    client: &Client,
+    ns: &str,
+    http: &reqwest::Client,
+    port: u16,
+    boot: &Bootstrap,
+    log: &ObjectLog,
+    duration: Duration,
+) -> anyhow::Result<report::Soak> {
+    let k = args.soak_resources;
+    eprintln!("[bench] soak: {k} self-renewing personal tokens rotated for {duration:?}");
+    let start = probes::cache_entries(http, port).await;
+    let samples: Arc<std::sync::Mutex<Vec<Option<BTreeMap<String, f64>>>>> = Arc::default();
+    let sampler = {
+        let (samples, http) = (samples.clone(), http.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let s = probes::cache_entries(&http, port).await;
+                samples.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            }
+        })
+    };
+    let result = soak_rounds(args, client, ns, http, boot, log, duration).await;
+    sampler.abort();
+    let (rounds, rotations, seconds) = result?;
+    eprintln!(
+        "[bench] soak: waiting {:?} (one verify interval and 5 s)",
+        args.verify_interval + Duration::from_secs(5)
+    );
+    tokio::time::sleep(args.verify_interval + Duration::from_secs(5)).await;
+    let end = probes::cache_entries(http, port).await;
+    let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let names: std::collections::BTreeSet<String> = std::iter::once(&start)
+        .chain(samples.iter())
+        .chain(std::iter::once(&end))
+        .flatten()
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    let caches = names
+        .into_iter()
+        .map(|name| {
+            let during = std::iter::once(&start)
+                .chain(samples.iter())
+                .filter_map(|m| m.as_ref()?.get(&name).copied())
+                .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
+            report::CacheRow {
+                start: start.as_ref().and_then(|m| m.get(&name).copied()),
+                max_during: during,
+                end: end.as_ref().and_then(|m| m.get(&name).copied()),
+                cache: name,
+            }
+        })
+        .collect();
+    Ok(report::Soak {
+        resources: k,
+        seconds,
+        rounds,
+        rotations,
+        samples: samples.len() + 2,
+        caches,
+    })
+}
+
+/// The soak's resources: created, rotated round after round for `duration`, deleted. Returns
+/// the rounds, the rotations the watch saw and the seconds spent rotating.
+async fn soak_rounds(
+    args: &Args,
+    client: &Client,
+    ns: &str,
+    http: &reqwest::Client,
+    boot: &Bootstrap,
+    log: &ObjectLog,
+    duration: Duration,
+) -> anyhow::Result<(usize, usize, f64)> {
+    let k = args.soak_resources;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let pts: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), ns);
+    let soak_items: Vec<Item> = (0..k)
+        .map(|i| Item {
+            name: format!("soak-{i:03}"),
+            kb: false,
+            nua: false,
+            secret: format!("soak-{i:03}-token"),
+        })
+        .collect();
+    for (i, it) in soak_items.iter().enumerate() {
+        let token = mint_login(http, boot, 100_000 + i).await?;
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("soak-login-{i:03}")},
+            "stringData": {"token": token},
+        }))?;
+        secrets
+            .create(&PostParams::default(), &s)
+            .await
+            .context("creating a soak login Secret")?;
+        let pt: NucliaPersonalToken = serde_json::from_value(json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaPersonalToken",
+            "metadata": {"name": it.name},
+            "spec": {
+                "description": format!("bench {}", it.name),
+                "days": 1,
+                "renewBefore": "12h",
+                "auth": {"secretRef": {"name": format!("soak-login-{i:03}"), "key": "token"}, "selfRenew": true},
+                "rotation": {"revokePreviousAfter": "2s"},
+                "secret": {"name": it.secret},
+            },
+        }))?;
+        pts.create(&PostParams::default(), &pt)
+            .await
+            .context("creating a soak resource")?;
+    }
+    let token_of = |l: &probes::Log, name: &str| {
+        l.res
+            .get(name)
+            .filter(|r| r.ready)
+            .and_then(|r| r.token_id.clone())
+    };
+    if !log
+        .wait(args.phase_timeout, |l| {
+            soak_items.iter().all(|it| token_of(l, &it.name).is_some())
+        })
+        .await
+    {
+        bail!(
+            "soak: the self-renewing tokens were not all Ready within {:?}",
+            args.phase_timeout
+        );
+    }
+    let t0 = Instant::now();
+    let mut rounds = 0;
+    while t0.elapsed() < duration {
+        rounds += 1;
+        let current: Vec<Option<String>> = {
+            let l = log.lock();
+            soak_items.iter().map(|it| token_of(&l, &it.name)).collect()
+        };
+        let value = format!("soak-{}-{rounds}", chrono::Utc::now().timestamp());
+        create_all(args.concurrency, k, |i| {
+            annotate_rotate(client, ns, &soak_items[i], &value)
+        })
+        .await?;
+        let rotated = log
+            .wait(args.phase_timeout, |l| {
+                soak_items.iter().zip(&current).all(|(it, old)| {
+                    token_of(l, &it.name).is_some_and(|t| Some(&t) != old.as_ref())
+                })
+            })
+            .await;
+        if !rotated {
+            bail!(
+                "soak: round {rounds} did not rotate every token within {:?}",
+                args.phase_timeout
+            );
+        }
+        // let the previous tokens' revocation (revokePreviousAfter 2s) keep up
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let rotations = {
+        let l = log.lock();
+        soak_items
+            .iter()
+            .filter_map(|it| l.res.get(&it.name))
+            .map(|r| r.tokens.iter().filter(|(t, _)| *t >= t0).count())
+            .sum()
+    };
+    eprintln!("[bench] soak: {rounds} rounds, {rotations} rotations in {seconds:.0}s; deleting");
+    for it in &soak_items {
+        pts.delete(&it.name, &DeleteParams::default()).await?;
+    }
+    let deadline = Instant::now() + args.phase_timeout;
+    for it in &soak_items {
+        while pts.get_opt(&it.name).await?.is_some() {
+            if Instant::now() > deadline {
+                bail!("soak: {} not gone within {:?}", it.name, args.phase_timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // the login Secrets last: the revocations may have needed them
+    for i in 0..k {
+        let _ = secrets
+            .delete(&format!("soak-login-{i:03}"), &DeleteParams::default())
+            .await;
+    }
+    Ok((rounds, rotations, seconds))
 }
 
 /// Write requests between two readings of the apiserver's counters.
