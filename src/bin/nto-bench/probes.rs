@@ -503,9 +503,12 @@ pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<u64> {
     Some(n as u64)
 }
 
+/// Entries per cache name.
+pub type CacheEntries = BTreeMap<String, f64>;
+
 /// The operator's `nuclia_operator_cache_entries` gauges by `cache` label, from its `/metrics`;
 /// None when `/metrics` cannot be read, an empty map when the gauge is not there.
-pub async fn cache_entries(http: &reqwest::Client, port: u16) -> Option<BTreeMap<String, f64>> {
+pub async fn cache_entries(http: &reqwest::Client, port: u16) -> Option<CacheEntries> {
     let text = http
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .timeout(Duration::from_secs(5))

@@ -566,7 +566,7 @@ async fn soak(
     let k = args.soak_resources;
     eprintln!("[bench] soak: {k} self-renewing personal tokens rotated for {duration:?}");
     let start = probes::cache_entries(http, port).await;
-    let samples: Arc<std::sync::Mutex<Vec<Option<BTreeMap<String, f64>>>>> = Arc::default();
+    let samples: Arc<std::sync::Mutex<Vec<Option<probes::CacheEntries>>>> = Arc::default();
     let sampler = {
         let (samples, http) = (samples.clone(), http.clone());
         tokio::spawn(async move {
