@@ -518,6 +518,11 @@ pub async fn cache_entries(http: &reqwest::Client, port: u16) -> Option<CacheEnt
         .text()
         .await
         .ok()?;
+    Some(parse_cache_entries(&text))
+}
+
+/// The `nuclia_operator_cache_entries` series of a Prometheus text page, summed by `cache`.
+pub fn parse_cache_entries(text: &str) -> CacheEntries {
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("nuclia_operator_cache_entries") else {
@@ -539,5 +544,26 @@ pub async fn cache_entries(http: &reqwest::Client, port: u16) -> Option<CacheEnt
             *out.entry(cache).or_default() += v;
         }
     }
-    Some(out)
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_entries_by_cache_label() {
+        let text = "# HELP nuclia_operator_cache_entries Entries.\n\
+            # TYPE nuclia_operator_cache_entries gauge\n\
+            nuclia_operator_cache_entries{cache=\"live\"} 12\n\
+            nuclia_operator_cache_entries{kind=\"pt\",cache=\"accounts\"} 3\n\
+            nuclia_operator_cache_entries{cache=\"accounts\",kind=\"kb\"} 4\n\
+            nuclia_operator_cache_entries_other{cache=\"x\"} 9\n\
+            nuclia_operator_reconcile_duration_seconds_count 5\n";
+        let m = parse_cache_entries(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["live"], 12.0);
+        assert_eq!(m["accounts"], 7.0);
+        assert!(parse_cache_entries("up 1\n").is_empty());
+    }
 }
