@@ -3,7 +3,8 @@
 //!
 //! Runs against the cluster in `KUBECONFIG` with `nuclia-fake` and the operator as processes
 //! (release builds from `--bin-dir`); `tests/bench.sh` starts a private control plane and runs
-//! it. Phases: baseline, issue burst, steady state, rotation storm; footprint for each. See
+//! it. Phases: baseline, write floor, issue burst, steady state, rotation storm, optional soak;
+//! footprint for each; with several `--n`, a growth table at the end. See
 //! `docs/benchmark.md`.
 
 mod probes;
@@ -19,8 +20,19 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "nto-bench")]
 pub struct Args {
-    /// Number of resources (and of Secrets in the baseline).
-    #[arg(long, default_value_t = 1000)]
+    /// Number of resources (and of Secrets in the baseline). A comma-separated list (e.g.
+    /// 200,1000,5000) runs the benchmark once per N, one after the other, and ends with a growth
+    /// table.
+    #[arg(
+        long = "n",
+        value_name = "N[,N...]",
+        value_delimiter = ',',
+        default_value = "1000",
+        num_args = 1
+    )]
+    pub ns: Vec<usize>,
+    /// The N of the run in progress (one of `--n`).
+    #[arg(skip)]
     pub n: usize,
     /// Share of the resources that are NucliaKbApiKeys; the rest are NucliaPersonalTokens.
     #[arg(long, default_value_t = 0.2)]
@@ -58,13 +70,24 @@ pub struct Args {
     /// Leave the namespaces and the resources in place at the end.
     #[arg(long)]
     pub keep: bool,
+    /// After the storm, rotate self-renewing personal tokens for this long (e.g. 2m) and report
+    /// the operator's cache sizes (`nuclia_operator_cache_entries`); off by default. With several
+    /// `--n`, only the last run soaks.
+    #[arg(long, value_parser = nuclia_token_operator::duration::parse)]
+    pub soak: Option<Duration>,
+    /// Self-renewing personal tokens the soak rotates, each with its own login Secret.
+    #[arg(long, default_value_t = 20)]
+    pub soak_resources: usize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     nuclia_token_operator::runtime::install_crypto();
     let args = Args::parse();
-    anyhow::ensure!(args.n > 0, "--n must be positive");
+    anyhow::ensure!(
+        !args.ns.is_empty() && args.ns.iter().all(|n| *n > 0),
+        "--n must be positive"
+    );
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.kb_share),
         "--kb-share must be between 0 and 1"
@@ -81,10 +104,37 @@ async fn main() -> anyhow::Result<()> {
         args.verify_interval >= Duration::from_secs(2),
         "--verify-interval must be at least 2s"
     );
-    let report = run::run(&args).await?;
-    report::print(&report);
+    anyhow::ensure!(
+        args.soak.is_none() || args.soak_resources > 0,
+        "--soak-resources must be positive"
+    );
+    let mut reports = Vec::new();
+    for (k, &n) in args.ns.iter().enumerate() {
+        let mut a = args.clone();
+        a.n = n;
+        if k + 1 < args.ns.len() {
+            a.soak = None; // the soak runs once, in the last run
+        }
+        if args.ns.len() > 1 {
+            eprintln!(
+                "[bench] ==== run {} of {}: N = {n} ====",
+                k + 1,
+                args.ns.len()
+            );
+        }
+        let report = run::run(&a).await?;
+        report::print(&report);
+        reports.push(report);
+    }
+    let json = if let [one] = reports.as_slice() {
+        serde_json::to_value(one)?
+    } else {
+        let growth = report::growth(&reports);
+        report::print_growth(&growth);
+        serde_json::json!({"reports": reports, "growth": growth})
+    };
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

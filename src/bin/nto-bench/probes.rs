@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, PartialObjectMeta};
@@ -37,7 +36,6 @@ pub struct Res {
     /// Every token id the resource held, with when the watch first showed it.
     pub tokens: Vec<(Instant, String)>,
     pub previous_tokens: usize,
-    pub not_after: Option<DateTime<Utc>>,
     pub generation: Option<i64>,
 }
 
@@ -48,6 +46,9 @@ pub struct Log {
     pub writes: Vec<(Instant, Obj)>,
     pub secret_first_seen: HashMap<String, Instant>,
     pub res: HashMap<String, Res>,
+    /// The sum of `status.previousTokens` over all resources, as it was after each change.
+    pub previous_total: usize,
+    pub previous_series: Vec<(Instant, usize)>,
 }
 
 impl Log {
@@ -69,6 +70,7 @@ impl Log {
         let r = self.res.entry(name).or_default();
         r.generation = generation;
         let Some(s) = status else { return };
+        let (old_previous, new_previous) = (r.previous_tokens, s.previous_tokens.len());
         r.ready = s
             .conditions
             .iter()
@@ -82,8 +84,27 @@ impl Log {
             r.tokens.push((now, s.token_id.clone().unwrap_or_default()));
         }
         r.token_id = s.token_id.clone();
-        r.previous_tokens = s.previous_tokens.len();
-        r.not_after = s.not_after;
+        r.previous_tokens = new_previous;
+        if new_previous != old_previous {
+            self.previous_total = (self.previous_total + new_previous).saturating_sub(old_previous);
+            self.previous_series.push((now, self.previous_total));
+        }
+    }
+
+    /// The highest sum of previous tokens (waiting for revocation) over all resources in
+    /// `[from, to]`, the value holding at `from` included.
+    pub fn peak_previous(&self, from: Instant, to: Instant) -> usize {
+        let at_from = self
+            .previous_series
+            .iter()
+            .take_while(|(t, _)| *t < from)
+            .last()
+            .map_or(0, |(_, n)| *n);
+        self.previous_series
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, n)| *n)
+            .fold(at_from, usize::max)
     }
 
     /// Writes of `kind` (all kinds when `None`) seen in `[from, to)`.
@@ -480,4 +501,69 @@ pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<u64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
     Some(n as u64)
+}
+
+/// Entries per cache name.
+pub type CacheEntries = BTreeMap<String, f64>;
+
+/// The operator's `nuclia_operator_cache_entries` gauges by `cache` label, from its `/metrics`;
+/// None when `/metrics` cannot be read, an empty map when the gauge is not there.
+pub async fn cache_entries(http: &reqwest::Client, port: u16) -> Option<CacheEntries> {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(parse_cache_entries(&text))
+}
+
+/// The `nuclia_operator_cache_entries` series of a Prometheus text page, summed by `cache`.
+pub fn parse_cache_entries(text: &str) -> CacheEntries {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("nuclia_operator_cache_entries") else {
+            continue;
+        };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.rsplit_once("} ") {
+                Some(x) => x,
+                None => continue,
+            },
+            None => ("", rest.trim()),
+        };
+        let cache = labels
+            .split(',')
+            .find_map(|kv| kv.trim().strip_prefix("cache=\""))
+            .map(|v| v.trim_end_matches('"').to_owned())
+            .unwrap_or_else(|| "(unlabelled)".into());
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *out.entry(cache).or_default() += v;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_entries_by_cache_label() {
+        let text = "# HELP nuclia_operator_cache_entries Entries.\n\
+            # TYPE nuclia_operator_cache_entries gauge\n\
+            nuclia_operator_cache_entries{cache=\"live\"} 12\n\
+            nuclia_operator_cache_entries{kind=\"pt\",cache=\"accounts\"} 3\n\
+            nuclia_operator_cache_entries{cache=\"accounts\",kind=\"kb\"} 4\n\
+            nuclia_operator_cache_entries_other{cache=\"x\"} 9\n\
+            nuclia_operator_reconcile_duration_seconds_count 5\n";
+        let m = parse_cache_entries(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["live"], 12.0);
+        assert_eq!(m["accounts"], 7.0);
+        assert!(parse_cache_entries("up 1\n").is_empty());
+    }
 }

@@ -15,6 +15,9 @@ pub struct Report {
     pub burst: Burst,
     pub steady: Steady,
     pub storm: Storm,
+    /// Only with `--soak`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Soak>,
     pub footprint: Vec<Footprint>,
     pub operator_log: LogSummary,
     pub targets: Vec<Target>,
@@ -83,6 +86,9 @@ pub struct Baseline {
     /// intent, owned Secret, status), same parallelism, no reads, no Nuclia: the floor for an
     /// operator that makes only the minimum writes.
     pub write_floor_seconds: f64,
+    /// Per resource of the write floor: from the floor's start (every resource "applied" at
+    /// once) until its three writes were done; the yardstick of the burst's apply->Secret.
+    pub write_floor_done_ms: Pcts,
 }
 
 /// Writes seen through the watches (new resourceVersions) in the benchmark namespace.
@@ -136,6 +142,29 @@ pub struct Burst {
     pub rate: RateReport,
 }
 
+impl Burst {
+    /// `GET secrets` requests at the apiserver during the burst (all clients; the benchmark
+    /// itself only watches).
+    pub fn secret_gets(&self) -> u64 {
+        self.apiserver_requests
+            .get("GET secrets")
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every GET and LIST of a resource (any kind) at the apiserver during the burst.
+    pub fn reads(&self) -> u64 {
+        self.apiserver_requests
+            .iter()
+            .filter(|(k, _)| {
+                let (verb, resource) = k.split_once(' ').unwrap_or((k.as_str(), ""));
+                matches!(verb, "GET" | "LIST") && !resource.is_empty()
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
 #[derive(Serialize)]
 pub struct Steady {
     pub seconds: f64,
@@ -150,21 +179,57 @@ pub struct Steady {
     pub rate: RateReport,
 }
 
+/// Every resource asked to rotate once (a new value of the rotate annotation), all at once.
 #[derive(Serialize)]
 pub struct Storm {
     pub resources: usize,
+    /// From the first patch until the last patch returned.
     pub patch_seconds: f64,
-    pub due_after_seconds: f64,
-    pub first_rotation_vs_due_s: f64,
-    pub last_rotation_vs_due_s: f64,
-    pub rotation_spread_s: f64,
-    pub rotation_vs_due_s: Pcts,
-    pub seconds_to_all_rotated_and_revoked: f64,
+    /// Per resource: from its patch returning until the watch showed its new token.
+    pub patch_to_rotated_ms: Pcts,
+    /// From the first patch until the last resource showed its new token.
+    pub seconds_to_all_rotated: f64,
+    /// From the first patch until every resource was Ready with its new token and no previous
+    /// token left (all old tokens revoked).
+    pub seconds_to_all_revoked: f64,
+    /// N / seconds_to_all_rotated: the renewals the operator sustained.
+    pub renewals_per_second: f64,
+    /// The most previous tokens (summed over all resources' status) waiting for revocation at
+    /// any one time.
+    pub peak_previous_tokens: usize,
+    /// Operator writes (the benchmark's own patches subtracted) per resource, Events included.
+    pub writes_per_resource: f64,
     pub writes: Writes,
     pub apiserver_write_requests: Option<u64>,
     pub nuclia_calls_per_resource: f64,
     pub nuclia_calls: BTreeMap<String, u64>,
     pub rate: RateReport,
+}
+
+/// The soak: self-renewing tokens rotated for a while, and the operator's caches meanwhile.
+#[derive(Serialize)]
+pub struct Soak {
+    pub resources: usize,
+    /// Rotating (deletion and the wait after it not included).
+    pub seconds: f64,
+    pub rounds: usize,
+    /// New tokens the watch saw during the rounds.
+    pub rotations: usize,
+    /// Readings of /metrics (start, every ~5 s, end).
+    pub samples: usize,
+    /// Empty when the operator exposes no `nuclia_operator_cache_entries`.
+    pub caches: Vec<CacheRow>,
+}
+
+/// One cache's entries (`nuclia_operator_cache_entries{cache=...}`); None where not exposed.
+#[derive(Serialize)]
+pub struct CacheRow {
+    pub cache: String,
+    /// When the soak began (before its resources were created).
+    pub start: Option<f64>,
+    pub max_during: Option<f64>,
+    /// After the soak's resources were deleted and one verify interval (+5 s) passed.
+    pub end: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -224,6 +289,9 @@ pub fn targets(r: &Report) -> Vec<Target> {
         .map(|x| x.peak_per_second)
         .fold(0.0, f64::max);
     let s = &r.steady;
+    let n = r.config.n as f64;
+    let (u, b) = (&r.burst, &r.baseline);
+    let p99_ratio = u.apply_to_secret_ms.p99 / b.write_floor_done_ms.p99.max(0.001);
     vec![
         Target {
             target: "burst time <= 4 x baseline".into(),
@@ -232,6 +300,38 @@ pub fn targets(r: &Report) -> Vec<Target> {
                 r.burst.ratio_to_baseline, r.burst.seconds_to_all_ready, r.baseline.seconds
             ),
             met: r.burst.ratio_to_baseline <= 4.0,
+        },
+        Target {
+            target: format!(
+                "burst <= 1.15 x write floor at N = 1000 (this run: N = {})",
+                r.config.n
+            ),
+            measured: format!(
+                "{:.2}x ({:.1}s vs {:.1}s)",
+                u.ratio_to_write_floor, u.seconds_to_all_ready, b.write_floor_seconds
+            ),
+            met: u.ratio_to_write_floor <= 1.15,
+        },
+        Target {
+            target: "apply->Secret p99 <= 1.3 x the write floor's p99 time-to-done".into(),
+            measured: format!(
+                "{p99_ratio:.2}x ({:.0} ms vs {:.0} ms)",
+                u.apply_to_secret_ms.p99, b.write_floor_done_ms.p99
+            ),
+            met: p99_ratio <= 1.3,
+        },
+        Target {
+            target: "burst: <= 1 Secret GET per resource".into(),
+            measured: if u.apiserver_requests.is_empty() {
+                "? (no apiserver counters)".into()
+            } else {
+                format!(
+                    "{:.2} ({} GET secrets)",
+                    u.secret_gets() as f64 / n,
+                    u.secret_gets()
+                )
+            },
+            met: !u.apiserver_requests.is_empty() && u.secret_gets() as f64 <= n,
         },
         Target {
             target: "steady state: zero writes".into(),
@@ -256,11 +356,25 @@ pub fn targets(r: &Report) -> Vec<Target> {
         },
         Target {
             target: format!(
-                "peak RSS <= 40 MB at N = 1000 (this run: N = {})",
+                "peak RSS <= 25 MB at N = 1000 (this run: N = {})",
                 r.config.n
             ),
             measured: format!("{peak:.1} MB"),
-            met: peak <= 40.0,
+            met: peak <= 25.0,
+        },
+        Target {
+            target: "rotation storm <= 4 operator writes per resource (Events included)".into(),
+            measured: format!(
+                "{:.2} (resource {}, Secret {}, Event {})",
+                r.storm.writes_per_resource,
+                r.storm
+                    .writes
+                    .resources
+                    .saturating_sub(r.storm.writes.by_benchmark),
+                r.storm.writes.secrets,
+                r.storm.writes.events
+            ),
+            met: r.storm.writes_per_resource <= 4.0,
         },
         Target {
             target: "Nuclia calls within the per-credential budget, storm included".into(),
@@ -363,8 +477,8 @@ pub fn print(r: &Report) {
     );
     row(
         "storm",
-        st.due_after_seconds + st.seconds_to_all_rotated_and_revoked,
-        per(st.writes.operator),
+        st.seconds_to_all_revoked,
+        format!("{:.2}", st.writes_per_resource),
         format!("{:.2}", st.nuclia_calls_per_resource),
         format!("{:.1}", st.rate.peak_per_second),
         fp("storm"),
@@ -372,6 +486,16 @@ pub fn print(r: &Report) {
     if let Some(f) = fp("whole run") {
         row(
             "whole run",
+            f.seconds,
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            Some(f),
+        );
+    }
+    if let Some(f) = fp("soak") {
+        row(
+            "soak",
             f.seconds,
             "-".into(),
             "-".into(),
@@ -390,10 +514,13 @@ pub fn print(r: &Report) {
         b.create_latency_ms.p99
     );
     println!(
-        "write floor {} resources created with their 3 writes each, directly: {:.2}s ({:.2}x baseline)",
+        "write floor {} resources created with their 3 writes each, directly: {:.2}s ({:.2}x baseline); time-to-done p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
         b.secrets,
         b.write_floor_seconds,
-        b.write_floor_seconds / b.seconds
+        b.write_floor_seconds / b.seconds,
+        b.write_floor_done_ms.p50,
+        b.write_floor_done_ms.p95,
+        b.write_floor_done_ms.p99
     );
     println!(
         "burst     all Ready {:.2}s after the first apply ({:.2}x baseline, {:.2}x the write floor); applies took {:.2}s",
@@ -420,11 +547,13 @@ pub fn print(r: &Report) {
             .unwrap_or_default()
     );
     println!(
-        "          reconciles {}; apiserver requests: {}",
+        "          reconciles {}; {:.2} Secret GETs and {:.2} reads (GET+LIST) per resource; apiserver requests: {}",
         u.reconciles.map_or("?".into(), |n| format!(
             "{n} ({:.1} per resource)",
             n as f64 / c.n as f64
         )),
+        u.secret_gets() as f64 / c.n as f64,
+        u.reads() as f64 / c.n as f64,
         calls(&u.apiserver_requests)
     );
     println!(
@@ -443,16 +572,19 @@ pub fn print(r: &Report) {
         calls(&s.nuclia_calls)
     );
     println!(
-        "storm     {} renewals due {:.0}s after the patch (patching took {:.1}s); rotations from {:+.1}s to {:+.1}s around the due time (spread {:.1}s, p50 {:+.1}s, p95 {:+.1}s); all rotated and old tokens revoked {:+.1}s after it",
+        "storm     {} rotations asked for through the rotate annotation (patching took {:.1}s); patch->rotated p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
         st.resources,
-        st.due_after_seconds,
         st.patch_seconds,
-        st.first_rotation_vs_due_s,
-        st.last_rotation_vs_due_s,
-        st.rotation_spread_s,
-        st.rotation_vs_due_s.p50,
-        st.rotation_vs_due_s.p95,
-        st.seconds_to_all_rotated_and_revoked
+        st.patch_to_rotated_ms.p50,
+        st.patch_to_rotated_ms.p95,
+        st.patch_to_rotated_ms.p99
+    );
+    println!(
+        "          all rotated {:.1}s after the first patch ({:.1} renewals/s sustained), all old tokens revoked after {:.1}s; peak {} previous tokens waiting for revocation",
+        st.seconds_to_all_rotated,
+        st.renewals_per_second,
+        st.seconds_to_all_revoked,
+        st.peak_previous_tokens
     );
     println!(
         "          peak Nuclia rate {:.1}/s per credential over ~1 s, {:.1}/s over ~10 s (budget {}/s + burst {}); {} of {} windows over",
@@ -464,14 +596,18 @@ pub fn print(r: &Report) {
         st.rate.windows_checked
     );
     println!(
-        "          operator writes per resource {:.2} (resource {}, Secret {}, Event {}; the benchmark's {} patches excluded); Nuclia: {}",
-        st.writes.operator as f64 / c.n as f64,
+        "          operator writes per resource {:.2} (resource {}, Secret {}, Event {}; the benchmark's {} patches excluded); Nuclia: {:.2} calls per resource ({})",
+        st.writes_per_resource,
         st.writes.resources.saturating_sub(st.writes.by_benchmark),
         st.writes.secrets,
         st.writes.events,
         st.writes.by_benchmark,
+        st.nuclia_calls_per_resource,
         calls(&st.nuclia_calls)
     );
+    if let Some(k) = &r.soak {
+        print_soak(k);
+    }
     let l = &r.operator_log;
     println!(
         "operator  log: {} warnings, {} errors, {} reconcile failures, {} panics ({})",
@@ -486,5 +622,327 @@ pub fn print(r: &Report) {
             if t.met { "yes" } else { "NO" },
             t.measured
         );
+    }
+}
+
+fn print_soak(k: &Soak) {
+    println!(
+        "soak      {} self-renewing personal tokens: {} rounds, {} rotations in {:.0}s; caches (nuclia_operator_cache_entries):",
+        k.resources, k.rounds, k.rotations, k.seconds
+    );
+    let num = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.0}"));
+    println!(
+        "          {:<28} {:>8} {:>8} {:>14}",
+        "cache", "start", "max", "after delete"
+    );
+    if k.caches.is_empty() {
+        println!(
+            "          {:<28} {:>8} {:>8} {:>14}",
+            "(gauge not exposed)", "n/a", "n/a", "n/a"
+        );
+    }
+    for c in &k.caches {
+        println!(
+            "          {:<28} {:>8} {:>8} {:>14}",
+            c.cache,
+            num(c.start),
+            num(c.max_during),
+            num(c.end)
+        );
+    }
+}
+
+/// One row of the growth table: one run's per-resource costs.
+#[derive(Serialize, Clone)]
+pub struct GrowthRow {
+    pub n: usize,
+    pub burst_seconds: f64,
+    pub burst_ratio_to_write_floor: f64,
+    pub write_floor_seconds: f64,
+    pub burst_ms_per_resource: f64,
+    pub burst_writes_per_resource: f64,
+    pub burst_secret_gets_per_resource: f64,
+    /// Every GET and LIST at the apiserver during the burst, per resource.
+    pub burst_reads_per_resource: f64,
+    pub burst_cpu_ms_per_resource: f64,
+    /// From the operator's start to the end of the storm (the soak excluded).
+    pub run_cpu_ms_per_resource: f64,
+    pub peak_rss_mb: f64,
+    pub startup_rss_mb: f64,
+    /// (peak RSS - startup RSS) / N, bytes.
+    pub rss_bytes_per_resource: f64,
+    pub storm_seconds_to_all_revoked: f64,
+    pub storm_renewals_per_second: f64,
+    pub storm_peak_previous_tokens: usize,
+}
+
+/// One per-resource figure compared between two runs.
+#[derive(Serialize)]
+pub struct GrowthCheck {
+    pub what: String,
+    pub from: f64,
+    pub to: f64,
+    /// to / from.
+    pub ratio: f64,
+    pub ok: bool,
+}
+
+/// Per-resource cost from the N nearest 1000 to the largest N.
+#[derive(Serialize)]
+pub struct GrowthVerdict {
+    pub from_n: usize,
+    pub to_n: usize,
+    /// Burst seconds, CPU seconds, writes and reads per resource, each at most 1.2x.
+    pub checks: Vec<GrowthCheck>,
+    pub flat: bool,
+    /// RSS bytes per resource (peak minus startup) at most 1.2x: memory grows at most linearly.
+    pub rss: GrowthCheck,
+    pub rss_at_most_linear: bool,
+}
+
+#[derive(Serialize)]
+pub struct Growth {
+    pub rows: Vec<GrowthRow>,
+    /// None when there is no N above the one nearest 1000.
+    pub verdict: Option<GrowthVerdict>,
+}
+
+/// How much per-resource cost may grow and still count as flat.
+const FLAT: f64 = 1.2;
+
+pub fn growth(reports: &[Report]) -> Growth {
+    let rows: Vec<GrowthRow> = reports
+        .iter()
+        .map(|r| {
+            let n = r.config.n as f64;
+            let fp = |name: &str| r.footprint.iter().find(|f| f.phase == name);
+            let peak = fp("whole run").map_or(0.0, |f| f.peak_rss_mb);
+            let startup = fp("startup").map_or(0.0, |f| f.peak_rss_mb);
+            GrowthRow {
+                n: r.config.n,
+                burst_seconds: r.burst.seconds_to_all_ready,
+                burst_ratio_to_write_floor: r.burst.ratio_to_write_floor,
+                write_floor_seconds: r.baseline.write_floor_seconds,
+                burst_ms_per_resource: r.burst.seconds_to_all_ready * 1000.0 / n,
+                burst_writes_per_resource: r.burst.writes_per_resource,
+                burst_secret_gets_per_resource: r.burst.secret_gets() as f64 / n,
+                burst_reads_per_resource: r.burst.reads() as f64 / n,
+                burst_cpu_ms_per_resource: fp("burst").map_or(0.0, |f| f.cpu_seconds) * 1000.0 / n,
+                run_cpu_ms_per_resource: fp("whole run").map_or(0.0, |f| f.cpu_seconds) * 1000.0
+                    / n,
+                peak_rss_mb: peak,
+                startup_rss_mb: startup,
+                rss_bytes_per_resource: (peak - startup).max(0.0) * 1e6 / n,
+                storm_seconds_to_all_revoked: r.storm.seconds_to_all_revoked,
+                storm_renewals_per_second: r.storm.renewals_per_second,
+                storm_peak_previous_tokens: r.storm.peak_previous_tokens,
+            }
+        })
+        .collect();
+    Growth {
+        verdict: verdict(&rows),
+        rows,
+    }
+}
+
+/// Per-resource cost from the N nearest 1000 to the largest N; None without an N above it.
+pub fn verdict(rows: &[GrowthRow]) -> Option<GrowthVerdict> {
+    let from = rows.iter().min_by_key(|r| r.n.abs_diff(1000)).cloned();
+    let to = rows.iter().max_by_key(|r| r.n).cloned();
+    match (from, to) {
+        (Some(a), Some(b)) if b.n > a.n => {
+            let check = |what: &str, x: f64, y: f64| {
+                let ratio = if x > 0.0 {
+                    y / x
+                } else if y <= 0.0 {
+                    1.0
+                } else {
+                    f64::INFINITY
+                };
+                GrowthCheck {
+                    what: what.into(),
+                    from: x,
+                    to: y,
+                    ratio,
+                    ok: ratio <= FLAT,
+                }
+            };
+            let checks = vec![
+                check(
+                    "burst ms per resource",
+                    a.burst_ms_per_resource,
+                    b.burst_ms_per_resource,
+                ),
+                check(
+                    "burst CPU ms per resource",
+                    a.burst_cpu_ms_per_resource,
+                    b.burst_cpu_ms_per_resource,
+                ),
+                check(
+                    "run CPU ms per resource",
+                    a.run_cpu_ms_per_resource,
+                    b.run_cpu_ms_per_resource,
+                ),
+                check(
+                    "burst writes per resource",
+                    a.burst_writes_per_resource,
+                    b.burst_writes_per_resource,
+                ),
+                check(
+                    "burst reads per resource",
+                    a.burst_reads_per_resource,
+                    b.burst_reads_per_resource,
+                ),
+            ];
+            let rss = check(
+                "RSS bytes per resource",
+                a.rss_bytes_per_resource,
+                b.rss_bytes_per_resource,
+            );
+            Some(GrowthVerdict {
+                from_n: a.n,
+                to_n: b.n,
+                flat: checks.iter().all(|c| c.ok),
+                checks,
+                rss_at_most_linear: rss.ok,
+                rss,
+            })
+        }
+        _ => None,
+    }
+}
+
+pub fn print_growth(g: &Growth) {
+    println!();
+    println!(
+        "growth (burst: all Ready; CPU: the operator's; run: startup to the end of the storm)"
+    );
+    println!(
+        "{:>6} {:>8} {:>7} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>6}",
+        "N",
+        "burst s",
+        "/floor",
+        "floor s",
+        "ms/res",
+        "wr/res",
+        "GETs/r",
+        "reads/r",
+        "CPUms/r",
+        "runCPU",
+        "peak RSS",
+        "RSS B/r",
+        "storm s",
+        "renew/s",
+        "prev"
+    );
+    for r in &g.rows {
+        println!(
+            "{:>6} {:>8.1} {:>6.2}x {:>8.1} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>5.1} MB {:>8.0} {:>7.1} {:>7.1} {:>6}",
+            r.n,
+            r.burst_seconds,
+            r.burst_ratio_to_write_floor,
+            r.write_floor_seconds,
+            r.burst_ms_per_resource,
+            r.burst_writes_per_resource,
+            r.burst_secret_gets_per_resource,
+            r.burst_reads_per_resource,
+            r.burst_cpu_ms_per_resource,
+            r.run_cpu_ms_per_resource,
+            r.peak_rss_mb,
+            r.rss_bytes_per_resource,
+            r.storm_seconds_to_all_revoked,
+            r.storm_renewals_per_second,
+            r.storm_peak_previous_tokens
+        );
+    }
+    println!(
+        "(ms/res: burst wall ms per resource; GETs/r: Secret GETs per resource; reads/r: all GET+LIST; CPUms/r, runCPU: operator CPU ms per resource in the burst and the run; RSS B/r: (peak - startup RSS) / N; prev: peak previous tokens waiting for revocation)"
+    );
+    let Some(v) = &g.verdict else {
+        println!("per-resource cost: n/a (needs an N above the one nearest 1000)");
+        return;
+    };
+    let pct = |c: &GrowthCheck| {
+        if c.ratio.is_finite() {
+            format!("{:+.0}%", (c.ratio - 1.0) * 100.0)
+        } else {
+            "from 0".into()
+        }
+    };
+    println!(
+        "per-resource cost from N = {} to N = {} (flat: at most +{:.0}%):",
+        v.from_n,
+        v.to_n,
+        (FLAT - 1.0) * 100.0
+    );
+    for c in &v.checks {
+        println!(
+            "  {:<28} {:>10.3} -> {:>10.3} ({}) {}",
+            c.what,
+            c.from,
+            c.to,
+            pct(c),
+            if c.ok { "ok" } else { "GROWS" }
+        );
+    }
+    println!("  => {}", if v.flat { "flat" } else { "NOT flat" });
+    println!(
+        "RSS per resource {:.0} B -> {:.0} B ({}) => {}",
+        v.rss.from,
+        v.rss.to,
+        pct(&v.rss),
+        if v.rss_at_most_linear {
+            "grows at most linearly"
+        } else {
+            "grows MORE than linearly"
+        }
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: usize, burst_s: f64, rss_mb: f64) -> GrowthRow {
+        let n_f = n as f64;
+        GrowthRow {
+            n,
+            burst_seconds: burst_s,
+            burst_ratio_to_write_floor: 1.0,
+            write_floor_seconds: burst_s,
+            burst_ms_per_resource: burst_s * 1000.0 / n_f,
+            burst_writes_per_resource: 3.0,
+            burst_secret_gets_per_resource: 1.0,
+            burst_reads_per_resource: 1.5,
+            burst_cpu_ms_per_resource: 3.0,
+            run_cpu_ms_per_resource: 10.0,
+            peak_rss_mb: rss_mb,
+            startup_rss_mb: 15.0,
+            rss_bytes_per_resource: (rss_mb - 15.0) * 1e6 / n_f,
+            storm_seconds_to_all_revoked: 30.0,
+            storm_renewals_per_second: 20.0,
+            storm_peak_previous_tokens: n,
+        }
+    }
+
+    #[test]
+    fn verdict_compares_the_n_nearest_1000_with_the_largest() {
+        // 1000 -> 5000: burst 20 ms -> 23 ms per resource (+15%), RSS 10 kB -> 12 kB per resource
+        let rows = [
+            row(200, 5.0, 18.0),
+            row(1000, 20.0, 25.0),
+            row(5000, 115.0, 75.0),
+        ];
+        let v = verdict(&rows).unwrap();
+        assert_eq!((v.from_n, v.to_n), (1000, 5000));
+        assert!(v.flat);
+        assert!(v.rss_at_most_linear);
+        // 1000 -> 5000: burst 20 ms -> 30 ms per resource (+50%), RSS 10 kB -> 20 kB per resource
+        let rows = [row(1000, 20.0, 25.0), row(5000, 150.0, 115.0)];
+        let v = verdict(&rows).unwrap();
+        assert!(!v.flat);
+        assert!(!v.rss_at_most_linear);
+        // nothing above the N nearest 1000
+        assert!(verdict(&[row(50, 1.0, 16.0), row(100, 2.0, 17.0)]).is_none());
     }
 }

@@ -1,4 +1,4 @@
-//! The phases: set-up, baseline, issue burst, steady state, rotation storm, clean-up.
+//! The phases: set-up, baseline, write floor, issue burst, steady state, rotation storm, clean-up.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use nuclia_token_operator::crd::{
-    ANNOTATION_ISSUE_INTENT, FIELD_MANAGER, NucliaKbApiKey, NucliaNuaKey, NucliaPersonalToken,
+    ANNOTATION_ISSUE_INTENT, ANNOTATION_ROTATE, FIELD_MANAGER, NucliaKbApiKey, NucliaNuaKey,
+    NucliaPersonalToken,
 };
 use nuclia_token_operator::fake::Bootstrap;
 use serde_json::json;
@@ -175,7 +176,8 @@ async fn phases(
         "[bench] write floor: {} resources and their three writes, directly",
         args.n
     );
-    let write_floor_seconds = write_floor(&client, &base_ns, &items, args, &boot).await?;
+    let (write_floor_seconds, floor_done) =
+        write_floor(&client, &base_ns, &items, args, &boot).await?;
     let baseline = report::Baseline {
         secrets: args.n,
         seconds: baseline_secs,
@@ -183,6 +185,7 @@ async fn phases(
         create_latency_ms: Pcts::of(&latencies),
         apiserver_write_requests: api_total(&api_w0, &api_w1),
         write_floor_seconds,
+        write_floor_done_ms: Pcts::of(&floor_done),
     };
 
     // ---- the operator, as a process ----
@@ -361,83 +364,75 @@ async fn phases(
         }
     };
 
-    // ---- rotation storm: every resource's renewal falls due at one instant ----
-    eprintln!("[bench] rotation storm");
+    // ---- rotation storm: every resource asked to rotate once, through the rotate annotation ----
+    eprintln!(
+        "[bench] rotation storm: {} rotations requested at once",
+        args.n
+    );
     proc.reset_peak();
-    let before: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)> = {
+    let before: BTreeMap<String, String> = {
         let l = log.lock();
         items
             .iter()
-            .filter_map(|it| {
-                let r = l.res.get(&it.name)?;
-                Some((it.name.clone(), (r.token_id.clone()?, r.not_after?)))
-            })
+            .filter_map(|it| Some((it.name.clone(), l.res.get(&it.name)?.token_id.clone()?)))
             .collect()
     };
     if before.len() != items.len() {
-        bail!("storm: some resources have no token or expiry in status");
+        bail!("storm: some resources have no token in status");
     }
     let c0 = calls.sample().await?;
     let api_w0 = probes::apiserver_requests(&client).await;
+    let value = format!("storm-{}", chrono::Utc::now().timestamp());
+    let patched_at: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let t0 = Instant::now();
-    // Patching takes about the baseline's time; leave room so every patch lands before T.
-    let lead = Duration::from_secs_f64((baseline_secs * 3.0).max(15.0));
-    let due = chrono::Utc::now() + chrono::Duration::from_std(lead)?;
-    let due_instant = t0 + lead;
     {
-        let before = Arc::new(before.clone());
         let items = items.clone();
-        let (client, ns) = (client.clone(), ns.clone());
+        let patched_at = patched_at.clone();
+        let (client, ns, value) = (client.clone(), ns.clone(), value.clone());
         create_all(args.concurrency, args.n, move |i| {
-            let (client, ns, items, before) =
-                (client.clone(), ns.clone(), items.clone(), before.clone());
+            let (client, ns, items, value, patched_at) = (
+                client.clone(),
+                ns.clone(),
+                items.clone(),
+                value.clone(),
+                patched_at.clone(),
+            );
             async move {
                 let it = &items[i];
-                let not_after = before.get(&it.name).map(|b| b.1).context("no expiry")?;
-                // renewBefore such that the nominal renewal time is `due` for everyone
-                let secs = (not_after - due).num_seconds().max(1);
-                let patch = Patch::Merge(json!({"spec": {"renewBefore": format!("{secs}s")}}));
-                let pp = PatchParams::default();
-                if it.kb {
-                    Api::<NucliaKbApiKey>::namespaced(client, &ns)
-                        .patch(&it.name, &pp, &patch)
-                        .await?;
-                } else if it.nua {
-                    Api::<NucliaNuaKey>::namespaced(client, &ns)
-                        .patch(&it.name, &pp, &patch)
-                        .await?;
-                } else {
-                    Api::<NucliaPersonalToken>::namespaced(client, &ns)
-                        .patch(&it.name, &pp, &patch)
-                        .await?;
-                }
+                annotate_rotate(&client, &ns, it, &value).await?;
+                patched_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(it.name.clone(), Instant::now());
                 Ok(())
             }
         })
         .await?;
     }
     let patched = Instant::now();
+    let is_rotated = |r: &probes::Res, name: &str| {
+        r.ready && r.token_id.as_deref() != before.get(name).map(String::as_str)
+    };
     let rotated_and_revoked = |l: &probes::Log| {
         items.iter().all(|it| {
-            l.res.get(&it.name).is_some_and(|r| {
-                r.ready
-                    && r.previous_tokens == 0
-                    && r.token_id.as_deref() != before.get(&it.name).map(|b| b.0.as_str())
-            })
+            l.res
+                .get(&it.name)
+                .is_some_and(|r| is_rotated(r, &it.name) && r.previous_tokens == 0)
         })
     };
     if !log.wait(args.phase_timeout, rotated_and_revoked).await {
         let l = log.lock();
-        let done = items
+        let rotated = items
             .iter()
-            .filter(|it| {
-                l.res.get(&it.name).is_some_and(|r| {
-                    r.token_id.as_deref() != before.get(&it.name).map(|b| b.0.as_str())
-                })
-            })
+            .filter(|it| l.res.get(&it.name).is_some_and(|r| is_rotated(r, &it.name)))
             .count();
+        let waiting: usize = items
+            .iter()
+            .filter_map(|it| l.res.get(&it.name))
+            .map(|r| r.previous_tokens)
+            .sum();
         bail!(
-            "storm: only {done}/{} resources rotated after {:?}; see {}",
+            "storm: {rotated}/{} resources rotated, {waiting} previous tokens not yet revoked after {:?}; see {}",
             args.n,
             args.phase_timeout,
             work.join("operator.log").display()
@@ -452,39 +447,40 @@ async fn phases(
     let storm_fp = Footprint::of("storm", &proc, t0, t1);
     let storm = {
         let l = log.lock();
-        let mut rotated_at = Vec::new();
+        let patched_at = patched_at.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last_rotation = t0;
+        let mut latencies = Vec::new();
         for it in items.iter() {
             let Some(r) = l.res.get(&it.name) else {
                 continue;
             };
-            let old = before.get(&it.name).map(|b| b.0.as_str());
-            if let Some((t, _)) = r
+            let old = before.get(&it.name).map(String::as_str);
+            // the first new token the watch showed after the first patch
+            let Some((t, _)) = r
                 .tokens
                 .iter()
                 .find(|(t, id)| *t >= t0 && Some(id.as_str()) != old)
-            {
-                rotated_at.push(*t);
+            else {
+                continue;
+            };
+            last_rotation = last_rotation.max(*t);
+            if let Some(p) = patched_at.get(&it.name) {
+                latencies.push(t.saturating_duration_since(*p));
             }
         }
-        rotated_at.sort();
-        let offsets: Vec<f64> = rotated_at
-            .iter()
-            .map(|t| signed_secs(*t, due_instant))
-            .collect();
+        let to_rotated = (last_rotation - t0).as_secs_f64();
         let nuclia = probes::delta(&c0.by_route, &c1.by_route);
+        let writes = Writes::between(&l, t0, t1, args.n);
         report::Storm {
             resources: args.n,
             patch_seconds: (patched - t0).as_secs_f64(),
-            due_after_seconds: lead.as_secs_f64(),
-            first_rotation_vs_due_s: offsets.first().copied().unwrap_or_default(),
-            last_rotation_vs_due_s: offsets.last().copied().unwrap_or_default(),
-            rotation_spread_s: match (rotated_at.first(), rotated_at.last()) {
-                (Some(a), Some(b)) => (*b - *a).as_secs_f64(),
-                _ => 0.0,
-            },
-            rotation_vs_due_s: Pcts::of_secs(&offsets),
-            seconds_to_all_rotated_and_revoked: signed_secs(t_done, due_instant),
-            writes: Writes::between(&l, t0, t1, args.n),
+            patch_to_rotated_ms: Pcts::of(&latencies),
+            seconds_to_all_rotated: to_rotated,
+            seconds_to_all_revoked: (t_done - t0).as_secs_f64(),
+            renewals_per_second: args.n as f64 / to_rotated.max(0.001),
+            peak_previous_tokens: l.peak_previous(t0, t1),
+            writes_per_resource: writes.operator as f64 / args.n as f64,
+            writes,
             apiserver_write_requests: api_total(&api_w0, &api_w1),
             nuclia_calls_per_resource: nuclia.values().sum::<u64>() as f64 / args.n as f64,
             nuclia_calls: nuclia,
@@ -492,11 +488,25 @@ async fn phases(
         }
     };
     eprintln!(
-        "[bench] storm: rotations from {:+.1}s to {:+.1}s around the due time",
-        storm.first_rotation_vs_due_s, storm.last_rotation_vs_due_s
+        "[bench] storm: all rotated {:.1}s after the first patch ({:.1}/s), old tokens revoked after {:.1}s",
+        storm.seconds_to_all_rotated, storm.renewals_per_second, storm.seconds_to_all_revoked
     );
 
     let whole = Footprint::of("whole run", &proc, t_start, Instant::now());
+    let mut footprint = vec![startup, burst_fp, steady_fp, storm_fp, whole];
+
+    // ---- soak (opt-in): self-renewing tokens rotated for a while; the caches must stay bounded ----
+    let soak = match args.soak {
+        None => None,
+        Some(duration) => {
+            let t0 = Instant::now();
+            proc.reset_peak();
+            let s = soak(args, &client, &ns, &http, port, &boot, &log, duration).await?;
+            footprint.push(Footprint::of("soak", &proc, t0, Instant::now()));
+            Some(s)
+        }
+    };
+
     let log_text = std::fs::read_to_string(work.join("operator.log")).unwrap_or_default();
     let operator_log = report::LogSummary {
         warnings: log_text.lines().filter(|l| l.contains(" WARN ")).count(),
@@ -528,7 +538,8 @@ async fn phases(
         burst,
         steady,
         storm,
-        footprint: vec![startup, burst_fp, steady_fp, storm_fp, whole],
+        soak,
+        footprint,
         operator_log,
         targets: Vec::new(),
     };
@@ -536,12 +547,202 @@ async fn phases(
     Ok(report)
 }
 
-fn signed_secs(t: Instant, reference: Instant) -> f64 {
-    if t >= reference {
-        (t - reference).as_secs_f64()
-    } else {
-        -(reference - t).as_secs_f64()
+/// The soak: `--soak-resources` self-renewing personal tokens (each bootstrapped by its own
+/// login Secret, then minting its successors with its own managed token), rotated round after
+/// round through the rotate annotation for `duration`, every rotation a new credential; the
+/// operator's `nuclia_operator_cache_entries` sampled every ~5 s, then once more after the
+/// resources are deleted and one verify interval (and a little) has passed.
+#[allow(clippy::too_many_arguments)]
+async fn soak(
+    args: &Args,
+    client: &Client,
+    ns: &str,
+    http: &reqwest::Client,
+    port: u16,
+    boot: &Bootstrap,
+    log: &ObjectLog,
+    duration: Duration,
+) -> anyhow::Result<report::Soak> {
+    let k = args.soak_resources;
+    eprintln!("[bench] soak: {k} self-renewing personal tokens rotated for {duration:?}");
+    let start = probes::cache_entries(http, port).await;
+    let samples: Arc<std::sync::Mutex<Vec<Option<probes::CacheEntries>>>> = Arc::default();
+    let sampler = {
+        let (samples, http) = (samples.clone(), http.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let s = probes::cache_entries(&http, port).await;
+                samples.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            }
+        })
+    };
+    let result = soak_rounds(args, client, ns, http, boot, log, duration).await;
+    sampler.abort();
+    let (rounds, rotations, seconds) = result?;
+    eprintln!(
+        "[bench] soak: waiting {:?} (one verify interval and 5 s)",
+        args.verify_interval + Duration::from_secs(5)
+    );
+    tokio::time::sleep(args.verify_interval + Duration::from_secs(5)).await;
+    let end = probes::cache_entries(http, port).await;
+    let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let names: std::collections::BTreeSet<String> = std::iter::once(&start)
+        .chain(samples.iter())
+        .chain(std::iter::once(&end))
+        .flatten()
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    let caches = names
+        .into_iter()
+        .map(|name| {
+            let during = std::iter::once(&start)
+                .chain(samples.iter())
+                .filter_map(|m| m.as_ref()?.get(&name).copied())
+                .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
+            report::CacheRow {
+                start: start.as_ref().and_then(|m| m.get(&name).copied()),
+                max_during: during,
+                end: end.as_ref().and_then(|m| m.get(&name).copied()),
+                cache: name,
+            }
+        })
+        .collect();
+    Ok(report::Soak {
+        resources: k,
+        seconds,
+        rounds,
+        rotations,
+        samples: samples.len() + 2,
+        caches,
+    })
+}
+
+/// The soak's resources: created, rotated round after round for `duration`, deleted. Returns
+/// the rounds, the rotations the watch saw and the seconds spent rotating.
+async fn soak_rounds(
+    args: &Args,
+    client: &Client,
+    ns: &str,
+    http: &reqwest::Client,
+    boot: &Bootstrap,
+    log: &ObjectLog,
+    duration: Duration,
+) -> anyhow::Result<(usize, usize, f64)> {
+    let k = args.soak_resources;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let pts: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), ns);
+    let soak_items: Vec<Item> = (0..k)
+        .map(|i| Item {
+            name: format!("soak-{i:03}"),
+            kb: false,
+            nua: false,
+            secret: format!("soak-{i:03}-token"),
+        })
+        .collect();
+    for (i, it) in soak_items.iter().enumerate() {
+        let token = mint_login(http, boot, 100_000 + i).await?;
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("soak-login-{i:03}")},
+            "stringData": {"token": token},
+        }))?;
+        secrets
+            .create(&PostParams::default(), &s)
+            .await
+            .context("creating a soak login Secret")?;
+        let pt: NucliaPersonalToken = serde_json::from_value(json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaPersonalToken",
+            "metadata": {"name": it.name},
+            "spec": {
+                "description": format!("bench {}", it.name),
+                "days": 1,
+                "renewBefore": "12h",
+                "auth": {"secretRef": {"name": format!("soak-login-{i:03}"), "key": "token"}, "selfRenew": true},
+                "rotation": {"revokePreviousAfter": "2s"},
+                "secret": {"name": it.secret},
+            },
+        }))?;
+        pts.create(&PostParams::default(), &pt)
+            .await
+            .context("creating a soak resource")?;
     }
+    let token_of = |l: &probes::Log, name: &str| {
+        l.res
+            .get(name)
+            .filter(|r| r.ready)
+            .and_then(|r| r.token_id.clone())
+    };
+    if !log
+        .wait(args.phase_timeout, |l| {
+            soak_items.iter().all(|it| token_of(l, &it.name).is_some())
+        })
+        .await
+    {
+        bail!(
+            "soak: the self-renewing tokens were not all Ready within {:?}",
+            args.phase_timeout
+        );
+    }
+    let t0 = Instant::now();
+    let mut rounds = 0;
+    while t0.elapsed() < duration {
+        rounds += 1;
+        let current: Vec<Option<String>> = {
+            let l = log.lock();
+            soak_items.iter().map(|it| token_of(&l, &it.name)).collect()
+        };
+        let value = format!("soak-{}-{rounds}", chrono::Utc::now().timestamp());
+        create_all(args.concurrency, k, |i| {
+            annotate_rotate(client, ns, &soak_items[i], &value)
+        })
+        .await?;
+        let rotated = log
+            .wait(args.phase_timeout, |l| {
+                soak_items.iter().zip(&current).all(|(it, old)| {
+                    token_of(l, &it.name).is_some_and(|t| Some(&t) != old.as_ref())
+                })
+            })
+            .await;
+        if !rotated {
+            bail!(
+                "soak: round {rounds} did not rotate every token within {:?}",
+                args.phase_timeout
+            );
+        }
+        // let the previous tokens' revocation (revokePreviousAfter 2s) keep up
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let rotations = {
+        let l = log.lock();
+        soak_items
+            .iter()
+            .filter_map(|it| l.res.get(&it.name))
+            .map(|r| r.tokens.iter().filter(|(t, _)| *t >= t0).count())
+            .sum()
+    };
+    eprintln!("[bench] soak: {rounds} rounds, {rotations} rotations in {seconds:.0}s; deleting");
+    for it in &soak_items {
+        pts.delete(&it.name, &DeleteParams::default()).await?;
+    }
+    let deadline = Instant::now() + args.phase_timeout;
+    for it in &soak_items {
+        while pts.get_opt(&it.name).await?.is_some() {
+            if Instant::now() > deadline {
+                bail!("soak: {} not gone within {:?}", it.name, args.phase_timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // the login Secrets last: the revocations may have needed them
+    for i in 0..k {
+        let _ = secrets
+            .delete(&format!("soak-login-{i:03}"), &DeleteParams::default())
+            .await;
+    }
+    Ok((rounds, rotations, seconds))
 }
 
 /// Write requests between two readings of the apiserver's counters.
@@ -565,6 +766,27 @@ fn nuclia_floor(c0: &Calls, c1: &Calls, args: &Args) -> f64 {
         .filter(|(k, _)| k.as_str() != "unknown")
         .map(|(_, n)| (*n as f64 - f64::from(args.nuclia_burst)).max(0.0) / args.nuclia_rps)
         .fold(0.0, f64::max)
+}
+
+/// Asks the operator to rotate `it` now: a new value of the rotate annotation.
+async fn annotate_rotate(client: &Client, ns: &str, it: &Item, value: &str) -> anyhow::Result<()> {
+    let patch = Patch::Merge(json!({"metadata": {"annotations": {ANNOTATION_ROTATE: value}}}));
+    let pp = PatchParams::default();
+    let client = client.clone();
+    if it.kb {
+        Api::<NucliaKbApiKey>::namespaced(client, ns)
+            .patch(&it.name, &pp, &patch)
+            .await?;
+    } else if it.nua {
+        Api::<NucliaNuaKey>::namespaced(client, ns)
+            .patch(&it.name, &pp, &patch)
+            .await?;
+    } else {
+        Api::<NucliaPersonalToken>::namespaced(client, ns)
+            .patch(&it.name, &pp, &patch)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Runs `make(i)` for i in 0..n with `concurrency` in flight; returns each call's latency.
@@ -650,17 +872,20 @@ async fn create_resource(
 /// What a perfect operator's writes cost: each resource created, then given the three writes
 /// an issue needs (finalizer with intent, owned Secret, status) in the baseline namespace (the
 /// operator does not watch it), `concurrency` resources at a time, with no reads and no Nuclia.
+/// Returns the time it took and, per resource, the time from the start until its three writes
+/// were done.
 async fn write_floor(
     client: &Client,
     ns: &str,
     items: &[Item],
     args: &Args,
     boot: &Bootstrap,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Vec<Duration>)> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let done = std::sync::Mutex::new(Vec::with_capacity(items.len()));
     let t0 = Instant::now();
     create_all(args.concurrency, items.len(), |i| {
-        let (client, secrets, it) = (client.clone(), secrets.clone(), &items[i]);
+        let (client, secrets, it, done) = (client.clone(), secrets.clone(), &items[i], &done);
         async move {
             let meta = create_resource(&client, ns, it, i, args, boot).await?;
             let (kind, plural) = if it.kb {
@@ -729,11 +954,18 @@ async fn write_floor(
             resources
                 .patch_status(&it.name, &PatchParams::default(), &Patch::Json::<()>(patch))
                 .await?;
+            done.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(t0.elapsed());
             Ok(())
         }
     })
     .await?;
-    Ok(t0.elapsed().as_secs_f64())
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok((
+        seconds,
+        done.into_inner().unwrap_or_else(|p| p.into_inner()),
+    ))
 }
 
 /// The finalizer the write floor puts on its resources (removed at clean-up).
