@@ -753,7 +753,13 @@ async fn chart_rbac_is_enough_and_no_more() {
     // told by status alone): Events went through (core or events.k8s.io, both granted).
     let second_id = second.token_id.clone().unwrap();
     w.kubectl(&[
-        "patch", "npt", "rbac", "--type", "merge", "-p", r#"{"spec":{"days":2}}"#,
+        "patch",
+        "npt",
+        "rbac",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"days":2}}"#,
     ]);
     wait_status(&api, "rbac", MINUTE, "rotation on a spec change", |s| {
         ready(s) && s.token_id.as_ref() != Some(&second_id)

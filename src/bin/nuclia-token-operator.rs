@@ -17,8 +17,17 @@ use nuclia_token_operator::runtime::{self, Config, Health, LeaderElection, Leade
 /// within kubelet's default termination grace period of 30 s.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime's threads start.
+    runtime::tune_allocator();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(operator())
+}
+
+async fn operator() -> anyhow::Result<()> {
     runtime::install_crypto();
     let config = Config::parse();
     runtime::telemetry::init(config.log_format, &config.log_level)

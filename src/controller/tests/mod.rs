@@ -957,3 +957,87 @@ async fn the_previous_tokens_gauge_follows_status_and_goes_with_the_resource() {
         "series of a deleted resource:\n{text}"
     );
 }
+
+/// The shared Secret watch's store, filled as the watch's first list would with every Secret
+/// the in-memory apiserver holds now; the writer delivers later events.
+fn watch_secrets(
+    w: &World,
+) -> (
+    reflector::Store<kube::api::PartialObjectMeta<Secret>>,
+    reflector::store::Writer<kube::api::PartialObjectMeta<Secret>>,
+) {
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for name in ["login", NAME] {
+        if let Some(meta) = secret_meta(w, name) {
+            writer.apply_watcher_event(&watcher::Event::InitApply(meta));
+        }
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    (reader, writer)
+}
+
+fn secret_meta(w: &World, name: &str) -> Option<kube::api::PartialObjectMeta<Secret>> {
+    use kube::api::PartialObjectMetaExt;
+    let s = w.server.get::<Secret>(&w.secret_path(name))?;
+    Some(s.metadata.into_response_partial())
+}
+
+/// With the Secret watch's store: a first issue whose Secret the watch shows absent reads no
+/// Secret but the credential; a Secret the watch shows present is read; the credential is read
+/// again only once the watch shows its Secret changed.
+#[tokio::test]
+async fn the_secret_watch_spares_reads() {
+    let w = World::new();
+    let (reader, mut writer) = watch_secrets(&w);
+    let _ = w.ctx.secret_stores.set(vec![(None, reader)]);
+    let gets = |name: &str| {
+        w.server
+            .requests(&format!("GET {}", w.secret_path(name)))
+            .len()
+    };
+    w.store(&w.resource());
+    w.reconcile().await.expect("issued");
+    assert!(w.secret_token().is_some(), "the Secret was written");
+    assert_eq!(gets(NAME), 0, "a Secret the watch shows absent is not read");
+    assert_eq!(gets("login"), 1);
+
+    // A rotation: the managed Secret exists now, so it is read; the credential is cached.
+    let rotate = |value: &str| {
+        let mut obj = w.current().unwrap();
+        // past the minimum interval between mints
+        obj.status.as_mut().unwrap().issued_at = Some(w.now - chrono::Duration::hours(1));
+        obj.annotations_mut()
+            .insert(ANNOTATION_ROTATE.into(), value.into());
+        w.store(&obj);
+    };
+    writer.apply_watcher_event(&watcher::Event::Apply(secret_meta(&w, NAME).unwrap()));
+    rotate("one");
+    w.reconcile().await.expect("rotated");
+    assert_eq!(w.up.ops(), [Op::Issue, Op::Issue]);
+    assert_eq!(gets(NAME), 1);
+    assert_eq!(gets("login"), 1, "the credential came from the cache");
+
+    // The login Secret changes: until the watch shows it, the cached credential stands; then
+    // it is read again.
+    w.put_secret("login", &[("token", LOGIN)], None);
+    rotate("two");
+    w.reconcile().await.expect("rotated");
+    assert_eq!(gets("login"), 1, "the watch has not shown the change yet");
+    writer.apply_watcher_event(&watcher::Event::Apply(secret_meta(&w, "login").unwrap()));
+    rotate("three");
+    w.reconcile().await.expect("rotated");
+    assert_eq!(gets("login"), 2, "read again at its new version");
+    assert_eq!(w.up.ops(), [Op::Issue; 4]);
+
+    // Housekeeping keeps what was used lately, and lets go of what was not.
+    let size = |idle: Duration, cache: &str| {
+        super::caches::evict(&w.ctx, idle)
+            .into_iter()
+            .find(|(c, _)| *c == cache)
+            .map(|(_, n)| n)
+    };
+    assert_eq!(size(Duration::from_secs(3600), "credentials"), Some(1));
+    assert_eq!(size(Duration::ZERO, "credentials"), Some(0));
+    assert_eq!(size(Duration::ZERO, "verification_lists"), Some(0));
+}
