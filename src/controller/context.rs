@@ -12,8 +12,8 @@ use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::credential_index::CredentialIndex;
 use super::memo::Memo;
+use super::resource_index::ResourceIndex;
 use super::restart::Restarter;
 use super::secret_watch::{CredentialCache, SecretStores, Seen};
 use super::verify::LiveCache;
@@ -22,13 +22,6 @@ use crate::crd::FINALIZER;
 use crate::issuer::kb::AccountCache;
 use crate::nuclia;
 use crate::runtime::metrics::Metrics;
-
-/// What the caches know: every resource's UID and every token some status records.
-#[derive(Default)]
-pub(super) struct Known {
-    pub uids: HashSet<String>,
-    pub tokens: HashSet<String>,
-}
 
 /// Everything a reconcile needs, shared by both controllers.
 pub struct Context {
@@ -160,28 +153,17 @@ impl Context {
         }
     }
 
-    pub(super) fn known(&self) -> Option<Known> {
-        // Before every cache is complete an unknown UID proves nothing.
+    /// Whether some resource has this UID or records this token in its status; `None` until
+    /// every cache is complete (before that an unknown UID proves nothing).
+    pub(super) fn knows(&self, uid: &str, token: &str) -> Option<bool> {
         if !self.caches_ready() {
             return None;
         }
-        fn add<K: Kind>(known: &mut Known, stores: &[(Store<K>, Arc<CredentialIndex>)]) {
-            for obj in stores.iter().flat_map(|(s, _)| s.state()) {
-                known.uids.extend(obj.uid());
-                if let Some(status) = obj.cr_status() {
-                    known.tokens.extend(status.token_id.clone());
-                    known
-                        .tokens
-                        .extend(status.previous_tokens.iter().map(|p| p.id.clone()));
-                }
-            }
+        fn any<K: Kind>(stores: &[(Store<K>, Arc<ResourceIndex>)], uid: &str, token: &str) -> bool {
+            stores.iter().any(|(_, index)| index.knows(uid, token))
         }
         let (pt, kb, nua) = self.stores.get()?;
-        let mut known = Known::default();
-        add(&mut known, pt);
-        add(&mut known, kb);
-        add(&mut known, nua);
-        Some(known)
+        Some(any(pt, uid, token) || any(kb, uid, token) || any(nua, uid, token))
     }
 
     /// Resources of either kind in `namespace`, other than `uid`, that authenticate with the
@@ -189,7 +171,7 @@ impl Context {
     /// Secret, so they go first. Found through the credential indexes, not a scan.
     pub(super) fn readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<(String, bool)> {
         fn of<K: Kind>(
-            stores: &[(Store<K>, Arc<CredentialIndex>)],
+            stores: &[(Store<K>, Arc<ResourceIndex>)],
             namespace: &str,
             secret: &str,
             uid: &str,

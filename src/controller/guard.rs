@@ -190,9 +190,9 @@ impl<K: Kind> Engine<'_, K> {
     /// another cluster given the same `--cluster-id` (or this installation's identity was
     /// recreated). It is reported, loudly, once per installation and process.
     async fn sweep_orphans(&mut self, live: &[LiveToken]) {
-        let Some(known) = self.ctx.known() else {
+        if !self.ctx.caches_ready() {
             return;
-        };
+        }
         let settings = &self.ctx.settings;
         let mut orphans = Vec::new();
         for t in live {
@@ -202,8 +202,8 @@ impl<K: Kind> Engine<'_, K> {
             if m.cluster != settings.cluster_id
                 || m.keep
                 || !settings.sees_namespace(&m.namespace)
-                || known.uids.contains(&m.uid)
-                || known.tokens.contains(&t.id)
+                // Not ready any more (a relist): an unknown UID proves nothing.
+                || self.ctx.knows(&m.uid, &t.id).unwrap_or(true)
             {
                 continue;
             }

@@ -11,11 +11,11 @@ mod caches;
 mod cluster_credentials;
 mod conditions;
 mod context;
-mod credential_index;
 mod guard;
 mod issue;
 mod memo;
 mod reconcile;
+mod resource_index;
 pub(crate) mod restart;
 mod revoke;
 pub mod secret;
@@ -51,8 +51,8 @@ use crate::issuer::{Issuer, LiveToken};
 use crate::lifecycle::Policy;
 use crate::nuclia::ApiToken;
 pub use context::Context;
-use credential_index::CredentialIndex;
 use reconcile::{error_policy, reconcile};
+use resource_index::ResourceIndex;
 
 /// kubectl's copy of the last applied manifest: never read, dropped from the cache.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -179,9 +179,9 @@ pub trait Kind:
 /// The caches of every controller (one per kind and watched namespace), each with its index
 /// of which resources read which credentials Secret.
 pub(crate) type Stores = (
-    Vec<(reflector::Store<NucliaPersonalToken>, Arc<CredentialIndex>)>,
-    Vec<(reflector::Store<NucliaKbApiKey>, Arc<CredentialIndex>)>,
-    Vec<(reflector::Store<NucliaNuaKey>, Arc<CredentialIndex>)>,
+    Vec<(reflector::Store<NucliaPersonalToken>, Arc<ResourceIndex>)>,
+    Vec<(reflector::Store<NucliaKbApiKey>, Arc<ResourceIndex>)>,
+    Vec<(reflector::Store<NucliaNuaKey>, Arc<ResourceIndex>)>,
 );
 
 /// Runs every kind's controllers until `shutdown` resolves.
@@ -306,7 +306,7 @@ fn secret_watch(
 fn controller<K: Kind>(
     ctx: Arc<Context>,
     namespace: Option<&str>,
-) -> ((Controller<K>, Arc<CredentialIndex>), SecretTrigger) {
+) -> ((Controller<K>, Arc<ResourceIndex>), SecretTrigger) {
     let s = &ctx.settings;
     let mut wc = watcher::Config::default();
     if let Some(sel) = &s.label_selector {
@@ -320,7 +320,7 @@ fn controller<K: Kind>(
     // kubectl's copy of the last applied manifest (the largest parts of an object, never
     // read) it is a fraction of the size.
     let (reader, writer) = reflector::store();
-    let index = Arc::new(CredentialIndex::default());
+    let index = Arc::new(ResourceIndex::default());
     let indexed = index.clone();
     let gone = ctx.clone();
     let resources = reflector(

@@ -22,8 +22,8 @@ use kube::{Resource, ResourceExt};
 
 use self::apiserver::ApiServer;
 use self::scripted::{Op, Scripted, ScriptedSpec, Upstream};
-use super::credential_index::CredentialIndex;
 use super::reconcile::reconcile;
+use super::resource_index::ResourceIndex;
 use super::{Context, Kind, Settings};
 use crate::crd::{
     ANNOTATION_ISSUE_INTENT, ANNOTATION_ROTATE, ANNOTATION_TOKEN_ID, CredentialStatus,
@@ -717,7 +717,7 @@ fn deleting_reader(
 ) -> (
     NucliaKbApiKey,
     reflector::store::Writer<NucliaKbApiKey>,
-    Arc<CredentialIndex>,
+    Arc<ResourceIndex>,
 ) {
     let kb: NucliaKbApiKey = serde_json::from_value(serde_json::json!({
         "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaKbApiKey",
@@ -728,7 +728,7 @@ fn deleting_reader(
     }))
     .unwrap();
     let (kbs, mut writer) = reflector::store::<NucliaKbApiKey>();
-    let index = Arc::new(CredentialIndex::default());
+    let index = Arc::new(ResourceIndex::default());
     // Loaded (InitDone swaps in the initial list), then the key is seen being deleted.
     writer.apply_watcher_event(&watcher::Event::InitDone);
     writer.apply_watcher_event(&watcher::Event::Apply(kb.clone()));
@@ -736,7 +736,7 @@ fn deleting_reader(
     // Both caches loaded: a deletion waits for nothing else.
     let (pts, mut pts_writer) = reflector::store();
     pts_writer.apply_watcher_event(&watcher::Event::InitDone);
-    let none = Arc::new(CredentialIndex::default());
+    let none = Arc::new(ResourceIndex::default());
     let (nuas, mut nuas_writer) = reflector::store();
     nuas_writer.apply_watcher_event(&watcher::Event::InitDone);
     let stores = (
@@ -758,7 +758,7 @@ async fn a_deletion_waits_until_the_caches_are_loaded() {
     let (kbs, _kb_writer) = reflector::store::<NucliaKbApiKey>();
     let (nuas, mut nuas_writer) = reflector::store();
     nuas_writer.apply_watcher_event(&watcher::Event::InitDone);
-    let none = || Arc::new(CredentialIndex::default());
+    let none = || Arc::new(ResourceIndex::default());
     assert!(
         w.ctx
             .stores

@@ -1,0 +1,255 @@
+//! What the operator asks of every resource, kept up to date from the resource watch so that no
+//! question scans them all (a scan per event or per upstream list grows with the square of the
+//! number of resources):
+//! - which resources read their credential from which Secret (a Secret event wakes its readers);
+//! - which UIDs exist and which token ids some status records (the orphan sweep spares those).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+
+use kube::ResourceExt;
+use kube::runtime::watcher::Event;
+
+use super::Kind;
+
+type Key = (String, String);
+
+#[derive(Default)]
+pub struct ResourceIndex {
+    inner: Mutex<Inner>,
+}
+
+/// What one resource contributes.
+#[derive(PartialEq)]
+struct Entry {
+    /// The Secret of its namespace it reads its credential from (none for a cluster credential).
+    secret: Option<String>,
+    uid: Option<String>,
+    /// Its token and its previous tokens.
+    tokens: Vec<String>,
+}
+
+impl Entry {
+    fn of<K: Kind>(o: &K) -> Self {
+        Entry {
+            secret: o
+                .cluster_credential()
+                .is_none()
+                .then(|| o.auth_ref().name.clone()),
+            uid: o.uid(),
+            tokens: o
+                .cr_status()
+                .map(|s| {
+                    s.token_id
+                        .iter()
+                        .cloned()
+                        .chain(s.previous_tokens.iter().map(|p| p.id.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (namespace, resource) → what it contributes.
+    entries: HashMap<Key, Entry>,
+    /// (namespace, Secret) → names of the resources reading it.
+    readers: HashMap<Key, BTreeSet<String>>,
+    uids: HashSet<String>,
+    /// Token id → how many statuses record it.
+    tokens: HashMap<String, u32>,
+    /// Resources seen since the watch restarted; at its end, the others are gone.
+    relisted: Option<HashSet<Key>>,
+}
+
+impl Inner {
+    fn remove(&mut self, key: &Key) {
+        let Some(e) = self.entries.remove(key) else {
+            return;
+        };
+        if let Some(secret) = e.secret {
+            let skey = (key.0.clone(), secret);
+            if let Some(set) = self.readers.get_mut(&skey) {
+                set.remove(&key.1);
+                if set.is_empty() {
+                    self.readers.remove(&skey);
+                }
+            }
+        }
+        if let Some(uid) = &e.uid {
+            self.uids.remove(uid);
+        }
+        for t in e.tokens {
+            if let Some(n) = self.tokens.get_mut(&t) {
+                *n -= 1;
+                if *n == 0 {
+                    self.tokens.remove(&t);
+                }
+            }
+        }
+    }
+
+    fn set(&mut self, key: Key, e: Entry) {
+        if self.entries.get(&key) == Some(&e) {
+            return;
+        }
+        self.remove(&key);
+        if let Some(secret) = &e.secret {
+            self.readers
+                .entry((key.0.clone(), secret.clone()))
+                .or_default()
+                .insert(key.1.clone());
+        }
+        if let Some(uid) = &e.uid {
+            self.uids.insert(uid.clone());
+        }
+        for t in &e.tokens {
+            *self.tokens.entry(t.clone()).or_default() += 1;
+        }
+        self.entries.insert(key, e);
+    }
+}
+
+impl ResourceIndex {
+    /// Follows one event of the resource watch.
+    pub fn observe<K: Kind>(&self, event: &Event<K>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
+        match event {
+            Event::Apply(o) => inner.set(key(o), Entry::of(o)),
+            Event::InitApply(o) => {
+                let k = key(o);
+                if let Some(seen) = inner.relisted.as_mut() {
+                    seen.insert(k.clone());
+                }
+                inner.set(k, Entry::of(o));
+            }
+            Event::Delete(o) => inner.remove(&key(o)),
+            Event::Init => inner.relisted = Some(HashSet::new()),
+            Event::InitDone => {
+                if let Some(seen) = inner.relisted.take() {
+                    let gone: Vec<Key> = inner
+                        .entries
+                        .keys()
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    for k in gone {
+                        inner.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Names of the resources in `namespace` that read their credential from `secret`.
+    pub fn readers(&self, namespace: &str, secret: &str) -> Vec<String> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| {
+                i.readers
+                    .get(&(namespace.to_owned(), secret.to_owned()))
+                    .map(|s| s.iter().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether a resource with this UID exists, or some status records this token.
+    pub fn knows(&self, uid: &str, token: &str) -> bool {
+        self.inner
+            .lock()
+            .is_ok_and(|i| i.uids.contains(uid) || i.tokens.contains_key(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::NucliaPersonalToken;
+
+    fn pat(name: &str, secret: &str) -> NucliaPersonalToken {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaPersonalToken",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"description": "t", "auth": {"secretRef": {"name": secret, "key": "token"}}},
+        }))
+        .expect("a valid NucliaPersonalToken")
+    }
+
+    #[test]
+    fn follows_applies_changes_deletes_and_relists() {
+        let idx = ResourceIndex::default();
+        idx.observe(&Event::Apply(pat("a", "login")));
+        idx.observe(&Event::Apply(pat("b", "login")));
+        idx.observe(&Event::Apply(pat("c", "other")));
+        assert_eq!(idx.readers("ns", "login"), ["a", "b"]);
+        assert!(idx.readers("elsewhere", "login").is_empty());
+        // b moves to another Secret
+        idx.observe(&Event::Apply(pat("b", "other")));
+        assert_eq!(idx.readers("ns", "login"), ["a"]);
+        assert_eq!(idx.readers("ns", "other"), ["b", "c"]);
+        idx.observe(&Event::Delete(pat("c", "other")));
+        assert_eq!(idx.readers("ns", "other"), ["b"]);
+        // a relist that no longer has b (deleted while the watch was down)
+        idx.observe(&Event::<NucliaPersonalToken>::Init);
+        idx.observe(&Event::InitApply(pat("a", "login")));
+        idx.observe(&Event::<NucliaPersonalToken>::InitDone);
+        assert_eq!(idx.readers("ns", "login"), ["a"]);
+        assert!(idx.readers("ns", "other").is_empty());
+    }
+
+    fn with(
+        mut o: NucliaPersonalToken,
+        uid: &str,
+        token: &str,
+        previous: &[&str],
+    ) -> NucliaPersonalToken {
+        o.metadata.uid = Some(uid.into());
+        o.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "tokenId": token,
+                "previousTokens": previous.iter().map(|p| serde_json::json!(
+                    {"id": p, "revokeAt": "2026-01-01T00:00:00Z"})).collect::<Vec<_>>(),
+            }))
+            .expect("a valid status"),
+        );
+        o
+    }
+
+    #[test]
+    fn knows_uids_and_recorded_tokens_until_they_go() {
+        let idx = ResourceIndex::default();
+        idx.observe(&Event::Apply(with(pat("a", "login"), "uid-a", "t1", &[])));
+        idx.observe(&Event::Apply(with(
+            pat("b", "login"),
+            "uid-b",
+            "t2",
+            &["t1"],
+        )));
+        assert!(idx.knows("uid-a", "none") && idx.knows("none", "t2"));
+        assert!(!idx.knows("uid-x", "t9"));
+        // a rotates: t1 is still recorded by b
+        idx.observe(&Event::Apply(with(
+            pat("a", "login"),
+            "uid-a",
+            "t3",
+            &["t1"],
+        )));
+        idx.observe(&Event::Apply(with(pat("b", "login"), "uid-b", "t2", &[])));
+        assert!(idx.knows("none", "t1") && idx.knows("none", "t3"));
+        idx.observe(&Event::Apply(with(pat("a", "login"), "uid-a", "t3", &[])));
+        assert!(!idx.knows("none", "t1"), "no status records t1 any more");
+        idx.observe(&Event::Delete(with(pat("a", "login"), "uid-a", "t3", &[])));
+        assert!(!idx.knows("uid-a", "t3"));
+        // gone while the watch was down
+        idx.observe(&Event::<NucliaPersonalToken>::Init);
+        idx.observe(&Event::<NucliaPersonalToken>::InitDone);
+        assert!(!idx.knows("uid-b", "t2"));
+        assert!(idx.readers("ns", "login").is_empty());
+    }
+}
