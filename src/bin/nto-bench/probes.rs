@@ -484,18 +484,22 @@ pub async fn apiserver_requests(client: &Client) -> Option<BTreeMap<String, u64>
     Some(out)
 }
 
-/// How many reconciles the operator has finished, from its `/metrics`.
-pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<u64> {
-    let text = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
+/// The operator's `/metrics` page.
+async fn metrics_text(http: &reqwest::Client, port: u16) -> Option<String> {
+    http.get(format!("http://127.0.0.1:{port}/metrics"))
         .timeout(Duration::from_secs(5))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    let n = text
+        .ok()
+}
+
+/// How many reconciles the operator has finished, from its `/metrics`.
+pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<u64> {
+    let n = metrics_text(http, port)
+        .await?
         .lines()
         .filter(|l| l.starts_with("nuclia_operator_reconcile_duration_seconds_count"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -509,16 +513,7 @@ pub type CacheEntries = BTreeMap<String, f64>;
 /// The operator's `nuclia_operator_cache_entries` gauges by `cache` label, from its `/metrics`;
 /// None when `/metrics` cannot be read, an empty map when the gauge is not there.
 pub async fn cache_entries(http: &reqwest::Client, port: u16) -> Option<CacheEntries> {
-    let text = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    Some(parse_cache_entries(&text))
+    Some(parse_cache_entries(&metrics_text(http, port).await?))
 }
 
 /// The `nuclia_operator_cache_entries` series of a Prometheus text page, summed by `cache`.
