@@ -219,6 +219,9 @@ pub struct Soak {
     pub samples: usize,
     /// Empty when the operator exposes no `nuclia_operator_cache_entries`.
     pub caches: Vec<CacheRow>,
+    /// Seconds from the deletion's end until every cache was back at its start size; None when
+    /// they were not within two verify intervals and a housekeeping period (and 10 s).
+    pub returned_after: Option<f64>,
 }
 
 /// One cache's entries (`nuclia_operator_cache_entries{cache=...}`); None where not exposed.
@@ -649,6 +652,14 @@ fn print_soak(k: &Soak) {
             num(c.max_during),
             num(c.end)
         );
+    }
+    match k.returned_after {
+        Some(s) => {
+            println!("          every cache back at its start size {s:.0}s after the deletion")
+        }
+        None => println!(
+            "          NOT every cache back at its start size after the deletion (bounded wait)"
+        ),
     }
 }
 

@@ -550,8 +550,8 @@ async fn phases(
 /// The soak: `--soak-resources` self-renewing personal tokens (each bootstrapped by its own
 /// login Secret, then minting its successors with its own managed token), rotated round after
 /// round through the rotate annotation for `duration`, every rotation a new credential; the
-/// operator's `nuclia_operator_cache_entries` sampled every ~5 s, then once more after the
-/// resources are deleted and one verify interval (and a little) has passed.
+/// operator's `nuclia_operator_cache_entries` sampled every ~5 s, then, once the resources are
+/// deleted, until every cache is back at its start size (bounded).
 #[allow(clippy::too_many_arguments)]
 async fn soak(
     args: &Args,
@@ -581,12 +581,21 @@ async fn soak(
     let result = soak_rounds(args, client, ns, http, boot, log, duration).await;
     sampler.abort();
     let (rounds, rotations, seconds) = result?;
-    eprintln!(
-        "[bench] soak: waiting {:?} (one verify interval and 5 s)",
-        args.verify_interval + Duration::from_secs(5)
-    );
-    tokio::time::sleep(args.verify_interval + Duration::from_secs(5)).await;
-    let end = probes::cache_entries(http, port).await;
+    // The housekeeping evicts what has been idle for two verify intervals, looking every half
+    // interval (5 s to 60 s): poll until every cache is back at its start, within that and 10 s.
+    let v = args.verify_interval;
+    let bound = v * 2
+        + (v / 2).clamp(Duration::from_secs(5), Duration::from_secs(60))
+        + Duration::from_secs(10);
+    eprintln!("[bench] soak: waiting up to {bound:?} for the caches to return to their start");
+    let deleted = Instant::now();
+    let mut end = probes::cache_entries(http, port).await;
+    while !back_to_start(start.as_ref(), end.as_ref()) && deleted.elapsed() < bound {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        end = probes::cache_entries(http, port).await;
+    }
+    let returned_after =
+        back_to_start(start.as_ref(), end.as_ref()).then(|| deleted.elapsed().as_secs_f64());
     let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let names: std::collections::BTreeSet<String> = std::iter::once(&start)
         .chain(samples.iter())
@@ -616,7 +625,19 @@ async fn soak(
         rotations,
         samples: samples.len() + 2,
         caches,
+        returned_after,
     })
+}
+
+/// Whether every cache in `start` is at most its start size in `end`.
+fn back_to_start(start: Option<&probes::CacheEntries>, end: Option<&probes::CacheEntries>) -> bool {
+    let (Some(start), Some(end)) = (start, end) else {
+        return false;
+    };
+    !start.is_empty()
+        && start
+            .iter()
+            .all(|(k, v)| end.get(k).is_some_and(|e| e <= v))
 }
 
 /// The soak's resources: created, rotated round after round for `duration`, deleted. Returns
