@@ -14,7 +14,7 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
 # The cache mounts keep the registry and target dir between builds (BuildKit). The binary is
-# stripped (21.9 MB -> 16.6 MB).
+# stripped (13.5 MB -> 10.7 MB).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin nuclia-token-operator \
