@@ -153,22 +153,20 @@ impl Context {
         }
     }
 
-    /// Whether some resource has this UID or records this token in its status; `None` until
-    /// every cache is complete (before that an unknown UID proves nothing).
-    pub(super) fn knows(&self, uid: &str, token: &str) -> Option<bool> {
-        if !self.caches_ready() {
-            return None;
-        }
+    /// Whether some resource has this UID or records this token in its status. Only worth
+    /// asking once [`Context::caches_ready`]: before that an unknown UID proves nothing.
+    pub(super) fn knows(&self, uid: &str, token: &str) -> bool {
         fn any<K: Kind>(stores: &[(Store<K>, Arc<ResourceIndex>)], uid: &str, token: &str) -> bool {
             stores.iter().any(|(_, index)| index.knows(uid, token))
         }
-        let (pt, kb, nua) = self.stores.get()?;
-        Some(any(pt, uid, token) || any(kb, uid, token) || any(nua, uid, token))
+        self.stores.get().is_some_and(|(pt, kb, nua)| {
+            any(pt, uid, token) || any(kb, uid, token) || any(nua, uid, token)
+        })
     }
 
     /// Resources of either kind in `namespace`, other than `uid`, that authenticate with the
     /// Secret `secret`, each with whether it is being deleted: their revocations need that
-    /// Secret, so they go first. Found through the credential indexes, not a scan.
+    /// Secret, so they go first. Found through the resource indexes, not a scan.
     pub(super) fn readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<(String, bool)> {
         fn of<K: Kind>(
             stores: &[(Store<K>, Arc<ResourceIndex>)],

@@ -190,6 +190,8 @@ impl<K: Kind> Engine<'_, K> {
     /// another cluster given the same `--cluster-id` (or this installation's identity was
     /// recreated). It is reported, loudly, once per installation and process.
     async fn sweep_orphans(&mut self, live: &[LiveToken]) {
+        // Before every cache is complete an unknown UID proves nothing (and once complete,
+        // kube-runtime's stores stay ready).
         if !self.ctx.caches_ready() {
             return;
         }
@@ -202,8 +204,7 @@ impl<K: Kind> Engine<'_, K> {
             if m.cluster != settings.cluster_id
                 || m.keep
                 || !settings.sees_namespace(&m.namespace)
-                // Not ready any more (a relist): an unknown UID proves nothing.
-                || self.ctx.knows(&m.uid, &t.id).unwrap_or(true)
+                || self.ctx.knows(&m.uid, &t.id)
             {
                 continue;
             }

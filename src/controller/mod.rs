@@ -177,7 +177,7 @@ pub trait Kind:
 }
 
 /// The caches of every controller (one per kind and watched namespace), each with its index
-/// of which resources read which credentials Secret.
+/// of which resources read which credentials Secret and which UIDs and tokens exist.
 pub(crate) type Stores = (
     Vec<(reflector::Store<NucliaPersonalToken>, Arc<ResourceIndex>)>,
     Vec<(reflector::Store<NucliaKbApiKey>, Arc<ResourceIndex>)>,
