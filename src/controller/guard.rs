@@ -1,6 +1,6 @@
 //! The leak guard and upstream drift: after an interrupted issue, adopt the token the Secret
 //! holds and revoke every other token marked for the resource; on the verify interval, check
-//! the current token still exists upstream (one list per credential, shared) and revoke the
+//! the current token still exists upstream (one list per credential or user, shared) and revoke the
 //! tokens of resources that are gone (never those minted for `deletionPolicy: Orphan`).
 
 use std::collections::HashSet;
@@ -171,7 +171,7 @@ impl<K: Kind> Engine<'_, K> {
             }
         } else {
             ctx.live
-                .invalidate(self.issuer.as_ref().expect("issuer"))
+                .invalidate(self.issuer.as_mut().expect("issuer"))
                 .await;
             ctx.event(
                 &kube::Resource::object_ref(self.obj, &()),

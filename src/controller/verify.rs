@@ -1,5 +1,6 @@
-//! Upstream lists shared by every resource that uses the same credential in the same scope:
-//! one list call per credential per verify interval, however many resources share it.
+//! Upstream lists shared by every resource that would get the same list: one list call per
+//! credential and scope per verify interval (per user for personal tokens: every login of one
+//! user lists the same tokens), however many resources share it.
 //!
 //! A scope's list can be long (every personal token of the user behind a credential) and many
 //! credentials may see the same one, so only a sorted set of id hashes is kept for the interval;
@@ -64,7 +65,7 @@ impl LiveCache {
     /// The list for the issuer's scope, fetched at most once per `max_age`; callers that share
     /// a scope wait for one another instead of listing in parallel.
     pub async fn get<I: Issuer>(&self, issuer: &mut I, max_age: Duration) -> Result<Listed> {
-        let entry = self.entry(issuer.scope_key());
+        let entry = self.entry(issuer.scope_key().await);
         let mut slot = entry.lock().await;
         let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
         if let Some((at, live)) = slot.as_ref()
@@ -103,8 +104,8 @@ impl LiveCache {
     }
 
     /// Drops the scope's list (it proved stale).
-    pub async fn invalidate<I: Issuer>(&self, issuer: &I) {
-        let entry = self.entry(issuer.scope_key());
+    pub async fn invalidate<I: Issuer>(&self, issuer: &mut I) {
+        let entry = self.entry(issuer.scope_key().await);
         *entry.lock().await = None;
     }
 }
@@ -112,6 +113,141 @@ impl LiveCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake::{self, FakeConfig, Seed};
+    use crate::issuer::kb::AccountCache;
+    use crate::issuer::personal::PersonalIssuer;
+    use crate::nuclia::{ApiToken, Client, ClientConfig, Credential, Endpoints};
+
+    fn client_for(url: &str) -> Client {
+        let origin = url::Url::parse(url).unwrap();
+        Client::new(ClientConfig {
+            endpoints: Endpoints::single_origin(&origin, &["europe-1"]),
+            timeout: Duration::from_secs(10),
+            per_credential_rps: 10_000.0,
+            per_credential_burst: 1_000,
+            user_agent: "verify-tests".into(),
+        })
+        .unwrap()
+    }
+
+    async fn calls(http: &reqwest::Client, url: &str, route: &str) -> u64 {
+        let calls: serde_json::Value = http
+            .get(format!("{url}/_fake/calls"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        calls[route].as_u64().unwrap_or(0)
+    }
+
+    /// Logins of one user see the same personal tokens: they share one list (the bench's 500
+    /// logins of one user listed the same 3500 tokens 500 times per interval). Another user's
+    /// login lists its own; a list of credentials whose first is refused is keyed by the user
+    /// of the one that answers; without an answer from `GET /api/v1/user` nothing is shared.
+    #[tokio::test]
+    async fn personal_lists_are_shared_by_user() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let seed: Seed = serde_json::from_value(serde_json::json!({
+            "users": [{"email": "other@example.com"}]
+        }))
+        .unwrap();
+        let fake = fake::spawn(FakeConfig {
+            seed,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (url, b) = (fake.url.clone(), fake.bootstrap.clone());
+        let client = client_for(&url);
+        let http = reqwest::Client::new();
+        let expires = Utc::now() + chrono::Duration::days(1);
+        let user = Credential::Bearer(ApiToken::new(b.user_token.clone()));
+        let second_pat = client
+            .create_personal_token(&user, "second login", expires)
+            .await
+            .unwrap()
+            .token;
+        let other = ApiToken::new(b.users[0].user_token.clone());
+        let users = AccountCache::default();
+        let issuer = |creds: Vec<ApiToken>| {
+            PersonalIssuer::new(client.clone(), "t".into(), creds, users.clone())
+        };
+        let cache = LiveCache::default();
+        let hour = Duration::from_secs(3600);
+        let list = "GET /api/v1/user/pa_tokens";
+
+        let first = cache
+            .get(&mut issuer(vec![ApiToken::new(b.pat.clone())]), hour)
+            .await
+            .unwrap();
+        assert!(first.fetched.is_some());
+        let same_user = cache
+            .get(&mut issuer(vec![second_pat.clone()]), hour)
+            .await
+            .unwrap();
+        assert!(
+            same_user.fetched.is_none(),
+            "a second login of the user listed again"
+        );
+        assert_eq!(calls(&http, &url, list).await, 1);
+        let other_user = cache
+            .get(&mut issuer(vec![other.clone()]), hour)
+            .await
+            .unwrap();
+        assert!(
+            other_user.fetched.is_some(),
+            "another user's list was shared"
+        );
+        assert_eq!(calls(&http, &url, list).await, 2);
+
+        // The first credential is refused: the user is the second's.
+        let revoked = client
+            .create_personal_token(&user, "soon revoked", expires)
+            .await
+            .unwrap();
+        client
+            .delete_personal_token(&user, &revoked.id)
+            .await
+            .unwrap();
+        let chained = cache
+            .get(&mut issuer(vec![revoked.token, other.clone()]), hour)
+            .await
+            .unwrap();
+        assert!(
+            chained.fetched.is_none(),
+            "keyed by the refused credential's user"
+        );
+        assert_eq!(calls(&http, &url, list).await, 2);
+
+        // Nuclia does not say who: each login lists for itself.
+        let faults = serde_json::json!([{"route": "GET /api/v1/user", "status": 500}]);
+        let put = http
+            .put(format!("{url}/_fake/faults"))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success());
+        let third_pat = client
+            .create_personal_token(&user, "third login", expires)
+            .await
+            .unwrap()
+            .token;
+        let unknown = cache.get(&mut issuer(vec![third_pat]), hour).await.unwrap();
+        assert!(unknown.fetched.is_some(), "shared without knowing the user");
+        assert_eq!(calls(&http, &url, list).await, 3);
+        // A user known before still is, without asking again.
+        let asked = calls(&http, &url, "GET /api/v1/user").await;
+        let known = cache
+            .get(&mut issuer(vec![second_pat]), hour)
+            .await
+            .unwrap();
+        assert!(known.fetched.is_none());
+        assert_eq!(calls(&http, &url, "GET /api/v1/user").await, asked);
+        fake.shutdown().await.unwrap();
+    }
 
     #[test]
     fn live_set_answers_membership() {

@@ -28,7 +28,8 @@ use crate::lifecycle::Policy;
 use crate::nuclia::{self, ApiToken, Client, Credential, KbLocation};
 
 /// Account ids resolved per (credential, KB, `spec.account`), so discovery runs once per
-/// credential, and a resource naming an account never borrows another resource's answer.
+/// credential, and a resource naming an account never borrows another resource's answer; also
+/// the user behind personal credentials, per (credentials, `"user"`, None).
 #[derive(Clone, Default)]
 pub struct AccountCache(Arc<Mutex<HashMap<AccountKey, (String, Instant)>>>);
 
@@ -442,7 +443,7 @@ impl Issuer for KbIssuer {
         Ok(live)
     }
 
-    fn scope_key(&self) -> String {
+    async fn scope_key(&mut self) -> String {
         let (zone, kb) = self
             .home
             .as_ref()

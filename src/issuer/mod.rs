@@ -137,9 +137,10 @@ pub trait Issuer: Send {
     fn release_marked(&mut self, marker: &Marker) -> impl Future<Output = Result<()>> + Send;
     /// Every credential this issuer's account credential can see in its scope, marked or not.
     fn list_live(&mut self) -> impl Future<Output = Result<Vec<LiveToken>>> + Send;
-    /// Key under which [`Issuer::list_live`] results are shared: the account credential's
-    /// fingerprint and the scope, so resources that share a credential share one list call.
-    fn scope_key(&self) -> String;
+    /// Key under which [`Issuer::list_live`] results are shared: who lists (the account
+    /// credential's fingerprint, or the user behind it) and the scope, so resources that would
+    /// get the same list share one list call.
+    fn scope_key(&mut self) -> impl Future<Output = String> + Send;
     /// The scope of a live token found upstream (the leak guard adopts it).
     fn scope_of(&self, token: &LiveToken) -> TokenScope;
     /// The leak guard adopted `token` (found in the Secret after an interrupted issue) as the

@@ -213,7 +213,7 @@ impl Issuer for NuaIssuer {
             .collect())
     }
 
-    fn scope_key(&self) -> String {
+    async fn scope_key(&mut self) -> String {
         format!(
             "nua:{}:{}:{}",
             self.credential.fingerprint(),

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::formats::{self, Consumer, Shape};
+use super::kb::AccountCache;
 use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
@@ -20,14 +21,22 @@ pub struct PersonalIssuer {
     description: String,
     /// Credentials in the order they are tried; the next one is used on Unauthorized.
     credentials: Vec<Credential>,
+    /// The user behind each list of credentials, resolved once (see [`Issuer::scope_key`]).
+    users: AccountCache,
 }
 
 impl PersonalIssuer {
-    pub fn new(client: Client, description: String, credentials: Vec<ApiToken>) -> Self {
+    pub fn new(
+        client: Client,
+        description: String,
+        credentials: Vec<ApiToken>,
+        users: AccountCache,
+    ) -> Self {
         Self {
             client,
             description,
             credentials: credentials.into_iter().map(Credential::Bearer).collect(),
+            users,
         }
     }
 
@@ -113,13 +122,35 @@ impl Issuer for PersonalIssuer {
             .collect())
     }
 
-    fn scope_key(&self) -> String {
-        let fp = self
-            .credentials
-            .first()
-            .map(|c| c.fingerprint())
-            .unwrap_or_default();
-        format!("pat:{fp}")
+    /// Every credential of one user lists the same tokens (all of that user's), so the list is
+    /// shared by user: with many logins of one user, one list per interval instead of one per
+    /// login. The user is asked once per list of credentials, with the same fallbacks as the
+    /// list itself, so it is the user of the credential that answers the list. If Nuclia does
+    /// not say who it is, the list is keyed by the credentials, as before users were known.
+    async fn scope_key(&mut self) -> String {
+        let chain: Vec<String> = self.credentials.iter().map(|c| c.fingerprint()).collect();
+        let key = (chain.join("+"), "user".to_owned(), None);
+        if let Some(user) = self.users.get(&key) {
+            return format!("pat-user:{user}");
+        }
+        let client = self.client.clone();
+        let user = self
+            .with_credentials(|c| {
+                let client = client.clone();
+                async move { client.user(&c).await }
+            })
+            .await;
+        match user {
+            Ok(user) => {
+                let scope = format!("pat-user:{}", user.id);
+                self.users.put(key, user.id);
+                scope
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not tell the user behind a credential; its token list is not shared");
+                format!("pat:{}", key.0)
+            }
+        }
     }
 
     fn scope_of(&self, _token: &LiveToken) -> TokenScope {
@@ -194,6 +225,7 @@ impl Kind for NucliaPersonalToken {
             ctx.nuclia.clone(),
             self.spec.description.clone(),
             credentials,
+            ctx.accounts.clone(),
         )
     }
 

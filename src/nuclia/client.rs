@@ -180,6 +180,12 @@ impl Client {
             .map(drop)
     }
 
+    /// `GET /api/v1/user`: who the user token or PAT belongs to.
+    pub async fn user(&self, c: &Credential) -> Result<UserProfile, Error> {
+        let url = self.global(&["api", "v1", "user"]);
+        self.json("user", Method::GET, url, c, None).await
+    }
+
     /// `GET /api/v1/accounts`.
     pub async fn accounts(&self, c: &Credential) -> Result<Vec<Account>, Error> {
         let url = self.global(&["api", "v1", "accounts"]);

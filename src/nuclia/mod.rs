@@ -25,6 +25,7 @@ pub use redact::{REDACTED, scrub};
 pub use token::{ApiToken, Credential};
 pub use types::{
     Account, AuthorizerInfo, AuthorizerUser, CreatedKey, CreatedToken, KbConfig, KbObject, KbRole,
-    KbSummary, KnowledgeBox, PersonalTokenItem, ServiceAccount, ServiceAccountKey, Zone,
+    KbSummary, KnowledgeBox, PersonalTokenItem, ServiceAccount, ServiceAccountKey, UserProfile,
+    Zone,
 };
 pub use types::{CreatedNuaClient, NuaClient, NuaClientCreation};

@@ -48,6 +48,12 @@ pub struct PersonalTokenItem {
     pub expires: Option<DateTime<Utc>>,
 }
 
+/// `GET /api/v1/user`: the user behind a user token or PAT (only the field the operator uses).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct UserProfile {
+    pub id: String,
+}
+
 /// `AccountListItem` (the fields the operator uses).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Account {

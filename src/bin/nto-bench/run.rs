@@ -772,7 +772,7 @@ fn api_total(a: &Option<BTreeMap<String, u64>>, b: &Option<BTreeMap<String, u64>
     Some(probes::delta(&a, &b).values().sum())
 }
 
-/// The routes the operator's upstream verification uses (one list per credential and scope).
+/// The routes the operator's upstream verification uses (one list per credential and scope, per user for personal tokens).
 fn is_verification_list(route: &str) -> bool {
     route == "GET /api/v1/user/pa_tokens"
         || route == "GET /api/v1/account/{account_id}/kb/{kb_id}/service_accounts"

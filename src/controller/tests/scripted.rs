@@ -248,7 +248,7 @@ impl Issuer for ScriptedIssuer {
             .collect())
     }
 
-    fn scope_key(&self) -> String {
+    async fn scope_key(&mut self) -> String {
         let first = self.credentials.first().map(|c| c.fingerprint());
         format!("scripted:{}", first.unwrap_or_default())
     }
