@@ -1384,3 +1384,116 @@ async fn issue16_a_shortened_lifetime_does_not_start_a_mint_loop() {
     assert!(w.live_marked(&uid).await.is_empty());
     w.assert_log_has_no_tokens().await;
 }
+
+/// One `nuclia_operator_cache_entries{cache}` value from the operator's /metrics.
+async fn cache_entries(w: &World, addr: std::net::SocketAddr, cache: &str) -> Option<u64> {
+    let text = w
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let series = format!("nuclia_operator_cache_entries{{cache=\"{cache}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Issue 15: what the operator keeps per credential goes once no resource uses the credential.
+/// A and B use two logins of one user: both credentials are cached. B and its login go: the credential cache forgets B's login, A still works
+/// and is verified; A goes: its tokens are revoked and the credential cache is empty.
+#[tokio::test]
+async fn caches_forget_a_credential_no_resource_uses() {
+    let mut w = World::new("pt-caches").await;
+    let user_token = w.fake.bootstrap.user_token.clone();
+    let second: serde_json::Value = w
+        .http
+        .post(format!("{}/api/v1/user/pa_tokens", w.fake.url))
+        .bearer_auth(&user_token)
+        .json(&json!({"description": "second login", "days": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second = second["token"].as_str().expect("a second login").to_owned();
+    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    w.create_secret("login-b", "token", &second).await;
+    w.start_operator(&[]);
+    w.kubectl_apply(&pt_manifest("a", ""));
+    w.kubectl_apply(
+        &pt_manifest("b", "").replace("secretRef: {name: login}", "secretRef: {name: login-b}"),
+    );
+    let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_status(&api, "a", MINUTE, "Ready", ready).await;
+    wait_status(&api, "b", MINUTE, "Ready", ready).await;
+    let (a_uid, b_uid) = (uid_of(&api, "a").await, uid_of(&api, "b").await);
+    let addr = common::operator::served_addr(&w.log_text()).expect("the metrics address");
+
+    // Both logins cached (the gauges are published every 5 s in the harness). That they share
+    // one list is shown by `controller::verify::tests::personal_lists_are_shared_by_user`.
+    let both = common::poll(MINUTE, || async {
+        (cache_entries(&w, addr, "credentials").await? == 2).then_some(())
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "two logins in use: not 2 cached credentials (credentials {:?})",
+        cache_entries(&w, addr, "credentials").await,
+    );
+
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "b", MINUTE).await,
+        "{}",
+        deletion_state(&api, "b").await
+    );
+    assert!(w.live_marked(&b_uid).await.is_empty(), "B's tokens left");
+    w.secrets()
+        .delete("login-b", &DeleteParams::default())
+        .await
+        .unwrap();
+    let forgotten = common::poll(MINUTE, || async {
+        (cache_entries(&w, addr, "credentials").await? == 1).then_some(())
+    })
+    .await;
+    assert!(
+        forgotten.is_some(),
+        "B's login still cached a minute after B went (credentials {:?})",
+        cache_entries(&w, addr, "credentials").await
+    );
+    // A is still verified with its own login.
+    let list = "GET /api/v1/user/pa_tokens";
+    let before = w.calls_to(list).await;
+    let verified = common::poll(MINUTE, || async {
+        (w.calls_to(list).await >= before + 2).then_some(())
+    })
+    .await;
+    assert!(verified.is_some(), "A is no longer verified");
+    assert!(ready(
+        &api.get("a").await.unwrap().status.unwrap_or_default()
+    ));
+
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    assert!(
+        gone_within(&api, "a", MINUTE).await,
+        "{}",
+        deletion_state(&api, "a").await
+    );
+    assert!(w.live_marked(&a_uid).await.is_empty(), "A's tokens left");
+    let empty = common::poll(MINUTE, || async {
+        (cache_entries(&w, addr, "credentials").await? == 0).then_some(())
+    })
+    .await;
+    assert!(
+        empty.is_some(),
+        "a login still cached a minute after every resource went (credentials {:?})",
+        cache_entries(&w, addr, "credentials").await
+    );
+    w.assert_log_has_no_tokens().await;
+}

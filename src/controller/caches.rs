@@ -1,5 +1,5 @@
-//! Housekeeping of the caches keyed by credential (verification lists, accounts, credentials,
-//! the Nuclia rate limiters): a credential no resource uses any more (a self-renewing token's
+//! Housekeeping of the caches keyed by credential (verification lists, accounts, users,
+//! credentials, the Nuclia rate limiters): a credential no resource uses any more (a self-renewing token's
 //! predecessor, a rotated login, a deleted resource's) falls out of them, so nothing grows with
 //! time. Each pass reports every cache's size as `nuclia_operator_cache_entries`.
 
@@ -30,6 +30,7 @@ pub(super) fn evict(ctx: &Context, idle: Duration) -> Vec<(&'static str, usize)>
         ("verification_lists", ctx.live.evict_stale(idle)),
         ("credentials", ctx.credentials.evict_idle(idle)),
         ("accounts", ctx.accounts.evict_idle(idle)),
+        ("users", ctx.users.evict_idle(idle)),
         ("rate_limiters", ctx.nuclia.evict_idle_limiters()),
         (
             "cluster_credential_checks",

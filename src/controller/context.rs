@@ -19,6 +19,7 @@ use super::secret_watch::{CredentialCache, SecretStores, Seen};
 use super::verify::LiveCache;
 use super::{Kind, Settings, Stores};
 use crate::crd::FINALIZER;
+use crate::issuer::UserCache;
 use crate::issuer::kb::AccountCache;
 use crate::nuclia;
 use crate::runtime::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct Context {
     pub(super) memo: Memo,
     pub(super) backoff: Mutex<HashMap<String, ExponentialBackoff>>,
     pub accounts: AccountCache,
+    /// The user behind user credentials (lists are shared by user).
+    pub users: UserCache,
     pub(super) restarter: Restarter,
     /// Other installations seen marking tokens with this cluster id (reported once each).
     foreign: Mutex<HashSet<String>>,
@@ -88,6 +91,7 @@ impl Context {
             },
         );
         let restarter = Restarter::new(kube.clone(), settings.rollout_restart_interval);
+        let users = UserCache::new(settings.verify_interval);
         Arc::new(Self {
             kube,
             nuclia,
@@ -99,6 +103,7 @@ impl Context {
             memo: Memo::default(),
             backoff: Mutex::default(),
             accounts: AccountCache::default(),
+            users,
             foreign: Mutex::default(),
             restarter,
             cluster_credential_types: Mutex::default(),

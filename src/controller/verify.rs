@@ -114,7 +114,7 @@ impl LiveCache {
 mod tests {
     use super::*;
     use crate::fake::{self, FakeConfig, Seed};
-    use crate::issuer::kb::AccountCache;
+    use crate::issuer::UserCache;
     use crate::issuer::personal::PersonalIssuer;
     use crate::nuclia::{ApiToken, Client, ClientConfig, Credential, Endpoints};
 
@@ -170,7 +170,7 @@ mod tests {
             .unwrap()
             .token;
         let other = ApiToken::new(b.users[0].user_token.clone());
-        let users = AccountCache::default();
+        let users = UserCache::new(Duration::from_secs(3600));
         let issuer = |creds: Vec<ApiToken>| {
             PersonalIssuer::new(client.clone(), "t".into(), creds, users.clone())
         };
@@ -246,6 +246,21 @@ mod tests {
             .unwrap();
         assert!(known.fetched.is_none());
         assert_eq!(calls(&http, &url, "GET /api/v1/user").await, asked);
+
+        // A verify interval later the user is asked again: each login is still checked once
+        // per interval (a revoked login shows), only the long list is shared.
+        let put = http
+            .put(format!("{url}/_fake/faults"))
+            .json(&serde_json::json!([]))
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success());
+        let stale = UserCache::new(Duration::ZERO);
+        let mut again = PersonalIssuer::new(client.clone(), "t".into(), vec![other], stale);
+        let asked = calls(&http, &url, "GET /api/v1/user").await;
+        assert_eq!(again.scope_key().await, again.scope_key().await);
+        assert_eq!(calls(&http, &url, "GET /api/v1/user").await, asked + 2);
         fake.shutdown().await.unwrap();
     }
 

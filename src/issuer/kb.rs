@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
 use super::formats::{self, Consumer, Shape};
-use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
+use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
     CredentialStatus, CredentialType, DeletionPolicy, IssueIntent, KbLocationStatus, KbRole,
@@ -28,8 +28,7 @@ use crate::lifecycle::Policy;
 use crate::nuclia::{self, ApiToken, Client, Credential, KbLocation};
 
 /// Account ids resolved per (credential, KB, `spec.account`), so discovery runs once per
-/// credential, and a resource naming an account never borrows another resource's answer; also
-/// the user behind personal credentials, per (credentials, `"user"`, None).
+/// credential, and a resource naming an account never borrows another resource's answer.
 #[derive(Clone, Default)]
 pub struct AccountCache(Arc<Mutex<HashMap<AccountKey, (String, Instant)>>>);
 
@@ -91,6 +90,8 @@ struct MintTarget {
 pub struct KbIssuer {
     client: Client,
     credential: Credential,
+    /// Who lists (see [`Issuer::scope_key`]).
+    users: UserCache,
     /// Where listing goes, and revocations of keys recorded without a scope.
     home: Option<Place>,
     /// `None` for an issuer built only to revoke.
@@ -118,6 +119,7 @@ impl KbIssuer {
         previous: Option<&KbLocationStatus>,
         title: String,
         accounts: &AccountCache,
+        users: &UserCache,
     ) -> Result<Self> {
         let location = client.endpoints().locate_kb(&spec.kb_url)?;
         let mut state = previous.cloned().unwrap_or_default();
@@ -159,6 +161,7 @@ impl KbIssuer {
         Ok(Self {
             client,
             credential,
+            users: users.clone(),
             home: Some(Place {
                 zone: location.zone,
                 account_id,
@@ -179,6 +182,7 @@ impl KbIssuer {
         credential: Credential,
         home: &TokenScope,
         state: Option<&KbLocationStatus>,
+        users: UserCache,
     ) -> Self {
         let state = state.cloned().unwrap_or_default();
         let recorded = TokenScope {
@@ -191,6 +195,7 @@ impl KbIssuer {
         Self {
             client,
             credential,
+            users,
             home,
             mint: None,
             state,
@@ -449,7 +454,11 @@ impl Issuer for KbIssuer {
             .as_ref()
             .map(|p| (p.zone.as_str(), p.kb_id.as_str()))
             .unwrap_or_default();
-        format!("kb:{}:{zone}:{kb}", self.credential.fingerprint())
+        let lister = self
+            .users
+            .lister(&self.client, std::slice::from_ref(&self.credential))
+            .await;
+        format!("kb:{lister}:{zone}:{kb}")
     }
 
     fn adopted(&mut self, token: &LiveToken) {
@@ -647,6 +656,7 @@ impl Kind for NucliaKbApiKey {
             status.kb.as_ref(),
             title,
             &ctx.accounts,
+            &ctx.users,
         )
         .await
     }
@@ -672,6 +682,7 @@ impl Kind for NucliaKbApiKey {
             credential,
             home,
             self.status.as_ref().and_then(|s| s.kb.as_ref()),
+            ctx.users.clone(),
         )
     }
 

@@ -8,7 +8,10 @@ pub mod kb;
 pub mod nua;
 pub mod personal;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
@@ -16,7 +19,94 @@ use kube::Api;
 
 use crate::crd::{SecretKeyRef, TokenScope};
 use crate::error::{Error, Result};
-use crate::nuclia::ApiToken;
+use crate::nuclia::{self, ApiToken, Client, Credential};
+
+/// (user id, asked at, last used).
+type KnownUser = (String, Instant, Instant);
+
+/// The user behind each list of user credentials (user tokens, PATs; keyed by their
+/// fingerprints), for [`Issuer::scope_key`]: what a login lists (its user's tokens, the service
+/// accounts of a KB, the NUA clients of an account) is the same for every login of one user, so
+/// with many logins of one user each list is fetched once per interval, not once per login.
+/// The user is asked again once a verify interval old, so every login is still checked once
+/// per interval (a revoked login shows), with a small call.
+#[derive(Clone)]
+pub struct UserCache {
+    max_age: Duration,
+    entries: Arc<Mutex<HashMap<String, KnownUser>>>,
+}
+
+impl UserCache {
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            entries: Arc::default(),
+        }
+    }
+
+    /// Who lists with `credentials` (tried in order, the next on Unauthorized or Forbidden, as
+    /// every call of an issuer does): `user:<id>`, or `cred:<fingerprints>` when that cannot be
+    /// told (not user credentials, or Nuclia did not answer who).
+    pub async fn lister(&self, client: &Client, credentials: &[Credential]) -> String {
+        let chain: Vec<String> = credentials.iter().map(|c| c.fingerprint()).collect();
+        let chain = chain.join("+");
+        let users = !credentials.is_empty()
+            && credentials
+                .iter()
+                .all(|c| matches!(c, Credential::Bearer(_)));
+        if !users {
+            return format!("cred:{chain}");
+        }
+        if let Some(user) = self.get(&chain) {
+            return format!("user:{user}");
+        }
+        let mut error = None;
+        for c in credentials {
+            match client.user(c).await {
+                Ok(user) => {
+                    let lister = format!("user:{}", user.id);
+                    self.put(chain, user.id);
+                    return lister;
+                }
+                Err(e @ (nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })) => {
+                    error = Some(e)
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = error {
+            tracing::debug!(error = %e, "could not tell the user behind a credential; its lists are not shared");
+        }
+        format!("cred:{chain}")
+    }
+
+    fn get(&self, chain: &str) -> Option<String> {
+        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (user, asked, used) = m.get_mut(chain)?;
+        if asked.elapsed() >= self.max_age {
+            return None;
+        }
+        *used = Instant::now();
+        Some(user.clone())
+    }
+
+    fn put(&self, chain: String, user: String) {
+        let now = Instant::now();
+        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(chain, (user, now, now));
+    }
+
+    /// Drops the users of credentials not used within `idle`; returns how many remain.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, (_, _, used)| used.elapsed() < idle);
+        m.shrink_to_fit();
+        m.len()
+    }
+}
 
 /// Identifies what this operator minted: the cluster it runs in, the resource's namespace (so an
 /// operator that watches some namespaces judges only tokens of those), the resource's UID and

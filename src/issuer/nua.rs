@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::formats::{self, Consumer, Shape};
 use super::kb::AccountCache;
-use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
+use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
     CredentialStatus, DeletionPolicy, NucliaNuaKey, NucliaNuaKeySpec, RolloutRestartTarget,
@@ -24,6 +24,8 @@ use crate::nuclia::{self, ApiToken, Client, Credential, NuaClientCreation};
 pub struct NuaIssuer {
     client: Client,
     credential: Credential,
+    /// Who lists (see [`Issuer::scope_key`]).
+    users: UserCache,
     zone: String,
     /// The account the clients live in; `None` for a revoker that knows none yet.
     account_id: Option<String>,
@@ -54,6 +56,7 @@ impl NuaIssuer {
         credential: Credential,
         spec: &NucliaNuaKeySpec,
         accounts: &AccountCache,
+        users: &UserCache,
     ) -> Result<Self> {
         check_zone(&client, &spec.zone)?;
         let key = (
@@ -72,6 +75,7 @@ impl NuaIssuer {
         Ok(Self {
             client,
             credential,
+            users: users.clone(),
             zone: spec.zone.clone(),
             account_id: Some(account_id),
             resolve: None,
@@ -214,12 +218,17 @@ impl Issuer for NuaIssuer {
     }
 
     async fn scope_key(&mut self) -> String {
-        format!(
-            "nua:{}:{}:{}",
-            self.credential.fingerprint(),
-            self.zone,
-            self.account_id.as_deref().unwrap_or_default()
-        )
+        let lister = self
+            .users
+            .lister(&self.client, std::slice::from_ref(&self.credential))
+            .await;
+        // Not resolved yet: the list will be of the account `spec.account` names.
+        let account = match (&self.account_id, &self.resolve) {
+            (Some(id), _) => id.clone(),
+            (None, Some((wanted, _))) => format!("?{}", wanted.as_deref().unwrap_or_default()),
+            (None, None) => String::new(),
+        };
+        format!("nua:{lister}:{}:{account}", self.zone)
     }
 
     fn scope_of(&self, _token: &LiveToken) -> TokenScope {
@@ -309,6 +318,7 @@ impl Kind for NucliaNuaKey {
             Credential::Bearer(token),
             &self.spec,
             &ctx.accounts,
+            &ctx.users,
         )
         .await
     }
@@ -334,6 +344,7 @@ impl Kind for NucliaNuaKey {
         NuaIssuer {
             client: ctx.nuclia.clone(),
             credential: Credential::Bearer(token),
+            users: ctx.users.clone(),
             zone,
             account_id,
             resolve,

@@ -5,8 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::formats::{self, Consumer, Shape};
-use super::kb::AccountCache;
-use super::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
+use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
     CredentialStatus, DeletionPolicy, NucliaPersonalToken, RolloutRestartTarget, SecretKeyRef,
@@ -21,8 +20,8 @@ pub struct PersonalIssuer {
     description: String,
     /// Credentials in the order they are tried; the next one is used on Unauthorized.
     credentials: Vec<Credential>,
-    /// The user behind each list of credentials, resolved once (see [`Issuer::scope_key`]).
-    users: AccountCache,
+    /// The user behind each list of credentials (see [`Issuer::scope_key`]).
+    users: UserCache,
 }
 
 impl PersonalIssuer {
@@ -30,7 +29,7 @@ impl PersonalIssuer {
         client: Client,
         description: String,
         credentials: Vec<ApiToken>,
-        users: AccountCache,
+        users: UserCache,
     ) -> Self {
         Self {
             client,
@@ -122,35 +121,11 @@ impl Issuer for PersonalIssuer {
             .collect())
     }
 
-    /// Every credential of one user lists the same tokens (all of that user's), so the list is
-    /// shared by user: with many logins of one user, one list per interval instead of one per
-    /// login. The user is asked once per list of credentials, with the same fallbacks as the
-    /// list itself, so it is the user of the credential that answers the list. If Nuclia does
-    /// not say who it is, the list is keyed by the credentials, as before users were known.
+    /// Every credential of one user lists the same tokens (all of that user's): one list per
+    /// user, whichever of the user's logins asks (see [`UserCache::lister`]).
     async fn scope_key(&mut self) -> String {
-        let chain: Vec<String> = self.credentials.iter().map(|c| c.fingerprint()).collect();
-        let key = (chain.join("+"), "user".to_owned(), None);
-        if let Some(user) = self.users.get(&key) {
-            return format!("pat-user:{user}");
-        }
-        let client = self.client.clone();
-        let user = self
-            .with_credentials(|c| {
-                let client = client.clone();
-                async move { client.user(&c).await }
-            })
-            .await;
-        match user {
-            Ok(user) => {
-                let scope = format!("pat-user:{}", user.id);
-                self.users.put(key, user.id);
-                scope
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "could not tell the user behind a credential; its token list is not shared");
-                format!("pat:{}", key.0)
-            }
-        }
+        let lister = self.users.lister(&self.client, &self.credentials).await;
+        format!("pat:{lister}")
     }
 
     fn scope_of(&self, _token: &LiveToken) -> TokenScope {
@@ -225,7 +200,7 @@ impl Kind for NucliaPersonalToken {
             ctx.nuclia.clone(),
             self.spec.description.clone(),
             credentials,
-            ctx.accounts.clone(),
+            ctx.users.clone(),
         )
     }
 

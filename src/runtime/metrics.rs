@@ -9,25 +9,23 @@
 //! abandoned revocations of both kinds, the `401` answers of each Nuclia operation from its
 //! first request), so the first increment is seen: `increase()` ignores a series' first sample.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{
+        MetricType,
         counter::Counter,
         family::{Family, MetricConstructor},
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
 };
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResourceLabels {
-    kind: String,
-    namespace: String,
-    name: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
@@ -90,15 +88,83 @@ pub struct CredentialState {
 /// The CRD kinds whose per-kind counters are created at 0 up front.
 const KINDS: [&str; 3] = ["NucliaPersonalToken", "NucliaKbApiKey", "NucliaNuaKey"];
 
+/// (kind, namespace, name) of a resource.
+type ResourceKey = (Cow<'static, str>, Box<str>, Box<str>);
+
+/// The per-resource series: one entry per resource, written out as five gauges at each scrape.
+/// Five label sets and five gauges in five families cost about 1 KB per resource (a tenth of
+/// the heap at N = 1000, docs/benchmark.md); one entry costs about 150 bytes.
+#[derive(Debug, Default)]
+struct Credentials(Mutex<BTreeMap<ResourceKey, CredentialState>>);
+
+/// The gauges [`Credentials`] writes: name, help, and the value of one resource (`None`: that
+/// resource has no such series).
+type CredentialSeries = (
+    &'static str,
+    &'static str,
+    fn(&CredentialState) -> Option<i64>,
+);
+
+const CREDENTIAL_SERIES: [CredentialSeries; 5] = [
+    (
+        "nuclia_credential_expiry_timestamp_seconds",
+        "Unix time at which the credential currently in the Secret expires",
+        |s| s.expiry,
+    ),
+    (
+        "nuclia_credential_renewal_timestamp_seconds",
+        "Unix time at which the operator will rotate the credential",
+        |s| s.renewal,
+    ),
+    (
+        "nuclia_credential_ready",
+        "1 when the resource's Secret holds a valid, unexpired credential (Ready=True), else 0",
+        |s| Some(i64::from(s.ready)),
+    ),
+    (
+        "nuclia_credential_previous_tokens",
+        "Replaced tokens still valid at Nuclia and recorded for revocation (status.previousTokens): in their grace period, or overdue when revoking them fails",
+        |s| Some(i64::try_from(s.previous_tokens).unwrap_or(i64::MAX)),
+    ),
+    (
+        "nuclia_credential_revocation_due_timestamp_seconds",
+        "Unix time at which the earliest recorded replaced token is due to be revoked (absent when none is recorded)",
+        |s| s.revocation_due,
+    ),
+];
+
+impl Collector for Credentials {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, help, value) in CREDENTIAL_SERIES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for ((kind, namespace, rname), state) in map.iter() {
+                let Some(v) = value(state) else { continue };
+                let labels = [
+                    ("kind", kind.as_ref()),
+                    ("namespace", namespace.as_ref()),
+                    ("name", rname.as_ref()),
+                ];
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn resource_key(kind: &str, ns: &str, name: &str) -> ResourceKey {
+    let kind = match KINDS.iter().find(|k| **k == kind) {
+        Some(k) => Cow::Borrowed(*k),
+        None => Cow::Owned(kind.to_owned()),
+    };
+    (kind, ns.into(), name.into())
+}
+
 /// All the operator's metrics, over one registry. Cheap to share: wrap it in an `Arc`
 /// (every method takes `&self`; the families are internally synchronised).
 pub struct Metrics {
     registry: Registry,
-    expiry: Family<ResourceLabels, Gauge>,
-    renewal: Family<ResourceLabels, Gauge>,
-    ready: Family<ResourceLabels, Gauge>,
-    previous_tokens: Family<ResourceLabels, Gauge>,
-    revocation_due: Family<ResourceLabels, Gauge>,
+    credentials: Arc<Credentials>,
     api_requests: Family<ApiLabels, Counter>,
     api_duration: Family<OperationLabels, Histogram, Buckets>,
     reconcile_duration: Family<KindLabels, Histogram, Buckets>,
@@ -126,11 +192,7 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let expiry = Family::<ResourceLabels, Gauge>::default();
-        let renewal = Family::<ResourceLabels, Gauge>::default();
-        let ready = Family::<ResourceLabels, Gauge>::default();
-        let previous_tokens = Family::<ResourceLabels, Gauge>::default();
-        let revocation_due = Family::<ResourceLabels, Gauge>::default();
+        let credentials = Arc::new(Credentials::default());
         let api_requests = Family::<ApiLabels, Counter>::default();
         let api_duration = Family::new_with_constructor(Buckets);
         let reconcile_duration = Family::new_with_constructor(Buckets);
@@ -154,31 +216,7 @@ impl Metrics {
                 .inc_by(0);
         }
 
-        registry.register(
-            "nuclia_credential_expiry_timestamp_seconds",
-            "Unix time at which the credential currently in the Secret expires",
-            expiry.clone(),
-        );
-        registry.register(
-            "nuclia_credential_renewal_timestamp_seconds",
-            "Unix time at which the operator will rotate the credential",
-            renewal.clone(),
-        );
-        registry.register(
-            "nuclia_credential_ready",
-            "1 when the resource's Secret holds a valid, unexpired credential (Ready=True), else 0",
-            ready.clone(),
-        );
-        registry.register(
-            "nuclia_credential_previous_tokens",
-            "Replaced tokens still valid at Nuclia and recorded for revocation (status.previousTokens): in their grace period, or overdue when revoking them fails",
-            previous_tokens.clone(),
-        );
-        registry.register(
-            "nuclia_credential_revocation_due_timestamp_seconds",
-            "Unix time at which the earliest recorded replaced token is due to be revoked (absent when none is recorded)",
-            revocation_due.clone(),
-        );
+        registry.register_collector(Box::new(credentials.clone()));
         registry.register(
             "nuclia_api_requests",
             "Requests made to the Nuclia API, by operation and code (the HTTP status, or timeout, connect, io, too_large without an answer)",
@@ -231,11 +269,7 @@ impl Metrics {
         );
         Self {
             registry,
-            expiry,
-            renewal,
-            ready,
-            previous_tokens,
-            revocation_due,
+            credentials,
             api_requests,
             api_duration,
             reconcile_duration,
@@ -263,44 +297,17 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Records a resource's credential state (see [`CredentialState`]); a `None` time removes
-    /// that series.
+    /// Records a resource's credential state (see [`CredentialState`]); a `None` time has no
+    /// series.
     pub fn set_credential(&self, kind: &str, ns: &str, name: &str, state: CredentialState) {
-        let labels = resource(kind, ns, name);
-        self.ready
-            .get_or_create(&labels)
-            .set(i64::from(state.ready));
-        self.previous_tokens
-            .get_or_create(&labels)
-            .set(i64::try_from(state.previous_tokens).unwrap_or(i64::MAX));
-        for (family, value) in [
-            (&self.expiry, state.expiry),
-            (&self.renewal, state.renewal),
-            (&self.revocation_due, state.revocation_due),
-        ] {
-            match value {
-                Some(v) => {
-                    family.get_or_create(&labels).set(v);
-                }
-                None => {
-                    family.remove(&labels);
-                }
-            }
-        }
+        let mut map = self.credentials.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(resource_key(kind, ns, name), state);
     }
 
     /// Removes a deleted resource's series.
     pub fn forget_credential(&self, kind: &str, ns: &str, name: &str) {
-        let labels = resource(kind, ns, name);
-        for family in [
-            &self.ready,
-            &self.expiry,
-            &self.renewal,
-            &self.previous_tokens,
-            &self.revocation_due,
-        ] {
-            family.remove(&labels);
-        }
+        let mut map = self.credentials.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&resource_key(kind, ns, name));
     }
 
     /// Counts one Nuclia API request and records its duration. `op` names the call
@@ -371,14 +378,6 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-fn resource(kind: &str, ns: &str, name: &str) -> ResourceLabels {
-    ResourceLabels {
-        kind: kind.to_owned(),
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
     }
 }
 

@@ -348,7 +348,14 @@ async fn phases(
             .filter(|(route, _)| is_verification_list(route))
             .map(|(_, n)| n)
             .sum();
-        let other: u64 = nuclia.values().sum::<u64>() - list_calls;
+        let user_lookups = nuclia.get("GET /api/v1/user").copied().unwrap_or(0);
+        let other: u64 = nuclia.values().sum::<u64>() - list_calls - user_lookups;
+        let logins: std::collections::BTreeSet<&String> = kb_creds
+            .iter()
+            .map(|(login, _)| login)
+            .chain(&pt_creds)
+            .chain(&nua_creds)
+            .collect();
         report::Steady {
             seconds: (t1 - t0).as_secs_f64(),
             verify_periods: 2,
@@ -358,6 +365,9 @@ async fn phases(
             // one list per scope per period, plus one when a period boundary splits a round
             verification_lists_expected_max: scopes as u64 * 3,
             verification_lists: list_calls,
+            // asked once per interval per login, plus one when a period boundary splits a round
+            user_lookups,
+            logins: logins.len(),
             other_nuclia_calls: other,
             nuclia_calls: nuclia,
             rate: probes::rates(&calls.between(t0, t1), args.nuclia_rps, args.nuclia_burst),
