@@ -1,7 +1,8 @@
 //! Housekeeping of the caches keyed by credential (verification lists, accounts, users,
-//! credentials, the Nuclia rate limiters): a credential no resource uses any more (a self-renewing token's
-//! predecessor, a rotated login, a deleted resource's) falls out of them, so nothing grows with
-//! time. Each pass reports every cache's size as `nuclia_operator_cache_entries`.
+//! credentials, the Nuclia rate limiters): a credential no resource uses any more (a
+//! self-renewing token's predecessor, a rotated login, a deleted resource's) falls out of them,
+//! so nothing grows with time. Each pass reports every cache's size as
+//! `nuclia_operator_cache_entries`.
 
 use std::sync::Arc;
 use std::time::Duration;

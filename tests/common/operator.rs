@@ -744,11 +744,15 @@ impl World {
         let delete = kube::api::DeleteParams::default();
         api.patch(name, &params, &unfinalize).await.unwrap();
         api.delete(name, &delete).await.unwrap();
-        self.secrets()
-            .patch(secret, &params, &unfinalize)
-            .await
-            .unwrap();
-        self.secrets().delete(secret, &delete).await.unwrap();
+        // The garbage collector may delete the Secret (its owner is gone) before we do.
+        let done = |r: &kube::Result<()>| {
+            matches!(r, Err(kube::Error::Api(s)) if s.code == 404) || r.is_ok()
+        };
+        let patched = self.secrets().patch(secret, &params, &unfinalize).await;
+        let patched = patched.map(drop);
+        assert!(done(&patched), "unfinalize Secret {secret}: {patched:?}");
+        let deleted = self.secrets().delete(secret, &delete).await.map(drop);
+        assert!(done(&deleted), "delete Secret {secret}: {deleted:?}");
         assert!(gone_within(api, name, Duration::from_secs(60)).await);
         assert!(gone_within(&self.secrets(), secret, Duration::from_secs(60)).await);
         backup
