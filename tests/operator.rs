@@ -690,16 +690,9 @@ async fn a_shared_cluster_id_never_sweeps_the_other_clusters_tokens() {
     assert!(swept.is_some(), "this installation's orphan was not swept");
     let addr = common::operator::served_addr(&w.log_text()).expect("the metrics address");
     let reported = common::poll(MINUTE, || async {
-        let text = w
-            .http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
+        metrics_text(&w, addr)
+            .await?
+            .lines()
             .any(|l| l == "nuclia_operator_foreign_installations 1")
             .then_some(())
     })
@@ -1385,17 +1378,15 @@ async fn issue16_a_shortened_lifetime_does_not_start_a_mint_loop() {
     w.assert_log_has_no_tokens().await;
 }
 
+/// The operator's /metrics page.
+async fn metrics_text(w: &World, addr: std::net::SocketAddr) -> Option<String> {
+    let r = w.http.get(format!("http://{addr}/metrics")).send().await;
+    r.ok()?.text().await.ok()
+}
+
 /// One `nuclia_operator_cache_entries{cache}` value from the operator's /metrics.
 async fn cache_entries(w: &World, addr: std::net::SocketAddr, cache: &str) -> Option<u64> {
-    let text = w
-        .http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = metrics_text(w, addr).await?;
     let series = format!("nuclia_operator_cache_entries{{cache=\"{cache}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
