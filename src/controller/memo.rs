@@ -5,7 +5,10 @@
 //!
 //! "Exactly as left" is judged by resourceVersions: the resource's must be one the last reconcile
 //! saw or wrote, and the newest version of the Secret the watch has delivered must be the one it
-//! left. Anything else (a user's edit, a deleted Secret, a failure) means a full reconcile.
+//! left, or the watch must have delivered nothing since (the echo of the reconcile's own Secret
+//! write is still on its way: under load the Secret watch lags the resource watch, and a full
+//! reconcile would only read the Secret back). Anything else (a user's edit, a deleted Secret, a
+//! failure) means a full reconcile; a Secret event other than the echo also triggers one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,6 +27,8 @@ pub struct Memo {
 struct Settled {
     resource_versions: Vec<String>,
     secret_version: String,
+    /// What the watch had delivered of the Secret when the reconcile started.
+    secret_seen_before: Option<String>,
     until: DateTime<Utc>,
 }
 
@@ -44,13 +49,22 @@ impl Memo {
             .unwrap_or(false)
     }
 
+    /// The newest version of the resource's own Secret the watch has delivered; a reconcile
+    /// takes it when it starts and hands it to [`Memo::settle`].
+    pub fn secret_seen_now(&self, owner_uid: &str) -> Option<String> {
+        self.secret_seen.lock().ok()?.get(owner_uid).cloned()
+    }
+
     /// After a successful reconcile: the resource versions it saw or wrote, the Secret version it
-    /// left, and when something next falls due.
+    /// left, what the watch had delivered of the Secret when it started (an event delivered
+    /// since then, during the reconcile, must not be taken for nothing), and when something next
+    /// falls due.
     pub fn settle(
         &self,
         uid: &str,
         resource_versions: Vec<String>,
         secret_version: String,
+        secret_seen_before: Option<String>,
         until: DateTime<Utc>,
     ) {
         if let Ok(mut m) = self.settled.lock() {
@@ -59,6 +73,7 @@ impl Memo {
                 Settled {
                     resource_versions,
                     secret_version,
+                    secret_seen_before,
                     until,
                 },
             );
@@ -77,8 +92,9 @@ impl Memo {
         let settled = self.settled.lock().ok()?;
         let s = settled.get(uid)?;
         let seen = self.secret_seen.lock().ok()?;
-        let unchanged =
-            s.resource_versions.iter().any(|v| v == rv) && seen.get(uid) == Some(&s.secret_version);
+        let secret = seen.get(uid);
+        let unchanged = s.resource_versions.iter().any(|v| v == rv)
+            && (secret == Some(&s.secret_version) || secret == s.secret_seen_before.as_ref());
         if !unchanged {
             return None;
         }
@@ -118,9 +134,20 @@ mod tests {
     fn skips_only_own_echoes_until_due() {
         let m = Memo::default();
         assert!(!m.secret_seen("u", Some("10")), "no reconcile settled yet");
-        m.settle("u", vec!["5".into(), "7".into()], "11".into(), at(100));
-        // The watch has not yet delivered the Secret version the reconcile wrote.
-        assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
+        let start = m.secret_seen_now("u");
+        m.settle(
+            "u",
+            vec!["5".into(), "7".into()],
+            "11".into(),
+            start,
+            at(100),
+        );
+        // The watch has not yet delivered the Secret version the reconcile wrote, nor anything
+        // else: its echo is on its way.
+        assert_eq!(
+            m.unchanged("u", Some("7"), at(50)),
+            Some(Duration::from_secs(50))
+        );
         assert!(m.secret_seen("u", Some("11")), "own write echoes");
         assert_eq!(
             m.unchanged("u", Some("7"), at(50)),
@@ -138,6 +165,40 @@ mod tests {
         assert!(!m.secret_seen("u", Some("12")));
         assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
         m.forget("u");
+        assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
+    }
+
+    #[test]
+    fn a_secret_event_other_than_the_echo_means_a_full_reconcile() {
+        let m = Memo::default();
+        assert!(!m.secret_seen("u", Some("10")));
+        // The reconcile read version 10 and wrote 11; the watch has delivered only 10.
+        let start = m.secret_seen_now("u");
+        assert_eq!(start.as_deref(), Some("10"));
+        m.settle("u", vec!["7".into()], "11".into(), start, at(100));
+        assert_eq!(
+            m.unchanged("u", Some("7"), at(50)),
+            Some(Duration::from_secs(50))
+        );
+        // The Secret is deleted (or edited) before the echo of 11 arrives: the watch delivers
+        // a version that is neither.
+        assert!(!m.secret_seen("u", Some("13")));
+        assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
+        // A later echo of 11 arriving out of order cannot happen (a watch is ordered), but
+        // delivering 11 then 13 ends the same way.
+        let m = Memo::default();
+        m.settle("u", vec!["7".into()], "11".into(), None, at(100));
+        assert!(m.secret_seen("u", Some("11")));
+        assert!(!m.secret_seen("u", Some("13")));
+        assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
+
+        // A user's edit delivered while the reconcile ran (after it read 10, before it settled)
+        // is not taken for "nothing delivered since".
+        let m = Memo::default();
+        assert!(!m.secret_seen("u", Some("10")));
+        let start = m.secret_seen_now("u");
+        assert!(!m.secret_seen("u", Some("12")));
+        m.settle("u", vec!["7".into()], "10".into(), start, at(100));
         assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
     }
 }

@@ -151,6 +151,8 @@ pub(super) struct Engine<'a, K: Kind> {
     /// the memo.
     pub(super) resource_versions: Vec<String>,
     pub(super) secret_version: Option<String>,
+    /// The newest version of the Secret the watch had delivered when this reconcile started.
+    secret_seen_at_start: Option<String>,
     /// What the Secret holds now, as far as this reconcile knows (None: not read yet).
     pub(super) secret_state: Option<SecretState>,
     /// The credential read ahead (alongside the Secret, for a resource about to mint).
@@ -164,6 +166,7 @@ pub(super) struct Engine<'a, K: Kind> {
 impl<'a, K: Kind> Engine<'a, K> {
     pub(super) fn new(obj: &'a K, ctx: &'a Context) -> Self {
         let ns = obj.namespace().unwrap_or_default();
+        let uid = obj.uid().unwrap_or_default();
         Self {
             obj,
             ctx,
@@ -172,7 +175,8 @@ impl<'a, K: Kind> Engine<'a, K> {
             status: obj.cr_status().cloned().unwrap_or_default(),
             issuer: None,
             now: now(),
-            uid: obj.uid().unwrap_or_default(),
+            secret_seen_at_start: ctx.memo.secret_seen_now(&uid),
+            uid,
             finalizer_written: false,
             resource_versions: obj.resource_version().into_iter().collect(),
             secret_version: None,
@@ -492,6 +496,7 @@ impl<'a, K: Kind> Engine<'a, K> {
                 &self.uid,
                 std::mem::take(&mut self.resource_versions),
                 secret_version,
+                self.secret_seen_at_start.take(),
                 Utc::now() + chrono_dur(wake),
             );
         }
