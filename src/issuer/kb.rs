@@ -27,8 +27,9 @@ use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
 use crate::nuclia::{self, ApiToken, Client, Credential, KbLocation};
 
-/// Account ids resolved per (credential, KB, `spec.account`), so discovery runs once per
-/// credential, and a resource naming an account never borrows another resource's answer.
+/// Account ids resolved per (who lists — the user behind a login, else the credential — KB or
+/// zone, `spec.account`), so discovery runs once per user, and a resource naming an account
+/// never borrows another resource's answer.
 #[derive(Clone, Default)]
 pub struct AccountCache(Arc<Mutex<HashMap<AccountKey, (String, Instant)>>>);
 
@@ -133,27 +134,28 @@ impl KbIssuer {
                 ..Default::default()
             };
         }
-        let cache_key = (
-            credential.fingerprint(),
-            location.kb_id.clone(),
-            spec.account.clone(),
-        );
         let account_id = match state
             .account_id
             .clone()
             .filter(|_| same_kb && spec.account.is_none())
         {
             Some(id) => id,
-            None => match accounts.get(&cache_key) {
-                Some(id) => id,
-                None => {
-                    let id =
-                        resolve_account(&client, &credential, spec.account.as_deref(), &location)
-                            .await?;
-                    accounts.put(cache_key, id.clone());
-                    id
+            None => {
+                // By user: every login of one user finds the same account for a KB.
+                let lister = users
+                    .lister(&client, std::slice::from_ref(&credential))
+                    .await;
+                let cache_key = (lister, location.kb_id.clone(), spec.account.clone());
+                match accounts.get(&cache_key) {
+                    Some(id) => id,
+                    None => {
+                        let wanted = spec.account.as_deref();
+                        let id = resolve_account(&client, &credential, wanted, &location).await?;
+                        accounts.put(cache_key, id.clone());
+                        id
+                    }
                 }
-            },
+            }
         };
         state.account_id = Some(account_id.clone());
         state.zone = Some(location.zone.clone());

@@ -59,11 +59,10 @@ impl NuaIssuer {
         users: &UserCache,
     ) -> Result<Self> {
         check_zone(&client, &spec.zone)?;
-        let key = (
-            credential.fingerprint(),
-            format!("nua:{}", spec.zone),
-            spec.account.clone(),
-        );
+        let lister = users
+            .lister(&client, std::slice::from_ref(&credential))
+            .await;
+        let key = (lister, format!("nua:{}", spec.zone), spec.account.clone());
         let account_id = match accounts.get(&key) {
             Some(id) => id,
             None => {
@@ -95,11 +94,11 @@ impl NuaIssuer {
         if self.account_id.is_none()
             && let Some((wanted, accounts)) = self.resolve.take()
         {
-            let key = (
-                self.credential.fingerprint(),
-                format!("nua:{}", self.zone),
-                wanted.clone(),
-            );
+            let lister = self
+                .users
+                .lister(&self.client, std::slice::from_ref(&self.credential))
+                .await;
+            let key = (lister, format!("nua:{}", self.zone), wanted.clone());
             let id = match accounts.get(&key) {
                 Some(id) => id,
                 None => {
