@@ -101,6 +101,28 @@ impl Memo {
         (s.until - now).to_std().ok().filter(|d| !d.is_zero())
     }
 
+    /// Why [`Memo::unchanged`] asks for a full reconcile (for the debug log).
+    pub fn why_full(&self, uid: &str, resource_version: Option<&str>) -> &'static str {
+        let Ok(settled) = self.settled.lock() else {
+            return "memo unavailable";
+        };
+        let Some(s) = settled.get(uid) else {
+            return "no successful reconcile since the last change or failure";
+        };
+        if !resource_version.is_some_and(|rv| s.resource_versions.iter().any(|v| v == rv)) {
+            return "the resource changed";
+        }
+        let seen = self
+            .secret_seen
+            .lock()
+            .ok()
+            .and_then(|m| m.get(uid).cloned());
+        if seen.as_ref() != Some(&s.secret_version) && seen != s.secret_seen_before {
+            return "the Secret changed";
+        }
+        "something is due"
+    }
+
     /// The next reconcile must be a full one.
     pub fn invalidate(&self, uid: &str) {
         if let Ok(mut m) = self.settled.lock() {

@@ -37,6 +37,8 @@ pub(crate) async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result
         ctx.metrics.reconcile_skipped(K::kind(&()).as_ref());
         return Ok(Action::requeue(wait));
     } else {
+        let why = ctx.memo.why_full(&uid, obj.resource_version().as_deref());
+        tracing::debug!(why, "full reconcile");
         Engine::new(obj.as_ref(), &ctx).apply().await
     };
     ctx.metrics

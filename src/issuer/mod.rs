@@ -21,8 +21,13 @@ use crate::crd::{SecretKeyRef, TokenScope};
 use crate::error::{Error, Result};
 use crate::nuclia::{self, ApiToken, Client, Credential};
 
-/// (user id, asked at, last used).
-type KnownUser = (String, Instant, Instant);
+/// One list of credentials' user: (user id, asked at) once known, and when it was last used.
+/// Behind an async lock, so that logins used by many resources at once are asked once.
+#[derive(Default)]
+struct KnownUser {
+    user: Option<(String, Instant)>,
+    used: Option<Instant>,
+}
 
 /// The user behind each list of user credentials (user tokens, PATs; keyed by their
 /// fingerprints), for [`Issuer::scope_key`]: what a login lists (its user's tokens, the service
@@ -33,7 +38,7 @@ type KnownUser = (String, Instant, Instant);
 #[derive(Clone)]
 pub struct UserCache {
     max_age: Duration,
-    entries: Arc<Mutex<HashMap<String, KnownUser>>>,
+    entries: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<KnownUser>>>>>,
 }
 
 impl UserCache {
@@ -57,7 +62,15 @@ impl UserCache {
         if !users {
             return format!("cred:{chain}");
         }
-        if let Some(user) = self.get(&chain) {
+        let entry = {
+            let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry(chain.clone()).or_default().clone()
+        };
+        let mut known = entry.lock().await;
+        known.used = Some(Instant::now());
+        if let Some((user, asked)) = &known.user
+            && asked.elapsed() < self.max_age
+        {
             return format!("user:{user}");
         }
         let mut error = None;
@@ -65,7 +78,7 @@ impl UserCache {
             match client.user(c).await {
                 Ok(user) => {
                     let lister = format!("user:{}", user.id);
-                    self.put(chain, user.id);
+                    known.user = Some((user.id, Instant::now()));
                     return lister;
                 }
                 Err(e @ (nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })) => {
@@ -77,32 +90,21 @@ impl UserCache {
                 }
             }
         }
+        known.user = None;
         if let Some(e) = error {
             tracing::debug!(error = %e, "could not tell the user behind a credential; its lists are not shared");
         }
         format!("cred:{chain}")
     }
 
-    fn get(&self, chain: &str) -> Option<String> {
-        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (user, asked, used) = m.get_mut(chain)?;
-        if asked.elapsed() >= self.max_age {
-            return None;
-        }
-        *used = Instant::now();
-        Some(user.clone())
-    }
-
-    fn put(&self, chain: String, user: String) {
-        let now = Instant::now();
-        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(chain, (user, now, now));
-    }
-
     /// Drops the users of credentials not used within `idle`; returns how many remain.
     pub fn evict_idle(&self, idle: Duration) -> usize {
         let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|_, (_, _, used)| used.elapsed() < idle);
+        m.retain(|_, e| match e.try_lock() {
+            Ok(known) => known.used.is_some_and(|u| u.elapsed() < idle),
+            // Being asked right now.
+            Err(_) => true,
+        });
         m.shrink_to_fit();
         m.len()
     }
