@@ -92,8 +92,8 @@ const KINDS: [&str; 3] = ["NucliaPersonalToken", "NucliaKbApiKey", "NucliaNuaKey
 type ResourceKey = (Cow<'static, str>, Box<str>, Box<str>);
 
 /// The per-resource series: one entry per resource, written out as five gauges at each scrape.
-/// Five label sets and five gauges in five families cost about 1 KB per resource (a tenth of
-/// the heap at N = 1000, docs/benchmark.md); one entry costs about 150 bytes.
+/// Five label sets and five gauges in five families cost about 1 KB per resource (heaptrack at
+/// N = 1000, docs/benchmark.md); one entry is a key and a small `CredentialState`.
 #[derive(Debug, Default)]
 struct Credentials(Mutex<BTreeMap<ResourceKey, CredentialState>>);
 
