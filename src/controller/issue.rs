@@ -204,7 +204,7 @@ impl<K: Kind> Engine<'_, K> {
 
     /// Rewrites the Secret's metadata and data around the token it already holds.
     pub(super) async fn refresh_secret(&mut self, name: &str, view: &SecretView) -> Result<()> {
-        let Some(token) = view.token.clone() else {
+        let Some(token) = self.held_token(view).await else {
             return Ok(());
         };
         let status = self.status.clone();
@@ -236,7 +236,21 @@ impl<K: Kind> Engine<'_, K> {
             token_id: id,
             not_after,
         };
-        self.secret_version = secret::write(&self.secrets, &desired, view).await?;
+        let written = secret::write(&self.secrets, &desired, view).await?;
+        self.secret_version = written.metadata.resource_version.clone();
+        // What was written is known without reading it back.
+        let obj = self.obj;
+        let known = secret::view_of(
+            &written,
+            &desired.owner,
+            obj.token_key(),
+            desired.template,
+            |t| secret::desired_data(obj, status, t),
+        );
+        self.secret_known = Some((
+            known.without_token(),
+            secret::desired_fingerprint(obj, status),
+        ));
         Ok(())
     }
 }

@@ -9,12 +9,19 @@
 //! write is still on its way: under load the Secret watch lags the resource watch, and a full
 //! reconcile would only read the Secret back). Anything else (a user's edit, a deleted Secret, a
 //! failure) means a full reconcile; a Secret event other than the echo also triggers one.
+//!
+//! A reconcile that falls due (verification, renewal) while the watch shows the Secret still
+//! at the version the last one left starts from the view of it that reconcile kept, without
+//! its token ([`Memo::secret_view`]): the Secret is read only when a step needs the token.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+use super::secret::SecretView;
+use crate::lifecycle::SecretState;
 
 #[derive(Default)]
 pub struct Memo {
@@ -30,6 +37,9 @@ struct Settled {
     /// What the watch had delivered of the Secret when the reconcile started.
     secret_seen_before: Option<String>,
     until: DateTime<Utc>,
+    /// The view of the Secret at `secret_version`, without its token; kept only for an owned,
+    /// up-to-date Secret holding a token (the only one a reconcile can start from unread).
+    secret: Option<SecretView>,
 }
 
 impl Memo {
@@ -57,8 +67,8 @@ impl Memo {
 
     /// After a successful reconcile: the resource versions it saw or wrote, the Secret version it
     /// left, what the watch had delivered of the Secret when it started (an event delivered
-    /// since then, during the reconcile, must not be taken for nothing), and when something next
-    /// falls due.
+    /// since then, during the reconcile, must not be taken for nothing), when something next
+    /// falls due, and the view of the Secret it left (if it knows it whole).
     pub fn settle(
         &self,
         uid: &str,
@@ -66,7 +76,21 @@ impl Memo {
         secret_version: String,
         secret_seen_before: Option<String>,
         until: DateTime<Utc>,
+        secret: Option<SecretView>,
     ) {
+        let secret = secret.map(|v| v.without_token()).filter(|v| {
+            v.resource_version.as_ref() == Some(&secret_version)
+                && v.exists
+                && !v.terminating
+                && !v.restored
+                && matches!(
+                    &v.state,
+                    SecretState::Owned {
+                        token_hash: Some(_),
+                        up_to_date: true
+                    }
+                )
+        });
         if let Ok(mut m) = self.settled.lock() {
             m.insert(
                 uid.to_owned(),
@@ -75,6 +99,7 @@ impl Memo {
                     secret_version,
                     secret_seen_before,
                     until,
+                    secret,
                 },
             );
         }
@@ -101,6 +126,19 @@ impl Memo {
         (s.until - now).to_std().ok().filter(|d| !d.is_zero())
     }
 
+    /// The view of the Secret the last reconcile kept, if the resource at `resource_version` is
+    /// one it saw or wrote and the newest version of the Secret the watch has delivered is the
+    /// one it left (not merely "nothing delivered since": the watch must vouch for it).
+    pub fn secret_view(&self, uid: &str, resource_version: Option<&str>) -> Option<SecretView> {
+        let rv = resource_version?;
+        let settled = self.settled.lock().ok()?;
+        let s = settled.get(uid)?;
+        let seen = self.secret_seen.lock().ok()?;
+        (s.resource_versions.iter().any(|v| v == rv) && seen.get(uid) == Some(&s.secret_version))
+            .then(|| s.secret.clone())
+            .flatten()
+    }
+
     /// Why [`Memo::unchanged`] asks for a full reconcile (for the debug log).
     pub fn why_full(&self, uid: &str, resource_version: Option<&str>) -> &'static str {
         let Ok(settled) = self.settled.lock() else {
@@ -121,6 +159,16 @@ impl Memo {
             return "the Secret changed";
         }
         "something is due"
+    }
+
+    /// Whatever the last reconcile planned falls due now (tests: time does not pass).
+    #[cfg(test)]
+    pub fn fall_due(&self, uid: &str) {
+        if let Ok(mut m) = self.settled.lock()
+            && let Some(s) = m.get_mut(uid)
+        {
+            s.until = DateTime::<Utc>::MIN_UTC;
+        }
     }
 
     /// The next reconcile must be a full one.
@@ -163,6 +211,7 @@ mod tests {
             "11".into(),
             start,
             at(100),
+            None,
         );
         // The watch has not yet delivered the Secret version the reconcile wrote, nor anything
         // else: its echo is on its way.
@@ -197,7 +246,7 @@ mod tests {
         // The reconcile read version 10 and wrote 11; the watch has delivered only 10.
         let start = m.secret_seen_now("u");
         assert_eq!(start.as_deref(), Some("10"));
-        m.settle("u", vec!["7".into()], "11".into(), start, at(100));
+        m.settle("u", vec!["7".into()], "11".into(), start, at(100), None);
         assert_eq!(
             m.unchanged("u", Some("7"), at(50)),
             Some(Duration::from_secs(50))
@@ -209,7 +258,7 @@ mod tests {
         // A later echo of 11 arriving out of order cannot happen (a watch is ordered), but
         // delivering 11 then 13 ends the same way.
         let m = Memo::default();
-        m.settle("u", vec!["7".into()], "11".into(), None, at(100));
+        m.settle("u", vec!["7".into()], "11".into(), None, at(100), None);
         assert!(m.secret_seen("u", Some("11")));
         assert!(!m.secret_seen("u", Some("13")));
         assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
@@ -220,7 +269,7 @@ mod tests {
         assert!(!m.secret_seen("u", Some("10")));
         let start = m.secret_seen_now("u");
         assert!(!m.secret_seen("u", Some("12")));
-        m.settle("u", vec!["7".into()], "10".into(), start, at(100));
+        m.settle("u", vec!["7".into()], "10".into(), start, at(100), None);
         assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
     }
 }

@@ -157,6 +157,12 @@ pub(super) struct Engine<'a, K: Kind> {
     secret_seen_at_start: Option<String>,
     /// What the Secret holds now, as far as this reconcile knows (None: not read yet).
     pub(super) secret_state: Option<SecretState>,
+    /// The whole view of the Secret as this reconcile leaves it (read or written), for the
+    /// memo, with the [`secret::desired_fingerprint`] it was judged against.
+    pub(super) secret_known: Option<(SecretView, u64)>,
+    /// The token the Secret held when this reconcile started, read late (see
+    /// [`Self::held_token`]).
+    held_token: Option<ApiToken>,
     /// The credential read ahead (alongside the Secret, for a resource about to mint).
     read_ahead: Option<Result<ApiToken>>,
     /// The credential of `spec.auth.secretRef`, once read.
@@ -183,6 +189,8 @@ impl<'a, K: Kind> Engine<'a, K> {
             resource_versions: obj.resource_version().into_iter().collect(),
             secret_version: None,
             secret_state: None,
+            secret_known: None,
+            held_token: None,
             read_ahead: None,
             auth_token: None,
             upstream_dead: false,
@@ -260,7 +268,7 @@ impl<'a, K: Kind> Engine<'a, K> {
                         && token_hash.is_some()
                         && *token_hash == self.status.token_hash =>
                 {
-                    view.token.clone()
+                    self.held_token(view).await
                 }
                 _ => None,
             };
@@ -272,17 +280,20 @@ impl<'a, K: Kind> Engine<'a, K> {
         }
         // The managed token mints its successor (selfRenew) only while it is the one status
         // vouches for; to revoke, any token of ours in the Secret may speak for its user.
-        let managed = match (&view.state, purpose) {
-            (SecretState::Owned { token_hash, .. }, Purpose::Mint)
-                if token_hash.is_some() && *token_hash == self.status.token_hash =>
-            {
-                view.token.clone()
-            }
-            (SecretState::Owned { .. }, Purpose::Revoke) => view.token.clone(),
-            _ => None,
-        };
         let order = self.obj.managed_token(purpose);
-        let managed = managed.filter(|_| order != super::ManagedToken::Never);
+        let speaks = order != super::ManagedToken::Never
+            && match (&view.state, purpose) {
+                (SecretState::Owned { token_hash, .. }, Purpose::Mint) => {
+                    token_hash.is_some() && *token_hash == self.status.token_hash
+                }
+                (SecretState::Owned { .. }, Purpose::Revoke) => true,
+                _ => false,
+            };
+        let managed = if speaks {
+            self.held_token(view).await
+        } else {
+            None
+        };
         let mut out: Vec<ApiToken> = Vec::new();
         if order == super::ManagedToken::First {
             out.extend(managed.clone());
@@ -363,6 +374,42 @@ impl<'a, K: Kind> Engine<'a, K> {
         Ok(self.issuer.as_mut().expect("issuer was just set"))
     }
 
+    /// Reads the resource's Secret.
+    async fn read_secret(&self) -> Result<SecretView> {
+        let (obj, status) = (self.obj, &self.status);
+        secret::read(
+            &self.secrets,
+            &secret_name(obj),
+            &owner_ref(obj),
+            obj.token_key(),
+            obj.secret_template(),
+            |token| secret::desired_data(obj, status, token),
+        )
+        .await
+    }
+
+    /// The token `view` says the Secret holds. A view the memo kept has none: the Secret is
+    /// read now, and its token taken only if it is still the one the view describes.
+    pub(super) async fn held_token(&mut self, view: &SecretView) -> Option<ApiToken> {
+        if !view.token_withheld {
+            return view.token.clone();
+        }
+        if self.held_token.is_none() {
+            let fresh = self.read_secret().await.ok()?;
+            let same = matches!(
+                (&fresh.state, &view.state),
+                (SecretState::Owned { token_hash: a, .. }, SecretState::Owned { token_hash: b, .. })
+                    if a.is_some() && a == b
+            );
+            if !same {
+                // Changed behind the watch: its event brings a full reconcile.
+                return None;
+            }
+            self.held_token = fresh.token;
+        }
+        self.held_token.clone()
+    }
+
     fn observe<'o>(&'o self, policy: &'o Policy, secret: SecretState) -> Observation<'o> {
         let annotations = self.obj.annotations();
         Observation {
@@ -382,9 +429,6 @@ impl<'a, K: Kind> Engine<'a, K> {
     async fn apply_inner(&mut self) -> Result<Action> {
         let policy = self.obj.policy()?;
         let secret_name = secret_name(self.obj);
-        let template = self.obj.secret_template().clone();
-        let (obj, status) = (self.obj, &self.status);
-        let owner = owner_ref(self.obj);
         // No token yet and the Secret watch shows no such Secret: nothing to read. (One
         // created a moment ago by someone else makes the create fail, never taken over.)
         let first_issue = self.status.token_id.is_none() && self.pending_intent().is_none();
@@ -393,19 +437,23 @@ impl<'a, K: Kind> Engine<'a, K> {
                 .ctx
                 .secret_seen(&self.obj.namespace().unwrap_or_default(), &secret_name)
                 == Seen::Absent;
+        // Something fell due and the watch shows the Secret as the last reconcile left it: its
+        // view, kept by the memo, stands for a read (an interrupted issue is swept from a read).
+        let kept = if first_issue || self.pending_intent().is_some() {
+            None
+        } else {
+            self.ctx
+                .memo
+                .secret_view(&self.uid, self.obj.resource_version().as_deref())
+        };
         let read = async {
             if absent {
                 return Ok(SecretView::missing());
             }
-            secret::read(
-                &self.secrets,
-                &secret_name,
-                &owner,
-                self.obj.token_key(),
-                &template,
-                |token| secret::desired_data(obj, status, token),
-            )
-            .await
+            if let Some(view) = kept {
+                return Ok(view);
+            }
+            self.read_secret().await
         };
         let mut view = if self.status.token_id.is_none() && self.obj.cluster_credential().is_none()
         {
@@ -430,6 +478,10 @@ impl<'a, K: Kind> Engine<'a, K> {
         }
         self.secret_version = view.resource_version.clone();
         self.secret_state = Some(view.state.clone());
+        self.secret_known = Some((
+            view.without_token(),
+            secret::desired_fingerprint(self.obj, &self.status),
+        ));
         if view.restored {
             self.adopt_restored(&view, &policy, &secret_name).await?;
         }
@@ -500,6 +552,10 @@ impl<'a, K: Kind> Engine<'a, K> {
                 secret_version,
                 self.secret_seen_at_start.take(),
                 Utc::now() + chrono_dur(wake),
+                self.secret_known
+                    .take()
+                    .filter(|(_, fp)| *fp == secret::desired_fingerprint(self.obj, &self.status))
+                    .map(|(view, _)| view),
             );
         }
         Ok(Action::requeue(wake))

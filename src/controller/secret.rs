@@ -28,10 +28,14 @@ use crate::nuclia::ApiToken;
 const DEFAULT_TYPE: &str = "Opaque";
 
 /// What the Secret holds, as far as the lifecycle and the leak guard care.
+#[derive(Clone)]
 pub struct SecretView {
     pub state: SecretState,
     /// The token in it (owned Secrets only); kept in memory for this reconcile.
     pub token: Option<ApiToken>,
+    /// The view was kept from an earlier reconcile, which keeps no token: `token` is None
+    /// whatever the Secret holds, and is read when a step needs it.
+    pub token_withheld: bool,
     /// The token id its annotation names.
     pub token_id: Option<String>,
     pub exists: bool,
@@ -56,6 +60,7 @@ impl SecretView {
         SecretView {
             state: SecretState::Missing,
             token: None,
+            token_withheld: false,
             token_id: None,
             exists: false,
             resource_version: None,
@@ -64,6 +69,15 @@ impl SecretView {
             owned_keys: Vec::new(),
             restored: false,
             not_after: None,
+        }
+    }
+
+    /// The view without its token, to keep past this reconcile.
+    pub fn without_token(&self) -> Self {
+        SecretView {
+            token: None,
+            token_withheld: self.token.is_some() || self.token_withheld,
+            ..self.clone()
         }
     }
 }
@@ -101,6 +115,15 @@ pub fn desired_data<K: Kind>(
     data.extend(obj.secret_data(status));
     data.insert(obj.token_key().to_owned(), token.to_owned());
     data
+}
+
+/// A fingerprint of what [`desired_data`] asks around any token for `status`: a view of the
+/// Secret judged up to date against one status stands for another only if they agree.
+pub fn desired_fingerprint<K: Kind>(obj: &K, status: &CredentialStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    desired_data(obj, status, "").hash(&mut h);
+    h.finish()
 }
 
 /// The data keys of `secret` that the operator's field manager owns (wrote and nobody took
@@ -165,12 +188,25 @@ pub async fn read(
     let Some(secret) = api.get_opt(name).await.map_err(Error::kube("get Secret"))? else {
         return Ok(SecretView::missing());
     };
+    Ok(view_of(&secret, owner, token_key, template, desired))
+}
+
+/// Classifies `secret` as [`read`] does (also the Secret a write returns: what the operator
+/// wrote is known without reading it back).
+pub fn view_of(
+    secret: &Secret,
+    owner: &OwnerReference,
+    token_key: &str,
+    template: &SecretTemplate,
+    desired: impl FnOnce(&str) -> BTreeMap<String, String>,
+) -> SecretView {
     let terminating = secret.metadata.deletion_timestamp.is_some();
-    let restored = !owned_by(&secret, &owner.uid) && restored_for(&secret, owner);
-    if !owned_by(&secret, &owner.uid) && !restored {
-        return Ok(SecretView {
+    let restored = !owned_by(secret, &owner.uid) && restored_for(secret, owner);
+    if !owned_by(secret, &owner.uid) && !restored {
+        return SecretView {
             state: SecretState::Foreign,
             token: None,
+            token_withheld: false,
             token_id: None,
             exists: true,
             resource_version: secret.metadata.resource_version.clone(),
@@ -179,7 +215,7 @@ pub async fn read(
             owned_keys: Vec::new(),
             restored: false,
             not_after: None,
-        });
+        };
     }
     let data = secret.data.clone().unwrap_or_default();
     let text = |k: &str| {
@@ -195,7 +231,7 @@ pub async fn read(
         .as_ref()
         .is_some_and(|f| f.iter().any(|f| f == SECRET_FINALIZER));
     let secret_type = secret.type_.clone().unwrap_or_else(|| DEFAULT_TYPE.into());
-    let owned_keys = keys_owned(&secret);
+    let owned_keys = keys_owned(secret);
     let data_current = || {
         let Some(token) = token.as_deref() else {
             return false;
@@ -217,12 +253,13 @@ pub async fn read(
             .all(|(k, v)| annotations.get(k) == Some(v))
         && secret_type == desired_type(template)
         && data_current();
-    Ok(SecretView {
+    SecretView {
         state: SecretState::Owned {
             token_hash: token.as_deref().map(token_hash),
             up_to_date,
         },
         token: token.map(ApiToken::new),
+        token_withheld: false,
         token_id: annotations.get(ANNOTATION_TOKEN_ID).cloned(),
         exists: true,
         resource_version: secret.metadata.resource_version.clone(),
@@ -234,7 +271,7 @@ pub async fn read(
             .get(ANNOTATION_NOT_AFTER)
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc)),
-    })
+    }
 }
 
 /// The type the spec asks for.
@@ -280,12 +317,8 @@ fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
 /// Writes the Secret: create when missing (fails rather than take over a Secret created
 /// meanwhile), server-side apply when this resource owns it, and removes the data keys it
 /// wrote that `d` no longer has. A Secret of another type is replaced (a Secret's type cannot
-/// change in place). Returns the new resourceVersion.
-pub async fn write(
-    api: &Api<Secret>,
-    d: &Desired<'_>,
-    view: &SecretView,
-) -> Result<Option<String>> {
+/// change in place). Returns the Secret as written.
+pub async fn write(api: &Api<Secret>, d: &Desired<'_>, view: &SecretView) -> Result<Secret> {
     let mut secret = build(d, &d.owner.kind);
     if !view.exists || view.state == SecretState::Missing {
         return create(api, d.name, &secret).await;
@@ -337,33 +370,31 @@ pub async fn write(
         .map(|k| (k.clone(), serde_json::Value::Null))
         .collect();
     if stale.is_empty() {
-        return Ok(written.metadata.resource_version);
+        return Ok(written);
     }
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": written.metadata.resource_version},
         "data": stale,
     });
-    let pruned = api
-        .patch(
-            d.name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(Error::kube("remove Secret keys"))?;
-    Ok(pruned.metadata.resource_version)
+    api.patch(
+        d.name,
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::kube("remove Secret keys"))
 }
 
-async fn create(api: &Api<Secret>, name: &str, secret: &Secret) -> Result<Option<String>> {
+async fn create(api: &Api<Secret>, name: &str, secret: &Secret) -> Result<Secret> {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
     match api.create(&params, secret).await {
-        Ok(s) => Ok(s.metadata.resource_version),
+        Ok(s) => Ok(s),
         Err(e) if Error::is_conflict(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) => {
             Err(Error::SecretConflict(format!(
                 "Secret {name:?} was created by someone else; choose another spec.secret.name or delete that Secret"
@@ -377,7 +408,7 @@ async fn create(api: &Api<Secret>, name: &str, secret: &Secret) -> Result<Option
 /// with a dry run (a type the apiserver refuses leaves the Secret as it is), then the old one
 /// is let go (its finalizer dropped, deleted) and the new one created at once, so consumers
 /// see it missing for a few milliseconds only.
-async fn replace(api: &Api<Secret>, d: &Desired<'_>, secret: &Secret) -> Result<Option<String>> {
+async fn replace(api: &Api<Secret>, d: &Desired<'_>, secret: &Secret) -> Result<Secret> {
     let dry_run = PostParams {
         dry_run: true,
         field_manager: Some(FIELD_MANAGER.into()),

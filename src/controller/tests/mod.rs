@@ -530,6 +530,57 @@ async fn an_interrupted_self_renewal_with_an_expired_login_is_adopted() {
     assert_eq!(w.status().token_id.as_deref(), Some("minted-1"));
 }
 
+/// A verification that falls due while the watch shows the Secret as the last reconcile left
+/// it starts from the view the memo kept: the Secret is not read. With `selfRenew` the token
+/// it holds is the credential, so it is read then, once; and a token that changed behind the
+/// watch's back is not taken for the one the view describes (the login speaks instead).
+#[tokio::test]
+async fn a_verification_reads_the_unchanged_secret_only_for_its_token() {
+    for (self_renew, changed_behind, gets, used) in [
+        (false, false, 0, LOGIN),
+        (true, false, 1, "value-t1"),
+        (true, true, 1, LOGIN),
+    ] {
+        let case = format!("selfRenew {self_renew}, changed behind the watch {changed_behind}");
+        let w = World::new();
+        let mut obj = w.issued("t1");
+        obj.spec.self_renew = self_renew;
+        w.store(&obj);
+        w.reconcile().await.expect("verifies");
+        // The watch delivers the Secret as that reconcile left it; then verification falls due.
+        let rv = w.secret().and_then(|s| s.metadata.resource_version);
+        w.ctx.memo.secret_seen(&w.uid, rv.as_deref());
+        w.ctx
+            .mark_verified(&w.uid, w.now - chrono::Duration::hours(2));
+        w.ctx.memo.fall_due(&w.uid);
+        // and the list that reconcile made is forgotten: this one asks Nuclia again.
+        super::caches::evict(&w.ctx, Duration::ZERO);
+        if changed_behind {
+            // to another live token, one that could speak for the user
+            w.up.seed("t2", None, w.now + chrono::Duration::days(29));
+            w.server.edit(&w.secret_path(NAME), |v| {
+                v["data"]["token"] =
+                    serde_json::to_value(ByteString(b"value-t2".to_vec())).expect("bytes");
+            });
+        }
+        let get = format!("GET {}", w.secret_path(NAME));
+        let before = w.server.requests(&get).len();
+        let lists = |w: &World| w.up.ops().iter().filter(|o| **o == Op::List).count();
+        let listed = lists(&w);
+
+        w.reconcile().await.expect("verifies again");
+        assert_eq!(w.server.requests(&get).len() - before, gets, "{case}");
+        assert_eq!(lists(&w), listed + 1, "{case}: verified upstream");
+        let call = w.up.calls().into_iter().rev().find(|c| c.op == Op::List);
+        assert_eq!(call.and_then(|c| c.used).as_deref(), Some(used), "{case}");
+        assert_eq!(
+            w.ctx.last_verified(&w.uid).map(secs),
+            Some(secs(Utc::now())),
+            "{case}"
+        );
+    }
+}
+
 // --- deletion ------------------------------------------------------------------------------
 
 /// Nothing minted (the first mint was refused; its intent resolved): the finalizer goes at
