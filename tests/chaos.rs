@@ -183,20 +183,9 @@ async fn api_leaks(w: &World) -> Vec<String> {
 /// Mints a PAT at the fake with the bootstrap PAT and revokes it out of band: a credential
 /// that once was good.
 async fn revoked_pat(w: &World) -> String {
-    let r: Value = w
-        .http
-        .post(format!("{}/api/v1/user/pa_tokens", w.fake.url))
-        .bearer_auth(&w.fake.bootstrap.pat)
-        .json(&json!({
-            "description": "soon revoked",
-            "expiration_date": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let expires = chrono::Utc::now() + chrono::Duration::days(30);
+    let body = json!({"description": "soon revoked", "expiration_date": expires.to_rfc3339()});
+    let r = w.mint_pat(&w.fake.bootstrap.pat, body).await;
     let (id, token) = (
         r["id"].as_str().unwrap().to_owned(),
         r["token"].as_str().unwrap().to_owned(),

@@ -649,20 +649,10 @@ async fn a_shared_cluster_id_never_sweeps_the_other_clusters_tokens() {
 
     // Tokens minted with the same login, marked as other installations mark them.
     let mint = |description: String| {
-        let http = w.http.clone();
-        let url = format!("{}/api/v1/user/pa_tokens", w.fake.url);
-        let pat = pat.clone();
+        let (w, pat) = (&w, pat.clone());
         async move {
-            let r: serde_json::Value = http
-                .post(url)
-                .bearer_auth(pat)
-                .json(&serde_json::json!({"description": description, "days": 1}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let body = serde_json::json!({"description": description, "days": 1});
+            let r = w.mint_pat(&pat, body).await;
             r["id"].as_str().expect("a minted id").to_owned()
         }
     };
@@ -1393,24 +1383,29 @@ async fn cache_entries(w: &World, addr: std::net::SocketAddr, cache: &str) -> Op
         .and_then(|v| v.parse().ok())
 }
 
+/// Polls (a minute at most) until the operator's /metrics report `n` cached credentials;
+/// panics with `why` and the last value seen otherwise.
+async fn cached_credentials_become(w: &World, addr: std::net::SocketAddr, n: u64, why: &str) {
+    let seen = common::poll(MINUTE, || async {
+        (cache_entries(w, addr, "credentials").await? == n).then_some(())
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "{why}: not {n} cached credentials (credentials {:?})",
+        cache_entries(w, addr, "credentials").await
+    );
+}
+
 /// Issue 15: what the operator keeps per credential goes once no resource uses the credential.
-/// A and B use two logins of one user: both credentials are cached. B and its login go: the credential cache forgets B's login, A still works
-/// and is verified; A goes: its tokens are revoked and the credential cache is empty.
+/// A and B use two logins of one user: both credentials are cached. B and its login go: the
+/// credential cache forgets B's login, A still works and is verified; A goes: its tokens are
+/// revoked and the credential cache is empty.
 #[tokio::test]
 async fn caches_forget_a_credential_no_resource_uses() {
     let mut w = World::new("pt-caches").await;
-    let user_token = w.fake.bootstrap.user_token.clone();
-    let second: serde_json::Value = w
-        .http
-        .post(format!("{}/api/v1/user/pa_tokens", w.fake.url))
-        .bearer_auth(&user_token)
-        .json(&json!({"description": "second login", "days": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"description": "second login", "days": 1});
+    let second = w.mint_pat(&w.fake.bootstrap.user_token, body).await;
     let second = second["token"].as_str().expect("a second login").to_owned();
     w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
         .await;
@@ -1428,15 +1423,7 @@ async fn caches_forget_a_credential_no_resource_uses() {
 
     // Both logins cached (the gauges are published every 5 s in the harness). That they share
     // one list is shown by `controller::verify::tests::personal_lists_are_shared_by_user`.
-    let both = common::poll(MINUTE, || async {
-        (cache_entries(&w, addr, "credentials").await? == 2).then_some(())
-    })
-    .await;
-    assert!(
-        both.is_some(),
-        "two logins in use: not 2 cached credentials (credentials {:?})",
-        cache_entries(&w, addr, "credentials").await,
-    );
+    cached_credentials_become(&w, addr, 2, "two logins in use").await;
 
     api.delete("b", &DeleteParams::default()).await.unwrap();
     assert!(
@@ -1449,15 +1436,7 @@ async fn caches_forget_a_credential_no_resource_uses() {
         .delete("login-b", &DeleteParams::default())
         .await
         .unwrap();
-    let forgotten = common::poll(MINUTE, || async {
-        (cache_entries(&w, addr, "credentials").await? == 1).then_some(())
-    })
-    .await;
-    assert!(
-        forgotten.is_some(),
-        "B's login still cached a minute after B went (credentials {:?})",
-        cache_entries(&w, addr, "credentials").await
-    );
+    cached_credentials_become(&w, addr, 1, "a minute after B and its login went").await;
     // A is still verified with its own login.
     let list = "GET /api/v1/user/pa_tokens";
     let before = w.calls_to(list).await;
@@ -1477,14 +1456,6 @@ async fn caches_forget_a_credential_no_resource_uses() {
         deletion_state(&api, "a").await
     );
     assert!(w.live_marked(&a_uid).await.is_empty(), "A's tokens left");
-    let empty = common::poll(MINUTE, || async {
-        (cache_entries(&w, addr, "credentials").await? == 0).then_some(())
-    })
-    .await;
-    assert!(
-        empty.is_some(),
-        "a login still cached a minute after every resource went (credentials {:?})",
-        cache_entries(&w, addr, "credentials").await
-    );
+    cached_credentials_become(&w, addr, 0, "a minute after every resource went").await;
     w.assert_log_has_no_tokens().await;
 }

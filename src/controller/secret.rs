@@ -332,16 +332,7 @@ pub async fn write(api: &Api<Secret>, d: &Desired<'_>, view: &SecretView) -> Res
                 "ownerReferences": [d.owner],
             }
         });
-        api.patch(
-            d.name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(Error::kube("take over the restored Secret"))?;
+        merge(api, d.name, &patch, "take over the restored Secret").await?;
     }
     let current_type = view.secret_type.as_deref().unwrap_or(DEFAULT_TYPE);
     if current_type != desired_type(d.template) {
@@ -376,16 +367,23 @@ pub async fn write(api: &Api<Secret>, d: &Desired<'_>, view: &SecretView) -> Res
         "metadata": {"resourceVersion": written.metadata.resource_version},
         "data": stale,
     });
-    api.patch(
-        d.name,
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        },
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(Error::kube("remove Secret keys"))
+    merge(api, d.name, &patch, "remove Secret keys").await
+}
+
+/// A merge patch of the Secret as the operator's field manager; `what` names it in the error.
+async fn merge(
+    api: &Api<Secret>,
+    name: &str,
+    patch: &serde_json::Value,
+    what: &'static str,
+) -> Result<Secret> {
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &Patch::Merge(patch))
+        .await
+        .map_err(Error::kube(what))
 }
 
 async fn create(api: &Api<Secret>, name: &str, secret: &Secret) -> Result<Secret> {

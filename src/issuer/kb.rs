@@ -142,9 +142,7 @@ impl KbIssuer {
             Some(id) => id,
             None => {
                 // By user: every login of one user finds the same account for a KB.
-                let lister = users
-                    .lister(&client, std::slice::from_ref(&credential))
-                    .await;
+                let lister = users.lister_of(&client, &credential).await;
                 let cache_key = (lister, location.kb_id.clone(), spec.account.clone());
                 match accounts.get(&cache_key) {
                     Some(id) => id,
@@ -456,10 +454,7 @@ impl Issuer for KbIssuer {
             .as_ref()
             .map(|p| (p.zone.as_str(), p.kb_id.as_str()))
             .unwrap_or_default();
-        let lister = self
-            .users
-            .lister(&self.client, std::slice::from_ref(&self.credential))
-            .await;
+        let lister = self.users.lister_of(&self.client, &self.credential).await;
         format!("kb:{lister}:{zone}:{kb}")
     }
 

@@ -73,28 +73,24 @@ impl UserCache {
         {
             return format!("user:{user}");
         }
-        let mut error = None;
-        for c in credentials {
-            match client.user(c).await {
-                Ok(user) => {
-                    let lister = format!("user:{}", user.id);
-                    known.user = Some((user.id, Instant::now()));
-                    return lister;
-                }
-                Err(e @ (nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })) => {
-                    error = Some(e)
-                }
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
+        let asked = with_credentials(credentials, |c| async move { client.user(&c).await }).await;
+        match asked {
+            Ok(user) => {
+                let lister = format!("user:{}", user.id);
+                known.user = Some((user.id, Instant::now()));
+                return lister;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not tell the user behind a credential; its lists are not shared");
             }
         }
         known.user = None;
-        if let Some(e) = error {
-            tracing::debug!(error = %e, "could not tell the user behind a credential; its lists are not shared");
-        }
         format!("cred:{chain}")
+    }
+
+    /// [`Self::lister`] of one credential.
+    pub async fn lister_of(&self, client: &Client, credential: &Credential) -> String {
+        self.lister(client, std::slice::from_ref(credential)).await
     }
 
     /// Drops the users of credentials not used within `idle`; returns how many remain.
@@ -108,6 +104,28 @@ impl UserCache {
         m.shrink_to_fit();
         m.len()
     }
+}
+
+/// Runs `op` with each credential in turn until one is not refused (Unauthorized or
+/// Forbidden): how every call of an issuer uses its credentials.
+pub async fn with_credentials<T, F, Fut>(
+    credentials: &[Credential],
+    mut op: F,
+) -> std::result::Result<T, nuclia::Error>
+where
+    F: FnMut(Credential) -> Fut,
+    Fut: Future<Output = std::result::Result<T, nuclia::Error>>,
+{
+    let mut last = None;
+    for c in credentials {
+        match op(c.clone()).await {
+            Err(e @ (nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })) => {
+                last = Some(e)
+            }
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| nuclia::Error::Config("no credential to call Nuclia with".into())))
 }
 
 /// Identifies what this operator minted: the cluster it runs in, the resource's namespace (so an

@@ -59,9 +59,7 @@ impl NuaIssuer {
         users: &UserCache,
     ) -> Result<Self> {
         check_zone(&client, &spec.zone)?;
-        let lister = users
-            .lister(&client, std::slice::from_ref(&credential))
-            .await;
+        let lister = users.lister_of(&client, &credential).await;
         let key = (lister, format!("nua:{}", spec.zone), spec.account.clone());
         let account_id = match accounts.get(&key) {
             Some(id) => id,
@@ -94,10 +92,7 @@ impl NuaIssuer {
         if self.account_id.is_none()
             && let Some((wanted, accounts)) = self.resolve.take()
         {
-            let lister = self
-                .users
-                .lister(&self.client, std::slice::from_ref(&self.credential))
-                .await;
+            let lister = self.users.lister_of(&self.client, &self.credential).await;
             let key = (lister, format!("nua:{}", self.zone), wanted.clone());
             let id = match accounts.get(&key) {
                 Some(id) => id,
@@ -217,10 +212,7 @@ impl Issuer for NuaIssuer {
     }
 
     async fn scope_key(&mut self) -> String {
-        let lister = self
-            .users
-            .lister(&self.client, std::slice::from_ref(&self.credential))
-            .await;
+        let lister = self.users.lister_of(&self.client, &self.credential).await;
         // Not resolved yet: the list will be of the account `spec.account` names.
         let account = match (&self.account_id, &self.resolve) {
             (Some(id), _) => id.clone(),

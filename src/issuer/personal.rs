@@ -40,22 +40,12 @@ impl PersonalIssuer {
     }
 
     /// Runs `op` with each credential in turn until one is not refused.
-    async fn with_credentials<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, nuclia::Error>
+    async fn with_credentials<T, F, Fut>(&self, op: F) -> std::result::Result<T, nuclia::Error>
     where
         F: FnMut(Credential) -> Fut,
         Fut: Future<Output = std::result::Result<T, nuclia::Error>>,
     {
-        let mut last = None;
-        for c in &self.credentials {
-            match op(c.clone()).await {
-                Err(e @ (nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })) => {
-                    last = Some(e)
-                }
-                other => return other,
-            }
-        }
-        Err(last
-            .unwrap_or_else(|| nuclia::Error::Config("no credential to call Nuclia with".into())))
+        super::with_credentials(&self.credentials, op).await
     }
 }
 

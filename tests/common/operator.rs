@@ -657,6 +657,21 @@ impl World {
             .cloned()
     }
 
+    /// Mints a personal token at the fake with `credential` (`body`: description and `days` or
+    /// `expiration_date`); the fake's answer (`id`, `token`).
+    pub async fn mint_pat(&self, credential: &str, body: serde_json::Value) -> serde_json::Value {
+        self.http
+            .post(format!("{}/api/v1/user/pa_tokens", self.fake.url))
+            .bearer_auth(credential)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// How many calls the fake counted for `route` (`METHOD /template`, as in `/_fake/calls`).
     pub async fn calls_to(&self, route: &str) -> u64 {
         self.admin("calls").await[route].as_u64().unwrap_or(0)
