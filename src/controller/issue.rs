@@ -247,10 +247,7 @@ impl<K: Kind> Engine<'_, K> {
             desired.template,
             |t| secret::desired_data(obj, status, t),
         );
-        self.secret_known = Some((
-            known.without_token(),
-            secret::desired_fingerprint(obj, status),
-        ));
+        self.secret_known = Some((known, secret::desired_fingerprint(obj, status)));
         Ok(())
     }
 }

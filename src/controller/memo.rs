@@ -78,7 +78,7 @@ impl Memo {
         until: DateTime<Utc>,
         secret: Option<SecretView>,
     ) {
-        let secret = secret.map(|v| v.without_token()).filter(|v| {
+        let secret = secret.map(SecretView::without_token).filter(|v| {
             v.resource_version.as_ref() == Some(&secret_version)
                 && v.exists
                 && !v.terminating

@@ -158,7 +158,8 @@ pub(super) struct Engine<'a, K: Kind> {
     /// What the Secret holds now, as far as this reconcile knows (None: not read yet).
     pub(super) secret_state: Option<SecretState>,
     /// The whole view of the Secret as this reconcile leaves it (read or written), for the
-    /// memo, with the [`secret::desired_fingerprint`] it was judged against.
+    /// memo (which drops its token), with the [`secret::desired_fingerprint`] it was judged
+    /// against.
     pub(super) secret_known: Option<(SecretView, u64)>,
     /// The token the Secret held when this reconcile started, read late (see
     /// [`Self::held_token`]).
@@ -479,7 +480,7 @@ impl<'a, K: Kind> Engine<'a, K> {
         self.secret_version = view.resource_version.clone();
         self.secret_state = Some(view.state.clone());
         self.secret_known = Some((
-            view.without_token(),
+            view.clone(),
             secret::desired_fingerprint(self.obj, &self.status),
         ));
         if view.restored {

@@ -73,12 +73,9 @@ impl SecretView {
     }
 
     /// The view without its token, to keep past this reconcile.
-    pub fn without_token(&self) -> Self {
-        SecretView {
-            token: None,
-            token_withheld: self.token.is_some() || self.token_withheld,
-            ..self.clone()
-        }
+    pub fn without_token(mut self) -> Self {
+        self.token_withheld |= self.token.take().is_some();
+        self
     }
 }
 
