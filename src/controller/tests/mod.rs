@@ -578,6 +578,20 @@ async fn a_verification_reads_the_unchanged_secret_only_for_its_token() {
             Some(secs(Utc::now())),
             "{case}"
         );
+
+        // Deleted: its token is revoked and the resource goes.
+        w.delete(chrono::Duration::zero());
+        let action = w.reconcile().await.expect("cleans up");
+        assert_eq!(action, Action::await_change(), "{case}");
+        assert!(w.current().is_none(), "{case}: the resource is gone");
+        assert!(
+            w.up.revoked().contains(&"t1".to_owned()),
+            "{case}: t1 revoked"
+        );
+        assert!(
+            !w.up.live_ids().contains(&"t1".to_owned()),
+            "{case}: t1 live"
+        );
     }
 }
 
