@@ -10,6 +10,10 @@
 #
 # env: NTO_BENCH_KUBECONFIG  use this cluster instead of starting one (its /metrics then count
 #                            every client, not only the benchmark)
+#      NTO_BENCH_CLUSTER_DIR  with it: the cluster.sh state directory whose NAME.pid files name
+#                            the control plane's processes, for the CPU-by-process table
+#      NTO_BENCH_OPERATOR_WORKERS  the operator's tokio worker threads (TOKIO_WORKER_THREADS;
+#                            default one per core), for A/B runs
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,6 +30,6 @@ else
   trap cleanup EXIT
   tests/k8s/provision.sh >/dev/null
   NTO_CLUSTER_WATCH_PID=$$ tests/k8s/cluster.sh start "$STATE" >/dev/null
-  export KUBECONFIG=$STATE/kubeconfig
+  export KUBECONFIG=$STATE/kubeconfig NTO_BENCH_CLUSTER_DIR=$STATE
 fi
 target/release/nto-bench --bin-dir target/release "$@"

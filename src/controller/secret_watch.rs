@@ -5,7 +5,7 @@
 //! ([`CredentialCache`]), so a burst of resources sharing one login Secret reads it once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -70,12 +70,17 @@ struct Cached {
     used: Instant,
 }
 
+type Key = (String, String, String);
+
 /// Credentials read from Secrets, keyed by namespace, Secret and key, each valid while the
 /// shared watch shows the Secret at the resourceVersion it was read at. Entries not used for a
 /// while are evicted ([`CredentialCache::evict_idle`]).
 #[derive(Default)]
 pub(crate) struct CredentialCache {
-    entries: Mutex<HashMap<(String, String, String), Cached>>,
+    entries: Mutex<HashMap<Key, Cached>>,
+    /// One read of a Secret at a time: the resources of a wave that share a login reconcile
+    /// together, and all but the first take what its read cached.
+    reading: Mutex<HashMap<Key, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl CredentialCache {
@@ -90,16 +95,46 @@ impl CredentialCache {
     ) -> Result<ApiToken> {
         let key = (namespace.to_owned(), r.name.clone(), r.key.clone());
         let seen = stores.map_or(Seen::Unknown, |s| seen(s, namespace, &r.name));
-        if let Seen::Present {
+        let Seen::Present {
             resource_version: Some(rv),
         } = &seen
-            && let Ok(mut m) = self.entries.lock()
-            && let Some(c) = m.get_mut(&key)
-            && c.resource_version == *rv
-        {
-            c.used = Instant::now();
-            return Ok(c.token.clone());
+        else {
+            // Not known to the watch: nothing cached can be vouched for.
+            return self.fetch(secrets, r, key).await;
+        };
+        if let Some(token) = self.cached(&key, rv) {
+            return Ok(token);
         }
+        let gate = self.gate(&key);
+        let _reading = gate.lock().await;
+        match self.cached(&key, rv) {
+            Some(token) => Ok(token),
+            None => self.fetch(secrets, r, key).await,
+        }
+    }
+
+    fn cached(&self, key: &Key, resource_version: &str) -> Option<ApiToken> {
+        let mut m = self.entries.lock().ok()?;
+        let c = m
+            .get_mut(key)
+            .filter(|c| c.resource_version == resource_version)?;
+        c.used = Instant::now();
+        Some(c.token.clone())
+    }
+
+    fn gate(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut m) = self.reading.lock() else {
+            return Arc::default();
+        };
+        if let Some(gate) = m.get(key).and_then(Weak::upgrade) {
+            return gate;
+        }
+        let gate = Arc::default();
+        m.insert(key.clone(), Arc::downgrade(&gate));
+        gate
+    }
+
+    async fn fetch(&self, secrets: &Api<Secret>, r: &SecretKeyRef, key: Key) -> Result<ApiToken> {
         let (token, rv) = crate::issuer::fetch_credential(secrets, r).await?;
         if let (Some(resource_version), Ok(mut m)) = (rv, self.entries.lock()) {
             m.insert(
@@ -121,6 +156,10 @@ impl CredentialCache {
         };
         m.retain(|_, c| c.used.elapsed() < idle);
         m.shrink_to_fit();
+        if let Ok(mut r) = self.reading.lock() {
+            r.retain(|_, gate| gate.strong_count() > 0);
+            r.shrink_to_fit();
+        }
         m.len()
     }
 }

@@ -4,6 +4,8 @@
 //!   every new resourceVersion is one apiserver write.
 //! - [`CallSampler`]: the fake's call counters (per route and per credential), once a second.
 //! - [`ProcSampler`]: the operator's RSS and CPU time from `/proc`.
+//! - [`CpuMeter`]: CPU time of every process taking part (control plane, fake, operator, the
+//!   benchmark) and of the whole machine, read at a phase's edges.
 //! - [`apiserver_writes`]: the apiserver's own write-request counters from its `/metrics`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -123,11 +125,17 @@ impl Log {
 
 /// The watches of one namespace, feeding a shared [`Log`].
 #[derive(Clone)]
-pub struct ObjectLog(Arc<Mutex<Log>>);
+pub struct ObjectLog {
+    log: Arc<Mutex<Log>>,
+    watches: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
 
 impl ObjectLog {
     pub fn start(client: &Client, ns: &str) -> Self {
-        let log = ObjectLog(Arc::default());
+        let log = ObjectLog {
+            log: Arc::default(),
+            watches: Arc::default(),
+        };
         log.follow(
             Api::<NucliaPersonalToken>::namespaced(client.clone(), ns),
             |l, o| {
@@ -171,7 +179,7 @@ impl ObjectLog {
         K::DynamicType: Default,
     {
         let log = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut s = watcher(api, watcher::Config::default()).boxed();
             while let Some(ev) = s.next().await {
                 match ev {
@@ -183,10 +191,26 @@ impl ObjectLog {
                 }
             }
         });
+        self.watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task.abort_handle());
+    }
+
+    /// Ends the watches.
+    pub fn stop(&self) {
+        for w in self
+            .watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            w.abort();
+        }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Log> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until `done` holds (checked every 100 ms), at most `within`; false on time-out.
@@ -361,13 +385,7 @@ pub struct ProcSampler {
 
 impl ProcSampler {
     pub fn start(pid: u32) -> Self {
-        let ticks_per_second = std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0);
+        let ticks_per_second = clock_ticks_per_second();
         let s = ProcSampler {
             pid,
             samples: Arc::default(),
@@ -395,11 +413,7 @@ impl ProcSampler {
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        let ticks = cpu_ticks(self.pid)?;
         let s = ProcSample {
             at: Instant::now(),
             rss_kb: kb("VmRSS:")?,
@@ -432,6 +446,129 @@ impl ProcSampler {
             _ => 0.0,
         };
         (peak as f64 / 1024.0, cpu)
+    }
+}
+
+/// User and system CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Who used the cores in a phase: the CPU time of each process taking part, and the machine's
+/// busy time from `/proc/stat` (which also takes whatever else runs on the machine).
+#[derive(Clone)]
+pub struct CpuMeter {
+    procs: Arc<Mutex<Vec<(String, u32)>>>,
+    ticks_per_second: f64,
+}
+
+/// One reading of a [`CpuMeter`].
+pub struct CpuReading {
+    at: Instant,
+    by_process: BTreeMap<String, u64>,
+    /// Busy and all ticks summed over the machine's CPUs.
+    machine: Option<(u64, u64)>,
+}
+
+impl CpuMeter {
+    /// The control plane's processes from the `NAME.pid` files of the cluster's state directory
+    /// (`tests/k8s/cluster.sh`; its watchdog left out), and the benchmark itself.
+    pub fn new(cluster_dir: Option<&std::path::Path>) -> Self {
+        let mut procs = vec![("nto-bench".to_owned(), std::process::id())];
+        if let Some(entries) = cluster_dir.and_then(|d| std::fs::read_dir(d).ok()) {
+            for e in entries.flatten() {
+                let path = e.path();
+                let Some(name) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".pid"))
+                else {
+                    continue;
+                };
+                if name == "watchdog" {
+                    continue;
+                }
+                if let Some(pid) = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                {
+                    procs.push((name.to_owned(), pid));
+                }
+            }
+        }
+        CpuMeter {
+            procs: Arc::new(Mutex::new(procs)),
+            ticks_per_second: clock_ticks_per_second(),
+        }
+    }
+
+    pub fn add(&self, name: &str, pid: u32) {
+        self.procs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_owned(), pid));
+    }
+
+    pub fn read(&self) -> CpuReading {
+        let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let by_process = procs
+            .into_iter()
+            .filter_map(|(name, pid)| Some((name, cpu_ticks(pid)?)))
+            .collect();
+        let machine = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            // cpu  user nice system idle iowait irq softirq steal ...
+            let f: Vec<u64> = s
+                .lines()
+                .next()?
+                .strip_prefix("cpu ")?
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            let idle = f.get(3)? + f.get(4)?;
+            let all: u64 = f.iter().take(8).sum();
+            Some((all - idle, all))
+        });
+        CpuReading {
+            at: Instant::now(),
+            by_process,
+            machine,
+        }
+    }
+
+    /// CPU seconds between two readings: per process present in both, and the machine's.
+    pub fn between(&self, phase: &str, a: &CpuReading, b: &CpuReading) -> crate::report::CpuUse {
+        let tps = self.ticks_per_second;
+        crate::report::CpuUse {
+            phase: phase.into(),
+            seconds: (b.at - a.at).as_secs_f64(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            machine_busy_seconds: match (a.machine, b.machine) {
+                (Some((busy0, _)), Some((busy1, _))) => Some((busy1 - busy0) as f64 / tps),
+                _ => None,
+            },
+            by_process: b
+                .by_process
+                .iter()
+                .filter_map(|(name, t1)| {
+                    let t0 = a.by_process.get(name)?;
+                    Some((name.clone(), t1.saturating_sub(*t0) as f64 / tps))
+                })
+                .collect(),
+        }
     }
 }
 

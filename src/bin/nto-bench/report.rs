@@ -19,6 +19,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<Soak>,
     pub footprint: Vec<Footprint>,
+    /// Who used the cores in the baseline, the write floor and the burst.
+    pub cpu: Vec<CpuUse>,
     pub operator_log: LogSummary,
     pub targets: Vec<Target>,
 }
@@ -89,6 +91,9 @@ pub struct Baseline {
     /// Per resource of the write floor: from the floor's start (every resource "applied" at
     /// once) until its three writes were done; the yardstick of the burst's apply->Secret.
     pub write_floor_done_ms: Pcts,
+    /// Every request the apiserver served during the write floor (all clients), per
+    /// `VERB resource`: what the burst's list is compared with.
+    pub write_floor_apiserver_requests: BTreeMap<String, u64>,
 }
 
 /// Writes seen through the watches (new resourceVersions) in the benchmark namespace.
@@ -259,6 +264,19 @@ impl Footprint {
             cpu_seconds: cpu,
         }
     }
+}
+
+/// CPU seconds in one phase, per process taking part and for the whole machine.
+#[derive(Serialize)]
+pub struct CpuUse {
+    pub phase: String,
+    pub seconds: f64,
+    pub cores: usize,
+    /// From `/proc/stat`: every process on the machine, these and any other.
+    pub machine_busy_seconds: Option<f64>,
+    /// `kube-apiserver`, `etcd`, `kube-controller-manager` (when the benchmark started the
+    /// cluster), `nuclia-fake`, `operator`, `nto-bench`.
+    pub by_process: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize)]
@@ -534,6 +552,10 @@ pub fn print(r: &Report) {
         b.write_floor_done_ms.p99
     );
     println!(
+        "          apiserver requests: {}",
+        calls(&b.write_floor_apiserver_requests)
+    );
+    println!(
         "burst     all Ready {:.2}s after the first apply ({:.2}x baseline, {:.2}x the write floor); applies took {:.2}s",
         u.seconds_to_all_ready, u.ratio_to_baseline, u.ratio_to_write_floor, u.create_seconds
     );
@@ -616,6 +638,7 @@ pub fn print(r: &Report) {
         st.nuclia_calls_per_resource,
         calls(&st.nuclia_calls)
     );
+    print_cpu(&r.cpu);
     if let Some(k) = &r.soak {
         print_soak(k);
     }
@@ -633,6 +656,48 @@ pub fn print(r: &Report) {
             if t.met { "yes" } else { "NO" },
             t.measured
         );
+    }
+}
+
+/// One row per phase, one column per process (the control plane first), then the machine.
+fn print_cpu(cpu: &[CpuUse]) {
+    let Some(first) = cpu.first() else {
+        return;
+    };
+    let order = |name: &str| match name {
+        "kube-apiserver" => 0,
+        "etcd" => 1,
+        "kube-controller-manager" => 2,
+        "operator" => 3,
+        "nuclia-fake" => 4,
+        "nto-bench" => 5,
+        _ => 6,
+    };
+    let mut names: Vec<&String> = cpu.iter().flat_map(|c| c.by_process.keys()).collect();
+    names.sort_by_key(|n| (order(n), n.as_str()));
+    names.dedup();
+    println!(
+        "CPU seconds by process ({} cores; machine: busy of capacity, every process on it)",
+        first.cores
+    );
+    print!("          {:>7}", "wall s");
+    for n in &names {
+        print!(" {:>w$}", n, w = n.len().max(6));
+    }
+    println!(" {:>15}", "machine");
+    for c in cpu {
+        print!("{:<10} {:>7.1}", c.phase, c.seconds);
+        for n in &names {
+            let w = n.len().max(6);
+            match c.by_process.get(*n) {
+                Some(v) => print!(" {v:>w$.2}"),
+                None => print!(" {:>w$}", "-"),
+            }
+        }
+        let machine = c.machine_busy_seconds.map_or("?".into(), |b| {
+            format!("{b:.1} of {:.1}", c.seconds * c.cores as f64)
+        });
+        println!(" {machine:>15}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! The phases: set-up, baseline, write floor, issue burst, steady state, rotation storm, clean-up.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,6 +125,12 @@ async fn phases(
     let (client, ns, base_ns) = (client.clone(), ns.to_owned(), base_ns.to_owned());
     // nuclia-fake, as a process
     let (fake, boot) = start_fake(&args.bin_dir, work)?;
+    let meter = probes::CpuMeter::new(
+        std::env::var_os("NTO_BENCH_CLUSTER_DIR")
+            .map(PathBuf::from)
+            .as_deref(),
+    );
+    meter.add("nuclia-fake", fake.id());
     owned.children.push(fake);
     let http = reqwest::Client::new();
     let items = items(args);
@@ -153,9 +159,13 @@ async fn phases(
     let calls = CallSampler::start(&boot.url);
 
     // ---- baseline: N Secrets created directly, same client and parallelism ----
+    // Watched as the burst's namespace is: the apiserver's cost of the benchmark's own
+    // watches is then in every phase, not charged to the operator alone.
+    let base_log = ObjectLog::start(&client, &base_ns);
     eprintln!("[bench] baseline: creating {} Secrets", args.n);
     let api_w0 = probes::apiserver_requests(&client).await;
     let base_api: Api<Secret> = Api::namespaced(client.clone(), &base_ns);
+    let cpu0 = meter.read();
     let t0 = Instant::now();
     let latencies = create_all(args.concurrency, args.n, |i| {
         let api = base_api.clone();
@@ -171,13 +181,20 @@ async fn phases(
     })
     .await?;
     let baseline_secs = t0.elapsed().as_secs_f64();
+    let cpu1 = meter.read();
+    let mut cpu = vec![meter.between("baseline", &cpu0, &cpu1)];
     let api_w1 = probes::apiserver_requests(&client).await;
     eprintln!(
         "[bench] write floor: {} resources and their three writes, directly",
         args.n
     );
+    let floor_w0 = probes::apiserver_requests(&client).await;
+    let cpu0 = meter.read();
     let (write_floor_seconds, floor_done) =
         write_floor(&client, &base_ns, &items, args, &boot).await?;
+    cpu.push(meter.between("floor", &cpu0, &meter.read()));
+    let floor_w1 = probes::apiserver_requests(&client).await;
+    base_log.stop();
     let baseline = report::Baseline {
         secrets: args.n,
         seconds: baseline_secs,
@@ -186,12 +203,17 @@ async fn phases(
         apiserver_write_requests: api_total(&api_w0, &api_w1),
         write_floor_seconds,
         write_floor_done_ms: Pcts::of(&floor_done),
+        write_floor_apiserver_requests: match (&floor_w0, &floor_w1) {
+            (Some(a), Some(b)) => probes::delta(a, b),
+            _ => BTreeMap::new(),
+        },
     };
 
     // ---- the operator, as a process ----
     let port = free_port()?;
     let operator = start_operator(args, &boot, &ns, port, work)?;
     let pid = operator.id();
+    meter.add("operator", pid);
     owned.children.push(operator);
     let proc = ProcSampler::start(pid);
     let t_start = Instant::now();
@@ -205,6 +227,7 @@ async fn phases(
     let rec0 = probes::reconciles(&http, port).await;
     let c0 = calls.sample().await?;
     let api_w0 = probes::apiserver_requests(&client).await;
+    let cpu0 = meter.read();
     let t0 = Instant::now();
     let created: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let items = Arc::new(items);
@@ -238,6 +261,7 @@ async fn phases(
         })
         .await;
     let t_ready = Instant::now();
+    cpu.push(meter.between("burst", &cpu0, &meter.read()));
     if !all_ready {
         let l = log.lock();
         let ready = l.res.values().filter(|r| r.ready).count();
@@ -550,6 +574,7 @@ async fn phases(
         storm,
         soak,
         footprint,
+        cpu,
         operator_log,
         targets: Vec::new(),
     };
@@ -1125,6 +1150,7 @@ fn start_operator(
         .args(["--concurrency", &args.concurrency.to_string()])
         .env_remove("RUST_LOG")
         .envs(std::env::var("NTO_BENCH_OPERATOR_RUST_LOG").map(|v| ("RUST_LOG", v)))
+        .envs(std::env::var("NTO_BENCH_OPERATOR_WORKERS").map(|v| ("TOKIO_WORKER_THREADS", v)))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()

@@ -1106,3 +1106,29 @@ async fn the_secret_watch_spares_reads() {
     assert_eq!(size(Duration::ZERO, "credentials"), Some(0));
     assert_eq!(size(Duration::ZERO, "verification_lists"), Some(0));
 }
+
+/// The resources of a wave that share a login reconcile together: while one reads the login
+/// Secret the others wait for it and take what it cached, so the Secret is read once.
+#[tokio::test]
+async fn concurrent_reads_of_one_credential_make_one_request() {
+    let w = World::new();
+    let (reader, _writer) = watch_secrets(&w);
+    let _ = w.ctx.secret_stores.set(vec![(None, reader)]);
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(w.ctx.kube.clone(), &w.ns);
+    let login = SecretKeyRef {
+        name: "login".into(),
+        key: "token".into(),
+    };
+    let reads = (0..8).map(|_| w.ctx.read_credential(&secrets, &w.ns, &login));
+    for token in futures::future::join_all(reads).await {
+        assert!(
+            token.expect("the credential").expose() == LOGIN,
+            "the login's credential"
+        );
+    }
+    let gets = w
+        .server
+        .requests(&format!("GET {}", w.secret_path("login")))
+        .len();
+    assert_eq!(gets, 1, "eight concurrent reads of one login Secret");
+}
