@@ -470,9 +470,8 @@ fn clock_ticks_per_second() -> f64 {
 
 /// Who used the cores in a phase: the CPU time of each process taking part, and the machine's
 /// busy time from `/proc/stat` (which also takes whatever else runs on the machine).
-#[derive(Clone)]
 pub struct CpuMeter {
-    procs: Arc<Mutex<Vec<(String, u32)>>>,
+    procs: Vec<(String, u32)>,
     ticks_per_second: f64,
 }
 
@@ -480,8 +479,8 @@ pub struct CpuMeter {
 pub struct CpuReading {
     at: Instant,
     by_process: BTreeMap<String, u64>,
-    /// Busy and all ticks summed over the machine's CPUs.
-    machine: Option<(u64, u64)>,
+    /// Busy ticks summed over the machine's CPUs.
+    machine_busy: Option<u64>,
 }
 
 impl CpuMeter {
@@ -511,25 +510,22 @@ impl CpuMeter {
             }
         }
         CpuMeter {
-            procs: Arc::new(Mutex::new(procs)),
+            procs,
             ticks_per_second: clock_ticks_per_second(),
         }
     }
 
-    pub fn add(&self, name: &str, pid: u32) {
-        self.procs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((name.to_owned(), pid));
+    pub fn add(&mut self, name: &str, pid: u32) {
+        self.procs.push((name.to_owned(), pid));
     }
 
     pub fn read(&self) -> CpuReading {
-        let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let by_process = procs
-            .into_iter()
-            .filter_map(|(name, pid)| Some((name, cpu_ticks(pid)?)))
+        let by_process = self
+            .procs
+            .iter()
+            .filter_map(|(name, pid)| Some((name.clone(), cpu_ticks(*pid)?)))
             .collect();
-        let machine = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        let machine_busy = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
             // cpu  user nice system idle iowait irq softirq steal ...
             let f: Vec<u64> = s
                 .lines()
@@ -540,12 +536,12 @@ impl CpuMeter {
                 .collect();
             let idle = f.get(3)? + f.get(4)?;
             let all: u64 = f.iter().take(8).sum();
-            Some((all - idle, all))
+            Some(all - idle)
         });
         CpuReading {
             at: Instant::now(),
             by_process,
-            machine,
+            machine_busy,
         }
     }
 
@@ -556,8 +552,8 @@ impl CpuMeter {
             phase: phase.into(),
             seconds: (b.at - a.at).as_secs_f64(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            machine_busy_seconds: match (a.machine, b.machine) {
-                (Some((busy0, _)), Some((busy1, _))) => Some((busy1 - busy0) as f64 / tps),
+            machine_busy_seconds: match (a.machine_busy, b.machine_busy) {
+                (Some(busy0), Some(busy1)) => Some(busy1.saturating_sub(busy0) as f64 / tps),
                 _ => None,
             },
             by_process: b

@@ -125,7 +125,7 @@ async fn phases(
     let (client, ns, base_ns) = (client.clone(), ns.to_owned(), base_ns.to_owned());
     // nuclia-fake, as a process
     let (fake, boot) = start_fake(&args.bin_dir, work)?;
-    let meter = probes::CpuMeter::new(
+    let mut meter = probes::CpuMeter::new(
         std::env::var_os("NTO_BENCH_CLUSTER_DIR")
             .map(PathBuf::from)
             .as_deref(),
@@ -188,7 +188,6 @@ async fn phases(
         "[bench] write floor: {} resources and their three writes, directly",
         args.n
     );
-    let floor_w0 = probes::apiserver_requests(&client).await;
     let cpu0 = meter.read();
     let (write_floor_seconds, floor_done) =
         write_floor(&client, &base_ns, &items, args, &boot).await?;
@@ -203,10 +202,8 @@ async fn phases(
         apiserver_write_requests: api_total(&api_w0, &api_w1),
         write_floor_seconds,
         write_floor_done_ms: Pcts::of(&floor_done),
-        write_floor_apiserver_requests: match (&floor_w0, &floor_w1) {
-            (Some(a), Some(b)) => probes::delta(a, b),
-            _ => BTreeMap::new(),
-        },
+        // the baseline's end is the floor's start
+        write_floor_apiserver_requests: api_delta(&api_w1, &floor_w1),
     };
 
     // ---- the operator, as a process ----
@@ -313,10 +310,7 @@ async fn phases(
             writes,
             apiserver_write_requests_per_resource: api_total(&api_w0, &api_w1)
                 .map(|w| w.saturating_sub(args.n as u64) as f64 / args.n as f64),
-            apiserver_requests: match (&api_w0, &api_w1) {
-                (Some(a), Some(b)) => probes::delta(a, b),
-                _ => BTreeMap::new(),
-            },
+            apiserver_requests: api_delta(&api_w0, &api_w1),
             reconciles: match (rec0, rec1) {
                 (Some(a), Some(b)) => Some(b.saturating_sub(a)),
                 _ => None,
@@ -808,6 +802,17 @@ fn api_total(a: &Option<BTreeMap<String, u64>>, b: &Option<BTreeMap<String, u64>
 }
 
 /// The routes the operator's upstream verification uses (one list per credential and scope, per user for personal tokens).
+/// Every request between two readings of the apiserver's counters (none when either failed).
+fn api_delta(
+    a: &Option<BTreeMap<String, u64>>,
+    b: &Option<BTreeMap<String, u64>>,
+) -> BTreeMap<String, u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => probes::delta(a, b),
+        _ => BTreeMap::new(),
+    }
+}
+
 fn is_verification_list(route: &str) -> bool {
     route == "GET /api/v1/user/pa_tokens"
         || route == "GET /api/v1/account/{account_id}/kb/{kb_id}/service_accounts"
