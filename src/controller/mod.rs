@@ -227,7 +227,7 @@ pub async fn run(
         runs.push(
             c.graceful_shutdown_on(shutdown.clone())
                 .run(reconcile, error_policy, ctx.clone())
-                .for_each(|_| async {})
+                .for_each(outcome::<NucliaPersonalToken, _>(ctx.clone()))
                 .boxed(),
         );
     }
@@ -235,7 +235,7 @@ pub async fn run(
         runs.push(
             c.graceful_shutdown_on(shutdown.clone())
                 .run(reconcile, error_policy, ctx.clone())
-                .for_each(|_| async {})
+                .for_each(outcome::<NucliaKbApiKey, _>(ctx.clone()))
                 .boxed(),
         );
     }
@@ -243,7 +243,7 @@ pub async fn run(
         runs.push(
             c.graceful_shutdown_on(shutdown.clone())
                 .run(reconcile, error_policy, ctx.clone())
-                .for_each(|_| async {})
+                .for_each(outcome::<NucliaNuaKey, _>(ctx.clone()))
                 .boxed(),
         );
     }
@@ -262,6 +262,27 @@ pub async fn run(
         .boxed(),
     );
     futures::future::join_all(runs).await;
+}
+
+/// What a kind's controller reports besides its reconciles (those report through
+/// [`error_policy`]): a watch error is logged and counted, not dropped, since after one the
+/// watch starts again, often with a full list of everything it covers.
+fn outcome<K: Kind, T>(
+    ctx: Arc<Context>,
+) -> impl FnMut(
+    Result<T, kube::runtime::controller::Error<crate::error::Error, watcher::Error>>,
+) -> std::future::Ready<()> {
+    move |r| {
+        if let Err(kube::runtime::controller::Error::QueueError(e)) = &r {
+            watch_error(&ctx, K::kind(&()).as_ref(), e);
+        }
+        std::future::ready(())
+    }
+}
+
+fn watch_error(ctx: &Context, watch: &str, e: &watcher::Error) {
+    ctx.metrics.watch_error(watch);
+    tracing::warn!(watch, error = %e, "watch failed; it starts again");
 }
 
 /// Where the shared Secret watch sends a Secret event for one kind: the resources of that kind
@@ -291,10 +312,13 @@ fn secret_watch(
     )
     .touched_objects()
     .filter_map(move |secret| {
-        if let Ok(secret) = &secret {
-            for t in &triggers {
-                t(secret);
+        match &secret {
+            Ok(secret) => {
+                for t in &triggers {
+                    t(secret);
+                }
             }
+            Err(e) => watch_error(&ctx, "Secret", e),
         }
         std::future::ready(Some(()))
     });

@@ -45,6 +45,12 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    /// A CRD kind, or `Secret` for the shared Secret metadata watch.
+    watch: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -174,6 +180,7 @@ pub struct Metrics {
     leader: Gauge,
     foreign_installations: Gauge,
     cache_entries: Family<CacheLabels, Gauge>,
+    watch_errors: Family<WatchLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -202,6 +209,14 @@ impl Metrics {
         let leader = Gauge::default();
         let foreign_installations = Gauge::default();
         let cache_entries = Family::<CacheLabels, Gauge>::default();
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        for watch in KINDS.iter().chain(&["Secret"]) {
+            watch_errors
+                .get_or_create(&WatchLabels {
+                    watch: (*watch).to_owned(),
+                })
+                .inc_by(0);
+        }
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -263,6 +278,11 @@ impl Metrics {
             cache_entries.clone(),
         );
         registry.register(
+            "nuclia_operator_watch_errors",
+            "Errors of the operator's watches, by watch (a CRD kind, or Secret); after each the watch starts again, often with a full list of what it covers. Should stay near 0",
+            watch_errors.clone(),
+        );
+        registry.register(
             "nuclia_operator_build_info",
             "Always 1; the labels say which build of the operator runs",
             build_info,
@@ -279,7 +299,17 @@ impl Metrics {
             leader,
             foreign_installations,
             cache_entries,
+            watch_errors,
         }
+    }
+
+    /// Counts an error of the watch `watch` (a CRD kind, or `Secret`).
+    pub fn watch_error(&self, watch: &str) {
+        self.watch_errors
+            .get_or_create(&WatchLabels {
+                watch: watch.to_owned(),
+            })
+            .inc();
     }
 
     /// The size of the in-memory cache `cache`.
@@ -422,6 +452,7 @@ mod tests {
         m.observe_api("create_personal_token", "201", Duration::from_millis(20));
         m.observe_reconcile("NucliaPersonalToken", Duration::from_millis(3));
         m.reconcile_error("NucliaKbApiKey", "Unauthorized");
+        m.watch_error("Secret");
         m.set_leader(true);
         let text = m.encode();
         for line in [
@@ -437,6 +468,8 @@ mod tests {
             r#"nuclia_operator_reconcile_duration_seconds_count{kind="NucliaPersonalToken"} 1"#.into(),
             r#"nuclia_operator_reconcile_errors_total{kind="NucliaKbApiKey",reason="Unauthorized"} 1"#.into(),
             "nuclia_operator_leader 1".into(),
+            r#"nuclia_operator_watch_errors_total{watch="Secret"} 1"#.into(),
+            r#"nuclia_operator_watch_errors_total{watch="NucliaNuaKey"} 0"#.into(),
             "# EOF".into(),
         ] {
             assert!(has(&text, &line), "missing {line}\n{text}");

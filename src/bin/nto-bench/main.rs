@@ -122,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
                 args.ns.len()
             );
         }
-        let report = run::run(&a).await?;
+        let report = run::run(&a, k + 1 < args.ns.len()).await?;
         report::print(&report);
         reports.push(report);
     }

@@ -629,15 +629,23 @@ async fn metrics_text(http: &reqwest::Client, port: u16) -> Option<String> {
         .ok()
 }
 
-/// How many reconciles the operator has finished, from its `/metrics`.
-pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<u64> {
-    let n = metrics_text(http, port)
-        .await?
-        .lines()
-        .filter(|l| l.starts_with("nuclia_operator_reconcile_duration_seconds_count"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
-    Some(n as u64)
+/// The operator's finished reconciles and watch errors, from its `/metrics` (all series of
+/// each summed).
+pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<(u64, u64)> {
+    let text = metrics_text(http, port).await?;
+    let sum = |name: &str| {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(['{', ' ']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    Some((
+        sum("nuclia_operator_reconcile_duration_seconds_count"),
+        sum("nuclia_operator_watch_errors_total"),
+    ))
 }
 
 /// Entries per cache name.

@@ -140,6 +140,9 @@ pub struct Burst {
     pub apiserver_requests: BTreeMap<String, u64>,
     /// Reconciles the operator finished (its /metrics).
     pub reconciles: Option<u64>,
+    /// Errors of the operator's watches (its /metrics): each restarts a watch, often with a
+    /// full list, which shows in the reads.
+    pub watch_errors: Option<u64>,
     pub nuclia_calls_per_resource: f64,
     pub nuclia_calls: BTreeMap<String, u64>,
     /// The least time the per-credential budget allows for the calls made.
@@ -580,11 +583,12 @@ pub fn print(r: &Report) {
             .unwrap_or_default()
     );
     println!(
-        "          reconciles {}; {:.2} Secret GETs and {:.2} reads (GET+LIST) per resource; apiserver requests: {}",
+        "          reconciles {}, operator watch errors {}; {:.2} Secret GETs and {:.2} reads (GET+LIST) per resource; apiserver requests: {}",
         u.reconciles.map_or("?".into(), |n| format!(
             "{n} ({:.1} per resource)",
             n as f64 / c.n as f64
         )),
+        u.watch_errors.map_or("?".into(), |n| n.to_string()),
         u.secret_gets() as f64 / c.n as f64,
         u.reads() as f64 / c.n as f64,
         calls(&u.apiserver_requests)
@@ -782,6 +786,9 @@ pub struct GrowthVerdict {
     /// RSS bytes per resource (peak minus startup) at most 1.2x: memory grows at most linearly.
     pub rss: GrowthCheck,
     pub rss_at_most_linear: bool,
+    /// The write floor's ms per resource over the same N: how much the apiserver's own cost
+    /// grows (the burst's wall time cannot grow less). Not counted in `flat`.
+    pub floor: GrowthCheck,
 }
 
 #[derive(Serialize)]
@@ -883,7 +890,13 @@ pub fn verdict(rows: &[GrowthRow]) -> Option<GrowthVerdict> {
                 a.rss_bytes_per_resource,
                 b.rss_bytes_per_resource,
             );
+            let floor = check(
+                "write floor ms per resource",
+                a.write_floor_seconds * 1000.0 / a.n as f64,
+                b.write_floor_seconds * 1000.0 / b.n as f64,
+            );
             Some(GrowthVerdict {
+                floor,
                 from_n: a.n,
                 to_n: b.n,
                 flat: checks.iter().all(|c| c.ok),
@@ -971,6 +984,13 @@ pub fn print_growth(g: &Growth) {
     }
     println!("  => {}", if v.flat { "flat" } else { "NOT flat" });
     println!(
+        "  (the apiserver's own: {:<28} {:>10.3} -> {:>10.3} ({}))",
+        v.floor.what,
+        v.floor.from,
+        v.floor.to,
+        pct(&v.floor)
+    );
+    println!(
         "RSS per resource {:.0} B -> {:.0} B ({}) => {}",
         v.rss.from,
         v.rss.to,
@@ -1021,6 +1041,8 @@ mod tests {
         assert_eq!((v.from_n, v.to_n), (1000, 5000));
         assert!(v.flat);
         assert!(v.rss_at_most_linear);
+        // the floor's own growth is reported, from its seconds (here equal to the burst's)
+        assert!((v.floor.ratio - 1.15).abs() < 1e-9, "{}", v.floor.ratio);
         // 1000 -> 5000: burst 20 ms -> 30 ms per resource (+50%), RSS 10 kB -> 20 kB per resource
         let rows = [row(1000, 20.0, 25.0), row(5000, 150.0, 115.0)];
         let v = verdict(&rows).unwrap();

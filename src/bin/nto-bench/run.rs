@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use nuclia_token_operator::crd::{
-    ANNOTATION_ISSUE_INTENT, ANNOTATION_ROTATE, FIELD_MANAGER, NucliaKbApiKey, NucliaNuaKey,
-    NucliaPersonalToken,
+    ANNOTATION_ISSUE_INTENT, ANNOTATION_ROTATE, FIELD_MANAGER, LABEL_MANAGED_BY, MANAGED_BY,
+    NucliaKbApiKey, NucliaNuaKey, NucliaPersonalToken,
 };
 use nuclia_token_operator::fake::Bootstrap;
 use serde_json::json;
@@ -82,7 +82,9 @@ impl Drop for Owned {
     }
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<Report> {
+/// `more` says another run follows: its measurements must not share the apiserver with this
+/// run's namespace deletion, so the clean-up then waits until the namespaces are gone.
+pub async fn run(args: &Args, more: bool) -> anyhow::Result<Report> {
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes (set KUBECONFIG)")?;
@@ -110,6 +112,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     } else {
         eprintln!("[bench] cleaning up");
         cleanup(&client, &ns, &base_ns, args.concurrency).await;
+        if more {
+            eprintln!("[bench] waiting for the namespaces to be gone before the next run");
+            wait_namespaces_gone(&client, &[&ns, &base_ns], Duration::from_secs(300)).await;
+        }
     }
     result
 }
@@ -312,7 +318,11 @@ async fn phases(
                 .map(|w| w.saturating_sub(args.n as u64) as f64 / args.n as f64),
             apiserver_requests: api_delta(&api_w0, &api_w1),
             reconciles: match (rec0, rec1) {
-                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                (Some(a), Some(b)) => Some(b.0.saturating_sub(a.0)),
+                _ => None,
+            },
+            watch_errors: match (rec0, rec1) {
+                (Some(a), Some(b)) => Some(b.1.saturating_sub(a.1)),
                 _ => None,
             },
             nuclia_calls_per_resource: nuclia_total as f64 / args.n as f64,
@@ -1196,8 +1206,8 @@ fn git_commit() -> Option<String> {
     (!c.is_empty()).then(|| if dirty { format!("{c}-dirty") } else { c })
 }
 
-/// Drops the resources' finalizers (the operator is stopped, the fake is gone) and deletes
-/// the namespaces.
+/// Drops the resources' and their Secrets' finalizers (the operator is stopped, the fake is
+/// gone) and deletes the namespaces.
 async fn cleanup(client: &Client, ns: &str, base_ns: &str, concurrency: usize) {
     for n in [ns, base_ns] {
         drop_finalizers(client, n, concurrency).await;
@@ -1208,12 +1218,39 @@ async fn cleanup(client: &Client, ns: &str, base_ns: &str, concurrency: usize) {
     }
 }
 
+/// Polls until none of `names` exists (bounded by `within`; a warning when it runs out).
+async fn wait_namespaces_gone(client: &Client, names: &[&str], within: Duration) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let t0 = Instant::now();
+    loop {
+        let mut left = 0;
+        for n in names {
+            // an error other than "not found" counts as still there
+            if !matches!(api.get_opt(n).await, Ok(None)) {
+                left += 1;
+            }
+        }
+        if left == 0 {
+            eprintln!(
+                "[bench] namespaces gone after {:.0}s",
+                t0.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        if t0.elapsed() >= within {
+            eprintln!("[bench] warning: {left} namespace(s) still there after {within:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn drop_finalizers(client: &Client, ns: &str, concurrency: usize) {
     let lp = kube::api::ListParams::default();
     let pts: Api<NucliaPersonalToken> = Api::namespaced(client.clone(), ns);
     let kbs: Api<NucliaKbApiKey> = Api::namespaced(client.clone(), ns);
     let nuas: Api<NucliaNuaKey> = Api::namespaced(client.clone(), ns);
-    // 0: personal token, 1: KB key, 2: NUA key
+    // 0: personal token, 1: KB key, 2: NUA key, 3: managed Secret
     let mut names: Vec<(u8, String)> = Vec::new();
     if let Ok(l) = pts.list_metadata(&lp).await {
         names.extend(l.items.iter().map(|o| (0, o.name_any())));
@@ -1224,15 +1261,31 @@ async fn drop_finalizers(client: &Client, ns: &str, concurrency: usize) {
     if let Ok(l) = nuas.list_metadata(&lp).await {
         names.extend(l.items.iter().map(|o| (2, o.name_any())));
     }
+    // The managed Secrets' finalizer, which the stopped operator would have removed, else
+    // holds the namespace in Terminating.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let managed = lp
+        .clone()
+        .labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    if let Ok(l) = secrets.list_metadata(&managed).await {
+        names.extend(
+            l.items
+                .iter()
+                .filter(|o| !o.finalizers().is_empty())
+                .map(|o| (3, o.name_any())),
+        );
+    }
     let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
     let _ = create_all(concurrency, names.len(), |i| {
         let (pts, kbs, nuas, patch) = (pts.clone(), kbs.clone(), nuas.clone(), patch.clone());
+        let secrets = secrets.clone();
         let (kind, name) = names[i].clone();
         async move {
             let pp = PatchParams::default();
             match kind {
                 1 => drop(kbs.patch(&name, &pp, &patch).await?),
                 2 => drop(nuas.patch(&name, &pp, &patch).await?),
+                3 => drop(secrets.patch(&name, &pp, &patch).await?),
                 _ => drop(pts.patch(&name, &pp, &patch).await?),
             }
             Ok(())
