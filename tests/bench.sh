@@ -12,8 +12,6 @@
 #                            every client, not only the benchmark)
 #      NTO_BENCH_CLUSTER_DIR  with it: the cluster.sh state directory whose NAME.pid files name
 #                            the control plane's processes, for the CPU-by-process table
-#      NTO_BENCH_OPERATOR_WORKERS  the operator's tokio worker threads (TOKIO_WORKER_THREADS;
-#                            default one per core), for A/B runs
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

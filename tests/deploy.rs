@@ -1752,6 +1752,8 @@ async fn chart_extra_args_override_and_start() {
     let full = format!("nto-{CHART_NAME}");
     for want in [
         "concurrency=3".to_owned(),
+        // the chart's default
+        "worker_threads=1".to_owned(),
         "verify_interval=7s".to_owned(),
         "leader_elect=true".to_owned(),
         format!("lease={}/{full}", w.ns),
@@ -1833,7 +1835,7 @@ fn chart_env_names_are_the_operators() {
             );
         }
     }
-    assert_eq!(operator, 27, "every setting is passed: {names:?}");
+    assert_eq!(operator, 28, "every setting is passed: {names:?}");
     for old in [
         "POD_NAME",
         "POD_NAMESPACE",

@@ -1383,6 +1383,21 @@ async fn cache_entries(w: &World, addr: std::net::SocketAddr, cache: &str) -> Op
         .and_then(|v| v.parse().ok())
 }
 
+/// The operator's own count of its `verb` requests for `resource` to the apiserver.
+async fn kube_requests(
+    w: &World,
+    addr: std::net::SocketAddr,
+    verb: &str,
+    resource: &str,
+) -> Option<u64> {
+    let text = metrics_text(w, addr).await?;
+    let series =
+        format!("nuclia_operator_kube_requests_total{{verb=\"{verb}\",resource=\"{resource}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.parse().ok())
+}
+
 /// Polls (a minute at most) until the operator's /metrics report `n` cached credentials;
 /// panics with `why` and the last value seen otherwise.
 async fn cached_credentials_become(w: &World, addr: std::net::SocketAddr, n: u64, why: &str) {
@@ -1424,6 +1439,20 @@ async fn caches_forget_a_credential_no_resource_uses() {
     // Both logins cached (the gauges are published every 5 s in the harness). That they share
     // one list is shown by `controller::verify::tests::personal_lists_are_shared_by_user`.
     cached_credentials_become(&w, addr, 2, "two logins in use").await;
+    // The operator counts its own apiserver requests (the benchmark's reads come from these):
+    // it created the two Secrets, read the two logins and watches the resources.
+    for (verb, resource, least) in [
+        ("create", "secrets", 2),
+        ("get", "secrets", 2),
+        ("watch", "nucliapersonaltokens", 1),
+        ("patch", "nucliapersonaltokens/status", 2),
+    ] {
+        let n = kube_requests(&w, addr, verb, resource).await;
+        assert!(
+            n.is_some_and(|n| n >= least),
+            "{verb} {resource}: {n:?} requests counted, at least {least} expected"
+        );
+    }
 
     api.delete("b", &DeleteParams::default()).await.unwrap();
     assert!(

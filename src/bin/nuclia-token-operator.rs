@@ -20,16 +20,21 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 fn main() -> anyhow::Result<()> {
     // Before the runtime's threads start.
     runtime::tune_allocator();
-    tokio::runtime::Builder::new_multi_thread()
+    // Parsed first: it sizes the runtime.
+    let config = Config::parse();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    builder
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(operator())
+        .block_on(operator(config))
 }
 
-async fn operator() -> anyhow::Result<()> {
+async fn operator(config: Config) -> anyhow::Result<()> {
     runtime::install_crypto();
-    let config = Config::parse();
     runtime::telemetry::init(config.log_format, &config.log_level)
         .map_err(|e| anyhow::anyhow!("logging: {e}"))?;
     let legacy = runtime::config::legacy_env_in_use(|name| std::env::var_os(name));
@@ -41,7 +46,8 @@ async fn operator() -> anyhow::Result<()> {
              rename them (or ignore this if they are meant for something else)"
         );
     }
-    let kube = kube::Client::try_default()
+    let metrics = Arc::new(Metrics::new());
+    let kube = runtime::kube_client::client(metrics.clone())
         .await
         .context("connecting to Kubernetes")?;
 
@@ -62,7 +68,6 @@ async fn operator() -> anyhow::Result<()> {
         &config.installation_configmap,
     )
     .await?;
-    let metrics = Arc::new(Metrics::new());
     let endpoints = Endpoints {
         global: config.nuclia_global_url.clone(),
         regional_template: config.nuclia_regional_url.clone(),
@@ -113,6 +118,7 @@ async fn operator() -> anyhow::Result<()> {
         installation = %settings.installation_id,
         version = env!("CARGO_PKG_VERSION"),
         concurrency = settings.concurrency,
+        worker_threads = config.worker_threads,
         namespaces = %if settings.namespaces.is_empty() { "*".to_owned() } else { settings.namespaces.join(",") },
         label_selector = settings.label_selector.as_deref().unwrap_or(""),
         leader_elect = config.leader_elect,

@@ -45,6 +45,15 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KubeLabels {
+    /// get, list, watch, create, update, patch, delete, deletecollection, other.
+    verb: String,
+    /// The resource, with its subresource (`nucliapersonaltokens/status`); `other` for
+    /// discovery and the like.
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WatchLabels {
     /// A CRD kind, or `Secret` for the shared Secret metadata watch.
     watch: String,
@@ -181,6 +190,7 @@ pub struct Metrics {
     foreign_installations: Gauge,
     cache_entries: Family<CacheLabels, Gauge>,
     watch_errors: Family<WatchLabels, Counter>,
+    kube_requests: Family<KubeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -210,6 +220,7 @@ impl Metrics {
         let foreign_installations = Gauge::default();
         let cache_entries = Family::<CacheLabels, Gauge>::default();
         let watch_errors = Family::<WatchLabels, Counter>::default();
+        let kube_requests = Family::<KubeLabels, Counter>::default();
         for watch in KINDS.iter().chain(&["Secret"]) {
             watch_errors
                 .get_or_create(&WatchLabels {
@@ -283,6 +294,11 @@ impl Metrics {
             watch_errors.clone(),
         );
         registry.register(
+            "nuclia_operator_kube_requests",
+            "Requests this operator sent to the Kubernetes apiserver, by verb and resource (the apiserver's own counters mix every client)",
+            kube_requests.clone(),
+        );
+        registry.register(
             "nuclia_operator_build_info",
             "Always 1; the labels say which build of the operator runs",
             build_info,
@@ -300,7 +316,18 @@ impl Metrics {
             foreign_installations,
             cache_entries,
             watch_errors,
+            kube_requests,
         }
+    }
+
+    /// Counts a request to the apiserver (see `runtime::kube_client::classify`).
+    pub fn kube_request(&self, verb: &str, resource: &str) {
+        self.kube_requests
+            .get_or_create(&KubeLabels {
+                verb: verb.to_owned(),
+                resource: resource.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts an error of the watch `watch` (a CRD kind, or `Secret`).
@@ -453,6 +480,7 @@ mod tests {
         m.observe_reconcile("NucliaPersonalToken", Duration::from_millis(3));
         m.reconcile_error("NucliaKbApiKey", "Unauthorized");
         m.watch_error("Secret");
+        m.kube_request("get", "secrets");
         m.set_leader(true);
         let text = m.encode();
         for line in [
@@ -469,6 +497,7 @@ mod tests {
             r#"nuclia_operator_reconcile_errors_total{kind="NucliaKbApiKey",reason="Unauthorized"} 1"#.into(),
             "nuclia_operator_leader 1".into(),
             r#"nuclia_operator_watch_errors_total{watch="Secret"} 1"#.into(),
+            r#"nuclia_operator_kube_requests_total{verb="get",resource="secrets"} 1"#.into(),
             r#"nuclia_operator_watch_errors_total{watch="NucliaNuaKey"} 0"#.into(),
             "# EOF".into(),
         ] {

@@ -3,12 +3,14 @@
 //! - [`config`]: the clap [`Config`] (every flag has an environment variable).
 //! - [`telemetry`]: tracing to stderr, text or JSON.
 //! - [`metrics`]: the Prometheus registry and the operator's series.
+//! - [`kube_client`]: the Kubernetes client, counting its requests.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`leader`]: leader election on a Lease, and the shutdown signal.
 
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod telemetry;

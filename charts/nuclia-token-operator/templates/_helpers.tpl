@@ -117,6 +117,7 @@ is left out, so extraEnv replaces the chart's value instead of repeating the var
 {{- $env = append $env (dict "name" (print $p "LABEL_SELECTOR") "value" .) }}
 {{- end }}
 {{- $env = append $env (dict "name" (print $p "CONCURRENCY") "value" (toString (int64 $v.concurrency))) }}
+{{- $env = append $env (dict "name" (print $p "WORKER_THREADS") "value" (toString (int64 $v.workerThreads))) }}
 {{- $env = append $env (dict "name" (print $p "VERIFY_INTERVAL") "value" (toString $v.verifyInterval)) }}
 {{- $env = append $env (dict "name" (print $p "REVOKE_TIMEOUT") "value" (toString $v.revokeTimeout)) }}
 {{- $env = append $env (dict "name" (print $p "MIN_ISSUE_INTERVAL") "value" (toString $v.minIssueInterval)) }}

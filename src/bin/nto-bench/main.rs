@@ -52,6 +52,9 @@ pub struct Args {
     /// The operator's parallel reconciles (--concurrency), and the benchmark's parallel creates.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// The operator's --worker-threads (default: the operator's own), for A/B runs.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
     /// The operator's --verify-interval; the steady state watches two of them.
     #[arg(long, default_value = "20s", value_parser = nuclia_token_operator::duration::parse)]
     pub verify_interval: Duration,

@@ -629,23 +629,36 @@ async fn metrics_text(http: &reqwest::Client, port: u16) -> Option<String> {
         .ok()
 }
 
-/// The operator's finished reconciles and watch errors, from its `/metrics` (all series of
-/// each summed).
-pub async fn reconciles(http: &reqwest::Client, port: u16) -> Option<(u64, u64)> {
-    let text = metrics_text(http, port).await?;
-    let sum = |name: &str| {
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|r| r.starts_with(['{', ' ']))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
-    Some((
-        sum("nuclia_operator_reconcile_duration_seconds_count"),
-        sum("nuclia_operator_watch_errors_total"),
-    ))
+/// What the operator counts of itself, from its `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct OperatorCounters {
+    pub reconciles: u64,
+    pub watch_errors: u64,
+    /// Its requests to the apiserver, by `verb resource` (`get secrets`).
+    pub kube_requests: BTreeMap<String, u64>,
+}
+
+/// The operator's counters; None when its `/metrics` cannot be read.
+pub async fn operator_counters(http: &reqwest::Client, port: u16) -> Option<OperatorCounters> {
+    Some(parse_operator_counters(&metrics_text(http, port).await?))
+}
+
+pub fn parse_operator_counters(text: &str) -> OperatorCounters {
+    let sum = |name: &str| series(text, name).map(|(_, v)| v).sum::<f64>() as u64;
+    let mut kube_requests = BTreeMap::new();
+    for (labels, v) in series(text, "nuclia_operator_kube_requests_total") {
+        let key = format!(
+            "{} {}",
+            label(labels, "verb").unwrap_or("?"),
+            label(labels, "resource").unwrap_or("?")
+        );
+        *kube_requests.entry(key).or_default() += v as u64;
+    }
+    OperatorCounters {
+        reconciles: sum("nuclia_operator_reconcile_duration_seconds_count"),
+        watch_errors: sum("nuclia_operator_watch_errors_total"),
+        kube_requests,
+    }
 }
 
 /// Entries per cache name.
@@ -660,27 +673,32 @@ pub async fn cache_entries(http: &reqwest::Client, port: u16) -> Option<CacheEnt
 /// The `nuclia_operator_cache_entries` series of a Prometheus text page, summed by `cache`.
 pub fn parse_cache_entries(text: &str) -> CacheEntries {
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("nuclia_operator_cache_entries") else {
-            continue;
-        };
-        let (labels, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.rsplit_once("} ") {
-                Some(x) => x,
-                None => continue,
-            },
-            None => ("", rest.trim()),
-        };
-        let cache = labels
-            .split(',')
-            .find_map(|kv| kv.trim().strip_prefix("cache=\""))
-            .map(|v| v.trim_end_matches('"').to_owned())
-            .unwrap_or_else(|| "(unlabelled)".into());
-        if let Ok(v) = value.trim().parse::<f64>() {
-            *out.entry(cache).or_default() += v;
-        }
+    for (labels, v) in series(text, "nuclia_operator_cache_entries") {
+        let cache = label(labels, "cache").unwrap_or("(unlabelled)");
+        *out.entry(cache.to_owned()).or_default() += v;
     }
     out
+}
+
+/// The series of the metric `name` in a Prometheus text page: their labels (the text between
+/// the braces, empty without) and values.
+fn series<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => r.rsplit_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        Some((labels, value.trim().parse::<f64>().ok()?))
+    })
+}
+
+/// One label's value in a series' label text (`a="x",b="y"`).
+fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels.split(',').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == key).then(|| v.trim_matches('"'))
+    })
 }
 
 #[cfg(test)]
@@ -701,5 +719,20 @@ mod tests {
         assert_eq!(m["live"], 12.0);
         assert_eq!(m["accounts"], 7.0);
         assert!(parse_cache_entries("up 1\n").is_empty());
+    }
+
+    #[test]
+    fn operator_counters_from_metrics() {
+        let text = "nuclia_operator_reconcile_duration_seconds_count{kind=\"A\"} 3\n\
+            nuclia_operator_reconcile_duration_seconds_count{kind=\"B\"} 4\n\
+            nuclia_operator_reconcile_duration_seconds_sum{kind=\"B\"} 9\n\
+            nuclia_operator_watch_errors_total{watch=\"Secret\"} 2\n\
+            nuclia_operator_kube_requests_total{verb=\"get\",resource=\"secrets\"} 5\n\
+            nuclia_operator_kube_requests_total{verb=\"patch\",resource=\"nucliakbapikeys/status\"} 6\n";
+        let c = parse_operator_counters(text);
+        assert_eq!((c.reconciles, c.watch_errors), (7, 2));
+        assert_eq!(c.kube_requests["get secrets"], 5);
+        assert_eq!(c.kube_requests["patch nucliakbapikeys/status"], 6);
+        assert_eq!(c.kube_requests.len(), 2);
     }
 }

@@ -140,6 +140,11 @@ pub struct Burst {
     pub apiserver_requests: BTreeMap<String, u64>,
     /// Reconciles the operator finished (its /metrics).
     pub reconciles: Option<u64>,
+    /// The operator's own requests to the apiserver (its /metrics), per `verb resource`; the
+    /// reads below count these, since the apiserver's counters include other clients (the
+    /// kube-controller-manager's garbage collector reads Secrets and lists resources when it
+    /// lags, in the floor too).
+    pub operator_requests: BTreeMap<String, u64>,
     /// Errors of the operator's watches (its /metrics): each restarts a watch, often with a
     /// full list, which shows in the reads.
     pub watch_errors: Option<u64>,
@@ -151,22 +156,21 @@ pub struct Burst {
 }
 
 impl Burst {
-    /// `GET secrets` requests at the apiserver during the burst (all clients; the benchmark
-    /// itself only watches).
+    /// The operator's `get secrets` requests during the burst.
     pub fn secret_gets(&self) -> u64 {
-        self.apiserver_requests
-            .get("GET secrets")
+        self.operator_requests
+            .get("get secrets")
             .copied()
             .unwrap_or(0)
     }
 
-    /// Every GET and LIST of a resource (any kind) at the apiserver during the burst.
+    /// The operator's gets and lists of any resource during the burst (watches not counted).
     pub fn reads(&self) -> u64 {
-        self.apiserver_requests
+        self.operator_requests
             .iter()
             .filter(|(k, _)| {
                 let (verb, resource) = k.split_once(' ').unwrap_or((k.as_str(), ""));
-                matches!(verb, "GET" | "LIST") && !resource.is_empty()
+                matches!(verb, "get" | "list") && resource != "other"
             })
             .map(|(_, v)| v)
             .sum()
@@ -350,16 +354,16 @@ pub fn targets(r: &Report) -> Vec<Target> {
         },
         Target {
             target: "burst: <= 1 Secret GET per resource".into(),
-            measured: if u.apiserver_requests.is_empty() {
-                "? (no apiserver counters)".into()
+            measured: if u.operator_requests.is_empty() {
+                "? (no operator request counters)".into()
             } else {
                 format!(
-                    "{:.2} ({} GET secrets)",
+                    "{:.2} ({} GET secrets by the operator)",
                     u.secret_gets() as f64 / n,
                     u.secret_gets()
                 )
             },
-            met: !u.apiserver_requests.is_empty() && u.secret_gets() as f64 <= n,
+            met: !u.operator_requests.is_empty() && u.secret_gets() as f64 <= n,
         },
         Target {
             target: "steady state: zero writes".into(),
@@ -583,7 +587,7 @@ pub fn print(r: &Report) {
             .unwrap_or_default()
     );
     println!(
-        "          reconciles {}, operator watch errors {}; {:.2} Secret GETs and {:.2} reads (GET+LIST) per resource; apiserver requests: {}",
+        "          reconciles {}, watch errors {}; {:.2} Secret GETs and {:.2} reads (get+list) per resource; the operator's requests: {}",
         u.reconciles.map_or("?".into(), |n| format!(
             "{n} ({:.1} per resource)",
             n as f64 / c.n as f64
@@ -591,6 +595,10 @@ pub fn print(r: &Report) {
         u.watch_errors.map_or("?".into(), |n| n.to_string()),
         u.secret_gets() as f64 / c.n as f64,
         u.reads() as f64 / c.n as f64,
+        calls(&u.operator_requests)
+    );
+    println!(
+        "          apiserver requests (all clients): {}",
         calls(&u.apiserver_requests)
     );
     println!(
@@ -953,7 +961,7 @@ pub fn print_growth(g: &Growth) {
         );
     }
     println!(
-        "(ms/res: burst wall ms per resource; GETs/r: Secret GETs per resource; reads/r: all GET+LIST; CPUms/r, runCPU: operator CPU ms per resource in the burst and the run; RSS B/r: (peak - startup RSS) / N; prev: peak previous tokens waiting for revocation)"
+        "(ms/res: burst wall ms per resource; GETs/r: the operator's Secret GETs per resource; reads/r: all its gets and lists; CPUms/r, runCPU: operator CPU ms per resource in the burst and the run; RSS B/r: (peak - startup RSS) / N; prev: peak previous tokens waiting for revocation)"
     );
     let Some(v) = &g.verdict else {
         println!("per-resource cost: n/a (needs an N above the one nearest 1000)");

@@ -227,7 +227,7 @@ async fn phases(
     // ---- issue burst ----
     eprintln!("[bench] burst: applying {} resources", args.n);
     proc.reset_peak();
-    let rec0 = probes::reconciles(&http, port).await;
+    let rec0 = probes::operator_counters(&http, port).await;
     let c0 = calls.sample().await?;
     let api_w0 = probes::apiserver_requests(&client).await;
     let cpu0 = meter.read();
@@ -281,7 +281,7 @@ async fn phases(
     let t1 = Instant::now();
     let c1 = calls.sample().await?;
     let api_w1 = probes::apiserver_requests(&client).await;
-    let rec1 = probes::reconciles(&http, port).await;
+    let rec1 = probes::operator_counters(&http, port).await;
     let burst_fp = Footprint::of("burst", &proc, t0, t1);
     let burst = {
         let l = log.lock();
@@ -317,13 +317,17 @@ async fn phases(
             apiserver_write_requests_per_resource: api_total(&api_w0, &api_w1)
                 .map(|w| w.saturating_sub(args.n as u64) as f64 / args.n as f64),
             apiserver_requests: api_delta(&api_w0, &api_w1),
-            reconciles: match (rec0, rec1) {
-                (Some(a), Some(b)) => Some(b.0.saturating_sub(a.0)),
+            reconciles: match (&rec0, &rec1) {
+                (Some(a), Some(b)) => Some(b.reconciles.saturating_sub(a.reconciles)),
                 _ => None,
             },
-            watch_errors: match (rec0, rec1) {
-                (Some(a), Some(b)) => Some(b.1.saturating_sub(a.1)),
+            watch_errors: match (&rec0, &rec1) {
+                (Some(a), Some(b)) => Some(b.watch_errors.saturating_sub(a.watch_errors)),
                 _ => None,
+            },
+            operator_requests: match (&rec0, &rec1) {
+                (Some(a), Some(b)) => probes::delta(&a.kube_requests, &b.kube_requests),
+                _ => BTreeMap::new(),
             },
             nuclia_calls_per_resource: nuclia_total as f64 / args.n as f64,
             budget_floor_seconds: nuclia_floor(&c0, &c1, args),
@@ -1163,9 +1167,14 @@ fn start_operator(
         .args(["--nuclia-rps", &args.nuclia_rps.to_string()])
         .args(["--nuclia-burst", &args.nuclia_burst.to_string()])
         .args(["--concurrency", &args.concurrency.to_string()])
+        .args(
+            args.worker_threads
+                .map(|n| ["--worker-threads".to_owned(), n.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .env_remove("RUST_LOG")
         .envs(std::env::var("NTO_BENCH_OPERATOR_RUST_LOG").map(|v| ("RUST_LOG", v)))
-        .envs(std::env::var("NTO_BENCH_OPERATOR_WORKERS").map(|v| ("TOKIO_WORKER_THREADS", v)))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
