@@ -592,29 +592,21 @@ pub fn writes(m: &Option<BTreeMap<String, u64>>) -> Option<BTreeMap<String, u64>
 pub async fn apiserver_requests(client: &Client) -> Option<BTreeMap<String, u64>> {
     let req = http::Request::get("/metrics").body(Vec::new()).ok()?;
     let text = client.request_text(req).await.ok()?;
+    Some(by_verb_and_resource(&text, "apiserver_request_total"))
+}
+
+/// The series of a request counter summed by `verb resource` (a missing label left empty).
+fn by_verb_and_resource(text: &str, name: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
-        let verb = label("verb");
-        let Ok(n) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        *out.entry(format!("{verb} {}", label("resource")))
-            .or_default() += n as u64;
+    for (labels, v) in series(text, name) {
+        let key = format!(
+            "{} {}",
+            label(labels, "verb").unwrap_or_default(),
+            label(labels, "resource").unwrap_or_default()
+        );
+        *out.entry(key).or_default() += v as u64;
     }
-    Some(out)
+    out
 }
 
 /// The operator's `/metrics` page.
@@ -645,19 +637,10 @@ pub async fn operator_counters(http: &reqwest::Client, port: u16) -> Option<Oper
 
 pub fn parse_operator_counters(text: &str) -> OperatorCounters {
     let sum = |name: &str| series(text, name).map(|(_, v)| v).sum::<f64>() as u64;
-    let mut kube_requests = BTreeMap::new();
-    for (labels, v) in series(text, "nuclia_operator_kube_requests_total") {
-        let key = format!(
-            "{} {}",
-            label(labels, "verb").unwrap_or("?"),
-            label(labels, "resource").unwrap_or("?")
-        );
-        *kube_requests.entry(key).or_default() += v as u64;
-    }
     OperatorCounters {
         reconciles: sum("nuclia_operator_reconcile_duration_seconds_count"),
         watch_errors: sum("nuclia_operator_watch_errors_total"),
-        kube_requests,
+        kube_requests: by_verb_and_resource(text, "nuclia_operator_kube_requests_total"),
     }
 }
 
@@ -734,5 +717,12 @@ mod tests {
         assert_eq!(c.kube_requests["get secrets"], 5);
         assert_eq!(c.kube_requests["patch nucliakbapikeys/status"], 6);
         assert_eq!(c.kube_requests.len(), 2);
+        // the apiserver's counter, by the same helper: its series summed per verb and resource
+        let api = "apiserver_request_total{code=\"200\",resource=\"secrets\",verb=\"GET\"} 3\n\
+            apiserver_request_total{code=\"404\",resource=\"secrets\",verb=\"GET\"} 1\n\
+            apiserver_request_total{code=\"201\",resource=\"secrets\",verb=\"POST\"} 2\n";
+        let m = by_verb_and_resource(api, "apiserver_request_total");
+        assert_eq!(m.len(), 2);
+        assert_eq!((m["GET secrets"], m["POST secrets"]), (4, 2));
     }
 }

@@ -282,6 +282,8 @@ async fn phases(
     let c1 = calls.sample().await?;
     let api_w1 = probes::apiserver_requests(&client).await;
     let rec1 = probes::operator_counters(&http, port).await;
+    // the operator's counters at the burst's edges, when both were read
+    let ops = rec0.as_ref().zip(rec1.as_ref());
     let burst_fp = Footprint::of("burst", &proc, t0, t1);
     let burst = {
         let l = log.lock();
@@ -317,18 +319,11 @@ async fn phases(
             apiserver_write_requests_per_resource: api_total(&api_w0, &api_w1)
                 .map(|w| w.saturating_sub(args.n as u64) as f64 / args.n as f64),
             apiserver_requests: api_delta(&api_w0, &api_w1),
-            reconciles: match (&rec0, &rec1) {
-                (Some(a), Some(b)) => Some(b.reconciles.saturating_sub(a.reconciles)),
-                _ => None,
-            },
-            watch_errors: match (&rec0, &rec1) {
-                (Some(a), Some(b)) => Some(b.watch_errors.saturating_sub(a.watch_errors)),
-                _ => None,
-            },
-            operator_requests: match (&rec0, &rec1) {
-                (Some(a), Some(b)) => probes::delta(&a.kube_requests, &b.kube_requests),
-                _ => BTreeMap::new(),
-            },
+            reconciles: ops.map(|(a, b)| b.reconciles.saturating_sub(a.reconciles)),
+            watch_errors: ops.map(|(a, b)| b.watch_errors.saturating_sub(a.watch_errors)),
+            operator_requests: ops
+                .map(|(a, b)| probes::delta(&a.kube_requests, &b.kube_requests))
+                .unwrap_or_default(),
             nuclia_calls_per_resource: nuclia_total as f64 / args.n as f64,
             budget_floor_seconds: nuclia_floor(&c0, &c1, args),
             nuclia_calls: nuclia,
