@@ -1,6 +1,7 @@
 //! nuclia-token-operator: Nuclia credentials as Kubernetes resources.
 //!
 //! The library holds all logic; the binaries in `src/bin` only wire it together.
+//! - [`clock`]: the engine's clock (real time; a simulation moves it).
 //! - [`crd`]: the two custom resources and the names shared by everything else.
 //! - [`cluster_credential`]: `NucliaClusterCredential`, its namespace policy and its resolution.
 //! - [`duration`]: the Go-style duration syntax of the CRDs and the flags.
@@ -9,6 +10,7 @@
 //! - [`lifecycle`]: the pure decision of what to do next with a credential, shared by both kinds.
 //! - [`runtime`]: configuration, logging, `/metrics` `/healthz` `/readyz`, leader election.
 
+pub mod clock;
 pub mod cluster_credential;
 pub mod controller;
 pub mod crd;

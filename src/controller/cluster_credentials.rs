@@ -36,7 +36,7 @@ impl Checks {
             return 0;
         };
         let idle = chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
-        let now = Utc::now();
+        let now = crate::clock::now();
         m.retain(|_, c| now - c.at < idle);
         m.len()
     }

@@ -32,7 +32,7 @@ pub(crate) async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result
         super::revoke::cleanup(obj.as_ref(), &ctx).await
     } else if let Some(wait) =
         ctx.memo
-            .unchanged(&uid, obj.resource_version().as_deref(), Utc::now())
+            .unchanged(&uid, obj.resource_version().as_deref(), crate::clock::now())
     {
         ctx.metrics.reconcile_skipped(K::kind(&()).as_ref());
         return Ok(Action::requeue(wait));
@@ -121,7 +121,8 @@ pub(super) fn marker<K: Kind>(ctx: &Context, obj: &K) -> Marker {
 
 /// Whole seconds: what the apiserver keeps, so a status read back compares equal.
 pub(super) fn now() -> DateTime<Utc> {
-    DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_else(Utc::now)
+    let now = crate::clock::now();
+    DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
 }
 
 pub(super) fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -552,7 +553,7 @@ impl<'a, K: Kind> Engine<'a, K> {
                 std::mem::take(&mut self.resource_versions),
                 secret_version,
                 self.secret_seen_at_start.take(),
-                Utc::now() + chrono_dur(wake),
+                crate::clock::now() + chrono_dur(wake),
                 self.secret_known
                     .take()
                     .filter(|(_, fp)| *fp == secret::desired_fingerprint(self.obj, &self.status))

@@ -86,7 +86,7 @@ impl Restarter {
                 Err(e) => failures.push(e),
             }
         }
-        (at.unwrap_or_else(Utc::now), failures)
+        (at.unwrap_or_else(crate::clock::now), failures)
     }
 
     async fn restart_one(&self, namespace: &str, target: &RolloutRestartTarget) -> Outcome {
@@ -160,7 +160,7 @@ async fn patch(kube: kube::Client, w: &Workload) -> Outcome {
     };
     let api: Api<DynamicObject> = Api::namespaced_with(kube, &w.namespace, &resource);
     // Whole seconds, as kubectl writes it: the value recorded in status is the annotation's.
-    let now = Utc::now().trunc_subsecs(0);
+    let now = crate::clock::now().trunc_subsecs(0);
     let body = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
         ANNOTATION_RESTARTED_AT: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }}}}});

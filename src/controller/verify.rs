@@ -69,7 +69,7 @@ impl LiveCache {
         let mut slot = entry.lock().await;
         let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
         if let Some((at, live)) = slot.as_ref()
-            && Utc::now() - *at < max_age
+            && crate::clock::now() - *at < max_age
         {
             return Ok(Listed {
                 at: *at,
@@ -77,7 +77,7 @@ impl LiveCache {
                 fetched: None,
             });
         }
-        let at = Utc::now();
+        let at = crate::clock::now();
         let list = issuer.list_live().await?;
         let live = Arc::new(LiveSet::new(&list));
         *slot = Some((at, live.clone()));
@@ -92,7 +92,7 @@ impl LiveCache {
     /// refetched once it is a verify interval old); returns how many remain.
     pub fn evict_stale(&self, age: Duration) -> usize {
         let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        let now = Utc::now();
+        let now = crate::clock::now();
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, e| match e.try_lock() {
             Ok(slot) => slot.as_ref().is_some_and(|(at, _)| now - *at < age),

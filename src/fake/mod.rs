@@ -74,6 +74,9 @@ pub struct FakeHandle {
     pub url: String,
     /// The same values the binary prints on its first line.
     pub bootstrap: Bootstrap,
+    /// The state, for tests in this crate that look inside (the lifecycle simulation).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -120,7 +123,7 @@ pub async fn spawn(cfg: FakeConfig) -> std::io::Result<FakeHandle> {
         state: Mutex::new(state),
         bootstrap: bootstrap.clone(),
     });
-    let app = router(shared);
+    let app = router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -133,6 +136,7 @@ pub async fn spawn(cfg: FakeConfig) -> std::io::Result<FakeHandle> {
     Ok(FakeHandle {
         url,
         bootstrap,
+        shared,
         shutdown: Some(tx),
         task: Some(task),
     })

@@ -99,6 +99,9 @@ pub struct State {
     /// The fake's own URL (the `iss` of the keys it mints).
     pub url: String,
     pub clock_offset: Duration,
+    /// A clock standing still at this time, plus the offset (the lifecycle simulation's;
+    /// None: real time).
+    pub frozen: Option<DateTime<Utc>>,
     /// Every user by id: the default one and the seeded `users`. Each owns its user tokens
     /// and PATs; all are members of the same accounts.
     pub users: BTreeMap<String, User>,
@@ -221,6 +224,7 @@ impl State {
         let mut st = State {
             url: url.to_owned(),
             clock_offset: Duration::zero(),
+            frozen: None,
             users: BTreeMap::from([(user_id.clone(), user)]),
             accounts: BTreeMap::new(),
             zones: Vec::new(),
@@ -473,7 +477,7 @@ impl State {
 
     /// The fake's clock: real time plus the offset moved by `/_fake/clock/advance`.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.clock_offset
+        self.frozen.unwrap_or_else(Utc::now) + self.clock_offset
     }
 
     fn add_zone(&mut self, slug: &str, title: &str, private: bool, origin: Option<String>) {

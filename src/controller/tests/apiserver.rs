@@ -19,8 +19,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-/// The CRD group whose objects have a status subresource (the engine tests' kind).
-const STATUS_GROUP: &str = "/apis/test.nuclia.dev/";
+/// The CRD groups whose objects have a status subresource (the engine tests' kind, and the
+/// operator's own kinds in the simulation).
+const STATUS_GROUPS: [&str; 2] = ["/apis/test.nuclia.dev/", "/apis/nuclia.dev/"];
+
+fn has_status(path: &str) -> bool {
+    STATUS_GROUPS.iter().any(|g| path.starts_with(g))
+}
 
 #[derive(Clone, Default)]
 pub struct ApiServer(Arc<Mutex<State>>);
@@ -32,6 +37,18 @@ struct State {
     faults: Vec<Fault>,
     /// Every request, as `METHOD path`.
     log: Vec<String>,
+    /// The simulation's clock (None: real time).
+    clock: Option<chrono::DateTime<chrono::Utc>>,
+    /// Namespaces being deleted: nothing new may be created in them.
+    terminating: std::collections::BTreeSet<String>,
+    crash: Option<Crash>,
+}
+
+/// A process crash armed at a write (see [`ApiServer::crash_after`]).
+struct Crash {
+    writes_left: usize,
+    crashed: Box<dyn Fn() + Send>,
+    down: bool,
 }
 
 struct Fault {
@@ -55,20 +72,61 @@ fn finalizers(v: &Value) -> Vec<String> {
     serde_json::from_value(v["metadata"]["finalizers"].clone()).unwrap_or_default()
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// Whether `v` is a valid label value (at most 63 characters, alphanumeric at both ends,
+/// `-`, `_` and `.` between), as the real apiserver checks it.
+fn valid_label_value(v: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    v.is_empty()
+        || (v.len() <= 63
+            && alnum(v.chars().next())
+            && alnum(v.chars().last())
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+}
+
+/// The first invalid label of `v`, as the apiserver's 422 names it.
+fn invalid_label(v: &Value) -> Option<String> {
+    let labels = v["metadata"]["labels"].as_object()?;
+    labels.iter().find_map(|(k, l)| {
+        let l = l.as_str().unwrap_or_default();
+        (!valid_label_value(l))
+            .then(|| format!("metadata.labels: Invalid value: \"{l}\" (label {k})"))
+    })
+}
+
+/// The namespace a path names, if any.
+fn namespace_of(path: &str) -> Option<&str> {
+    let rest = path.split("/namespaces/").nth(1)?;
+    Some(rest.split('/').next().unwrap_or(rest))
 }
 
 impl State {
+    fn now(&self) -> String {
+        self.clock
+            .unwrap_or_else(chrono::Utc::now)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
     fn bump(&mut self, v: &mut Value) {
         self.version += 1;
         v["metadata"]["resourceVersion"] = self.version.to_string().into();
     }
 
     fn handle(&mut self, method: &Method, path: &str, ctype: &str, body: &[u8]) -> (u16, Value) {
+        self.handle_dry(method, path, ctype, body, false)
+    }
+
+    fn handle_dry(
+        &mut self,
+        method: &Method,
+        path: &str,
+        ctype: &str,
+        body: &[u8],
+        dry_run: bool,
+    ) -> (u16, Value) {
         self.log.push(format!("{method} {path}"));
         let (path, sub_status) = match path.strip_suffix("/status") {
-            Some(p) if p.starts_with(STATUS_GROUP) => (p, true),
+            Some(p) if has_status(p) => (p, true),
             _ => (path, false),
         };
         let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -85,13 +143,30 @@ impl State {
                     (None, None) => return status(422, "Invalid", "metadata.name: Required"),
                 };
                 let key = format!("{path}/{name}");
+                if let Some(ns) = namespace_of(&key).filter(|ns| self.terminating.contains(*ns)) {
+                    let (code, mut v) = status(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "unable to create new content in namespace {ns} because it is being terminated"
+                        ),
+                    );
+                    v["details"] = json!({"causes": [{"reason": "NamespaceTerminating"}]});
+                    return (code, v);
+                }
                 if self.objects.contains_key(&key) {
                     return status(409, "AlreadyExists", format!("{key} already exists"));
                 }
+                if let Some(e) = invalid_label(&body) {
+                    return status(422, "Invalid", e);
+                }
                 let mut v = body;
+                if dry_run {
+                    return (201, v);
+                }
                 v["metadata"]["name"] = name.into();
                 v["metadata"]["uid"] = uuid::Uuid::new_v4().to_string().into();
-                v["metadata"]["creationTimestamp"] = now().into();
+                v["metadata"]["creationTimestamp"] = self.now().into();
                 self.bump(&mut v);
                 self.objects.insert(key, v.clone());
                 (201, v)
@@ -106,7 +181,7 @@ impl State {
                     return (200, v);
                 }
                 if v["metadata"]["deletionTimestamp"].is_null() {
-                    v["metadata"]["deletionTimestamp"] = now().into();
+                    v["metadata"]["deletionTimestamp"] = self.now().into();
                     self.bump(&mut v);
                     self.objects.insert(path.to_owned(), v.clone());
                 }
@@ -156,7 +231,7 @@ impl State {
         ] {
             new["metadata"][field] = old["metadata"][field].clone();
         }
-        if path.starts_with(STATUS_GROUP) {
+        if has_status(path) {
             if sub_status {
                 let status = new["status"].take();
                 new = old.clone();
@@ -177,6 +252,9 @@ impl State {
                 "Invalid",
                 "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted",
             );
+        }
+        if let Some(e) = invalid_label(&new) {
+            return status(422, "Invalid", e);
         }
         self.bump(&mut new);
         if deleting && finalizers(&new).is_empty() {
@@ -217,8 +295,32 @@ impl ApiServer {
             .unwrap_or("")
             .to_owned();
         let path = parts.uri.path();
+        let dry_run = parts.uri.query().is_some_and(|q| q.contains("dryRun=All"));
         let (code, value) = {
             let mut state = self.0.lock().expect("apiserver state");
+            let write = parts.method != Method::GET;
+            let crash = state.crash.as_mut().map(|c| {
+                if c.down {
+                    return true;
+                }
+                if write {
+                    c.writes_left = c.writes_left.saturating_sub(1);
+                    if c.writes_left == 0 {
+                        c.down = true;
+                        (c.crashed)();
+                    }
+                }
+                false
+            });
+            if crash == Some(true) {
+                state.log.push(format!("{} {path} (down)", parts.method));
+                let (code, value) = status(503, "ServiceUnavailable", "the process is down");
+                return Response::builder()
+                    .status(StatusCode::from_u16(code).expect("a status code"))
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(value.to_string().into_bytes()))
+                    .expect("a response");
+            }
             match state.take_fault(&parts.method, path) {
                 Some(f) => {
                     if f.after {
@@ -228,7 +330,7 @@ impl ApiServer {
                     }
                     status(f.code, "InternalError", "injected failure")
                 }
-                None => state.handle(&parts.method, path, &ctype, &body),
+                None => state.handle_dry(&parts.method, path, &ctype, &body, dry_run),
             }
         };
         Response::builder()
@@ -307,6 +409,94 @@ impl ApiServer {
             .filter(|(k, v)| k.starts_with(&prefix) && v["reason"] == reason)
             .filter_map(|(_, v)| v["note"].as_str().map(str::to_owned))
             .collect()
+    }
+
+    /// Sets the clock that deletion and creation times are read from.
+    pub fn set_time(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.0.lock().unwrap().clock = Some(at);
+    }
+
+    /// Marks `namespace` as being deleted: creations in it are refused from now on.
+    pub fn terminate_namespace(&self, namespace: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .terminating
+            .insert(namespace.to_owned());
+    }
+
+    /// Whether `namespace` is being deleted.
+    pub fn namespace_terminating(&self, namespace: &str) -> bool {
+        self.0.lock().unwrap().terminating.contains(namespace)
+    }
+
+    /// Forgets that `namespace` was being deleted (it is gone, and may be created again).
+    pub fn namespace_gone(&self, namespace: &str) {
+        self.0.lock().unwrap().terminating.remove(namespace);
+    }
+
+    /// Every stored object whose path starts with `prefix`, by path.
+    pub fn list(&self, prefix: &str) -> Vec<(String, Value)> {
+        let state = self.0.lock().unwrap();
+        state
+            .objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Creates `obj` in `collection` as a client would; the answer's status code.
+    pub fn create(&self, collection: &str, obj: &Value) -> u16 {
+        let body = obj.to_string();
+        let mut state = self.0.lock().unwrap();
+        state
+            .handle(&Method::POST, collection, "", body.as_bytes())
+            .0
+    }
+
+    /// A merge patch as a client would send it (a spec change moves the generation); the
+    /// answer's status code.
+    pub fn merge(&self, path: &str, patch: &Value) -> u16 {
+        let body = patch.to_string();
+        let mut state = self.0.lock().unwrap();
+        let ctype = "application/merge-patch+json";
+        state.handle(&Method::PATCH, path, ctype, body.as_bytes()).0
+    }
+
+    /// After the next `writes` writes (the last one taking effect) the server stops answering
+    /// anything but 503 until [`ApiServer::recover`]: a process that died there. `crashed`
+    /// runs at that moment (the simulation stops Nuclia with it).
+    pub fn crash_after(&self, writes: usize, crashed: Box<dyn Fn() + Send>) {
+        self.0.lock().unwrap().crash = Some(Crash {
+            writes_left: writes,
+            crashed,
+            down: false,
+        });
+    }
+
+    /// Whether the armed crash happened; disarms it either way.
+    pub fn recover(&self) -> bool {
+        self.0.lock().unwrap().crash.take().is_some_and(|c| c.down)
+    }
+
+    /// Deletes as a client would (finalizers hold the object, marked deleted).
+    pub fn delete(&self, path: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .handle(&Method::DELETE, path, "", b"");
+    }
+
+    /// How many requests were made so far.
+    pub fn request_count(&self) -> usize {
+        self.0.lock().unwrap().log.len()
+    }
+
+    /// The requests made after the first `from`, as `METHOD path`.
+    pub fn requests_since(&self, from: usize) -> Vec<String> {
+        let state = self.0.lock().unwrap();
+        state.log.get(from..).unwrap_or_default().to_vec()
     }
 
     /// Requests made so far whose `METHOD path` contains `needle`.

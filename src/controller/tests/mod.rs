@@ -8,6 +8,7 @@ mod apiserver;
 mod restarts;
 mod scripted;
 
+mod sim;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,0 +1,1762 @@
+//! The lifecycle simulation: the real engine (`reconcile`, `error_policy`, the memo, the
+//! caches) over the three kinds and a cluster credential, driven through seeded random
+//! sequences of what users, Nuclia and the cluster do, with the invariants of DESIGN.md §6
+//! checked at every quiet point and at the end.
+//!
+//! - The apiserver is the in-memory one of the engine tests ([`super::apiserver`]); the
+//!   simulation plays the watches (a changed object wakes its resource at once, as the
+//!   controller's watch would), the garbage collector and the namespace controller.
+//! - Nuclia is `nuclia-fake`, in process, over HTTP: real issuers, real wire format.
+//! - Time is simulated: the engine reads [`crate::clock`], which stands still while a reconcile
+//!   runs and moves when the simulation says (wake-ups, clock jumps), so days pass in a
+//!   millisecond and a seed replays the same way.
+//!
+//! A failing sequence is shrunk (actions dropped while it still fails the same invariant) and
+//! printed with its seed. `NTO_SIM_SEED=<seed>` reruns one seed alone (with its trace);
+//! `NTO_SIM_SEQUENCES=<n>` runs that many (the long mode, which prints sequences per second and
+//! the invariant counts). `docs/lifecycle.md` states the invariants in words.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use super::apiserver::ApiServer;
+use crate::controller::reconcile::{error_policy, reconcile};
+use crate::controller::resource_index::ResourceIndex;
+use crate::controller::{Context, Kind, Settings};
+use crate::crd::{
+    ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, ANNOTATION_TOKEN_ID, CredentialStatus,
+    LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, NucliaKbApiKey, NucliaNuaKey,
+    NucliaPersonalToken,
+};
+use crate::fake::state::CredKind;
+use crate::fake::{FakeConfig, FakeHandle, FaultRule};
+use crate::issuer::Marker;
+use crate::lifecycle::token_hash;
+use crate::runtime::metrics::Metrics;
+
+const NAMESPACES: [&str; 2] = ["team-a", "team-b"];
+const OPERATOR_NS: &str = "operator";
+const CLUSTER_CREDENTIAL: &str = "shared";
+const CLUSTER_ID: &str = "sim-cluster";
+const INSTALLATION: &str = "inst-sim";
+/// Resource names; the last is 64 characters with a `-` in 63rd place (a label value cut at
+/// 63 characters ends with it).
+const NAMES: [&str; 4] = [
+    "app",
+    "web",
+    "job",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x",
+];
+/// Secret names a rename may pick; `taken` is a user's own Secret in every namespace.
+const SECRET_NAMES: [&str; 3] = ["renamed", "renamed-2", "taken"];
+/// How far a settle lets time run to reach the wake-ups it causes (backoffs, the minimum
+/// issue interval, the intent grace).
+const SETTLE_WINDOW: i64 = 180;
+/// Writes one resource may make within one settle before it counts as a loop.
+const MAX_WRITES_PER_SETTLE: usize = 40;
+
+fn settings() -> Settings {
+    Settings {
+        cluster_id: CLUSTER_ID.into(),
+        cluster_id_unique: false,
+        installation_id: INSTALLATION.into(),
+        verify_interval: Duration::from_secs(600),
+        requeue_max: Duration::from_secs(3600),
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        intent_grace: Duration::from_secs(60),
+        revoke_timeout: Duration::from_secs(600),
+        min_issue_interval: Duration::from_secs(10),
+        rollout_restart_interval: Duration::from_secs(30),
+        concurrency: 1,
+        namespaces: Vec::new(),
+        label_selector: None,
+        cluster_credential_namespace: Some(OPERATOR_NS.into()),
+        operator_namespace: OPERATOR_NS.into(),
+        kept_configmap: "nto-kept".into(),
+    }
+}
+
+/// The kinds a created resource may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    Personal,
+    KbKey,
+    /// A KB key through the cluster credential.
+    KbKeyShared,
+    Nua,
+}
+
+/// One thing a user, Nuclia or the cluster does. Targets are indexes into what exists when
+/// the action runs (modulo its length), so a shrunk sequence still means something.
+#[derive(Clone, Debug)]
+enum Act {
+    Create {
+        flavor: Flavor,
+        ns: usize,
+        name: usize,
+        orphan: bool,
+        self_renew: bool,
+    },
+    EditDays {
+        target: usize,
+        days: i64,
+    },
+    EditRenewBefore {
+        target: usize,
+        hours: Option<u32>,
+    },
+    SetPolicy {
+        target: usize,
+        orphan: bool,
+    },
+    RenameSecret {
+        target: usize,
+        to: usize,
+    },
+    ToggleFormats {
+        target: usize,
+    },
+    Rotate {
+        target: usize,
+    },
+    RevokeNow {
+        target: usize,
+    },
+    Delete {
+        target: usize,
+    },
+    DeleteNamespace {
+        ns: usize,
+    },
+    DeleteLogin {
+        ns: usize,
+    },
+    ReplaceLogin {
+        ns: usize,
+    },
+    RevokeLoginUpstream {
+        ns: usize,
+    },
+    DeleteManagedSecret {
+        target: usize,
+    },
+    RevokeUpstream {
+        target: usize,
+    },
+    /// Another namespace imitates a restored Secret holding the target's token id, and
+    /// creates a resource of that name to adopt it.
+    ForgeRestored {
+        target: usize,
+        name: usize,
+    },
+    Jump {
+        secs: i64,
+    },
+    /// The next `count` Nuclia calls fail this way.
+    Fault {
+        how: FaultHow,
+        count: u64,
+    },
+    /// The operator dies after this many more apiserver writes, and starts again.
+    Crash {
+        writes: usize,
+    },
+    /// A restart or leader hand-over: a new process, nothing in memory.
+    Restart,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum FaultHow {
+    Status(u16),
+    Timeout,
+    LostAnswer,
+    CappedLifetime,
+}
+
+fn random_act(rng: &mut StdRng) -> Act {
+    let target = rng.random_range(0..16);
+    let ns = usize::from(rng.random_bool(0.3));
+    match rng.random_range(0..100) {
+        0..25 => Act::Create {
+            flavor: [
+                Flavor::Personal,
+                Flavor::KbKey,
+                Flavor::KbKeyShared,
+                Flavor::Nua,
+            ][rng.random_range(0..4)],
+            ns,
+            name: rng.random_range(0..NAMES.len()),
+            orphan: rng.random_bool(0.25),
+            self_renew: rng.random_bool(0.3),
+        },
+        25..29 => Act::EditDays {
+            target,
+            days: [1, 2, 30, 90, 400][rng.random_range(0..5)],
+        },
+        29..31 => Act::EditRenewBefore {
+            target,
+            hours: [None, Some(12), Some(24 * 20)][rng.random_range(0..3)],
+        },
+        31..35 => Act::SetPolicy {
+            target,
+            orphan: rng.random_bool(0.6),
+        },
+        35..39 => Act::RenameSecret {
+            target,
+            to: rng.random_range(0..SECRET_NAMES.len()),
+        },
+        39..41 => Act::ToggleFormats { target },
+        41..44 => Act::Rotate { target },
+        44..46 => Act::RevokeNow { target },
+        46..55 => Act::Delete { target },
+        55..57 => Act::DeleteNamespace { ns },
+        57..59 => Act::DeleteLogin { ns },
+        59..61 => Act::ReplaceLogin { ns },
+        61..64 => Act::RevokeLoginUpstream { ns },
+        64..67 => Act::DeleteManagedSecret { target },
+        67..70 => Act::RevokeUpstream { target },
+        70..74 => Act::ForgeRestored {
+            target,
+            name: rng.random_range(0..NAMES.len()),
+        },
+        74..84 => Act::Jump {
+            secs: [60, 3600, 86_400, 10 * 86_400, 40 * 86_400][rng.random_range(0..5)],
+        },
+        84..92 => Act::Fault {
+            how: [
+                FaultHow::Status(401),
+                FaultHow::Status(403),
+                FaultHow::Status(404),
+                FaultHow::Status(429),
+                FaultHow::Status(500),
+                FaultHow::Timeout,
+                FaultHow::LostAnswer,
+                FaultHow::CappedLifetime,
+            ][rng.random_range(0..8)],
+            count: rng.random_range(1..4),
+        },
+        92..98 => Act::Crash {
+            writes: rng.random_range(1..5),
+        },
+        _ => Act::Restart,
+    }
+}
+
+/// A sequence of actions for `seed`: two creations, then anything.
+fn sequence(seed: u64) -> Vec<Act> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let len = rng.random_range(4..16);
+    let mut acts = Vec::with_capacity(len + 2);
+    for _ in 0..2 {
+        loop {
+            let a = random_act(&mut rng);
+            if matches!(a, Act::Create { .. }) {
+                acts.push(a);
+                break;
+            }
+        }
+    }
+    acts.extend((0..len).map(|_| random_act(&mut rng)));
+    acts
+}
+
+/// An invariant broken: which one, and what was seen.
+#[derive(Clone, Debug)]
+struct Violation {
+    invariant: &'static str,
+    what: String,
+}
+
+/// A resource as the simulation tracks it.
+#[derive(Clone, Debug)]
+struct Tracked {
+    path: String,
+    flavor: Flavor,
+    uid: String,
+}
+
+/// Everything one run of a sequence has: the world and what the invariants need.
+struct Sim {
+    server: ApiServer,
+    fake: FakeHandle,
+    metrics: Arc<Metrics>,
+    ctx: Arc<Context>,
+    writers: Writers,
+    now: DateTime<Utc>,
+    /// resourceVersions the simulated watches delivered, by path.
+    delivered: HashMap<String, String>,
+    /// When each resource is due for a reconcile.
+    due: BTreeMap<String, DateTime<Utc>>,
+    /// Every resource created, in order.
+    created: Vec<Tracked>,
+    /// Last seen object of each resource (for what it was when it went).
+    last_seen: HashMap<String, Value>,
+    deletions: HashMap<String, DateTime<Utc>>,
+    namespace_deletions: HashMap<String, DateTime<Utc>>,
+    /// Secrets first seen Terminating, by path.
+    terminating_secrets: HashMap<String, DateTime<Utc>>,
+    /// Tokens kept by a deletion under `Orphan`: they must stay valid.
+    kept: BTreeMap<String, String>,
+    /// Credentials revoked at Nuclia by the simulation itself (out of band).
+    revoked_out_of_band: HashSet<String>,
+    /// Mint times per resource UID.
+    mints: HashMap<String, Vec<DateTime<Utc>>>,
+    seen_creds: HashSet<String>,
+    errors: Vec<String>,
+    violations: Vec<Violation>,
+    trace: Vec<String>,
+    default_user: String,
+    reconciles: u64,
+}
+
+/// The simulated watches' caches, fed by [`Sim::pump`].
+struct Writers {
+    pt: (Writer<NucliaPersonalToken>, Arc<ResourceIndex>),
+    kb: (Writer<NucliaKbApiKey>, Arc<ResourceIndex>),
+    nua: (Writer<NucliaNuaKey>, Arc<ResourceIndex>),
+    secrets: Writer<PartialObjectMeta<Secret>>,
+}
+
+fn collection_of<K: Kind>(ns: &str) -> String {
+    K::url_path(&(), Some(ns))
+}
+
+fn secret_path(ns: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/secrets/{name}")
+}
+
+fn namespace_of(path: &str) -> String {
+    path.split("/namespaces/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn status_of(v: &Value) -> CredentialStatus {
+    serde_json::from_value(v["status"].clone()).unwrap_or_default()
+}
+
+fn is_deleting(v: &Value) -> bool {
+    !v["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// The requeue of an `Action` (kube-runtime keeps it private; its Debug shows it).
+fn requeue_of(a: &Action) -> Option<Duration> {
+    let text = format!("{a:?}");
+    let inner = text.split("Some(").nth(1)?.split(')').next()?;
+    let (num, unit) = inner
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|i| inner.split_at(i))?;
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "ms" => n / 1e3,
+        "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+impl Sim {
+    async fn new() -> Sim {
+        crate::runtime::install_crypto();
+        let start = DateTime::from_timestamp(1_800_000_000, 0).expect("a time");
+        let fake = crate::fake::spawn(FakeConfig::default())
+            .await
+            .expect("nuclia-fake");
+        fake.shared.lock().frozen = Some(start);
+        let server = ApiServer::default();
+        server.set_time(start);
+        let metrics = Arc::new(Metrics::new());
+        let default_user = {
+            let st = fake.shared.lock();
+            let id = st
+                .credential_id(&fake.bootstrap.pat)
+                .expect("the PAT")
+                .to_owned();
+            st.creds[&id].owner.clone()
+        };
+        let (ctx, writers) = Self::process(&server, &fake, &metrics);
+        let mut sim = Sim {
+            server,
+            fake,
+            metrics,
+            ctx,
+            writers,
+            now: start,
+            delivered: HashMap::new(),
+            due: BTreeMap::new(),
+            created: Vec::new(),
+            last_seen: HashMap::new(),
+            deletions: HashMap::new(),
+            namespace_deletions: HashMap::new(),
+            terminating_secrets: HashMap::new(),
+            kept: BTreeMap::new(),
+            revoked_out_of_band: HashSet::new(),
+            mints: HashMap::new(),
+            seen_creds: HashSet::new(),
+            errors: Vec::new(),
+            violations: Vec::new(),
+            trace: Vec::new(),
+            default_user,
+            reconciles: 0,
+        };
+        for ns in NAMESPACES.iter().chain([&OPERATOR_NS]) {
+            sim.make_namespace(ns);
+        }
+        let cc_login = sim.mint_login("cluster credential login");
+        sim.put_secret(OPERATOR_NS, "cc-login", &[("token", &cc_login)]);
+        let cc = json!({
+            "apiVersion": "nuclia.dev/v1alpha1", "kind": "NucliaClusterCredential",
+            "metadata": {"name": CLUSTER_CREDENTIAL},
+            "spec": {"secretRef": {"name": "cc-login", "key": "token"},
+                     "policy": {"namespaces": NAMESPACES}},
+        });
+        let code = sim
+            .server
+            .create("/apis/nuclia.dev/v1alpha1/nucliaclustercredentials", &cc);
+        assert_eq!(code, 201, "the cluster credential");
+        sim.seen_creds = sim.fake.shared.lock().creds.keys().cloned().collect();
+        sim
+    }
+
+    /// A new operator process: context and caches (nothing in memory survives).
+    fn process(
+        server: &ApiServer,
+        fake: &FakeHandle,
+        metrics: &Arc<Metrics>,
+    ) -> (Arc<Context>, Writers) {
+        let origin = url::Url::parse(&fake.url).expect("the fake's URL");
+        let mut endpoints = crate::nuclia::Endpoints {
+            global: origin.clone(),
+            ..Default::default()
+        };
+        endpoints
+            .zone_origins
+            .insert(fake.bootstrap.zone.clone(), origin);
+        let nuclia = crate::nuclia::Client::new(crate::nuclia::ClientConfig {
+            endpoints,
+            timeout: Duration::from_millis(500),
+            per_credential_rps: 0.0,
+            ..Default::default()
+        })
+        .expect("a Nuclia client");
+        let ctx = Context::new(server.client(), nuclia, settings(), metrics.clone());
+        let (pt_r, pt_w) = reflector::store();
+        let (kb_r, kb_w) = reflector::store();
+        let (nua_r, nua_w) = reflector::store();
+        let (s_r, s_w) = reflector::store();
+        let pt_i = Arc::new(ResourceIndex::default());
+        let kb_i = Arc::new(ResourceIndex::default());
+        let nua_i = Arc::new(ResourceIndex::default());
+        let _ = ctx.stores.set((
+            vec![(pt_r, pt_i.clone())],
+            vec![(kb_r, kb_i.clone())],
+            vec![(nua_r, nua_i.clone())],
+        ));
+        let _ = ctx.secret_stores.set(vec![(None, s_r)]);
+        let writers = Writers {
+            pt: (pt_w, pt_i),
+            kb: (kb_w, kb_i),
+            nua: (nua_w, nua_i),
+            secrets: s_w,
+        };
+        (ctx, writers)
+    }
+
+    fn set_now(&mut self, t: DateTime<Utc>) {
+        self.now = t;
+        self.server.set_time(t);
+        self.fake.shared.lock().frozen = Some(t);
+    }
+
+    fn make_namespace(&mut self, ns: &str) {
+        let code = self.server.create(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
+        assert!(code == 201 || code == 409, "namespace {ns}: {code}");
+        if ns != OPERATOR_NS {
+            let login = self.mint_login("sim login");
+            self.put_secret(ns, "login", &[("token", &login)]);
+            self.put_secret(ns, "taken", &[("note", "a user's own Secret")]);
+        }
+    }
+
+    /// A PAT of the default user, minted at the fake as a person would.
+    fn mint_login(&self, description: &str) -> String {
+        let mut st = self.fake.shared.lock();
+        let expires = Some(st.now() + chrono::Duration::days(3650));
+        let id = st.insert_cred(
+            CredKind::Pat,
+            None,
+            &self.default_user,
+            description,
+            expires,
+            None,
+            false,
+        );
+        st.creds[&id].value.clone()
+    }
+
+    fn put_secret(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| {
+                let b = k8s_openapi::ByteString(v.as_bytes().to_vec());
+                ((*k).to_owned(), serde_json::to_value(b).expect("bytes"))
+            })
+            .collect();
+        let path = secret_path(ns, name);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns}, "data": data});
+        if self.server.get::<Value>(&path).is_some() {
+            self.server.merge(&path, &json!({"data": secret["data"]}));
+        } else {
+            self.server
+                .create(&format!("/api/v1/namespaces/{ns}/secrets"), &secret);
+        }
+    }
+
+    fn live_resources(&self) -> Vec<Tracked> {
+        self.created
+            .iter()
+            .filter(|t| {
+                self.server
+                    .get::<Value>(&t.path)
+                    .is_some_and(|v| !is_deleting(&v))
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn pick(&self, target: usize) -> Option<(Tracked, Value)> {
+        let live = self.live_resources();
+        let t = live.get(target % live.len().max(1))?.clone();
+        let v = self.server.get::<Value>(&t.path)?;
+        Some((t, v))
+    }
+
+    fn manifest(
+        &self,
+        flavor: Flavor,
+        ns: &str,
+        name: &str,
+        orphan: bool,
+        self_renew: bool,
+    ) -> (String, String, Value) {
+        let policy = if orphan { "Orphan" } else { "Revoke" };
+        let login = json!({"secretRef": {"name": "login", "key": "token"}});
+        let kb_url = self.fake.bootstrap.kbs[0].url.clone();
+        let (kind, collection, spec) = match flavor {
+            Flavor::Personal => (
+                "NucliaPersonalToken",
+                collection_of::<NucliaPersonalToken>(ns),
+                json!({"description": "sim", "days": 30,
+                       "auth": {"secretRef": {"name": "login", "key": "token"}, "selfRenew": self_renew}}),
+            ),
+            Flavor::KbKey => (
+                "NucliaKbApiKey",
+                collection_of::<NucliaKbApiKey>(ns),
+                json!({"kbUrl": kb_url, "role": "SMEMBER", "days": 90, "auth": login}),
+            ),
+            Flavor::KbKeyShared => (
+                "NucliaKbApiKey",
+                collection_of::<NucliaKbApiKey>(ns),
+                json!({"kbUrl": kb_url, "role": "SMEMBER", "days": 90,
+                       "auth": {"clusterCredentialRef": {"name": CLUSTER_CREDENTIAL}}}),
+            ),
+            Flavor::Nua => (
+                "NucliaNuaKey",
+                collection_of::<NucliaNuaKey>(ns),
+                json!({"zone": self.fake.bootstrap.zone, "account": self.fake.bootstrap.account_slug,
+                       "title": "sim", "description": "sim", "contact": "sim@example.com",
+                       "days": 90, "auth": login}),
+            ),
+        };
+        let mut spec = spec;
+        spec["deletionPolicy"] = policy.into();
+        let obj = json!({"apiVersion": "nuclia.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": ns, "generation": 1}, "spec": spec});
+        (collection.clone(), format!("{collection}/{name}"), obj)
+    }
+
+    fn create(
+        &mut self,
+        flavor: Flavor,
+        ns: &str,
+        name: &str,
+        orphan: bool,
+        self_renew: bool,
+    ) -> bool {
+        let (collection, path, obj) = self.manifest(flavor, ns, name, orphan, self_renew);
+        if self.server.create(&collection, &obj) != 201 {
+            return false;
+        }
+        let v: Value = self.server.get(&path).expect("just created");
+        let uid = v["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+        self.created.push(Tracked { path, flavor, uid });
+        true
+    }
+
+    fn delete_resource(&mut self, path: &str) {
+        self.server.delete(path);
+        self.deletions.entry(path.to_owned()).or_insert(self.now);
+    }
+
+    /// Applies one action; what it did goes to the trace.
+    fn apply(&mut self, act: &Act) -> String {
+        match act.clone() {
+            Act::Create {
+                flavor,
+                ns,
+                name,
+                orphan,
+                self_renew,
+            } => {
+                let ns = NAMESPACES[ns];
+                let ok = self.create(flavor, ns, NAMES[name], orphan, self_renew);
+                format!(
+                    "create {flavor:?} {ns}/{} orphan={orphan} selfRenew={self_renew}{}",
+                    NAMES[name],
+                    if ok { "" } else { " (refused)" }
+                )
+            }
+            Act::EditDays { target, days } => self.edit(
+                target,
+                json!({"spec": {"days": days}}),
+                format!("days={days}"),
+            ),
+            Act::EditRenewBefore { target, hours } => {
+                let v = hours.map_or(Value::Null, |h| format!("{h}h").into());
+                self.edit(
+                    target,
+                    json!({"spec": {"renewBefore": v}}),
+                    format!("renewBefore={hours:?}"),
+                )
+            }
+            Act::SetPolicy { target, orphan } => {
+                let p = if orphan { "Orphan" } else { "Revoke" };
+                self.edit(
+                    target,
+                    json!({"spec": {"deletionPolicy": p}}),
+                    format!("deletionPolicy={p}"),
+                )
+            }
+            Act::RenameSecret { target, to } => self.edit(
+                target,
+                json!({"spec": {"secret": {"name": SECRET_NAMES[to]}}}),
+                format!("secret.name={}", SECRET_NAMES[to]),
+            ),
+            Act::ToggleFormats { target } => {
+                let Some((_, v)) = self.pick(target) else {
+                    return "toggle formats (nothing)".into();
+                };
+                let has = v["spec"]["secret"]["additionalFormats"].is_array();
+                let formats = if has {
+                    Value::Null
+                } else {
+                    json!([{"type": "Env"}])
+                };
+                self.edit(
+                    target,
+                    json!({"spec": {"secret": {"additionalFormats": formats}}}),
+                    format!("formats={}", !has),
+                )
+            }
+            Act::Rotate { target } => {
+                let n = self.now.timestamp().to_string();
+                self.edit(
+                    target,
+                    json!({"metadata": {"annotations": {ANNOTATION_ROTATE: n}}}),
+                    "rotate".into(),
+                )
+            }
+            Act::RevokeNow { target } => {
+                let n = self.now.timestamp().to_string();
+                self.edit(
+                    target,
+                    json!({"metadata": {"annotations": {ANNOTATION_REVOKE_NOW: n}}}),
+                    "revoke-now".into(),
+                )
+            }
+            Act::Delete { target } => {
+                let Some((t, _)) = self.pick(target) else {
+                    return "delete (nothing)".into();
+                };
+                self.delete_resource(&t.path);
+                format!("delete {}", t.path)
+            }
+            Act::DeleteNamespace { ns } => {
+                let ns = NAMESPACES[ns];
+                if self.namespace_deletions.contains_key(ns) {
+                    return format!("delete namespace {ns} (already)");
+                }
+                self.server.terminate_namespace(ns);
+                self.namespace_deletions.insert(ns.to_owned(), self.now);
+                format!("delete namespace {ns}")
+            }
+            Act::DeleteLogin { ns } => {
+                let ns = NAMESPACES[ns];
+                self.server.delete(&secret_path(ns, "login"));
+                format!("delete Secret {ns}/login")
+            }
+            Act::ReplaceLogin { ns } => {
+                let ns = NAMESPACES[ns];
+                if self.server.namespace_terminating(ns) {
+                    return format!("replace login in {ns} (namespace terminating)");
+                }
+                let login = self.mint_login("sim login");
+                self.put_secret(ns, "login", &[("token", &login)]);
+                format!("replace Secret {ns}/login with a new PAT")
+            }
+            Act::RevokeLoginUpstream { ns } => {
+                let ns = NAMESPACES[ns];
+                let value = self
+                    .server
+                    .get::<Secret>(&secret_path(ns, "login"))
+                    .and_then(|s| {
+                        s.data?
+                            .get("token")
+                            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                    });
+                let Some(value) = value else {
+                    return format!("revoke login of {ns} (none)");
+                };
+                let mut st = self.fake.shared.lock();
+                if let Some(id) = st.credential_id(&value).map(str::to_owned) {
+                    st.revoke(&id);
+                    self.revoked_out_of_band.insert(id);
+                }
+                format!("revoke the login of {ns} at Nuclia")
+            }
+            Act::DeleteManagedSecret { target } => {
+                let Some((t, v)) = self.pick(target) else {
+                    return "delete managed Secret (nothing)".into();
+                };
+                let Some(name) = status_of(&v).secret_name else {
+                    return "delete managed Secret (none yet)".into();
+                };
+                let ns = namespace_of(&t.path);
+                self.server.delete(&secret_path(&ns, &name));
+                format!("delete Secret {ns}/{name}")
+            }
+            Act::RevokeUpstream { target } => {
+                let Some((t, v)) = self.pick(target) else {
+                    return "revoke upstream (nothing)".into();
+                };
+                let Some(id) = status_of(&v).token_id else {
+                    return "revoke upstream (no token)".into();
+                };
+                self.revoke_out_of_band(&id);
+                format!("revoke {}'s token {id} at Nuclia", t.path)
+            }
+            Act::ForgeRestored { target, name } => self.forge(target, NAMES[name]),
+            Act::Jump { secs } => {
+                let t = self.now + chrono::Duration::seconds(secs);
+                self.set_now(t);
+                format!("clock +{secs}s")
+            }
+            Act::Fault { how, count } => {
+                let rule = match how {
+                    FaultHow::Status(s) => json!({"route": "*", "status": s, "count": count}),
+                    FaultHow::Timeout => json!({"route": "*", "latency_ms": 800, "count": count}),
+                    FaultHow::LostAnswer => {
+                        json!({"route": "*", "drop_connection": true, "count": count})
+                    }
+                    FaultHow::CappedLifetime => {
+                        json!({"route": "*", "method": "POST", "cap_expires_secs": 3 * 86_400, "count": count})
+                    }
+                };
+                let rule: FaultRule = serde_json::from_value(rule).expect("a fault rule");
+                self.fake.shared.lock().faults.push(rule);
+                format!("Nuclia: next {count} call(s) {how:?}")
+            }
+            Act::Crash { writes } => {
+                let shared = self.fake.shared.clone();
+                self.server.crash_after(
+                    writes,
+                    Box::new(move || {
+                        let rule: FaultRule =
+                            serde_json::from_value(json!({"route": "*", "status": 503}))
+                                .expect("a fault rule");
+                        shared.lock().faults.insert(0, rule);
+                    }),
+                );
+                format!("crash after {writes} write(s)")
+            }
+            Act::Restart => {
+                self.restart();
+                "restart".into()
+            }
+        }
+    }
+
+    fn edit(&mut self, target: usize, patch: Value, what: String) -> String {
+        let Some((t, _)) = self.pick(target) else {
+            return format!("{what} (nothing)");
+        };
+        let code = self.server.merge(&t.path, &patch);
+        format!("{} {what} ({code})", t.path)
+    }
+
+    fn revoke_out_of_band(&mut self, id: &str) {
+        let mut st = self.fake.shared.lock();
+        // A NUA key: its client is deleted (revoking the key alone is not how NUA works).
+        if let Some(client) = st
+            .nua_clients
+            .values()
+            .find(|c| c.key == id)
+            .map(|c| c.client_id.clone())
+        {
+            st.nua_clients.remove(&client);
+        }
+        st.revoke(id);
+        self.revoked_out_of_band.insert(id.to_owned());
+    }
+
+    /// Another namespace's user writes a Secret that looks restored for a resource named
+    /// `name` of the target's kind, naming the target's token, then creates that resource.
+    fn forge(&mut self, target: usize, name: &str) -> String {
+        let Some((t, v)) = self.pick(target) else {
+            return "forge (nothing)".into();
+        };
+        let Some(id) = status_of(&v).token_id else {
+            return "forge (no token yet)".into();
+        };
+        let victim_ns = namespace_of(&t.path);
+        let ns = NAMESPACES
+            .iter()
+            .find(|n| **n != victim_ns)
+            .copied()
+            .unwrap_or(NAMESPACES[1]);
+        if self.server.namespace_terminating(ns) {
+            return format!("forge in {ns} (namespace terminating)");
+        }
+        let kind = v["kind"].as_str().unwrap_or_default();
+        let owner_name: String = name
+            .chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches(['-', '.', '_'])
+            .to_owned();
+        let data =
+            serde_json::to_value(k8s_openapi::ByteString(b"forged".to_vec())).expect("bytes");
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_OWNER_KIND: kind, LABEL_OWNER_NAME: owner_name},
+                "annotations": {ANNOTATION_TOKEN_ID: id}},
+            "data": {"token": data}});
+        let code = self
+            .server
+            .create(&format!("/api/v1/namespaces/{ns}/secrets"), &secret);
+        let flavor = if t.flavor == Flavor::KbKey {
+            Flavor::KbKeyShared
+        } else {
+            t.flavor
+        };
+        let made = self.create(flavor, ns, name, false, false);
+        format!(
+            "forge in {ns}: Secret {name} ({code}) naming {}'s token {id}, resource created={made}",
+            t.path
+        )
+    }
+
+    fn restart(&mut self) {
+        let (ctx, writers) = Self::process(&self.server, &self.fake, &self.metrics);
+        self.ctx = ctx;
+        self.writers = writers;
+        self.delivered.clear();
+    }
+
+    /// What the watches, the garbage collector and the namespace controller do now.
+    fn pump(&mut self) {
+        // The namespace controller: deletes everything in a namespace being deleted; the
+        // namespace goes once it is empty, and its team creates it again.
+        for (ns, _) in self.namespace_deletions.clone() {
+            let prefix_core = format!("/api/v1/namespaces/{ns}/secrets/");
+            let kinds = [
+                collection_of::<NucliaPersonalToken>(&ns),
+                collection_of::<NucliaKbApiKey>(&ns),
+                collection_of::<NucliaNuaKey>(&ns),
+            ];
+            let mut left = 0;
+            for prefix in kinds.iter().map(|k| format!("{k}/")).chain([prefix_core]) {
+                for (path, v) in self.server.list(&prefix) {
+                    left += 1;
+                    if !is_deleting(&v) {
+                        self.server.delete(&path);
+                        if !path.contains("/secrets/") {
+                            self.deletions.entry(path).or_insert(self.now);
+                        }
+                    }
+                }
+            }
+            if left == 0 {
+                self.server.namespace_gone(&ns);
+                self.namespace_deletions.remove(&ns);
+                self.trace
+                    .push(format!("  namespace {ns} gone (created again)"));
+                self.make_namespace(&ns);
+            }
+        }
+        // The garbage collector: a Secret whose controller is gone is deleted.
+        let uids: HashSet<String> = self
+            .all_resources()
+            .iter()
+            .filter_map(|(_, v)| v["metadata"]["uid"].as_str().map(str::to_owned))
+            .collect();
+        for (path, v) in self.server.list("/api/v1/namespaces/") {
+            if !path.contains("/secrets/") || is_deleting(&v) {
+                continue;
+            }
+            let orphaned = v["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| {
+                    refs.iter().any(|r| {
+                        r["controller"] == true
+                            && !uids.contains(r["uid"].as_str().unwrap_or_default())
+                    })
+                });
+            if orphaned {
+                self.server.delete(&path);
+            }
+        }
+        self.deliver();
+    }
+
+    fn all_resources(&self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for ns in NAMESPACES {
+            for k in [
+                collection_of::<NucliaPersonalToken>(ns),
+                collection_of::<NucliaKbApiKey>(ns),
+                collection_of::<NucliaNuaKey>(ns),
+            ] {
+                out.extend(self.server.list(&format!("{k}/")));
+            }
+        }
+        out
+    }
+
+    /// The watches: caches relisted, changed objects wake their resources.
+    fn deliver(&mut self) {
+        let resources = self.all_resources();
+        let now = self.now;
+        let mut present = HashSet::new();
+        for (path, v) in &resources {
+            present.insert(path.clone());
+            let rv = v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if self.delivered.get(path) != Some(&rv) {
+                self.delivered.insert(path.clone(), rv);
+                self.due.insert(path.clone(), now);
+            }
+            self.last_seen.insert(path.clone(), v.clone());
+        }
+        // Gone: what it left behind is judged by its last state.
+        let gone: Vec<String> = self
+            .delivered
+            .keys()
+            .filter(|p| p.contains("/apis/") && !present.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.delivered.remove(&path);
+            self.due.remove(&path);
+            if let Some(last) = self.last_seen.remove(&path) {
+                self.went(&path, &last);
+            }
+        }
+        relist(&mut self.writers.pt, &resources);
+        relist(&mut self.writers.kb, &resources);
+        relist(&mut self.writers.nua, &resources);
+        // Secrets: the metadata watch wakes owners (not for their own write's echo) and the
+        // resources that read credentials from them.
+        let secrets: Vec<(String, Value)> = self
+            .server
+            .list("/api/v1/namespaces/")
+            .into_iter()
+            .filter(|(p, _)| p.contains("/secrets/"))
+            .collect();
+        let mut metas = Vec::new();
+        let mut present = HashSet::new();
+        for (path, v) in &secrets {
+            present.insert(path.clone());
+            let rv = v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if self.delivered.get(path) != Some(&rv) {
+                self.delivered.insert(path.clone(), rv.clone());
+                self.secret_event(path, v, &rv);
+            }
+            let mut meta =
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": v["metadata"].clone()});
+            meta["metadata"]["managedFields"] = Value::Null;
+            if let Ok(m) = serde_json::from_value::<PartialObjectMeta<Secret>>(meta) {
+                metas.push(m);
+            }
+        }
+        let gone: Vec<String> = self
+            .delivered
+            .keys()
+            .filter(|p| p.contains("/secrets/") && !present.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.delivered.remove(&path);
+            self.terminating_secrets.remove(&path);
+            let v = json!({"metadata": {"name": path.rsplit('/').next(), "namespace": namespace_of(&path)}});
+            self.secret_event(&path, &v, &format!("gone-{}", self.server.request_count()));
+        }
+        let w = &mut self.writers.secrets;
+        w.apply_watcher_event(&watcher::Event::Init);
+        for m in metas {
+            w.apply_watcher_event(&watcher::Event::InitApply(m));
+        }
+        w.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
+    fn secret_event(&mut self, path: &str, v: &Value, rv: &str) {
+        let ns = namespace_of(path);
+        let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+        if is_deleting(v) {
+            self.terminating_secrets
+                .entry(path.to_owned())
+                .or_insert(self.now);
+        }
+        let now = self.now;
+        for r in v["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if r["controller"] != true {
+                continue;
+            }
+            let uid = r["uid"].as_str().unwrap_or_default();
+            if self.ctx.memo.secret_seen(uid, Some(rv)) {
+                continue;
+            }
+            if let Some(t) = self.created.iter().find(|t| t.uid == uid) {
+                self.due.insert(t.path.clone(), now);
+            }
+        }
+        let mut readers = Vec::new();
+        for (index, coll) in [
+            (
+                &self.writers.pt.1,
+                collection_of::<NucliaPersonalToken>(&ns),
+            ),
+            (&self.writers.kb.1, collection_of::<NucliaKbApiKey>(&ns)),
+            (&self.writers.nua.1, collection_of::<NucliaNuaKey>(&ns)),
+        ] {
+            readers.extend(
+                index
+                    .readers(&ns, &name)
+                    .into_iter()
+                    .map(|n| format!("{coll}/{n}")),
+            );
+        }
+        for p in readers {
+            self.due.insert(p, now);
+        }
+    }
+
+    /// A resource is gone: under `Orphan` its tokens are kept, and must stay valid.
+    fn went(&mut self, path: &str, last: &Value) {
+        self.deletions.remove(path);
+        self.trace.push(format!("  {path} gone"));
+        if last["spec"]["deletionPolicy"] == "Orphan" {
+            let s = status_of(last);
+            for id in s
+                .token_id
+                .iter()
+                .chain(s.previous_tokens.iter().map(|p| &p.id))
+            {
+                self.kept.insert(id.clone(), path.to_owned());
+            }
+        }
+    }
+
+    /// One reconcile, as the controller runs it: `reconcile`, or `error_policy` on an error.
+    async fn reconcile_path(&mut self, path: &str) -> Option<Duration> {
+        let v: Value = self.server.get(path)?;
+        let kind = v["kind"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "NucliaPersonalToken" => self.run::<NucliaPersonalToken>(v).await,
+            "NucliaKbApiKey" => self.run::<NucliaKbApiKey>(v).await,
+            "NucliaNuaKey" => self.run::<NucliaNuaKey>(v).await,
+            _ => None,
+        }
+    }
+
+    async fn run<K: Kind>(&mut self, v: Value) -> Option<Duration> {
+        let obj: K = match serde_json::from_value(v) {
+            Ok(o) => o,
+            Err(e) => {
+                self.violations.push(Violation {
+                    invariant: "setup",
+                    what: format!("stored object does not parse: {e}"),
+                });
+                return None;
+            }
+        };
+        self.reconciles += 1;
+        let obj = Arc::new(obj);
+        let ctx = self.ctx.clone();
+        let result = crate::clock::frozen_at(self.now, reconcile(obj.clone(), ctx.clone())).await;
+        let action = match result {
+            Ok(a) => a,
+            Err(e) => {
+                self.errors.push(e.to_string());
+                crate::clock::frozen_at(self.now, async { error_policy(obj.clone(), &e, ctx) })
+                    .await
+            }
+        };
+        // Events are published in the background.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        if self.server.recover() {
+            self.fake
+                .shared
+                .lock()
+                .faults
+                .retain(|f| !(f.route == "*" && f.status == Some(503) && f.count.is_none()));
+            self.trace.push(format!(
+                "  crashed reconciling {}; restarted",
+                obj.name_any()
+            ));
+            self.restart();
+            return Some(Duration::ZERO);
+        }
+        self.count_mints();
+        requeue_of(&action)
+    }
+
+    /// New credentials at Nuclia, attributed by their marker (I4: one mint per resource per
+    /// minimum interval).
+    fn count_mints(&mut self) {
+        let st = self.fake.shared.lock();
+        let new: Vec<(String, DateTime<Utc>)> = st
+            .creds
+            .values()
+            .filter(|c| !self.seen_creds.contains(&c.id))
+            .map(|c| (c.id.clone(), c.created))
+            .collect();
+        let mut found = Vec::new();
+        for (id, created) in new {
+            if let Some(m) = marker_of(&st, &id) {
+                found.push((m.uid, created));
+            }
+            self.seen_creds.insert(id);
+        }
+        drop(st);
+        let min = chrono::Duration::from_std(settings().min_issue_interval).expect("a duration");
+        for (uid, at) in found {
+            let times = self.mints.entry(uid.clone()).or_default();
+            if let Some(last) = times.last()
+                && at - *last < min
+            {
+                let path = self
+                    .created
+                    .iter()
+                    .find(|t| t.uid == uid)
+                    .map(|t| t.path.clone())
+                    .unwrap_or(uid.clone());
+                self.violations.push(Violation {
+                    invariant: "I4",
+                    what: format!(
+                        "{path} minted twice within {}s ({} then {at})",
+                        min.num_seconds(),
+                        *last
+                    ),
+                });
+            }
+            times.push(at);
+        }
+    }
+
+    /// Reconciles what is due, letting time run to the wake-ups within the settle window.
+    async fn settle(&mut self) {
+        let horizon = self.now + chrono::Duration::seconds(SETTLE_WINDOW);
+        let mut writes: HashMap<String, usize> = HashMap::new();
+        let mut rounds = 0;
+        loop {
+            self.pump();
+            let due: Vec<String> = self
+                .due
+                .iter()
+                .filter(|(_, t)| **t <= self.now)
+                .map(|(p, _)| p.clone())
+                .collect();
+            if due.is_empty() {
+                match self.due.values().min().copied() {
+                    Some(t) if t <= horizon => {
+                        self.set_now(t);
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            rounds += 1;
+            if rounds > 2000 {
+                self.violations.push(Violation {
+                    invariant: "I4",
+                    what: "no quiet point within 2000 rounds".into(),
+                });
+                break;
+            }
+            for path in due {
+                self.due.remove(&path);
+                let before = self.server.request_count();
+                let requeue = self.reconcile_path(&path).await;
+                let wrote = self
+                    .server
+                    .requests_since(before)
+                    .iter()
+                    .filter(|r| {
+                        !r.starts_with("GET") && !r.contains("/events") && !r.contains("dryRun")
+                    })
+                    .count();
+                let n = writes.entry(path.clone()).or_default();
+                *n += wrote;
+                if *n > MAX_WRITES_PER_SETTLE {
+                    self.violations.push(Violation {
+                        invariant: "I4",
+                        what: format!("{path}: more than {MAX_WRITES_PER_SETTLE} writes in {SETTLE_WINDOW}s with nothing new (a write loop)"),
+                    });
+                    return;
+                }
+                if let Some(d) = requeue {
+                    let at = self.now
+                        + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX / 2);
+                    let slot = self.due.entry(path).or_insert(at);
+                    *slot = (*slot).min(at);
+                }
+            }
+        }
+    }
+
+    /// Every resource reconciled once more with nothing new: none may write (I4).
+    async fn resync(&mut self) {
+        self.pump();
+        let live: Vec<String> = self.all_resources().into_iter().map(|(p, _)| p).collect();
+        for path in live {
+            if self.due.get(&path).is_some_and(|t| *t <= self.now) {
+                continue;
+            }
+            let before = self.server.request_count();
+            self.reconcile_path(&path).await;
+            let wrote: Vec<String> = self
+                .server
+                .requests_since(before)
+                .into_iter()
+                .filter(|r| {
+                    !r.starts_with("GET") && !r.contains("/events") && !r.contains("dryRun")
+                })
+                .collect();
+            if !wrote.is_empty() {
+                self.violations.push(Violation {
+                    invariant: "I4",
+                    what: format!("{path}: a reconcile that observed nothing new wrote {wrote:?}"),
+                });
+            }
+        }
+    }
+
+    /// The invariants at a quiet point; `end`: after every deletion had its time.
+    fn check(&mut self, end: bool, logs: &str) {
+        let st = self.fake.shared.lock();
+        let now = self.now;
+        let mut v = Vec::new();
+        let resources = self.all_resources();
+        let live_uids: HashSet<String> = resources
+            .iter()
+            .filter_map(|(_, r)| r["metadata"]["uid"].as_str().map(str::to_owned))
+            .collect();
+        let events = self.server.list("/apis/events.k8s.io/v1/");
+        let abandoned: String = events
+            .iter()
+            .filter(|(_, e)| e["reason"] == "RevokeAbandoned")
+            .filter_map(|(_, e)| e["note"].as_str().map(str::to_owned))
+            .chain(
+                logs.lines()
+                    .filter(|l| l.contains("gave up revoking"))
+                    .map(str::to_owned),
+            )
+            .collect::<Vec<_>>()
+            .join("\n");
+        let live = |id: &str| token_live(&st, id);
+        for (path, r) in &resources {
+            let uid = r["metadata"]["uid"].as_str().unwrap_or_default();
+            let s = status_of(r);
+            // I3: Ready only while the Secret holds the current, valid, unexpired token.
+            let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
+            if ready && !is_deleting(r) {
+                let ns = namespace_of(path);
+                let name = s.secret_name.clone().unwrap_or_default();
+                let secret: Option<Secret> = self.server.get(&secret_path(&ns, &name));
+                let key = r["spec"]["secret"]["keys"]["token"]
+                    .as_str()
+                    .unwrap_or("token");
+                let value = secret
+                    .as_ref()
+                    .filter(|s| s.metadata.deletion_timestamp.is_none())
+                    .and_then(|s| {
+                        s.data
+                            .as_ref()?
+                            .get(key)
+                            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                    });
+                let problem = match &value {
+                    None => Some("its Secret holds no token".to_owned()),
+                    Some(t) if Some(token_hash(t)) != s.token_hash => {
+                        Some("its Secret holds another token than status".into())
+                    }
+                    Some(t) => match token_id_of(&st, t).as_deref() {
+                        None => Some("its Secret's token is unknown to Nuclia".into()),
+                        Some(id) if Some(id) != s.token_id.as_deref() => Some(format!(
+                            "its Secret's token is {id}, status says {:?}",
+                            s.token_id
+                        )),
+                        Some(id) if !live(id) && !self.revoked_out_of_band.contains(id) => {
+                            Some(format!("its token {id} is dead at Nuclia"))
+                        }
+                        _ if s.not_after.is_some_and(|t| t <= now) => {
+                            Some("its token has expired".into())
+                        }
+                        _ => None,
+                    },
+                };
+                if let Some(p) = problem {
+                    v.push(Violation {
+                        invariant: "I3",
+                        what: format!("{path} is Ready but {p}"),
+                    });
+                }
+            }
+            // I5: no resource records another (existing) resource's credential, and nobody
+            // but the resource revokes its current one.
+            for id in s
+                .token_id
+                .iter()
+                .chain(s.previous_tokens.iter().map(|p| &p.id))
+            {
+                if let Some(m) = marker_of(&st, id)
+                    && m.uid != uid
+                    && live_uids.contains(&m.uid)
+                {
+                    v.push(Violation {
+                        invariant: "I5",
+                        what: format!("{path} records token {id}, minted for resource {}", m.uid),
+                    });
+                }
+            }
+            if let Some(id) = &s.token_id
+                && !is_deleting(r)
+                && expiry_of(&st, id).is_none_or(|e| e > st.now())
+                && !live(id)
+                && !self.revoked_out_of_band.contains(id)
+                && marker_of(&st, id).is_some_and(|m| m.uid == uid)
+            {
+                v.push(Violation {
+                    invariant: "I5",
+                    what: format!(
+                        "{path}'s current token {id} was revoked by the operator while it lives"
+                    ),
+                });
+            }
+            // I2: deletions finish in bounded time.
+            if let Some(start) = self.deletions.get(path)
+                && now - *start > bound()
+            {
+                v.push(Violation {
+                    invariant: "I2",
+                    what: format!(
+                        "{path} still there {}s after its deletion",
+                        (now - *start).num_seconds()
+                    ),
+                });
+            }
+        }
+        for (path, since) in &self.terminating_secrets {
+            if now - *since > bound() && self.server.get::<Value>(path).is_some() {
+                v.push(Violation {
+                    invariant: "I2",
+                    what: format!(
+                        "Secret {path} Terminating for {}s",
+                        (now - *since).num_seconds()
+                    ),
+                });
+            }
+        }
+        // I1: what an Orphan deletion kept stays valid...
+        for (id, path) in &self.kept {
+            let expired = expiry_of(&st, id).is_some_and(|e| e <= st.now());
+            if !live(id) && !expired && !self.revoked_out_of_band.contains(id) {
+                v.push(Violation {
+                    invariant: "I1",
+                    what: format!("token {id}, kept by the Orphan deletion of {path}, was revoked"),
+                });
+            }
+        }
+        // ...and, once every deletion had its time, nothing else minted here is left.
+        if end {
+            for c in st.creds.values() {
+                let id = if c.kind == CredKind::NuaKey {
+                    c.owner.clone()
+                } else {
+                    c.id.clone()
+                };
+                let Some(m) = marker_of(&st, &id) else {
+                    continue;
+                };
+                if m.installation.as_deref() != Some(INSTALLATION) || !live(&id) {
+                    continue;
+                }
+                if live_uids.contains(&m.uid)
+                    || self.kept.contains_key(&id)
+                    || abandoned.contains(&id)
+                {
+                    continue;
+                }
+                let path = self
+                    .created
+                    .iter()
+                    .find(|t| t.uid == m.uid)
+                    .map(|t| t.path.clone())
+                    .unwrap_or_default();
+                v.push(Violation { invariant: "I1", what: format!("{:?} {id} of {path} ({}) is live with no resource, Orphan deletion or RevokeAbandoned", c.kind, m.uid) });
+            }
+        }
+        // I6: no token value outside the Secret.
+        let mut texts: Vec<String> = events.iter().map(|(_, e)| e.to_string()).collect();
+        texts.extend(resources.iter().map(|(_, r)| r["status"].to_string()));
+        texts.extend(self.errors.iter().cloned());
+        texts.push(logs.to_owned());
+        for value in st.minted.iter().filter(|m| m.len() >= 16) {
+            if texts.iter().any(|t| t.contains(value.as_str())) {
+                v.push(Violation {
+                    invariant: "I6",
+                    what: format!(
+                        "a token value ({}...) appears in a log line, Event, status or error",
+                        &value[..8]
+                    ),
+                });
+                break;
+            }
+        }
+        drop(st);
+        self.violations.extend(v);
+    }
+}
+
+/// The bound on a deletion: `--revoke-timeout` plus the intent grace and a margin.
+fn bound() -> chrono::Duration {
+    let s = settings();
+    chrono::Duration::from_std(s.revoke_timeout + s.intent_grace).expect("a duration")
+        + chrono::Duration::seconds(2 * SETTLE_WINDOW)
+}
+
+/// The id the operator knows the credential holding `value` by (a NUA key's is its client's).
+fn token_id_of(st: &crate::fake::state::State, value: &str) -> Option<String> {
+    let c = st.creds.get(st.credential_id(value)?)?;
+    Some(if c.kind == CredKind::NuaKey {
+        c.owner.clone()
+    } else {
+        c.id.clone()
+    })
+}
+
+/// Whether the credential the operator knows as `id` still works: not revoked or expired, its
+/// service account or NUA client still there.
+fn token_live(st: &crate::fake::state::State, id: &str) -> bool {
+    if let Some(client) = st.nua_clients.get(id) {
+        return st.creds.get(&client.key).is_some_and(|c| st.is_live(c));
+    }
+    st.creds.get(id).is_some_and(|c| {
+        st.is_live(c) && (c.kind != CredKind::SaKey || st.service_accounts.contains_key(&c.owner))
+    })
+}
+
+/// When the credential the operator knows as `id` expires at Nuclia (NUA keys never do).
+fn expiry_of(st: &crate::fake::state::State, id: &str) -> Option<DateTime<Utc>> {
+    if st.nua_clients.contains_key(id) {
+        return None;
+    }
+    st.creds.get(id)?.expires
+}
+
+/// The marker of the resource the credential the operator knows as `id` was minted for: in a
+/// PAT's description, a KB key's service account title, a NUA client's description.
+fn marker_of(st: &crate::fake::state::State, id: &str) -> Option<Marker> {
+    if let Some(client) = st.nua_clients.get(id) {
+        return Marker::find(&client.description).filter(|m| m.cluster == CLUSTER_ID);
+    }
+    let c = st.creds.get(id)?;
+    let text = match c.kind {
+        CredKind::Pat => c.description.clone(),
+        CredKind::SaKey => st.service_accounts.get(&c.owner)?.title.clone(),
+        CredKind::NuaKey => st
+            .nua_clients
+            .get(&c.owner)
+            .map(|n| n.description.clone())
+            .unwrap_or_else(|| c.description.clone()),
+        CredKind::UserToken => return None,
+    };
+    Marker::find(&text).filter(|m| m.cluster == CLUSTER_ID)
+}
+
+fn relist<K: Kind>(w: &mut (Writer<K>, Arc<ResourceIndex>), all: &[(String, Value)]) {
+    let objs: Vec<K> = all
+        .iter()
+        .filter(|(_, v)| v["kind"].as_str() == Some(K::kind(&()).as_ref()))
+        .filter_map(|(_, v)| serde_json::from_value(v.clone()).ok())
+        .collect();
+    for e in std::iter::once(watcher::Event::Init)
+        .chain(objs.into_iter().map(watcher::Event::InitApply))
+        .chain([watcher::Event::InitDone])
+    {
+        w.0.apply_watcher_event(&e);
+        w.1.observe(&e);
+    }
+}
+
+/// The operator's log lines of one run, for I6.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn take(&self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut *self.0.lock().expect("log buffer")))
+            .into_owned()
+    }
+}
+
+/// What one run of a sequence found.
+struct Outcome {
+    violations: Vec<Violation>,
+    trace: Vec<String>,
+    reconciles: u64,
+}
+
+/// Runs `acts`, checking the invariants after each and at the end, after every resource was
+/// deleted and every deletion had its time.
+async fn run_sequence(acts: &[Act], logs: &LogBuffer) -> Outcome {
+    logs.take();
+    let mut sim = Sim::new().await;
+    let mut collected = String::new();
+    for act in acts {
+        let what = sim.apply(act);
+        sim.trace
+            .push(format!("{} {what}", sim.now.format("%m-%d %H:%M:%S")));
+        sim.settle().await;
+        sim.resync().await;
+        collected.push_str(&logs.take());
+        sim.check(false, &collected);
+        if !sim.violations.is_empty() {
+            break;
+        }
+    }
+    if sim.violations.is_empty() {
+        // The end: Nuclia answers again, every resource is deleted, time runs out.
+        sim.fake.shared.lock().faults.clear();
+        sim.server.recover();
+        sim.trace.push("end: delete everything".into());
+        for (path, _) in sim.all_resources() {
+            sim.delete_resource(&path);
+        }
+        let until = sim.now + bound();
+        while sim.now < until && !sim.all_resources().is_empty() {
+            sim.settle().await;
+            let t = sim.now + chrono::Duration::seconds(SETTLE_WINDOW);
+            sim.set_now(t);
+        }
+        sim.settle().await;
+        collected.push_str(&logs.take());
+        sim.check(true, &collected);
+    }
+    Outcome {
+        violations: sim.violations,
+        trace: sim.trace,
+        reconciles: sim.reconciles,
+    }
+}
+
+/// Drops actions while the sequence still breaks `invariant`: the shortest failing sequence
+/// found this way.
+async fn shrink(mut acts: Vec<Act>, invariant: &str, logs: &LogBuffer) -> Vec<Act> {
+    let mut i = 0;
+    while i < acts.len() {
+        let mut shorter = acts.clone();
+        shorter.remove(i);
+        let out = run_sequence(&shorter, logs).await;
+        if out.violations.iter().any(|v| v.invariant == invariant) {
+            acts = shorter;
+        } else {
+            i += 1;
+        }
+    }
+    acts
+}
+
+/// Runs `seeds`, shrinks the first failure, and returns a report of the failures (empty: none).
+async fn explore(
+    seeds: impl Iterator<Item = u64>,
+    verbose: bool,
+) -> (Vec<String>, BTreeMap<&'static str, u64>, u64, u64) {
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .with_env_filter("nuclia_token_operator=debug,nuclia_token_operator::fake=off")
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut failures = Vec::new();
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let (mut sequences, mut reconciles) = (0, 0);
+    for seed in seeds {
+        let acts = sequence(seed);
+        let out = run_sequence(&acts, &logs).await;
+        sequences += 1;
+        reconciles += out.reconciles;
+        if verbose {
+            for line in &out.trace {
+                println!("  {line}");
+            }
+        }
+        let Some(first) = out.violations.first().cloned() else {
+            continue;
+        };
+        for v in &out.violations {
+            *counts.entry(v.invariant).or_default() += 1;
+        }
+        if failures.len() < 3 {
+            let short = shrink(acts, first.invariant, &logs).await;
+            let again = run_sequence(&short, &logs).await;
+            let mut report = format!(
+                "seed {seed}: {} {}\n  shortest sequence ({} actions; rerun with NTO_SIM_SEED={seed}):\n",
+                first.invariant,
+                first.what,
+                short.len()
+            );
+            for line in &again.trace {
+                report.push_str(&format!("    {line}\n"));
+            }
+            for v in again.violations.iter().take(3) {
+                report.push_str(&format!("    => {} {}\n", v.invariant, v.what));
+            }
+            failures.push(report);
+        } else {
+            failures.push(format!("seed {seed}: {} {}", first.invariant, first.what));
+        }
+    }
+    (failures, counts, sequences, reconciles)
+}
+
+/// The CI run: 500 sequences (in two halves, one per test thread), zero violations.
+async fn ci_half(half: u64) {
+    if std::env::var("NTO_SIM_SEED").is_ok() || std::env::var("NTO_SIM_SEQUENCES").is_ok() {
+        return; // the long mode and single seeds run in `simulation_long`
+    }
+    let start = std::time::Instant::now();
+    let (failures, counts, n, reconciles) = explore(half * 250..(half + 1) * 250, false).await;
+    println!(
+        "simulation: {n} sequences, {reconciles} reconciles in {:.1}s; violations by invariant: {counts:?}",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing sequences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn simulation_first_half() {
+    ci_half(0).await;
+}
+
+#[tokio::test]
+async fn simulation_second_half() {
+    ci_half(1).await;
+}
+
+/// `NTO_SIM_SEED=<seed>`: one seed with its trace. `NTO_SIM_SEQUENCES=<n>` (optionally
+/// `NTO_SIM_FROM=<first seed>`): the long mode.
+#[tokio::test]
+async fn simulation_long() {
+    if let Ok(seed) = std::env::var("NTO_SIM_SEED") {
+        let seed: u64 = seed.parse().expect("NTO_SIM_SEED: a number");
+        let (failures, counts, _, _) = explore(std::iter::once(seed), true).await;
+        println!("violations by invariant: {counts:?}");
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        return;
+    }
+    let Ok(n) = std::env::var("NTO_SIM_SEQUENCES") else {
+        return;
+    };
+    let n: u64 = n.parse().expect("NTO_SIM_SEQUENCES: a number");
+    let from: u64 = std::env::var("NTO_SIM_FROM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let start = std::time::Instant::now();
+    let (failures, counts, n, reconciles) = explore(from..from + n, false).await;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "simulation (long): {n} sequences, {reconciles} reconciles in {secs:.1}s ({:.1} sequences/s); violations by invariant: {counts:?}; failing sequences: {}",
+        n as f64 / secs,
+        failures.len()
+    );
+    let _ = std::io::stdout().flush();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_requeue_is_read_back() {
+    assert_eq!(
+        requeue_of(&Action::requeue(Duration::from_millis(1500))),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(
+        requeue_of(&Action::requeue(Duration::from_secs(3600))),
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(requeue_of(&Action::await_change()), None);
+}
