@@ -1411,7 +1411,18 @@ impl Sim {
                 });
             }
         }
-        // I1: what an Orphan deletion kept stays valid...
+        // I1: what an Orphan deletion kept stays valid (unless a resource of the same name
+        // adopted it from the Secret the deletion kept: then that resource's policy counts)...
+        let recorded: HashSet<String> = resources
+            .iter()
+            .flat_map(|(_, r)| {
+                let s = status_of(r);
+                s.token_id
+                    .into_iter()
+                    .chain(s.previous_tokens.into_iter().map(|p| p.id))
+            })
+            .collect();
+        self.kept.retain(|id, _| !recorded.contains(id));
         for (id, path) in &self.kept {
             let expired = expiry_of(&st, id).is_some_and(|e| e <= st.now());
             if !live(id) && !expired && !self.revoked_out_of_band.contains(id) {
@@ -1569,6 +1580,8 @@ struct Outcome {
     violations: Vec<Violation>,
     trace: Vec<String>,
     reconciles: u64,
+    /// The operator's log of the run.
+    logs: String,
 }
 
 /// Runs `acts`, checking the invariants after each and at the end, after every resource was
@@ -1611,6 +1624,7 @@ async fn run_sequence(acts: &[Act], logs: &LogBuffer) -> Outcome {
         violations: sim.violations,
         trace: sim.trace,
         reconciles: sim.reconciles,
+        logs: collected,
     }
 }
 
@@ -1679,6 +1693,16 @@ async fn explore(
             }
             for v in again.violations.iter().take(3) {
                 report.push_str(&format!("    => {} {}\n", v.invariant, v.what));
+            }
+            // NTO_SIM_LOG=<n>: the operator's last n log lines of the shortest sequence.
+            if let Some(n) = std::env::var("NTO_SIM_LOG")
+                .ok()
+                .and_then(|n| n.parse().ok())
+            {
+                let lines: Vec<&str> = again.logs.lines().collect();
+                for line in &lines[lines.len().saturating_sub(n)..] {
+                    report.push_str(&format!("      | {line}\n"));
+                }
             }
             failures.push(report);
         } else {
