@@ -100,6 +100,8 @@ async fn operator(config: Config) -> anyhow::Result<()> {
         cluster_credential_namespace: config
             .cluster_credentials
             .then(|| config.cluster_credential_namespace()),
+        operator_namespace: config.lease_namespace.clone(),
+        kept_configmap: format!("{}-kept", config.installation_configmap),
     };
 
     let health = Arc::new(Health::new());

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use super::kept;
 use super::reconcile::{Engine, marker};
 use super::secret::SecretView;
 use super::{Kind, Purpose};
@@ -16,11 +17,14 @@ use crate::lifecycle::{self, NewToken, Policy};
 impl<K: Kind> Engine<'_, K> {
     /// After an interrupted issue: adopt the token the Secret holds if it is ours and alive,
     /// and revoke every other token the intent may have minted that status does not reference.
+    /// Ours means marked for this resource: the intent annotation is the tenant's to write, so
+    /// it is a claim, never a proof, and an unmarked token (a key of an adopted service account,
+    /// which other resources may share) is neither adopted nor revoked here.
     pub(super) async fn sweep_interrupted(
         &mut self,
         view: &SecretView,
         policy: &Policy,
-        intent: &IssueIntent,
+        _intent: &IssueIntent,
     ) -> Result<()> {
         let marker = marker(self.ctx, self.obj);
         // With the revoking credentials: the Secret may hold the interrupted issue's token,
@@ -31,10 +35,7 @@ impl<K: Kind> Engine<'_, K> {
         let live = issuer.list_live().await?;
         let mine: Vec<LiveToken> = live
             .into_iter()
-            .filter(|t| {
-                t.marker.as_ref().is_some_and(|m| m.same_resource(&marker))
-                    || self.obj.claims_unmarked(t, intent)
-            })
+            .filter(|t| t.marker.as_ref().is_some_and(|m| m.same_resource(&marker)))
             .collect();
         let mut referenced: HashSet<String> = self
             .status
@@ -80,10 +81,11 @@ impl<K: Kind> Engine<'_, K> {
 
     /// A Secret restored from a backup (written by the operator for an earlier resource of this
     /// kind and name, whose UID is gone) while this status records no token (status is seldom
-    /// restored): its token is adopted as the current one when it is alive upstream, so a
-    /// restore keeps the consumers' credential and mints nothing; it rotates and is revoked like
-    /// any other from then on. A token no longer alive is not adopted: the Secret is taken over
-    /// by the next issue.
+    /// restored): its token is adopted as the current one when it is alive upstream and proven
+    /// to be the one the Secret holds, so a restore keeps the consumers' credential and mints
+    /// nothing; it rotates and is revoked like any other from then on. A token no longer alive,
+    /// or not proven, is not adopted: the Secret is taken over by the next issue, and the
+    /// token it claimed is never revoked by this resource.
     pub(super) async fn adopt_restored(
         &mut self,
         view: &SecretView,
@@ -103,6 +105,20 @@ impl<K: Kind> Engine<'_, K> {
             tracing::info!(token_id = %id, "the restored Secret's token is gone upstream; issuing a new one");
             return Ok(());
         };
+        if !self.proven_restored(&mut issuer, token, found).await? {
+            let note = format!(
+                "Secret {secret_name:?} names token {id}, but it is not shown to hold it (the token must be marked for an earlier {} of this namespace that no longer exists, and the value must authenticate at Nuclia as that token); not adopted: a new token is issued and the Secret is overwritten",
+                K::kind(&())
+            );
+            tracing::warn!(token_id = %id, "a restored Secret's token is not proven: not adopted");
+            self.ctx.event(
+                &kube::Resource::object_ref(self.obj, &()),
+                true,
+                "AdoptionRefused",
+                note,
+            );
+            return Ok(());
+        }
         // Not `issuer.adopted`: what held the token (a KB key's service account, titled for the
         // earlier resource) is only its scope, released once the token is revoked; the next
         // token is minted where this resource mints.
@@ -140,6 +156,27 @@ impl<K: Kind> Engine<'_, K> {
             note,
         );
         K::settle(&mut issuer, &mut self.status).await
+    }
+
+    /// Whether a restored Secret is shown to hold `found`, the live token its annotation names
+    /// (ids are not secrets: the annotation is only a claim). Its marker must name this
+    /// namespace and a resource that no longer exists (the earlier resource of this name; not
+    /// a live one, nor a token some status records), and the value must authenticate at Nuclia
+    /// as that very token ([`Issuer::proves`]).
+    async fn proven_restored(
+        &self,
+        issuer: &mut K::Issuer,
+        value: &crate::nuclia::ApiToken,
+        found: &LiveToken,
+    ) -> Result<bool> {
+        let Some(m) = &found.marker else {
+            return Ok(false);
+        };
+        let namespace = kube::ResourceExt::namespace(self.obj).unwrap_or_default();
+        if m.namespace != namespace || (m.uid != self.uid && self.ctx.knows(&m.uid, &found.id)) {
+            return Ok(false);
+        }
+        issuer.proves(value, found).await
     }
 
     /// Whether the current token still exists upstream, from the list shared by every resource
@@ -184,7 +221,8 @@ impl<K: Kind> Engine<'_, K> {
     }
 
     /// Revokes tokens this installation marked for resources that no longer exist, except those
-    /// minted for `deletionPolicy: Orphan`, which are left to expire.
+    /// minted for `deletionPolicy: Orphan` and those of resources deleted with that policy
+    /// ([`super::kept`]: the policy at deletion time counts), which are left alone.
     ///
     /// A token marked with this cluster id by another installation is never revoked: it is
     /// another cluster given the same `--cluster-id` (or this installation's identity was
@@ -217,6 +255,19 @@ impl<K: Kind> Engine<'_, K> {
                 Some(other) => self.ctx.foreign_installation(other, &t.id),
             }
         }
+        if orphans.is_empty() {
+            return;
+        }
+        // Only now, with something to revoke, is the record of kept resources read.
+        let record = match kept::read(self.ctx).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the record of kept tokens; revoking no orphan this time");
+                return;
+            }
+        };
+        orphans.retain(|t| !t.marker.as_ref().is_some_and(|m| record.keeps(&m.uid)));
+        self.prune_kept(&record, live).await;
         let Some(issuer) = self.issuer.as_mut() else {
             return;
         };
@@ -230,6 +281,39 @@ impl<K: Kind> Engine<'_, K> {
                     tracing::warn!(token_id = %t.id, error = %e, "could not revoke an orphaned token")
                 }
             }
+        }
+    }
+
+    /// Drops from the record of kept resources what is gone at Nuclia: entries past their last
+    /// expiry, and entries of this kind whose every token lives where `live` lists all (a NUA
+    /// client's account) and is not in it, with no token marked for them left.
+    async fn prune_kept(&self, record: &kept::Record, live: &[LiveToken]) {
+        let Some(issuer) = self.issuer.as_ref() else {
+            return;
+        };
+        let kind = K::kind(&());
+        let listed: HashSet<&str> = live.iter().map(|t| t.id.as_str()).collect();
+        let gone: Vec<String> = record
+            .entries
+            .iter()
+            .filter_map(|(uid, e)| {
+                let e = e.as_ref()?;
+                let all_gone = e.kind == kind.as_ref()
+                    && !e.tokens.is_empty()
+                    && e.tokens
+                        .iter()
+                        .all(|t| issuer.lists_all_of(&t.scope) && !listed.contains(t.id.as_str()))
+                    && !live
+                        .iter()
+                        .any(|t| t.marker.as_ref().is_some_and(|m| &m.uid == uid));
+                all_gone.then(|| uid.clone())
+            })
+            .collect();
+        if gone.is_empty() && record.expired(self.now).is_empty() {
+            return;
+        }
+        if let Err(e) = kept::update(self.ctx, None, &gone, self.now).await {
+            tracing::debug!(error = %e, "could not prune the record of kept tokens");
         }
     }
 }

@@ -13,6 +13,7 @@ mod conditions;
 mod context;
 mod guard;
 mod issue;
+pub(crate) mod kept;
 mod memo;
 mod reconcile;
 mod resource_index;
@@ -42,12 +43,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::{
-    CredentialStatus, DeletionPolicy, IssueIntent, NucliaKbApiKey, NucliaNuaKey,
-    NucliaPersonalToken, RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
+    CredentialStatus, DeletionPolicy, NucliaKbApiKey, NucliaNuaKey, NucliaPersonalToken,
+    RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
 };
 use crate::error::Result;
+use crate::issuer::Issuer;
 use crate::issuer::formats::Consumer;
-use crate::issuer::{Issuer, LiveToken};
 use crate::lifecycle::Policy;
 use crate::nuclia::ApiToken;
 pub use context::Context;
@@ -88,6 +89,12 @@ pub struct Settings {
     /// Namespace of the Secrets that `NucliaClusterCredential`s read; None: cluster
     /// credentials are turned off.
     pub cluster_credential_namespace: Option<String>,
+    /// The operator's own namespace (`--lease-namespace`), where [`Settings::kept_configmap`]
+    /// lives.
+    pub operator_namespace: String,
+    /// The ConfigMap that records the resources deleted with `deletionPolicy: Orphan`, whose
+    /// tokens the orphan sweep never revokes (see [`kept`]).
+    pub kept_configmap: String,
 }
 
 impl Settings {
@@ -170,9 +177,12 @@ pub trait Kind:
         issuer: &mut Self::Issuer,
         status: &mut CredentialStatus,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Whether an unmarked live token was minted by the interrupted `intent`.
-    fn claims_unmarked(&self, _token: &LiveToken, _intent: &IssueIntent) -> bool {
-        false
+    /// Whether a token of this kind expires at Nuclia at its `notAfter`. A NUA key does not:
+    /// its `notAfter` is the rotation period only, so a NUA client that could not be revoked
+    /// is never taken for expired (it stays recorded, or is abandoned with the Event and
+    /// metric).
+    fn expires_upstream(&self) -> bool {
+        true
     }
 }
 

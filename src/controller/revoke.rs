@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 
+use super::kept::{self, KeptToken};
 use super::reconcile::{Engine, chrono_dur, has_finalizer, marker, next_backoff, now, secret_name};
 use super::secret::{self, SecretView};
 use super::{Context, Kind, Purpose, status};
@@ -103,7 +104,8 @@ impl<K: Kind> Engine<'_, K> {
     }
 
     /// Revokes the replaced tokens the plan says are due. One that cannot be revoked stays
-    /// recorded (and fails the reconcile) until it has expired on its own.
+    /// recorded (and fails the reconcile) until it has expired on its own; a kind whose tokens
+    /// do not expire at Nuclia (NUA keys) keeps it recorded until it is revoked.
     pub(super) async fn revoke_replaced(
         &mut self,
         view: &SecretView,
@@ -122,7 +124,10 @@ impl<K: Kind> Engine<'_, K> {
                     }
                     tracing::info!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), token_id = %p.id, "revoked previous token");
                 }
-                Err(e) if p.not_after.is_some_and(|t| t <= self.now) => {
+                Err(e)
+                    if self.obj.expires_upstream()
+                        && p.not_after.is_some_and(|t| t <= self.now) =>
+                {
                     self.status.previous_tokens.retain(|q| q.id != p.id);
                     tracing::warn!(token_id = %p.id, error = %e, "a replaced token could not be revoked but has expired");
                 }
@@ -157,8 +162,12 @@ impl<K: Kind> Engine<'_, K> {
         for t in tokens {
             match self.revoke_in_scope(view, &t.id, &t.scope).await {
                 Ok(()) => {}
-                // Expired on its own: nothing is left to revoke (as for replaced tokens).
-                Err(e) if t.not_after.is_some_and(|n| n <= self.now) => {
+                // Expired on its own: nothing is left to revoke (as for replaced tokens). A
+                // NUA key never expires at Nuclia: it is revoked or abandoned, never dropped.
+                Err(e)
+                    if self.obj.expires_upstream()
+                        && t.not_after.is_some_and(|n| n <= self.now) =>
+                {
                     tracing::warn!(token_id = %t.id, error = %e, "a token could not be revoked but has expired");
                 }
                 Err(e) => return Err(e),
@@ -204,20 +213,135 @@ impl<K: Kind> Engine<'_, K> {
         revoker.release_marked(&marker).await
     }
 
+    /// Gives up on what is still recorded (past `--revoke-timeout`): records that in status
+    /// first (nothing recorded any more, the interrupted issue resolved), then reports it once
+    /// (Event `RevokeAbandoned`, metric). A second run of the clean-up (the finalizer patch
+    /// failed, or the cache was stale) finds nothing recorded and reports nothing again.
+    /// Returns the resourceVersion to guard the finalizer patch with.
+    async fn abandon(&mut self, e: &Error) -> Result<Option<String>> {
+        let obj = self.obj;
+        let kind = K::kind(&());
+        // The cached object may predate the record of an earlier run.
+        let fresh = self
+            .api
+            .get_opt(&obj.name_any())
+            .await
+            .map_err(Error::kube("read the resource"))?;
+        let Some(fresh) = fresh else {
+            return Ok(obj.resource_version());
+        };
+        if let Some(status) = fresh.cr_status() {
+            self.status = status.clone();
+        }
+        let remaining = self.remaining();
+        if remaining.is_empty() {
+            return Ok(fresh.resource_version());
+        }
+        let recorded = self.status.previous_tokens.len() + self.status.token_id.iter().count();
+        self.status.previous_tokens.clear();
+        self.status.token_id = None;
+        if let Some(intent) = self.pending_intent() {
+            self.status.resolved_intent = Some(intent.nonce);
+        }
+        let written = status::write(&self.api, &fresh, fresh.cr_status(), &self.status).await?;
+        let note = format!(
+            "gave up revoking after --revoke-timeout ({}s): {e}; not confirmed revoked, so left valid at Nuclia: {}",
+            self.ctx.settings.revoke_timeout.as_secs(),
+            remaining.join(", ")
+        );
+        self.ctx
+            .metrics
+            .revocations_abandoned(kind.as_ref(), recorded as u64);
+        tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = ?obj.namespace(), "{note}");
+        self.ctx
+            .event(&obj.object_ref(&()), true, "RevokeAbandoned", note);
+        Ok(written
+            .and_then(|w| w.resource_version())
+            .or_else(|| fresh.resource_version()))
+    }
+
+    /// Records this resource as kept by `deletionPolicy: Orphan` (the policy at deletion
+    /// time), with the tokens its status records, so that no orphan sweep revokes them
+    /// ([`super::kept`]). Nothing minted, nothing recorded.
+    async fn record_kept(&self) -> Result<()> {
+        let s = &self.status;
+        let intent = self.pending_intent();
+        let mut tokens: Vec<(KeptToken, Option<DateTime<Utc>>)> = s
+            .previous_tokens
+            .iter()
+            .map(|p| {
+                let scope = scope_of_previous(p);
+                (
+                    KeptToken {
+                        id: p.id.clone(),
+                        scope,
+                    },
+                    p.not_after,
+                )
+            })
+            .collect();
+        if let Some(id) = &s.token_id {
+            let scope = self.current_scope();
+            tokens.push((
+                KeptToken {
+                    id: id.clone(),
+                    scope,
+                },
+                s.not_after,
+            ));
+        }
+        if tokens.is_empty() && intent.is_none() {
+            return Ok(());
+        }
+        // Everything it protects is gone at Nuclia once the last expiry has passed (an
+        // interrupted issue's token expires when its intent asked).
+        let until = if self.obj.expires_upstream() {
+            tokens
+                .iter()
+                .map(|(_, t)| *t)
+                .chain(intent.iter().map(|i| i.expires))
+                .try_fold(None, |latest: Option<DateTime<Utc>>, t| {
+                    t.map(|t| Some(latest.map_or(t, |l| l.max(t))))
+                })
+                .flatten()
+        } else {
+            None
+        };
+        let entry = kept::Entry {
+            kind: K::kind(&()).into_owned(),
+            namespace: self.obj.namespace().unwrap_or_default(),
+            name: self.obj.name_any(),
+            kept_at: self.now,
+            tokens: tokens.into_iter().map(|(t, _)| t).collect(),
+            until,
+        };
+        kept::update(self.ctx, Some((&self.uid, &entry)), &[], self.now).await?;
+        tracing::info!(kind = %entry.kind, name = %entry.name, tokens = entry.tokens.len(), "recorded the tokens kept by deletionPolicy: Orphan");
+        Ok(())
+    }
+
     /// What is still recorded, for the `RevokeAbandoned` Event: ids and expiries.
     fn remaining(&self) -> Vec<String> {
         let at = |t: Option<DateTime<Utc>>| {
             t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_else(|| "an unknown time".into())
         };
+        let upstream = self.obj.expires_upstream();
+        let token = |id: &str, not_after: Option<DateTime<Utc>>| {
+            if upstream {
+                format!("{id} (expires {})", at(not_after))
+            } else {
+                format!("{id} (never expires at Nuclia: delete it by hand)")
+            }
+        };
         let mut out: Vec<String> = self
             .status
             .previous_tokens
             .iter()
-            .map(|p| format!("{} (expires {})", p.id, at(p.not_after)))
+            .map(|p| token(&p.id, p.not_after))
             .collect();
         if let Some(id) = &self.status.token_id {
-            out.push(format!("{id} (expires {})", at(self.status.not_after)));
+            out.push(token(id, self.status.not_after));
         }
         if let Some(intent) = self.pending_intent() {
             out.push(format!(
@@ -270,6 +394,8 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
         .unwrap_or_else(now);
     let deadline = started + chrono_dur(ctx.settings.revoke_timeout);
     let out_of_time = now() >= deadline;
+    // The version the finalizer patch is guarded by (a status write here moves it).
+    let mut resource_version = obj.resource_version();
     if !keep {
         // Which resources read this Secret is known only once every cache is loaded (a new
         // leader may see a deletion before it has seen them).
@@ -319,19 +445,21 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
                 tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, error = %e, retry_in = ?delay, "revocation before deletion failed");
                 return Ok(Action::requeue(delay));
             }
-            let remaining = engine.remaining();
-            let recorded =
-                engine.status.previous_tokens.len() + engine.status.token_id.iter().count();
-            ctx.metrics
-                .revocations_abandoned(kind.as_ref(), recorded as u64);
-            let note = format!(
-                "gave up revoking after --revoke-timeout ({}s): {e}; not confirmed revoked, so left to expire at Nuclia: {}",
-                ctx.settings.revoke_timeout.as_secs(),
-                remaining.join(", ")
-            );
-            tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, "{note}");
-            ctx.event(&obj_ref, true, "RevokeAbandoned", note);
+            resource_version = engine.abandon(&e).await?;
         }
+    } else if let Err(e) = engine.record_kept().await {
+        // Without the record, another resource's orphan sweep could revoke what the user
+        // chose to keep: retried like a revocation, and given up on only at --revoke-timeout.
+        if !out_of_time {
+            let delay = next_backoff(ctx, &uid).max(Duration::from_secs(1));
+            tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, error = %e, retry_in = ?delay, "could not record the tokens kept by deletionPolicy: Orphan");
+            return Ok(Action::requeue(delay));
+        }
+        let note = format!(
+            "could not record the tokens kept by deletionPolicy: Orphan before --revoke-timeout: {e}; the orphan sweep may revoke them"
+        );
+        tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, "{note}");
+        ctx.event(&obj.object_ref(&()), true, "KeepNotRecorded", note);
     }
     secret::release(&engine.secrets, &name, &uid, keep).await?;
     let finalizers: Vec<String> = obj
@@ -340,7 +468,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    let patch = serde_json::json!({ "metadata": { "resourceVersion": obj.resource_version(), "finalizers": finalizers } });
+    let patch = serde_json::json!({ "metadata": { "resourceVersion": resource_version, "finalizers": finalizers } });
     match engine
         .api
         .patch(

@@ -19,9 +19,8 @@ use super::formats::{self, Consumer, Shape};
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
-    CredentialStatus, CredentialType, DeletionPolicy, IssueIntent, KbLocationStatus, KbRole,
-    NucliaKbApiKey, NucliaKbApiKeySpec, RolloutRestartTarget, SecretKeyRef, SecretTemplate,
-    TokenScope,
+    CredentialStatus, CredentialType, DeletionPolicy, KbLocationStatus, KbRole, NucliaKbApiKey,
+    NucliaKbApiKeySpec, RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
@@ -99,6 +98,10 @@ pub struct KbIssuer {
     mint: Option<MintTarget>,
     /// Where the key lives; written back to status by [`Kind::settle`].
     pub state: KbLocationStatus,
+    /// The resource this issuer works for: a service account is its own (created by the
+    /// operator for it, deleted with its last key) only when the marker in its title names
+    /// this resource, never because some marker is there.
+    owner: Option<Marker>,
 }
 
 fn nuclia_role(role: KbRole) -> nuclia::KbRole {
@@ -173,7 +176,22 @@ impl KbIssuer {
                 title,
             }),
             state,
+            owner: None,
         })
+    }
+
+    /// The resource this issuer works for (see `owner`).
+    pub fn for_resource(mut self, owner: Marker) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Whether `token`'s service account was created by the operator for this resource.
+    fn owns(&self, token: &LiveToken) -> bool {
+        match (&token.marker, &self.owner) {
+            (Some(m), Some(owner)) => m.same_resource(owner),
+            _ => false,
+        }
     }
 
     /// An issuer that only revokes and lists, at the places recorded in status: no request.
@@ -199,6 +217,7 @@ impl KbIssuer {
             home,
             mint: None,
             state,
+            owner: None,
         }
     }
 
@@ -464,7 +483,7 @@ impl Issuer for KbIssuer {
         let Some(sa) = token.service_account_id.clone() else {
             return;
         };
-        let owned = token.marker.is_some();
+        let owned = self.owns(token);
         self.state.service_account_id = Some(sa);
         self.state.service_account_owned = owned;
         self.state.service_account_kept = token.marker.as_ref().is_some_and(|m| m.keep);
@@ -479,10 +498,52 @@ impl Issuer for KbIssuer {
             account_id: Some(place.account_id),
             kb_id: Some(place.kb_id),
             service_account_id: token.service_account_id.clone(),
-            // only service accounts the operator created carry a marker
-            service_account_owned: token.marker.is_some(),
+            // only a service account whose marker names this resource is its own (one titled
+            // for another resource, even an earlier one of this name, is never deleted)
+            service_account_owned: self.owns(token),
             cluster_credential: None,
         }
+    }
+
+    /// A KB key names no key id when it authenticates: `GET /api/authorizer/info` says which
+    /// KB, account and (where Nuclia says it: `user.user_id`) service account it belongs to.
+    /// That is proof only for a key of a service account the operator created for one
+    /// resource (marked): an unmarked (adopted) service account may be shared by several
+    /// resources, each holding a key of it, so there nothing proves which key a value is.
+    async fn proves(&mut self, value: &ApiToken, token: &LiveToken) -> Result<bool> {
+        let (Some(place), Some(sa)) = (self.home.clone(), token.service_account_id.as_deref())
+        else {
+            return Ok(false);
+        };
+        if token.marker.is_none() {
+            return Ok(false);
+        }
+        let regional = self.client.endpoints().regional(&place.zone)?;
+        let asked = self
+            .client
+            .authorizer_info(&Credential::ServiceAccount(value.clone()), &regional)
+            .await;
+        let info = match asked {
+            Ok(info) => info.user,
+            Err(
+                nuclia::Error::Unauthorized { .. }
+                | nuclia::Error::Forbidden { .. }
+                | nuclia::Error::NotFound { .. },
+            ) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(info.kb_id.as_deref() == Some(place.kb_id.as_str())
+            && info
+                .account_id
+                .as_deref()
+                .is_none_or(|a| a == place.account_id)
+            && info.user_id.as_deref() == Some(sa))
+    }
+
+    fn lists_all_of(&self, scope: &TokenScope) -> bool {
+        self.home
+            .as_ref()
+            .is_some_and(|home| Place::of(scope, None).as_ref() == Some(home))
     }
 }
 
@@ -538,6 +599,18 @@ fn typed(t: CredentialType, token: ApiToken) -> Credential {
     match t {
         CredentialType::Bearer => Credential::Bearer(token),
         CredentialType::NuaKey => Credential::NuaKey(token),
+    }
+}
+
+/// The marker naming `obj` (its deletion policy aside): what a service account's title must
+/// name for it to be `obj`'s own.
+fn owner_marker(ctx: &Context, obj: &NucliaKbApiKey) -> Marker {
+    Marker {
+        cluster: ctx.settings.cluster_id.clone(),
+        namespace: obj.namespace().unwrap_or_default(),
+        uid: obj.uid().unwrap_or_default(),
+        keep: false,
+        installation: Some(ctx.settings.installation_id.clone()),
     }
 }
 
@@ -646,7 +719,7 @@ impl Kind for NucliaKbApiKey {
             self.namespace().unwrap_or_default(),
             self.name_any()
         );
-        KbIssuer::prepare(
+        Ok(KbIssuer::prepare(
             ctx.nuclia.clone(),
             credential,
             &self.spec,
@@ -655,7 +728,8 @@ impl Kind for NucliaKbApiKey {
             &ctx.accounts,
             &ctx.users,
         )
-        .await
+        .await?
+        .for_resource(owner_marker(ctx, self)))
     }
 
     fn revoker(&self, ctx: &Context, credentials: Vec<ApiToken>, home: &TokenScope) -> KbIssuer {
@@ -681,6 +755,7 @@ impl Kind for NucliaKbApiKey {
             self.status.as_ref().and_then(|s| s.kb.as_ref()),
             ctx.users.clone(),
         )
+        .for_resource(owner_marker(ctx, self))
     }
 
     fn restart_targets(&self) -> &[RolloutRestartTarget] {
@@ -724,19 +799,75 @@ impl Kind for NucliaKbApiKey {
         status.kb = Some(issuer.state.clone());
         Ok(())
     }
+}
 
-    /// A key minted into an adopted service account carries no marker: the interrupted intent
-    /// recognises it by the service account and the exact expiry it asked for.
-    fn claims_unmarked(&self, token: &LiveToken, intent: &IssueIntent) -> bool {
-        let (Some(adopted), Some(asked), Some(expires)) = (
-            self.spec.service_account.id.as_deref(),
-            intent.expires,
-            token.expires,
-        ) else {
-            return false;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nuclia::ClientConfig;
+
+    /// A service account is this resource's own (deleted with its last key) only when its
+    /// marker names this resource: one titled for another resource (another tenant's, or an
+    /// earlier one of this name) is never, and an unmarked (adopted) one neither.
+    #[test]
+    fn a_service_account_is_owned_only_when_its_marker_names_this_resource() {
+        crate::runtime::install_crypto();
+        let me = Marker {
+            cluster: "c".into(),
+            namespace: "b".into(),
+            uid: "uid-b".into(),
+            keep: false,
+            installation: Some("inst1".into()),
         };
-        token.marker.is_none()
-            && token.service_account_id.as_deref() == Some(adopted)
-            && (expires - asked).num_seconds().abs() <= 1
+        let home = TokenScope {
+            zone: Some("europe-1".into()),
+            account_id: Some("acc".into()),
+            kb_id: Some("kb".into()),
+            ..Default::default()
+        };
+        let mut issuer = KbIssuer::revoker(
+            Client::new(ClientConfig::default()).unwrap(),
+            Credential::Bearer(ApiToken::new("login".into())),
+            &home,
+            None,
+            UserCache::new(Duration::from_secs(60)),
+        )
+        .for_resource(me.clone());
+        let key = |marker: Option<Marker>| LiveToken {
+            id: "key".into(),
+            marker,
+            expires: None,
+            service_account_id: Some("sa".into()),
+        };
+        let theirs = Marker {
+            namespace: "a".into(),
+            uid: "uid-a".into(),
+            ..me.clone()
+        };
+        let kept = Marker {
+            keep: true,
+            ..me.clone()
+        };
+        for (marker, owned) in [
+            (Some(me), true),
+            (Some(kept), true),
+            (Some(theirs), false),
+            (None, false),
+        ] {
+            let token = key(marker.clone());
+            assert_eq!(
+                issuer.scope_of(&token).service_account_owned,
+                owned,
+                "{marker:?}"
+            );
+            issuer.adopted(&token);
+            assert_eq!(issuer.state.service_account_owned, owned, "{marker:?}");
+        }
+        assert!(issuer.lists_all_of(&home));
+        let elsewhere = TokenScope {
+            kb_id: Some("other-kb".into()),
+            ..home
+        };
+        assert!(!issuer.lists_all_of(&elsewhere));
     }
 }

@@ -256,6 +256,22 @@ pub trait Issuer: Send {
     /// The leak guard adopted `token` (found in the Secret after an interrupted issue) as the
     /// current credential: record where it lives.
     fn adopted(&mut self, _token: &LiveToken) {}
+    /// Whether `value`, found in a Secret that only claims (by its `nuclia.dev/token-id`
+    /// annotation) to hold `token`, is proven to be `token`'s credential: it authenticates at
+    /// Nuclia, and Nuclia's answer names the same key, client or service account. Ids are not
+    /// secrets, so a claim alone is never enough. Default: nothing proves it (no adoption).
+    fn proves(
+        &mut self,
+        _value: &ApiToken,
+        _token: &LiveToken,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async { Ok(false) }
+    }
+    /// Whether [`Issuer::list_live`] lists every credential of `scope` (so one of that scope
+    /// missing from the list is gone). Default: it cannot tell.
+    fn lists_all_of(&self, _scope: &TokenScope) -> bool {
+        false
+    }
 }
 
 /// Reads a credential from a Secret in the resource's own namespace. The error says what to fix

@@ -229,6 +229,38 @@ impl Issuer for NuaIssuer {
             ..TokenScope::default()
         }
     }
+
+    /// A NUA key names its client when it authenticates (`GET /api/authorizer/info`:
+    /// `user.user_id` is the client id, nuclia-api.md §5.3): proof that the value is that
+    /// client's key.
+    async fn proves(&mut self, value: &ApiToken, token: &LiveToken) -> Result<bool> {
+        let Some(account) = self.account_id.clone() else {
+            return Ok(false);
+        };
+        let regional = self.client.endpoints().regional(&self.zone)?;
+        let asked = self
+            .client
+            .authorizer_info(&Credential::NuaKey(value.clone()), &regional)
+            .await;
+        let info = match asked {
+            Ok(info) => info.user,
+            Err(
+                nuclia::Error::Unauthorized { .. }
+                | nuclia::Error::Forbidden { .. }
+                | nuclia::Error::NotFound { .. },
+            ) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(info.user_id.as_deref() == Some(token.id.as_str())
+            && info.account_id.as_deref().is_none_or(|a| a == account))
+    }
+
+    /// The list is of every client of the account in the zone.
+    fn lists_all_of(&self, scope: &TokenScope) -> bool {
+        scope.zone.as_deref() == Some(self.zone.as_str())
+            && scope.account_id.is_some()
+            && scope.account_id == self.account_id
+    }
 }
 
 impl Kind for NucliaNuaKey {
@@ -291,6 +323,11 @@ impl Kind for NucliaNuaKey {
 
     fn managed_token(&self, _purpose: Purpose) -> ManagedToken {
         ManagedToken::Never
+    }
+
+    /// A NUA client lives until it is deleted: `notAfter` is the rotation period only.
+    fn expires_upstream(&self) -> bool {
+        false
     }
 
     async fn issuer(

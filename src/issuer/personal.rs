@@ -118,6 +118,22 @@ impl Issuer for PersonalIssuer {
         format!("pat:{lister}")
     }
 
+    /// A personal token names no token id when it authenticates: the proof is that it
+    /// authenticates and lists `token` among its own user's tokens. That is the user's word, and
+    /// the user is the boundary for personal tokens anyway: any token of a user may list and
+    /// delete every token of that user.
+    async fn proves(&mut self, value: &ApiToken, token: &LiveToken) -> Result<bool> {
+        let asked = self
+            .client
+            .list_personal_tokens(&Credential::Bearer(value.clone()))
+            .await;
+        match asked {
+            Ok(items) => Ok(items.iter().any(|t| t.id == token.id)),
+            Err(nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn scope_of(&self, _token: &LiveToken) -> TokenScope {
         TokenScope::default()
     }

@@ -5,6 +5,7 @@
 //! Secret, an issue interrupted between mint and status, and each way a deletion finishes.
 
 mod apiserver;
+mod ownership;
 mod restarts;
 mod scripted;
 
@@ -55,6 +56,8 @@ fn settings() -> Settings {
         namespaces: Vec::new(),
         label_selector: None,
         cluster_credential_namespace: Some("operator".into()),
+        operator_namespace: "operator".into(),
+        kept_configmap: "nto-installation-kept".into(),
     }
 }
 

@@ -76,6 +76,8 @@ pub struct Nuclia {
     pub tokens: BTreeMap<String, Live>,
     /// The next call of each of these answers 503.
     pub unavailable: VecDeque<Op>,
+    /// Tokens never expire here, as NUA keys (their `notAfter` is a rotation period only).
+    pub no_expiry: bool,
     pub calls: Vec<Call>,
     minted: u32,
 }
@@ -93,6 +95,11 @@ impl Upstream {
         up.0.lock().unwrap().logins = logins.iter().map(|l| l.to_string()).collect();
         UPSTREAMS.lock().unwrap().insert(uid.into(), up.clone());
         up
+    }
+
+    /// Makes the resource with `uid` use this upstream too (resources sharing a login).
+    pub fn share(&self, uid: &str) {
+        UPSTREAMS.lock().unwrap().insert(uid.into(), self.clone());
     }
 
     fn of(uid: &str) -> Upstream {
@@ -256,6 +263,18 @@ impl Issuer for ScriptedIssuer {
     fn scope_of(&self, _token: &LiveToken) -> TokenScope {
         TokenScope::default()
     }
+
+    /// Exact, as a NUA key's: the value is that live token's.
+    async fn proves(&mut self, value: &ApiToken, token: &LiveToken) -> Result<bool> {
+        let n = self.upstream.nuclia();
+        Ok(n.tokens
+            .get(&token.id)
+            .is_some_and(|t| t.value == value.expose()))
+    }
+
+    fn lists_all_of(&self, _scope: &TokenScope) -> bool {
+        true
+    }
 }
 
 impl Kind for Scripted {
@@ -289,6 +308,12 @@ impl Kind for Scripted {
 
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
+    }
+
+    fn expires_upstream(&self) -> bool {
+        !Upstream::of(&self.uid().unwrap_or_default())
+            .nuclia()
+            .no_expiry
     }
 
     fn managed_token(&self, purpose: Purpose) -> ManagedToken {
