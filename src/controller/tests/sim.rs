@@ -177,6 +177,9 @@ enum Act {
     },
     /// A restart or leader hand-over: a new process, nothing in memory.
     Restart,
+    /// The action, and the next one at once: no reconcile in between (a patch, then a
+    /// deletion, as one `kubectl apply` of two documents would).
+    Quick(Box<Act>),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -270,7 +273,14 @@ fn sequence(seed: u64) -> Vec<Act> {
             }
         }
     }
-    acts.extend((0..len).map(|_| random_act(&mut rng)));
+    acts.extend((0..len).map(|_| {
+        let a = random_act(&mut rng);
+        if rng.random_bool(0.2) {
+            Act::Quick(Box::new(a))
+        } else {
+            a
+        }
+    }));
     acts
 }
 
@@ -805,6 +815,7 @@ impl Sim {
                 self.restart();
                 "restart".into()
             }
+            Act::Quick(act) => format!("{} (and at once)", self.apply(&act)),
         }
     }
 
@@ -1594,6 +1605,9 @@ async fn run_sequence(acts: &[Act], logs: &LogBuffer) -> Outcome {
         let what = sim.apply(act);
         sim.trace
             .push(format!("{} {what}", sim.now.format("%m-%d %H:%M:%S")));
+        if matches!(act, Act::Quick(_)) {
+            continue;
+        }
         sim.settle().await;
         sim.resync().await;
         collected.push_str(&logs.take());
