@@ -142,6 +142,19 @@ fn keys_owned(secret: &Secret) -> Vec<String> {
     keys
 }
 
+/// The owner-name label's value for a resource named `name`: a valid label value (at most 63
+/// characters, alphanumeric at both ends), so that a long name whose 63rd character is a `-`
+/// or a `.` does not make every Secret write fail.
+pub fn owner_name_label(name: &str) -> String {
+    let kept: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(63)
+        .collect();
+    kept.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
+}
+
 /// Whether `secret`, not owned by `owner`, is one the operator wrote for an earlier resource
 /// of the same kind and name, restored from a backup (or left behind by a resource deleted
 /// without the operator): its labels name that kind and name, its annotation the token, and
@@ -155,7 +168,7 @@ fn restored_for(secret: &Secret, owner: &OwnerReference) -> bool {
             .and_then(|l| l.get(k))
             .map(String::as_str)
     };
-    let name: String = owner.name.chars().take(63).collect();
+    let name = owner_name_label(&owner.name);
     label(LABEL_MANAGED_BY) == Some(MANAGED_BY)
         && label(LABEL_OWNER_KIND) == Some(owner.kind.as_str())
         && label(LABEL_OWNER_NAME) == Some(name.as_str())
@@ -280,10 +293,7 @@ fn build(d: &Desired<'_>, owner_kind: &str) -> Secret {
     let mut labels = d.template.labels.clone();
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
     labels.insert(LABEL_OWNER_KIND.into(), owner_kind.into());
-    labels.insert(
-        LABEL_OWNER_NAME.into(),
-        d.owner.name.chars().take(63).collect(),
-    );
+    labels.insert(LABEL_OWNER_NAME.into(), owner_name_label(&d.owner.name));
     let mut annotations = d.template.annotations.clone();
     annotations.insert(ANNOTATION_TOKEN_ID.into(), d.token_id.into());
     annotations.insert(

@@ -502,6 +502,38 @@ async fn a_secret_deleted_under_a_live_resource_is_repaired() {
     assert!(w.events().contains(&"SecretRepaired".to_owned()));
 }
 
+/// Defect 6: a resource name of more than 63 characters whose 63rd is a `-`: the owner-name
+/// label is cut to a valid value (the apiserver refuses an invalid one with 422, which rolled
+/// every mint back), and the Secret is written at the first mint.
+#[tokio::test]
+async fn a_long_name_gets_a_valid_owner_label() {
+    let w = World::new();
+    let long = format!("{}-{}", "a".repeat(62), "b".repeat(20));
+    let mut obj = w.resource();
+    obj.metadata.name = Some(long.clone());
+    let path = format!("{}/{long}", Scripted::url_path(&(), Some(&w.ns)));
+    w.server.put(&path, &obj);
+
+    let stored: Scripted = w.server.get(&path).unwrap();
+    reconcile(Arc::new(stored), w.ctx.clone())
+        .await
+        .expect("issued");
+    assert_eq!(w.up.ops(), [Op::Issue]);
+    assert_eq!(w.up.live_ids(), ["minted-1"]);
+    let secret: Secret = w.server.get(&w.secret_path(&long)).expect("the Secret");
+    let label = &secret.labels()[crate::crd::LABEL_OWNER_NAME];
+    assert_eq!(*label, "a".repeat(62));
+    let status = w.server.get::<Scripted>(&path).unwrap().status.unwrap();
+    assert_eq!(status.token_id.as_deref(), Some("minted-1"));
+    let ready = status.condition(super::status::READY).unwrap();
+    assert_eq!(ready.status, "True", "{ready:?}");
+    assert_eq!(super::secret::owner_name_label("a.b-"), "a.b");
+    assert_eq!(
+        super::secret::owner_name_label(&"x".repeat(70)),
+        "x".repeat(63)
+    );
+}
+
 /// ENGINE GAP: a self-renewing token whose bootstrap login has expired (the README's own
 /// pattern) rotates with the managed token; if that rotation is interrupted after the Secret
 /// write (both status writes fail), the leak guard lists with the mint credentials, which
