@@ -141,8 +141,12 @@ pub struct Observation<'a> {
     /// so that verification writes nothing).
     pub last_verified: Option<DateTime<Utc>>,
     pub verify_interval: Duration,
-    /// At most one mint per this interval (counted from `status.issuedAt`).
+    /// At most one mint per this interval, counted from the later of `status.issuedAt` and
+    /// [`Self::last_mint_attempt`].
     pub min_issue_interval: Duration,
+    /// When the last mint was attempted, whatever came of it (the issue intent's time): a mint
+    /// refused, or rolled back because its Secret could not be written, counts too.
+    pub last_mint_attempt: Option<DateTime<Utc>>,
 }
 
 /// Why a token is issued; also the Event reason and the condition message.
@@ -233,11 +237,18 @@ pub fn decide(o: &Observation<'_>) -> Plan {
     }
 }
 
-/// The last mint is younger than the minimum interval.
+/// The last mint (or attempt) is younger than the minimum interval.
 fn throttled(o: &Observation<'_>) -> bool {
-    o.status
+    next_mint_allowed(o).is_some_and(|t| o.now < t)
+}
+
+/// When the minimum interval after the last mint or mint attempt ends.
+fn next_mint_allowed(o: &Observation<'_>) -> Option<DateTime<Utc>> {
+    let last = o
+        .status
         .issued_at
-        .is_some_and(|t| o.now < t + o.min_issue_interval)
+        .max(o.last_mint_attempt.filter(|t| *t <= o.now));
+    last.map(|t| t + o.min_issue_interval)
 }
 
 fn choose_step(o: &Observation<'_>) -> Step {
@@ -293,9 +304,7 @@ fn next_wake(o: &Observation<'_>, step: &Step) -> Option<DateTime<Utc>> {
     let s = o.status;
     let verify_at = match step {
         Step::Issue(_) | Step::RefreshSecret => return None,
-        Step::Wait(_) => {
-            return s.issued_at.map(|t| t + o.min_issue_interval);
-        }
+        Step::Wait(_) => return next_mint_allowed(o),
         Step::Verify => Some(o.now + o.verify_interval),
         Step::Conflict | Step::Idle => o.last_verified.map(|t| t + o.verify_interval),
     };
@@ -522,6 +531,7 @@ mod tests {
             last_verified: Some(t(now)),
             verify_interval: Duration::minutes(10),
             min_issue_interval: Duration::seconds(10),
+            last_mint_attempt: None,
         }
     }
 
@@ -794,6 +804,30 @@ mod tests {
         let empty = CredentialStatus::default();
         let o = obs("2026-11-10T00:00:03Z", &p, &empty, SecretState::Missing);
         assert_eq!(decide(&o).step, Step::Issue(IssueReason::Initial));
+    }
+
+    /// The minimum interval counts from the last attempt too: a mint that was refused or
+    /// rolled back recorded no `issuedAt`, and must not be retried at once (a first issue
+    /// included); an attempt in the future (a hand-written intent) is no attempt.
+    #[test]
+    fn a_failed_mint_attempt_starts_the_minimum_interval_too() {
+        let p = policy();
+        let empty = CredentialStatus::default();
+        let mut o = obs("2026-11-10T00:00:03Z", &p, &empty, SecretState::Missing);
+        o.last_mint_attempt = Some(t("2026-11-10T00:00:00Z"));
+        let plan = decide(&o);
+        assert_eq!(plan.step, Step::Wait(IssueReason::Initial));
+        assert_eq!(plan.wake_at, Some(t("2026-11-10T00:00:10Z")));
+        o.now = t("2026-11-10T00:00:10Z");
+        assert_eq!(decide(&o).step, Step::Issue(IssueReason::Initial));
+        // an issued token older than the attempt: the attempt counts
+        let mut s = healthy();
+        s.issued_at = Some(t("2026-11-01T00:00:00Z"));
+        let mut o = obs("2026-11-10T00:00:03Z", &p, &s, SecretState::Missing);
+        o.last_mint_attempt = Some(t("2026-11-10T00:00:00Z"));
+        assert_eq!(decide(&o).step, Step::Wait(IssueReason::SecretRepaired));
+        o.last_mint_attempt = Some(t("2027-01-01T00:00:00Z"));
+        assert_eq!(decide(&o).step, Step::Issue(IssueReason::SecretRepaired));
     }
 
     #[test]

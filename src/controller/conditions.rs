@@ -183,10 +183,16 @@ impl<K: Kind> Engine<'_, K> {
             self.ctx
                 .event(&self.obj.object_ref(&()), true, e.label(), message);
         }
-        if let Err(write_err) =
-            status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await
-        {
-            tracing::debug!(error = %write_err, "could not record failure in status");
+        match status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await {
+            // Its echo is this reconcile's own write (unless someone changed the resource).
+            Ok(written) => self.resource_versions.extend(
+                written
+                    .filter(|w| super::reconcile::same_inputs(self.obj, w))
+                    .and_then(|w| w.resource_version()),
+            ),
+            Err(write_err) => {
+                tracing::debug!(error = %write_err, "could not record failure in status");
+            }
         }
         self.publish_metrics();
     }

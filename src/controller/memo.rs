@@ -10,6 +10,11 @@
 //! reconcile would only read the Secret back). Anything else (a user's edit, a deleted Secret, a
 //! failure) means a full reconcile; a Secret event other than the echo also triggers one.
 //!
+//! A failed reconcile leaves an entry too ([`Memo::fail`]): until its backoff is over, the
+//! echoes of its own writes (the issue intent, the failure in status) are skipped like those of
+//! a successful one, and a full reconcile that happens meanwhile (another event) does not retry
+//! the failing mint ([`Memo::backing_off`]); a change of the credential it read lifts it.
+//!
 //! A reconcile that falls due (verification, renewal) while the watch shows the Secret still
 //! at the version the last one left starts from the view of it that reconcile kept, without
 //! its token ([`Memo::secret_view`]): the Secret is read only when a step needs the token.
@@ -33,13 +38,32 @@ pub struct Memo {
 
 struct Settled {
     resource_versions: Vec<String>,
-    secret_version: String,
+    /// The Secret version it left (a failed reconcile may know none).
+    secret_version: Option<String>,
     /// What the watch had delivered of the Secret when the reconcile started.
     secret_seen_before: Option<String>,
     until: DateTime<Utc>,
     /// The view of the Secret at `secret_version`, without its token; kept only for an owned,
     /// up-to-date Secret holding a token (the only one a reconcile can start from unread).
     secret: Option<SecretView>,
+    /// The reconcile failed: `until` is the end of its backoff.
+    failed: Option<Failed>,
+}
+
+struct Failed {
+    /// The delay for the error policy, taken once ([`Memo::take_retry`]).
+    retry: Option<Duration>,
+    /// The credential it read (see [`credential_key`]): a change of it lifts the backoff.
+    credential: Option<String>,
+}
+
+/// How a failure entry names the credential its resource reads: a Secret in its namespace, or a
+/// cluster credential.
+pub fn credential_key(namespace: &str, secret: Option<&str>, cluster: Option<&str>) -> String {
+    match cluster {
+        Some(name) => format!("cluster/{name}"),
+        None => format!("secret/{namespace}/{}", secret.unwrap_or_default()),
+    }
 }
 
 impl Memo {
@@ -55,7 +79,10 @@ impl Memo {
         self.settled
             .lock()
             .ok()
-            .and_then(|m| m.get(owner_uid).map(|s| s.secret_version == rv))
+            .and_then(|m| {
+                m.get(owner_uid)
+                    .map(|s| s.secret_version.as_deref() == Some(rv))
+            })
             .unwrap_or(false)
     }
 
@@ -96,12 +123,99 @@ impl Memo {
                 uid.to_owned(),
                 Settled {
                     resource_versions,
-                    secret_version,
+                    secret_version: Some(secret_version),
                     secret_seen_before,
                     until,
                     secret,
+                    failed: None,
                 },
             );
+        }
+    }
+
+    /// After a failed reconcile: as [`Memo::settle`], with its backoff (the delay, for the
+    /// error policy, and when it ends) and the credential it read.
+    pub fn fail(
+        &self,
+        uid: &str,
+        resource_versions: Vec<String>,
+        secret_version: Option<String>,
+        secret_seen_before: Option<String>,
+        (retry, until): (Duration, DateTime<Utc>),
+        credential: Option<String>,
+    ) {
+        if let Ok(mut m) = self.settled.lock() {
+            m.insert(
+                uid.to_owned(),
+                Settled {
+                    resource_versions,
+                    secret_version,
+                    secret_seen_before,
+                    until,
+                    secret: None,
+                    failed: Some(Failed {
+                        retry: Some(retry),
+                        credential,
+                    }),
+                },
+            );
+        }
+    }
+
+    /// After [`Memo::settle`] of a reconcile that only waited for the minimum interval while the
+    /// last one had failed: the failure goes on (its backoff keeps growing until a step
+    /// succeeds), and a change of `credential` still lifts it.
+    pub fn still_failing(&self, uid: &str, credential: Option<String>) {
+        if let Ok(mut m) = self.settled.lock()
+            && let Some(s) = m.get_mut(uid)
+        {
+            s.failed = Some(Failed {
+                retry: None,
+                credential,
+            });
+        }
+    }
+
+    /// The backoff a failed reconcile recorded, once (the error policy's delay).
+    pub fn take_retry(&self, uid: &str) -> Option<Duration> {
+        let mut m = self.settled.lock().ok()?;
+        m.get_mut(uid)?.failed.as_mut()?.retry.take()
+    }
+
+    /// How long the failing step of the resource at `resource_version` (one the failed
+    /// reconcile saw or wrote: nobody changed the spec or the requests since) must still wait.
+    pub fn backing_off(
+        &self,
+        uid: &str,
+        resource_version: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Option<Duration> {
+        let rv = resource_version?;
+        let settled = self.settled.lock().ok()?;
+        let s = settled.get(uid)?;
+        s.failed.as_ref()?;
+        if !s.resource_versions.iter().any(|v| v == rv) {
+            return None;
+        }
+        (s.until - now).to_std().ok().filter(|d| !d.is_zero())
+    }
+
+    /// Whether the last reconcile of the resource failed (its backoff goes on).
+    pub fn failing(&self, uid: &str) -> bool {
+        self.settled
+            .lock()
+            .is_ok_and(|m| m.get(uid).is_some_and(|s| s.failed.is_some()))
+    }
+
+    /// The credential `key` ([`credential_key`]) changed: the resources whose last reconcile
+    /// failed with it try again at once.
+    pub fn credential_changed(&self, key: &str) {
+        if let Ok(mut m) = self.settled.lock() {
+            m.retain(|_, s| {
+                s.failed
+                    .as_ref()
+                    .is_none_or(|f| f.credential.as_deref() != Some(key))
+            });
         }
     }
 
@@ -119,7 +233,7 @@ impl Memo {
         let seen = self.secret_seen.lock().ok()?;
         let secret = seen.get(uid);
         let unchanged = s.resource_versions.iter().any(|v| v == rv)
-            && (secret == Some(&s.secret_version) || secret == s.secret_seen_before.as_ref());
+            && (secret == s.secret_version.as_ref() || secret == s.secret_seen_before.as_ref());
         if !unchanged {
             return None;
         }
@@ -134,7 +248,7 @@ impl Memo {
         let settled = self.settled.lock().ok()?;
         let s = settled.get(uid)?;
         let seen = self.secret_seen.lock().ok()?;
-        (s.resource_versions.iter().any(|v| v == rv) && seen.get(uid) == Some(&s.secret_version))
+        (s.resource_versions.iter().any(|v| v == rv) && seen.get(uid) == s.secret_version.as_ref())
             .then(|| s.secret.clone())
             .flatten()
     }
@@ -155,7 +269,7 @@ impl Memo {
             .lock()
             .ok()
             .and_then(|m| m.get(uid).cloned());
-        if seen.as_ref() != Some(&s.secret_version) && seen != s.secret_seen_before {
+        if seen != s.secret_version && seen != s.secret_seen_before {
             return "the Secret changed";
         }
         "something is due"
@@ -237,6 +351,51 @@ mod tests {
         assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
         m.forget("u");
         assert_eq!(m.unchanged("u", Some("7"), at(50)), None);
+    }
+
+    #[test]
+    fn a_failure_holds_its_echoes_and_its_step_until_its_backoff_ends() {
+        let m = Memo::default();
+        let key = credential_key("ns", Some("login"), None);
+        let backoff = (Duration::from_secs(30), at(130));
+        m.fail(
+            "u",
+            vec!["7".into(), "8".into()],
+            None,
+            None,
+            backoff,
+            Some(key.clone()),
+        );
+        assert!(m.failing("u"));
+        assert_eq!(m.take_retry("u"), Some(Duration::from_secs(30)));
+        assert_eq!(m.take_retry("u"), None, "taken once");
+        // The echo of its own write (the intent, the failure in status) wakes nothing.
+        assert_eq!(
+            m.unchanged("u", Some("8"), at(100)),
+            Some(Duration::from_secs(30))
+        );
+        // Another event means a full reconcile, whose failing step still waits...
+        assert!(!m.secret_seen("u", Some("12")));
+        assert_eq!(m.unchanged("u", Some("8"), at(100)), None);
+        assert_eq!(
+            m.backing_off("u", Some("8"), at(100)),
+            Some(Duration::from_secs(30))
+        );
+        // ...unless the resource changed, or the backoff is over.
+        assert_eq!(m.backing_off("u", Some("9"), at(100)), None);
+        assert_eq!(m.backing_off("u", Some("8"), at(130)), None);
+        // A change of the credential it read lifts it.
+        m.credential_changed(&credential_key("ns", Some("other"), None));
+        assert!(m.failing("u"));
+        m.credential_changed(&key);
+        assert!(!m.failing("u"));
+        assert_eq!(m.backing_off("u", Some("8"), at(100)), None);
+        // A success ends it; a wait for the minimum interval after it does not.
+        m.fail("u", vec!["7".into()], None, None, backoff, None);
+        m.settle("u", vec!["9".into()], "11".into(), None, at(140), None);
+        assert!(!m.failing("u"));
+        m.still_failing("u", None);
+        assert!(m.failing("u"));
     }
 
     #[test]

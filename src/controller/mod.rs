@@ -393,8 +393,13 @@ fn controller<K: Kind>(
     if s.cluster_credential_namespace.is_some() {
         let ccs: Api<crate::cluster_credential::NucliaClusterCredential> =
             Api::all(ctx.kube.clone());
+        let memo_ctx = ctx.clone();
         controller = controller.watches(ccs, watcher::Config::default(), move |cc| {
             let name = cc.name_any();
+            // A failure with it need not wait for its backoff to try again.
+            memo_ctx
+                .memo
+                .credential_changed(&memo::credential_key("", None, Some(&name)));
             cached
                 .state()
                 .iter()
@@ -420,6 +425,8 @@ fn controller<K: Kind>(
         // Resources that read their credentials from this Secret: a credential that appears
         // or changes is picked up at once.
         if let Some(ns) = ns.as_deref() {
+            let key = memo::credential_key(ns, Some(&secret.name_any()), None);
+            ctx.memo.credential_changed(&key);
             for name in readers.readers(ns, &secret.name_any()) {
                 let _ = tx.unbounded_send(ObjectRef::new(&name).within(ns));
             }

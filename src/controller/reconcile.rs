@@ -43,7 +43,9 @@ pub(crate) async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result
     };
     ctx.metrics
         .observe_reconcile(K::kind(&()).as_ref(), started.elapsed());
+    // A failure's backoff goes on while a reconcile only waits for it to end.
     if result.is_ok()
+        && !ctx.memo.failing(&uid)
         && let Ok(mut m) = ctx.backoff.lock()
     {
         m.remove(&uid);
@@ -74,20 +76,31 @@ pub(super) fn next_backoff(ctx: &Context, uid: &str) -> Duration {
 
 /// Exponential backoff with jitter per resource; rate limits wait at least `Retry-After`;
 /// errors the user must fix retry on the slow end of the range.
+/// The failed reconcile of a live resource recorded its backoff (see [`Engine::apply`]) so that
+/// the echoes of its own writes wait for it too; it is taken here, not drawn again.
 pub(crate) fn error_policy<K: Kind>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    let s = &ctx.settings;
     ctx.metrics
         .reconcile_error(K::kind(&()).as_ref(), err.label());
-    let delay = next_backoff(&ctx, &obj.uid().unwrap_or_default());
-    let delay = if err.is_transient() {
-        delay
-    } else {
-        delay.max(s.backoff_max / 4)
-    };
-    let delay = err.retry_after().map_or(delay, |ra| delay.max(ra));
+    let uid = obj.uid().unwrap_or_default();
+    let delay = ctx
+        .memo
+        .take_retry(&uid)
+        .unwrap_or_else(|| failure_delay(&ctx, &uid, err));
     tracing::warn!(kind = K::kind(&()).as_ref(), name = %obj.name_any(), namespace = ?obj.namespace(),
         reason = err.label(), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// The next delay after `err`: the resource's backoff, at least a quarter of the maximum for
+/// errors the user must fix, and at least `Retry-After`.
+fn failure_delay(ctx: &Context, uid: &str, err: &Error) -> Duration {
+    let delay = next_backoff(ctx, uid);
+    let delay = if err.is_transient() {
+        delay
+    } else {
+        delay.max(ctx.settings.backoff_max / 4)
+    };
+    err.retry_after().map_or(delay, |ra| delay.max(ra))
 }
 
 pub(super) fn secret_name<K: Kind>(obj: &K) -> String {
@@ -209,11 +222,31 @@ impl<'a, K: Kind> Engine<'a, K> {
                 Ok(Action::requeue(Duration::from_millis(500)))
             }
             Err(e) => {
-                self.ctx.memo.invalidate(&self.uid);
                 self.report_failure(&e).await;
+                // Until the backoff is over, the echoes of this reconcile's own writes (the
+                // intent, the failure in status) wake nothing, and the failing step waits.
+                let retry = failure_delay(self.ctx, &self.uid, &e);
+                let credential = self.credential_key();
+                self.ctx.memo.fail(
+                    &self.uid,
+                    std::mem::take(&mut self.resource_versions),
+                    self.secret_version.take(),
+                    self.secret_seen_at_start.take(),
+                    (retry, now() + chrono_dur(retry)),
+                    Some(credential),
+                );
                 Err(e)
             }
         }
+    }
+
+    /// How the memo names the credential the spec reads (a change of it ends a backoff).
+    fn credential_key(&self) -> String {
+        super::memo::credential_key(
+            &self.obj.namespace().unwrap_or_default(),
+            Some(&self.obj.auth_ref().name),
+            self.obj.cluster_credential(),
+        )
     }
 
     /// The credential of `spec.auth.secretRef`, read once per reconcile; or that of the
@@ -425,6 +458,10 @@ impl<'a, K: Kind> Engine<'a, K> {
             last_verified: self.ctx.last_verified(&self.uid),
             verify_interval: chrono_dur(self.ctx.settings.verify_interval),
             min_issue_interval: chrono_dur(self.ctx.settings.min_issue_interval),
+            last_mint_attempt: annotations
+                .get(ANNOTATION_ISSUE_INTENT)
+                .and_then(|a| IssueIntent::parse(a))
+                .map(|i| i.at),
         }
     }
 
@@ -505,6 +542,16 @@ impl<'a, K: Kind> Engine<'a, K> {
             ));
         }
         let plan = lifecycle::decide(&self.observe(&policy, view.state.clone()));
+        // A mint that failed waits for its backoff whatever woke this reconcile (an event of
+        // the Secret, say), unless the resource changed since; the failure stays reported.
+        let backing_off = match plan.step {
+            Step::Issue(_) | Step::Wait(_) => {
+                self.ctx
+                    .memo
+                    .backing_off(&self.uid, self.obj.resource_version().as_deref(), now())
+            }
+            _ => None,
+        };
         match plan.step {
             Step::Conflict => {
                 return Err(Error::SecretConflict(format!(
@@ -512,6 +559,7 @@ impl<'a, K: Kind> Engine<'a, K> {
                     K::kind(&())
                 )));
             }
+            Step::Issue(_) if backing_off.is_some() => {}
             Step::Issue(reason) => self.issue(reason, &policy, &view, &secret_name).await?,
             Step::RefreshSecret => self.refresh_secret(&secret_name, &view).await?,
             Step::Verify => {
@@ -533,7 +581,9 @@ impl<'a, K: Kind> Engine<'a, K> {
         if let Some(issuer) = self.issuer.as_mut() {
             K::settle(issuer, &mut self.status).await?;
         }
-        self.set_conditions(&policy, &secret_name, &secret_now, &after);
+        if backing_off.is_none() {
+            self.set_conditions(&policy, &secret_name, &secret_now, &after);
+        }
         self.status.secret_name = Some(secret_name);
         let written =
             status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await?;
@@ -546,7 +596,14 @@ impl<'a, K: Kind> Engine<'a, K> {
             self.resource_versions.push(rv);
         }
         self.publish_metrics();
+        if let Some(left) = backing_off {
+            // The failure's entry stays in the memo (and its backoff in the error policy's).
+            return Ok(Action::requeue(left));
+        }
         let wake = self.wake(&after);
+        // Waiting for the minimum interval after a failed attempt is no success: the failure's
+        // backoff goes on.
+        let still_failing = matches!(plan.step, Step::Wait(_)) && self.ctx.memo.failing(&self.uid);
         if let Some(secret_version) = self.secret_version.take() {
             self.ctx.memo.settle(
                 &self.uid,
@@ -559,6 +616,10 @@ impl<'a, K: Kind> Engine<'a, K> {
                     .filter(|(_, fp)| *fp == secret::desired_fingerprint(self.obj, &self.status))
                     .map(|(view, _)| view),
             );
+        }
+        if still_failing {
+            let credential = self.credential_key();
+            self.ctx.memo.still_failing(&self.uid, Some(credential));
         }
         Ok(Action::requeue(wake))
     }
@@ -617,7 +678,7 @@ pub(super) fn pending_intent<K: Kind>(obj: &K, status: &CredentialStatus) -> Opt
 
 /// Whether `after` asks the same of the operator as `before`: same spec, same requests, not
 /// being deleted (the issue intent is the operator's own bookkeeping).
-fn same_inputs<K: Kind>(before: &K, after: &K) -> bool {
+pub(super) fn same_inputs<K: Kind>(before: &K, after: &K) -> bool {
     let requests = |o: &K| {
         let mut a = o.annotations().clone();
         a.remove(ANNOTATION_ISSUE_INTENT);

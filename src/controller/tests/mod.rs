@@ -270,6 +270,20 @@ impl World {
         });
     }
 
+    /// Time passes: the backoff of a failed reconcile is over, and so is the minimum interval
+    /// after the last mint attempt (its intent moved back).
+    fn later(&self) {
+        self.ctx.memo.fall_due(&self.uid);
+        self.age_intent();
+    }
+
+    /// The requests that wrote the resource (metadata or status) so far.
+    fn resource_writes(&self) -> usize {
+        self.server
+            .requests(&format!("PATCH {}", self.path()))
+            .len()
+    }
+
     /// Marks the stored resource deleted `ago` (finalizers keep it).
     fn delete(&self, ago: chrono::Duration) {
         let at = k8s_time(self.now - ago);
@@ -316,6 +330,13 @@ async fn a_mint_that_never_reached_the_secret_is_revoked_at_once() {
         ("False", "KubernetesError")
     );
 
+    // Woken at once by its own writes: it waits for the backoff, and writes nothing.
+    let writes = w.resource_writes();
+    w.reconcile().await.expect("waits");
+    assert_eq!(w.up.ops(), [Op::Issue, Op::Revoke]);
+    assert_eq!(w.resource_writes(), writes);
+
+    w.later();
     w.reconcile().await.expect("the second attempt succeeds");
     assert_eq!(w.up.ops(), [Op::Issue, Op::Revoke, Op::Issue]);
     assert_eq!(w.status().token_id.as_deref(), Some("minted-2"));
@@ -470,6 +491,7 @@ async fn a_secret_write_that_failed_after_landing_heals() {
     assert_eq!(w.up.revoked(), ["minted-1"]);
     assert_eq!(w.secret_token().as_deref(), Some("value-minted-1"));
 
+    w.later();
     w.reconcile().await.expect("repairs");
     assert_eq!(w.secret_token().as_deref(), Some("value-minted-2"));
     let status = w.status();
@@ -500,6 +522,51 @@ async fn a_secret_deleted_under_a_live_resource_is_repaired() {
     assert_eq!(status.previous_tokens[0].id, "old");
     assert!(status.previous_tokens[0].revoke_at > w.now);
     assert!(w.events().contains(&"SecretRepaired".to_owned()));
+}
+
+/// Defect 2: the login was revoked at Nuclia and the managed Secret deleted. The repair's mint
+/// is refused; the reconciles that its own writes wake (the intent, the failure in status) and
+/// one that a Secret event wakes wait for the backoff: no mint, no write, the failure stays
+/// reported. Once the backoff is over the minimum interval after the refused attempt still
+/// holds (no `issuedAt` recorded it); after that, one more attempt.
+#[tokio::test]
+async fn a_refused_repair_backs_off_and_writes_nothing_meanwhile() {
+    let w = World::new();
+    w.store(&w.issued("old"));
+    w.up.nuclia().logins.clear();
+    w.up.nuclia().tokens.clear();
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(w.server.client(), &w.ns);
+    secrets.delete(NAME, &Default::default()).await.unwrap();
+
+    let err = w.reconcile().await.expect_err("the mint is refused");
+    assert_eq!(err.label(), "Unauthorized");
+    assert_eq!(w.up.ops(), [Op::Issue]);
+    let writes = w.resource_writes();
+    for _ in 0..5 {
+        w.reconcile().await.expect("waits for the backoff");
+    }
+    // A Secret event the failed reconcile did not cause: a full reconcile, which still waits.
+    w.ctx.memo.secret_seen(&w.uid, Some("someone-else"));
+    w.reconcile().await.expect("waits for the backoff");
+    assert_eq!(w.up.ops(), [Op::Issue]);
+    assert_eq!(
+        w.resource_writes(),
+        writes,
+        "{:?}",
+        w.server.requests("PATCH")
+    );
+    let status = w.status();
+    let ready = status.condition(super::status::READY).unwrap();
+    assert_eq!(ready.reason, "Unauthorized", "{ready:?}");
+
+    // The backoff is over, the minimum interval after the refused attempt is not.
+    w.ctx.memo.fall_due(&w.uid);
+    w.reconcile().await.expect("waits for the minimum interval");
+    assert_eq!(w.up.ops(), [Op::Issue]);
+
+    w.later();
+    w.reconcile().await.expect_err("refused again");
+    assert_eq!(w.up.ops(), [Op::Issue, Op::Issue]);
 }
 
 /// Defect 6: a resource name of more than 63 characters whose 63rd is a `-`: the owner-name
@@ -1036,6 +1103,7 @@ async fn the_previous_tokens_gauge_follows_status_and_goes_with_the_resource() {
         "the due time of the replaced token, in the past"
     );
 
+    w.later();
     w.reconcile().await.expect("revokes");
     assert_eq!(w.up.revoked(), ["replaced", "replaced"]);
     assert!(w.status().previous_tokens.is_empty());
@@ -1108,6 +1176,13 @@ async fn the_secret_watch_spares_reads() {
         let mut obj = w.current().unwrap();
         // past the minimum interval between mints
         obj.status.as_mut().unwrap().issued_at = Some(w.now - chrono::Duration::hours(1));
+        let intent = intent_of(&obj);
+        let aged = IssueIntent {
+            at: intent.at - chrono::Duration::hours(1),
+            ..intent
+        };
+        obj.annotations_mut()
+            .insert(ANNOTATION_ISSUE_INTENT.into(), aged.render());
         obj.annotations_mut()
             .insert(ANNOTATION_ROTATE.into(), value.into());
         w.store(&obj);
