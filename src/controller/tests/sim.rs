@@ -933,8 +933,8 @@ impl Sim {
             .iter()
             .filter_map(|(_, v)| v["metadata"]["uid"].as_str().map(str::to_owned))
             .collect();
-        for (path, v) in self.server.list("/api/v1/namespaces/") {
-            if !path.contains("/secrets/") || is_deleting(&v) {
+        for (path, v) in self.all_secrets() {
+            if is_deleting(&v) {
                 continue;
             }
             let orphaned = v["metadata"]["ownerReferences"]
@@ -950,6 +950,19 @@ impl Sim {
             }
         }
         self.deliver();
+    }
+
+    /// Every Secret of the namespaces the simulation uses (not a scan of every object: the
+    /// Events pile up).
+    fn all_secrets(&self) -> Vec<(String, Value)> {
+        NAMESPACES
+            .iter()
+            .chain([&OPERATOR_NS])
+            .flat_map(|ns| {
+                self.server
+                    .list(&format!("/api/v1/namespaces/{ns}/secrets/"))
+            })
+            .collect()
     }
 
     fn all_resources(&self) -> Vec<(String, Value)> {
@@ -1002,12 +1015,7 @@ impl Sim {
         relist(&mut self.writers.nua, &resources);
         // Secrets: the metadata watch wakes owners (not for their own write's echo) and the
         // resources that read credentials from them.
-        let secrets: Vec<(String, Value)> = self
-            .server
-            .list("/api/v1/namespaces/")
-            .into_iter()
-            .filter(|(p, _)| p.contains("/secrets/"))
-            .collect();
+        let secrets = self.all_secrets();
         let mut metas = Vec::new();
         let mut present = HashSet::new();
         for (path, v) in &secrets {
