@@ -213,6 +213,13 @@ impl Context {
         })
     }
 
+    /// The Secrets in `namespace` the Secret watch shows controlled by the resource `uid`.
+    pub(super) fn secrets_controlled_by(&self, namespace: &str, uid: &str) -> Vec<String> {
+        self.secret_stores.get().map_or(Vec::new(), |s| {
+            super::secret_watch::controlled_by(s, namespace, uid)
+        })
+    }
+
     /// The credential `r` names in `namespace` (through the credential cache).
     pub(super) async fn read_credential(
         &self,

@@ -584,7 +584,13 @@ impl<'a, K: Kind> Engine<'a, K> {
         if backing_off.is_none() {
             self.set_conditions(&policy, &secret_name, &secret_now, &after);
         }
-        self.status.secret_name = Some(secret_name);
+        // A name is recorded once the Secret under it holds the current token: until then the
+        // one recorded holds it, and is the one a deletion must release too.
+        let holds_token = matches!(&secret_now, SecretState::Owned { token_hash: Some(h), .. }
+            if self.status.token_hash.as_ref() == Some(h));
+        if holds_token {
+            self.status.secret_name = Some(secret_name);
+        }
         let written =
             status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await?;
         // The status write is not resourceVersion-guarded: the version it returns stands for

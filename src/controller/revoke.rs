@@ -413,9 +413,12 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
                 return Ok(Action::requeue(ctx.settings.intent_grace - age));
             }
         }
+        // The Secret that holds the current token (the spec may name another, a rename that
+        // never got its token): it may have to revoke with it.
+        let holding = obj.cr_status().and_then(|s| s.secret_name.as_deref());
         let view = secret::read(
             &engine.secrets,
-            &name,
+            holding.unwrap_or(&name),
             &super::reconcile::owner_ref(obj),
             obj.token_key(),
             obj.secret_template(),
@@ -461,7 +464,10 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
         tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, "{note}");
         ctx.event(&obj.object_ref(&()), true, "KeepNotRecorded", note);
     }
-    secret::release(&engine.secrets, &name, &uid, keep).await?;
+    // Every Secret it wrote, so that none stays Terminating on the token-in-use finalizer.
+    for name in secret::written_names(obj, ctx) {
+        secret::release(&engine.secrets, &name, &uid, keep).await?;
+    }
     let finalizers: Vec<String> = obj
         .finalizers()
         .iter()

@@ -184,6 +184,25 @@ fn restored_for(secret: &Secret, owner: &OwnerReference) -> bool {
             .all(|r| r.kind == owner.kind && r.name == owner.name && r.uid != owner.uid)
 }
 
+/// Every Secret the resource may have written, to release at deletion: the one status records
+/// (it holds the current token, also while a rename waits for the next one), the spec's, and
+/// any other the Secret watch shows it controls (an earlier name).
+pub fn written_names<K: Kind>(obj: &K, ctx: &super::Context) -> Vec<String> {
+    use kube::ResourceExt;
+    let ns = obj.namespace().unwrap_or_default();
+    let uid = obj.uid().unwrap_or_default();
+    let mut names: Vec<String> = obj
+        .cr_status()
+        .and_then(|s| s.secret_name.clone())
+        .into_iter()
+        .chain([super::reconcile::secret_name(obj)])
+        .chain(ctx.secrets_controlled_by(&ns, &uid))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
 /// Reads the Secret. The spec's labels, annotations and type, and `desired` (the whole data
 /// the spec asks for around the token the Secret holds, see [`desired_data`]), tell whether a
 /// refresh is due: a format key edited by hand, or one the spec no longer asks for, is.

@@ -51,6 +51,28 @@ pub(crate) fn seen(stores: &SecretStores, namespace: &str, name: &str) -> Seen {
     }
 }
 
+/// The Secrets in `namespace` whose controller is the resource `uid`, as far as the watch of
+/// that namespace shows them (none while it is not loaded).
+pub(crate) fn controlled_by(stores: &SecretStores, namespace: &str, uid: &str) -> Vec<String> {
+    let Some((_, store)) = stores
+        .iter()
+        .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+    else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace))
+        .filter(|s| {
+            s.owner_references()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        })
+        .map(|s| s.name_any())
+        .collect()
+}
+
 /// Keeps of a Secret's metadata only what the triggers and lookups use: labels, annotations
 /// (a `kubectl apply` annotation can hold a whole manifest) and managed fields are dropped.
 pub(crate) fn slim(s: &mut PartialObjectMeta<Secret>) {

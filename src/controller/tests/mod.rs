@@ -601,6 +601,63 @@ async fn a_long_name_gets_a_valid_owner_label() {
     );
 }
 
+/// Defect 5, a rename the minimum interval holds back: the waiting reconcile keeps the name of
+/// the Secret that holds the token, and the deletion releases that Secret too (it would stay
+/// Terminating on the token-in-use finalizer).
+#[tokio::test]
+async fn a_rename_waiting_for_its_token_still_releases_the_old_secret() {
+    let w = World::new();
+    let mut obj = w.issued("tok");
+    // issued a moment ago
+    obj.status.as_mut().unwrap().issued_at = Some(w.now);
+    let intent = IssueIntent {
+        at: w.now,
+        ..intent_of(&obj)
+    };
+    obj.annotations_mut()
+        .insert(ANNOTATION_ISSUE_INTENT.into(), intent.render());
+    obj.spec.secret.name = Some("renamed".into());
+    w.store(&obj);
+
+    w.reconcile().await.expect("waits for the minimum interval");
+    assert_eq!(w.up.ops(), [] as [Op; 0]);
+    assert_eq!(w.status().secret_name.as_deref(), Some(NAME));
+    let status = w.status();
+    let issuing = status.condition(super::status::ISSUING).unwrap();
+    assert_eq!(issuing.reason, "Waiting", "{issuing:?}");
+
+    w.delete(chrono::Duration::zero());
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change());
+    assert!(w.current().is_none());
+    assert_eq!(w.up.revoked(), ["tok"]);
+    assert!(w.secret().is_none(), "the old Secret was let go");
+}
+
+/// Defect 5, a rename to a name someone else's Secret has: `SecretConflict`, then deletion.
+/// The Secret the resource wrote under its old name is released; the other is not touched.
+#[tokio::test]
+async fn a_rename_into_a_conflict_then_deletion_releases_the_old_secret() {
+    let w = World::new();
+    let mut obj = w.issued("tok");
+    obj.spec.secret.name = Some("taken".into());
+    w.store(&obj);
+    w.put_secret("taken", &[("token", "theirs")], None);
+
+    let err = w.reconcile().await.expect_err("conflict");
+    assert_eq!(err.label(), "SecretConflict");
+    assert_eq!(w.status().secret_name.as_deref(), Some(NAME));
+
+    w.delete(chrono::Duration::zero());
+    let action = w.reconcile().await.expect("cleans up");
+    assert_eq!(action, Action::await_change());
+    assert!(w.current().is_none());
+    assert_eq!(w.up.revoked(), ["tok"]);
+    assert!(w.secret().is_none(), "the old Secret was let go");
+    let theirs: Secret = w.server.get(&w.secret_path("taken")).expect("untouched");
+    assert!(theirs.metadata.deletion_timestamp.is_none());
+}
+
 /// ENGINE GAP: a self-renewing token whose bootstrap login has expired (the README's own
 /// pattern) rotates with the managed token; if that rotation is interrupted after the Secret
 /// write (both status writes fail), the leak guard lists with the mint credentials, which
