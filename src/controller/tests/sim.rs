@@ -785,6 +785,11 @@ impl Sim {
             }
             Act::Fault { how, count } => {
                 let rule = match how {
+                    // A 404 to a revocation means "already gone" (DESIGN §3: it is asked in
+                    // the token's own scope), so a lying 404 goes only to other calls.
+                    FaultHow::Status(404) => {
+                        json!({"route": "*", "method": "POST", "status": 404, "count": count})
+                    }
                     FaultHow::Status(s) => json!({"route": "*", "status": s, "count": count}),
                     FaultHow::Timeout => json!({"route": "*", "latency_ms": 800, "count": count}),
                     FaultHow::LostAnswer => {
@@ -1058,10 +1063,14 @@ impl Sim {
     fn secret_event(&mut self, path: &str, v: &Value, rv: &str) {
         let ns = namespace_of(path);
         let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+        // Terminating since when (a Secret released and created again under the same name
+        // is another Secret).
         if is_deleting(v) {
             self.terminating_secrets
                 .entry(path.to_owned())
                 .or_insert(self.now);
+        } else {
+            self.terminating_secrets.remove(path);
         }
         let now = self.now;
         for r in v["metadata"]["ownerReferences"]
@@ -1278,9 +1287,16 @@ impl Sim {
     }
 
     /// Every resource reconciled once more with nothing new: none may write (I4).
+    /// (Deletions are left out: one that waits to retry a revocation would try again, which
+    /// is no loop without an event to wake it, and the settle counts those.)
     async fn resync(&mut self) {
         self.pump();
-        let live: Vec<String> = self.all_resources().into_iter().map(|(p, _)| p).collect();
+        let live: Vec<String> = self
+            .all_resources()
+            .into_iter()
+            .filter(|(_, v)| !is_deleting(v))
+            .map(|(p, _)| p)
+            .collect();
         for path in live {
             if self.due.get(&path).is_some_and(|t| *t <= self.now) {
                 continue;
@@ -1420,7 +1436,11 @@ impl Sim {
             }
         }
         for (path, since) in &self.terminating_secrets {
-            if now - *since > bound() && self.server.get::<Value>(path).is_some() {
+            let stuck = self
+                .server
+                .get::<Value>(path)
+                .is_some_and(|s| is_deleting(&s));
+            if now - *since > bound() && stuck {
                 v.push(Violation {
                     invariant: "I2",
                     what: format!(
