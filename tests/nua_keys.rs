@@ -1,8 +1,10 @@
 //! `NucliaNuaKey` (issue 13) as a real operator process against the real kube-apiserver and
 //! `nuclia-fake` over HTTP: issue, rotation without an outage (a new NUA client per key, the
-//! old client deleted after the grace), repair, upstream revocation, deletion (Revoke and
-//! Orphan), hostile inputs, and the chain PAT → NUA key → KB key. Every test deletes what it
-//! created, checks it is revoked, and scans the operator's log for every token value minted.
+//! old client deleted after the grace), deletion, hostile inputs, the orphan sweep, a change of
+//! account, and the chain PAT → NUA key → KB key. Every test deletes what it created, checks it
+//! is revoked, and scans the operator's log for every token value minted. (Repair, upstream
+//! revocation, a crash between mint and record, an interrupted first issue, an abandoned
+//! deletion and `Orphan` are in `tests/every_kind.rs`, for every kind.)
 
 mod common;
 
@@ -193,116 +195,6 @@ async fn nua_key_issues_rotates_and_is_deleted() {
     w.assert_log_has_no_tokens().await;
 }
 
-/// Repair (Secret deleted → a new client), upstream revocation (the client deleted out of
-/// band → re-issued), then deletion.
-#[tokio::test]
-async fn nua_key_repairs_secret_and_upstream_deletion() {
-    let mut w = World::new("nua-rep").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
-        .await;
-    w.start_operator(&[]);
-    w.kubectl_apply(&nua_manifest(
-        "rep",
-        "  rotation: {revokePreviousAfter: 2s}\n",
-    ));
-    let api = nua_api(&w);
-    let id1 = wait_status(&api, "rep", MINUTE, "Ready", ready)
-        .await
-        .token_id
-        .unwrap();
-    let uid = api.get("rep").await.unwrap().uid_str();
-    w.secrets()
-        .delete("rep", &DeleteParams::default())
-        .await
-        .unwrap();
-    let id2 = wait_status(&api, "rep", MINUTE, "repair after delete", |s| {
-        ready(s) && s.token_id.as_ref() != Some(&id1)
-    })
-    .await
-    .token_id
-    .unwrap();
-    let token = w.secret_value("rep", "token").await.unwrap();
-    assert!(nua_works(&w, &token).await);
-
-    let r = w
-        .http
-        .delete(format!("{}/_fake/nua_clients/{id2}", w.fake.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    assert!(!nua_works(&w, &token).await);
-    let s = wait_status(
-        &api,
-        "rep",
-        Duration::from_secs(30),
-        "re-issue after out-of-band deletion",
-        |s| ready(s) && s.token_id.as_ref().is_some_and(|t| *t != id1 && *t != id2),
-    )
-    .await;
-    let token = w.secret_value("rep", "token").await.unwrap();
-    assert!(nua_works(&w, &token).await);
-    let settled = common::poll(Duration::from_secs(30), || async {
-        let s = api.get("rep").await.ok()?.status?;
-        (s.previous_tokens.is_empty() && marked_clients(&w, &uid).await == vec![s.token_id?])
-            .then_some(())
-    })
-    .await;
-    assert!(
-        settled.is_some(),
-        "clients other than the current one are left: {s:?}"
-    );
-    api.delete("rep", &DeleteParams::default()).await.unwrap();
-    wait_gone(&api, "rep").await;
-    assert!(!nua_works(&w, &token).await);
-    assert!(marked_clients(&w, &uid).await.is_empty());
-    w.assert_log_has_no_tokens().await;
-}
-
-/// `deletionPolicy: Orphan`: the client stays at Nuclia and the Secret is kept.
-#[tokio::test]
-async fn nua_key_orphan_is_kept() {
-    let mut w = World::new("nua-orphan").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
-        .await;
-    w.start_operator(&[]);
-    w.kubectl_apply(&nua_manifest("keep", "  deletionPolicy: Orphan\n"));
-    let api = nua_api(&w);
-    let id = wait_status(&api, "keep", MINUTE, "Ready", ready)
-        .await
-        .token_id
-        .unwrap();
-    let uid = api.get("keep").await.unwrap().uid_str();
-    let token = w.secret_value("keep", "token").await.unwrap();
-    api.delete("keep", &DeleteParams::default()).await.unwrap();
-    wait_gone(&api, "keep").await;
-    assert!(nua_works(&w, &token).await, "an orphaned key keeps working");
-    assert_eq!(marked_clients(&w, &uid).await, vec![id.clone()]);
-    assert_eq!(
-        w.secret_value("keep", "token").await.as_deref(),
-        Some(token.as_str()),
-        "the Secret is kept"
-    );
-    // Clean up by hand, as a user would, and check it is gone.
-    let r = w
-        .http
-        .delete(format!(
-            "{}/api/v1/account/{}/nua_client/{id}",
-            w.fake.url, w.fake.bootstrap.account_id
-        ))
-        .bearer_auth(&w.fake.bootstrap.pat)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    assert!(!nua_works(&w, &token).await);
-    w.secrets()
-        .delete("keep", &DeleteParams::default())
-        .await
-        .unwrap();
-    w.assert_log_has_no_tokens().await;
-}
-
 /// Hostile inputs: an unknown account (InvalidSpec, nothing minted), a credential that may not
 /// manage NUA clients (a NUA key as `auth`: Unauthorized/forbidden, nothing minted). Both are
 /// deleted at once (nothing to revoke).
@@ -383,65 +275,6 @@ async fn nua_key_chain_pat_nua_kb() {
     wait_gone(&nuas, "mgr").await;
     assert!(!nua_works(&w, &nua_token).await, "the NUA key is revoked");
     assert!(marked_clients(&w, &uid).await.is_empty());
-    w.assert_log_has_no_tokens().await;
-}
-
-/// SIGKILL right after the fake creates a NUA client (latency after commit holds the answer
-/// back), restart: the marked clients left are exactly those the status references; deletion
-/// then deletes them all.
-#[tokio::test]
-async fn nua_key_crash_between_mint_and_record_leaks_nothing() {
-    let mut w = World::new("nua-kill").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
-        .await;
-    let rule = serde_json::json!([{ "route": "POST /api/v1/account/{account_id}/nua_clients", "latency_ms": 4000, "latency_after_commit": true, "count": 1 }]);
-    w.set_faults(rule).await;
-    w.start_operator(&[]);
-    w.kubectl_apply(&nua_manifest("crashy", ""));
-    let api = nua_api(&w);
-    let uid = common::poll(MINUTE, || async {
-        Some(api.get_opt("crashy").await.ok()??.uid_str()).filter(|u| !u.is_empty())
-    })
-    .await
-    .unwrap();
-    let minted = common::poll(MINUTE, || async {
-        (!marked_clients(&w, &uid).await.is_empty()).then_some(())
-    })
-    .await;
-    assert!(minted.is_some(), "the fake never created the client");
-    w.kill_operator();
-    let orphan = marked_clients(&w, &uid).await;
-    w.start_operator(&[]);
-    let s = wait_status(
-        &api,
-        "crashy",
-        Duration::from_secs(90),
-        "Ready after restart",
-        ready,
-    )
-    .await;
-    let settled = common::poll(MINUTE, || async {
-        let live = marked_clients(&w, &uid).await;
-        let mut referenced: Vec<String> = s.token_id.iter().cloned().collect();
-        referenced.extend(s.previous_tokens.iter().map(|p| p.id.clone()));
-        referenced.sort();
-        (live == referenced).then_some(live)
-    })
-    .await;
-    assert!(
-        settled.is_some(),
-        "live marked clients differ from those the status references (orphan was {orphan:?})"
-    );
-    let token = w.secret_value("crashy", "token").await.unwrap();
-    api.delete("crashy", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(&api, "crashy").await;
-    assert!(!nua_works(&w, &token).await);
-    assert!(
-        marked_clients(&w, &uid).await.is_empty(),
-        "every client is deleted"
-    );
     w.assert_log_has_no_tokens().await;
 }
 
@@ -700,98 +533,5 @@ async fn nua_key_account_change_rotates_and_deletes_in_the_old_account() {
     wait_gone(&api, "mv").await;
     assert!(!nua_works(&w, &token).await);
     assert!(nua_clients(&w).await.is_empty());
-    w.assert_log_has_no_tokens().await;
-}
-
-/// Deleted while its first issue was interrupted (operator killed after the fake created the
-/// client, before anything was recorded): the deletion lists the account's NUA clients (the
-/// account resolved then, as none is recorded) and deletes the one marked for the resource.
-#[tokio::test]
-async fn nua_key_deleted_after_an_interrupted_first_issue_leaks_nothing() {
-    let mut w = World::new("nua-kill-del").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
-        .await;
-    let rule = serde_json::json!([{ "route": "POST /api/v1/account/{account_id}/nua_clients", "latency_ms": 4000, "latency_after_commit": true, "count": 1 }]);
-    w.set_faults(rule).await;
-    w.start_operator(&[]);
-    w.kubectl_apply(&nua_manifest("gone", ""));
-    let api = nua_api(&w);
-    let uid = common::poll(MINUTE, || async {
-        Some(api.get_opt("gone").await.ok()??.uid_str()).filter(|u| !u.is_empty())
-    })
-    .await
-    .unwrap();
-    let minted = common::poll(MINUTE, || async {
-        (!marked_clients(&w, &uid).await.is_empty()).then_some(())
-    })
-    .await;
-    assert!(minted.is_some(), "the fake never created the client");
-    w.kill_operator();
-    let obj = api.get("gone").await.unwrap();
-    assert!(
-        obj.status.and_then(|s| s.token_id).is_none(),
-        "nothing recorded"
-    );
-    api.delete("gone", &DeleteParams::default()).await.unwrap();
-    w.start_operator(&[]);
-    let gone = common::poll(Duration::from_secs(90), || async {
-        api.get_opt("gone").await.ok()?.is_none().then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "the finalizer never let it go");
-    assert!(
-        marked_clients(&w, &uid).await.is_empty(),
-        "the interrupted issue's client was left at Nuclia"
-    );
-    w.assert_log_has_no_tokens().await;
-}
-
-/// No credential can delete the client (the login Secret is gone): the deletion retries until
-/// `--revoke-timeout`, then lets the resource go with a `RevokeAbandoned` Warning; the client
-/// is left valid (and deleted by hand here, as `docs/uninstall.md` says).
-#[tokio::test]
-async fn nua_key_deletion_without_credentials_is_abandoned_in_bounded_time() {
-    let mut w = World::new("nua-abandon").await;
-    w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
-        .await;
-    w.start_operator(&["--revoke-timeout", "5s"]);
-    w.kubectl_apply(&nua_manifest("lost", ""));
-    let api = nua_api(&w);
-    let id = wait_status(&api, "lost", MINUTE, "Ready", ready)
-        .await
-        .token_id
-        .unwrap();
-    let token = w.secret_value("lost", "token").await.unwrap();
-    w.secrets()
-        .delete("login", &DeleteParams::default())
-        .await
-        .unwrap();
-    api.delete("lost", &DeleteParams::default()).await.unwrap();
-    wait_gone(&api, "lost").await;
-    let abandoned = common::poll(MINUTE, || async {
-        w.event_reasons("lost")
-            .await
-            .iter()
-            .any(|r| r == "RevokeAbandoned")
-            .then_some(())
-    })
-    .await;
-    assert!(abandoned.is_some(), "no RevokeAbandoned Event");
-    assert!(
-        nua_works(&w, &token).await,
-        "nothing could delete the client"
-    );
-    let r = w
-        .http
-        .delete(format!(
-            "{}/api/v1/account/{}/nua_client/{id}",
-            w.fake.url, w.fake.bootstrap.account_id
-        ))
-        .bearer_auth(&w.fake.bootstrap.pat)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    assert!(!nua_works(&w, &token).await);
     w.assert_log_has_no_tokens().await;
 }
