@@ -8,8 +8,8 @@ mod apiserver;
 mod ownership;
 mod restarts;
 mod scripted;
-
 mod sim;
+
 use std::sync::Arc;
 use std::time::Duration;
 
