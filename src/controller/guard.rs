@@ -202,6 +202,20 @@ impl<K: Kind> Engine<'_, K> {
         }
         if alive {
             ctx.mark_verified(&self.uid, self.now);
+            // Nuclia may cap a lifetime without saying so when it mints: the list's expiry,
+            // when earlier, is the one renewal must beat.
+            if let Some(listed_expiry) = listed.live.expires(&id)
+                && self.status.not_after.is_some_and(|n| listed_expiry < n)
+            {
+                self.status.not_after = Some(listed_expiry);
+                let until = listed_expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                ctx.event(
+                    &kube::Resource::object_ref(self.obj, &()),
+                    true,
+                    "LifetimeShortened",
+                    format!("Nuclia lists token {id} as valid until {until}, earlier than recorded; it is renewed before then"),
+                );
+            }
             // Once per list, by the reconcile that fetched it.
             if let Some(list) = &listed.fetched {
                 self.sweep_orphans(list).await;
@@ -214,7 +228,9 @@ impl<K: Kind> Engine<'_, K> {
                 &kube::Resource::object_ref(self.obj, &()),
                 true,
                 "RevokedUpstream",
-                format!("token {id} no longer exists at Nuclia; issuing a new one"),
+                format!(
+                    "token {id} no longer exists at Nuclia (revoked or expired); issuing a new one"
+                ),
             );
         }
         Ok(alive)

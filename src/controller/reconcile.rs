@@ -571,6 +571,12 @@ impl<'a, K: Kind> Engine<'a, K> {
             }
             Step::Wait(_) | Step::Idle => {}
         }
+        // Verification may have learned an earlier expiry (a lifetime Nuclia capped quietly).
+        if let (Some(issued), Some(not_after)) = (self.status.issued_at, self.status.not_after) {
+            self.status.renewal_time = Some(lifecycle::renewal_time(
+                &policy, &self.uid, issued, not_after,
+            ));
+        }
         if !self.finalizer_written && !has_finalizer(self.obj) {
             self.add_finalizer(None).await?;
         }

@@ -16,10 +16,12 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::issuer::{Issuer, LiveToken};
 
-/// The ids of the tokens alive upstream, as 64-bit hashes: a false match needs a collision
-/// with one specific id, about one chance in 10^16 for a list of a few thousand.
+/// The ids of the tokens alive upstream, as 64-bit hashes (a false match needs a collision
+/// with one specific id, about one chance in 10^16 for a list of a few thousand), each with the
+/// expiry the list gave (seconds; `i64::MAX`: none). A token listed with an expiry already past
+/// is not alive: Nuclia may cap a lifetime without saying so when it mints.
 pub struct LiveSet {
-    hashes: Vec<u64>,
+    tokens: Vec<(u64, i64)>,
 }
 
 fn id_hash(id: &str) -> u64 {
@@ -27,16 +29,40 @@ fn id_hash(id: &str) -> u64 {
 }
 
 impl LiveSet {
-    fn new(list: &[LiveToken]) -> Self {
-        let mut hashes: Vec<u64> = list.iter().map(|t| id_hash(&t.id)).collect();
-        hashes.sort_unstable();
-        hashes.dedup();
-        hashes.shrink_to_fit();
-        Self { hashes }
+    fn new(list: &[LiveToken], at: DateTime<Utc>) -> Self {
+        let mut tokens: Vec<(u64, i64)> = list
+            .iter()
+            .filter(|t| t.expires.is_none_or(|e| e > at))
+            .map(|t| {
+                (
+                    id_hash(&t.id),
+                    t.expires.map_or(i64::MAX, |e| e.timestamp()),
+                )
+            })
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup_by_key(|t| t.0);
+        tokens.shrink_to_fit();
+        Self { tokens }
+    }
+
+    fn find(&self, id: &str) -> Option<(u64, i64)> {
+        let h = id_hash(id);
+        self.tokens
+            .binary_search_by_key(&h, |t| t.0)
+            .ok()
+            .map(|i| self.tokens[i])
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.hashes.binary_search(&id_hash(id)).is_ok()
+        self.find(id).is_some()
+    }
+
+    /// The expiry the list gave the live token `id`, if it gave one.
+    pub fn expires(&self, id: &str) -> Option<DateTime<Utc>> {
+        self.find(id)
+            .filter(|t| t.1 != i64::MAX)
+            .and_then(|t| DateTime::from_timestamp(t.1, 0))
     }
 }
 
@@ -79,7 +105,7 @@ impl LiveCache {
         }
         let at = crate::clock::now();
         let list = issuer.list_live().await?;
-        let live = Arc::new(LiveSet::new(&list));
+        let live = Arc::new(LiveSet::new(&list, at));
         *slot = Some((at, live.clone()));
         Ok(Listed {
             at,
@@ -274,9 +300,32 @@ mod tests {
         };
         let ids: Vec<String> = (0..3000).map(|i| format!("token-{i}")).collect();
         let list: Vec<LiveToken> = ids.iter().map(|i| token(i)).collect();
-        let set = LiveSet::new(&list);
+        let now = Utc::now();
+        let set = LiveSet::new(&list, now);
         assert!(ids.iter().all(|i| set.contains(i)));
         assert!((3000..6000).all(|i| !set.contains(&format!("token-{i}"))));
-        assert!(!LiveSet::new(&[]).contains("token-0"));
+        assert!(!LiveSet::new(&[], now).contains("token-0"));
+    }
+
+    /// A token listed with an expiry already past is not alive; a live one's expiry is kept.
+    #[test]
+    fn listed_expiries_count() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let token = |id: &str, expires: Option<DateTime<Utc>>| LiveToken {
+            id: id.into(),
+            marker: None,
+            expires,
+            service_account_id: None,
+        };
+        let list = [
+            token("expired", Some(now - chrono::Duration::seconds(1))),
+            token("capped", Some(now + chrono::Duration::days(3))),
+            token("forever", None),
+        ];
+        let set = LiveSet::new(&list, now);
+        assert!(!set.contains("expired"));
+        assert_eq!(set.expires("capped"), Some(now + chrono::Duration::days(3)));
+        assert!(set.contains("forever"));
+        assert_eq!(set.expires("forever"), None);
     }
 }

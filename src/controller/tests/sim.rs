@@ -331,6 +331,8 @@ struct Sim {
     trace: Vec<String>,
     default_user: String,
     reconciles: u64,
+    /// `NTO_SIM_TRACE=1`: every reconcile goes to the trace, with its wake-up.
+    trace_reconciles: bool,
 }
 
 /// The simulated watches' caches, fed by [`Sim::pump`].
@@ -426,6 +428,7 @@ impl Sim {
             trace: Vec::new(),
             default_user,
             reconciles: 0,
+            trace_reconciles: std::env::var_os("NTO_SIM_TRACE").is_some(),
         };
         for ns in NAMESPACES.iter().chain([&OPERATOR_NS]) {
             sim.make_namespace(ns);
@@ -1259,6 +1262,12 @@ impl Sim {
                 self.due.remove(&path);
                 let before = self.server.request_count();
                 let requeue = self.reconcile_path(&path).await;
+                if self.trace_reconciles {
+                    let name = path.rsplit('/').take(2).collect::<Vec<_>>().join(" ");
+                    let t = self.now.format("%m-%d %H:%M:%S");
+                    self.trace
+                        .push(format!("    {t} reconciled {name}: again in {requeue:?}"));
+                }
                 let wrote = self
                     .server
                     .requests_since(before)
