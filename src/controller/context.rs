@@ -220,6 +220,13 @@ impl Context {
         })
     }
 
+    /// Whether the Secret watch shows `name` in `namespace` Terminating, controlled by `uid`.
+    pub(super) fn secret_terminating(&self, namespace: &str, name: &str, uid: &str) -> bool {
+        self.secret_stores
+            .get()
+            .is_some_and(|s| super::secret_watch::terminating_controlled(s, namespace, name, uid))
+    }
+
     /// The credential `r` names in `namespace` (through the credential cache).
     pub(super) async fn read_credential(
         &self,

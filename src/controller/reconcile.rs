@@ -515,6 +515,19 @@ impl<'a, K: Kind> Engine<'a, K> {
             secret::release(&self.secrets, &secret_name, &self.uid, false).await?;
             view = SecretView::missing();
         }
+        // The Secret of an earlier name, deleted by someone while the rename waits (its new
+        // name taken, or no credential to mint with): let it go, or it stays Terminating.
+        let ns = self.obj.namespace().unwrap_or_default();
+        if let Some(old) = self
+            .status
+            .secret_name
+            .clone()
+            .filter(|n| *n != secret_name)
+            && self.ctx.secret_terminating(&ns, &old, &self.uid)
+            && !secret::namespace_terminating(&self.secrets, &old).await?
+        {
+            secret::release(&self.secrets, &old, &self.uid, false).await?;
+        }
         self.secret_version = view.resource_version.clone();
         self.secret_state = Some(view.state.clone());
         self.secret_known = Some((

@@ -51,6 +51,26 @@ pub(crate) fn seen(stores: &SecretStores, namespace: &str, name: &str) -> Seen {
     }
 }
 
+/// Whether the watch shows Secret `name` in `namespace` deleted (Terminating) while the
+/// resource `uid` controls it.
+pub(crate) fn terminating_controlled(
+    stores: &SecretStores,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> bool {
+    stores
+        .iter()
+        .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+        .and_then(|(_, store)| store.get(&ObjectRef::new(name).within(namespace)))
+        .is_some_and(|s| {
+            s.meta().deletion_timestamp.is_some()
+                && s.owner_references()
+                    .iter()
+                    .any(|r| r.uid == uid && r.controller == Some(true))
+        })
+}
+
 /// The Secrets in `namespace` whose controller is the resource `uid`, as far as the watch of
 /// that namespace shows them (none while it is not loaded).
 pub(crate) fn controlled_by(stores: &SecretStores, namespace: &str, uid: &str) -> Vec<String> {
