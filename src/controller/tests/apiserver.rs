@@ -47,6 +47,8 @@ struct State {
 /// A process crash armed at a write (see [`ApiServer::crash_after`]).
 struct Crash {
     writes_left: usize,
+    /// The last write does not take effect.
+    before: bool,
     crashed: Box<dyn Fn() + Send>,
     down: bool,
 }
@@ -308,6 +310,7 @@ impl ApiServer {
                     if c.writes_left == 0 {
                         c.down = true;
                         (c.crashed)();
+                        return c.before;
                     }
                 }
                 false
@@ -464,12 +467,13 @@ impl ApiServer {
         state.handle(&Method::PATCH, path, ctype, body.as_bytes()).0
     }
 
-    /// After the next `writes` writes (the last one taking effect) the server stops answering
-    /// anything but 503 until [`ApiServer::recover`]: a process that died there. `crashed`
-    /// runs at that moment (the simulation stops Nuclia with it).
-    pub fn crash_after(&self, writes: usize, crashed: Box<dyn Fn() + Send>) {
+    /// At the `writes`-th write from now (taking effect, or with `before` not) the server
+    /// stops answering anything but 503 until [`ApiServer::recover`]: a process that died
+    /// there. `crashed` runs at that moment (the simulation stops Nuclia with it).
+    pub fn crash_after(&self, writes: usize, before: bool, crashed: Box<dyn Fn() + Send>) {
         self.0.lock().unwrap().crash = Some(Crash {
             writes_left: writes,
+            before,
             crashed,
             down: false,
         });

@@ -171,9 +171,11 @@ enum Act {
         how: FaultHow,
         count: u64,
     },
-    /// The operator dies after this many more apiserver writes, and starts again.
+    /// The operator dies at this many more apiserver writes (after the last one took effect,
+    /// or with `before` just before it), and starts again.
     Crash {
         writes: usize,
+        before: bool,
     },
     /// A restart or leader hand-over: a new process, nothing in memory.
     Restart,
@@ -254,6 +256,7 @@ fn random_act(rng: &mut StdRng) -> Act {
         },
         92..98 => Act::Crash {
             writes: rng.random_range(1..5),
+            before: rng.random_bool(0.5),
         },
         _ => Act::Restart,
     }
@@ -806,10 +809,11 @@ impl Sim {
                 self.fake.shared.lock().faults.push(rule);
                 format!("Nuclia: next {count} call(s) {how:?}")
             }
-            Act::Crash { writes } => {
+            Act::Crash { writes, before } => {
                 let shared = self.fake.shared.clone();
                 self.server.crash_after(
                     writes,
+                    before,
                     Box::new(move || {
                         let rule: FaultRule =
                             serde_json::from_value(json!({"route": "*", "status": 503}))
@@ -817,7 +821,8 @@ impl Sim {
                         shared.lock().faults.insert(0, rule);
                     }),
                 );
-                format!("crash after {writes} write(s)")
+                let when = if before { "before" } else { "after" };
+                format!("crash {when} write {writes}")
             }
             Act::Restart => {
                 self.restart();
@@ -901,7 +906,11 @@ impl Sim {
         let (ctx, writers) = Self::process(&self.server, &self.fake, &self.metrics);
         self.ctx = ctx;
         self.writers = writers;
-        self.delivered.clear();
+        // The new process lists everything and reconciles it all (what the simulation has
+        // delivered stays known, so a resource that goes meanwhile is still seen going).
+        for (path, _) in self.all_resources() {
+            self.due.insert(path, self.now);
+        }
     }
 
     /// What the watches, the garbage collector and the namespace controller do now.
