@@ -323,7 +323,8 @@ struct Sim {
     /// Secrets first seen Terminating, by path.
     terminating_secrets: HashMap<String, DateTime<Utc>>,
     /// Tokens kept by a deletion under `Orphan`: they must stay valid.
-    kept: BTreeMap<String, String>,
+    /// (Token id → the path and UID of the resource whose deletion kept it.)
+    kept: BTreeMap<String, (String, String)>,
     /// Credentials revoked at Nuclia by the simulation itself (out of band).
     revoked_out_of_band: HashSet<String>,
     /// Mint times per resource UID.
@@ -1133,7 +1134,9 @@ impl Sim {
                 .iter()
                 .chain(s.previous_tokens.iter().map(|p| &p.id))
             {
-                self.kept.insert(id.clone(), path.to_owned());
+                let uid = last["metadata"]["uid"].as_str().unwrap_or_default();
+                self.kept
+                    .insert(id.clone(), (path.to_owned(), uid.to_owned()));
             }
         }
     }
@@ -1470,17 +1473,20 @@ impl Sim {
         }
         // I1: what an Orphan deletion kept stays valid (unless a resource of the same name
         // adopted it from the Secret the deletion kept: then that resource's policy counts)...
-        let recorded: HashSet<String> = resources
+        let recorded: HashSet<(String, String)> = resources
             .iter()
             .flat_map(|(_, r)| {
                 let s = status_of(r);
+                let uid = r["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
                 s.token_id
                     .into_iter()
                     .chain(s.previous_tokens.into_iter().map(|p| p.id))
+                    .map(move |id| (id, uid.clone()))
             })
             .collect();
-        self.kept.retain(|id, _| !recorded.contains(id));
-        for (id, path) in &self.kept {
+        self.kept
+            .retain(|id, (_, uid)| !recorded.iter().any(|(i, u)| i == id && u != uid));
+        for (id, (path, _)) in &self.kept {
             let expired = expiry_of(&st, id).is_some_and(|e| e <= st.now());
             if !live(id) && !expired && !self.revoked_out_of_band.contains(id) {
                 v.push(Violation {
@@ -1843,4 +1849,58 @@ fn a_requeue_is_read_back() {
         Some(Duration::from_secs(3600))
     );
     assert_eq!(requeue_of(&Action::await_change()), None);
+}
+
+/// The checks can fail: a token value in a log line (I6), a Secret whose token is not the one
+/// status records while Ready (I3), and a kept token revoked (I1) are each reported.
+#[tokio::test]
+async fn the_invariant_checks_can_fail() {
+    let mut sim = Sim::new().await;
+    sim.apply(&Act::Create {
+        flavor: Flavor::Personal,
+        ns: 0,
+        name: 0,
+        orphan: false,
+        self_renew: false,
+    });
+    sim.settle().await;
+    sim.check(false, "");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    let path = sim.created[0].path.clone();
+    let status = status_of(&sim.server.get::<Value>(&path).expect("the resource"));
+    assert!(
+        status
+            .condition("Ready")
+            .is_some_and(|c| c.status == "True")
+    );
+    let value = {
+        let st = sim.fake.shared.lock();
+        let id = status.token_id.clone().expect("a token");
+        st.creds[&id].value.clone()
+    };
+
+    sim.check(false, &format!("INFO issued token={value}"));
+    assert!(sim.violations.iter().any(|v| v.invariant == "I6"));
+
+    sim.violations.clear();
+    sim.put_secret(NAMESPACES[0], NAMES[0], &[("token", "edited")]);
+    sim.check(false, "");
+    assert!(
+        sim.violations.iter().any(|v| v.invariant == "I3"),
+        "{:?}",
+        sim.violations
+    );
+
+    sim.violations.clear();
+    let id = status.token_id.expect("a token");
+    sim.kept
+        .insert(id.clone(), (path, sim.created[0].uid.clone()));
+    sim.server.delete(&sim.created[0].path.clone());
+    sim.fake.shared.lock().revoke(&id);
+    sim.check(false, "");
+    assert!(
+        sim.violations.iter().any(|v| v.invariant == "I1"),
+        "{:?}",
+        sim.violations
+    );
 }
