@@ -185,7 +185,10 @@ impl<K: Kind> Engine<'_, K> {
         if !had_current {
             self.release_if_unused(view, &home).await?;
         }
-        // Whatever an interrupted issue may have minted: only then is a list needed.
+        // Whatever an interrupted issue may have minted: only then is a list needed. With
+        // nothing recorded, `home` names no place: the kind's revoker lists where the spec
+        // says the issue minted (a KB key: the spec's KB), or fails, and the intent stays
+        // unresolved (retried, then reported by `RevokeAbandoned`).
         if let Some(intent) = self.pending_intent() {
             self.sweep_marked(view, &home).await?;
             self.status.resolved_intent = Some(intent.nonce);
@@ -396,6 +399,8 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     let out_of_time = now() >= deadline;
     // The version the finalizer patch is guarded by (a status write here moves it).
     let mut resource_version = obj.resource_version();
+    // Whether something was given up on (reported by `RevokeAbandoned`).
+    let mut abandoned = false;
     if !keep {
         // Which resources read this Secret is known only once every cache is loaded (a new
         // leader may see a deletion before it has seen them).
@@ -449,6 +454,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
                 return Ok(Action::requeue(delay));
             }
             resource_version = engine.abandon(&e).await?;
+            abandoned = true;
         }
     } else if let Err(e) = engine.record_kept().await {
         // Without the record, another resource's orphan sweep could revoke what the user
@@ -491,6 +497,6 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     ctx.forget(&uid);
     ctx.metrics
         .forget_credential(kind.as_ref(), &ns, &obj.name_any());
-    tracing::info!(kind = kind.as_ref(), name = %obj.name_any(), revoked = !keep, "cleaned up");
+    tracing::info!(kind = kind.as_ref(), name = %obj.name_any(), revoked = !keep && !abandoned, abandoned, "cleaned up");
     Ok(Action::await_change())
 }

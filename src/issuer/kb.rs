@@ -79,6 +79,15 @@ impl Place {
     }
 }
 
+/// Where a revoker whose scope names no KB finds one when it must list (the deletion of a
+/// resource whose interrupted first issue recorded nothing): the KB `spec.kbUrl` names, its
+/// account from `spec.account` or discovery, as the issuer finds them.
+struct Locate {
+    kb_url: String,
+    account: Option<String>,
+    accounts: AccountCache,
+}
+
 /// What minting needs beyond revoking.
 struct MintTarget {
     role: KbRole,
@@ -96,6 +105,8 @@ pub struct KbIssuer {
     home: Option<Place>,
     /// `None` for an issuer built only to revoke.
     mint: Option<MintTarget>,
+    /// For a revoker with no home: where to find it when a list is needed.
+    locate: Option<Locate>,
     /// Where the key lives; written back to status by [`Kind::settle`].
     pub state: KbLocationStatus,
     /// The resource this issuer works for: a service account is its own (created by the
@@ -175,6 +186,7 @@ impl KbIssuer {
                 adopted: spec.service_account.id.clone(),
                 title,
             }),
+            locate: None,
             state,
             owner: None,
         })
@@ -216,9 +228,58 @@ impl KbIssuer {
             users,
             home,
             mint: None,
+            locate: None,
             state,
             owner: None,
         }
+    }
+
+    /// A revoker that, when it knows no KB, lists the one `kb_url` names (its account from
+    /// `account` or discovery) when it must list: see [`Locate`].
+    fn or_locate(mut self, kb_url: &str, account: Option<&str>, accounts: &AccountCache) -> Self {
+        if self.home.is_none() {
+            self.locate = Some(Locate {
+                kb_url: kb_url.to_owned(),
+                account: account.map(str::to_owned),
+                accounts: accounts.clone(),
+            });
+        }
+        self
+    }
+
+    /// The KB this issuer lists: the home it was given, or, for a revoker that has none, the
+    /// one [`Locate`] names. An untrusted `kbUrl` is refused before any request; a KB that
+    /// cannot be located (credential refused, account not found) is an error, so that the
+    /// caller does not take "nothing listed" for "nothing there".
+    async fn listing_place(&mut self) -> Result<Option<Place>> {
+        if self.home.is_none()
+            && let Some(l) = &self.locate
+        {
+            let location = self.client.endpoints().locate_kb(&l.kb_url)?;
+            let lister = self.users.lister_of(&self.client, &self.credential).await;
+            let key = (lister, location.kb_id.clone(), l.account.clone());
+            let account_id = match l.accounts.get(&key) {
+                Some(id) => id,
+                None => {
+                    let id = resolve_account(
+                        &self.client,
+                        &self.credential,
+                        l.account.as_deref(),
+                        &location,
+                    )
+                    .await?;
+                    l.accounts.put(key, id.clone());
+                    id
+                }
+            };
+            self.home = Some(Place {
+                zone: location.zone,
+                account_id,
+                kb_id: location.kb_id,
+            });
+            self.locate = None;
+        }
+        Ok(self.home.clone())
     }
 
     async fn service_accounts(
@@ -431,7 +492,7 @@ impl Issuer for KbIssuer {
     }
 
     async fn release_marked(&mut self, marker: &Marker) -> Result<()> {
-        let Some(place) = self.home.clone() else {
+        let Some(place) = self.listing_place().await? else {
             return Ok(());
         };
         let listed = match self.service_accounts(&place).await {
@@ -447,7 +508,7 @@ impl Issuer for KbIssuer {
     }
 
     async fn list_live(&mut self) -> Result<Vec<LiveToken>> {
-        let Some(place) = self.home.clone() else {
+        let Some(place) = self.listing_place().await? else {
             return Ok(Vec::new());
         };
         let mut live = Vec::new();
@@ -754,6 +815,13 @@ impl Kind for NucliaKbApiKey {
             home,
             self.status.as_ref().and_then(|s| s.kb.as_ref()),
             ctx.users.clone(),
+        )
+        // Nothing recorded (an interrupted first issue): the KB the issue minted in is the
+        // spec's, located as the issuer does, when the deletion sweep lists it.
+        .or_locate(
+            &self.spec.kb_url,
+            self.spec.account.as_deref(),
+            &ctx.accounts,
         )
         .for_resource(owner_marker(ctx, self))
     }

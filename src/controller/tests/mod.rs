@@ -5,6 +5,7 @@
 //! Secret, an issue interrupted between mint and status, and each way a deletion finishes.
 
 mod apiserver;
+mod kb_interrupted;
 mod ownership;
 mod restarts;
 mod scripted;
