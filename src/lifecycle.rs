@@ -147,6 +147,9 @@ pub struct Observation<'a> {
     /// When the last mint was attempted, whatever came of it (the issue intent's time): a mint
     /// refused, or rolled back because its Secret could not be written, counts too.
     pub last_mint_attempt: Option<DateTime<Utc>>,
+    /// This reconcile's verification found the current token gone upstream: it is re-issued,
+    /// within the minimum interval like any other mint.
+    pub upstream_dead: bool,
 }
 
 /// Why a token is issued; also the Event reason and the condition message.
@@ -264,6 +267,9 @@ fn choose_step(o: &Observation<'_>) -> Step {
     }
     if secret_holds_current(o.status, &o.secret, o.now).is_err() {
         return Step::Issue(IssueReason::SecretRepaired);
+    }
+    if o.upstream_dead {
+        return Step::Issue(IssueReason::RevokedUpstream);
     }
     if let Some(v) = o.revoke_now_request
         && s.revoke_now_handled.as_deref() != Some(v)
@@ -532,7 +538,25 @@ mod tests {
             verify_interval: Duration::minutes(10),
             min_issue_interval: Duration::seconds(10),
             last_mint_attempt: None,
+            upstream_dead: false,
         }
+    }
+
+    /// A token found gone upstream is re-issued, but not within the minimum interval of the
+    /// last mint (a restart forgets when it verified, and a fast out-of-band revocation must not
+    /// make a second mint in the same interval).
+    #[test]
+    fn a_dead_token_is_reissued_within_the_minimum_interval_rules() {
+        let p = policy();
+        let mut s = healthy();
+        s.issued_at = Some(t("2026-11-10T00:00:00Z"));
+        let mut o = obs("2026-11-10T00:00:05Z", &p, &s, owned("h1"));
+        o.upstream_dead = true;
+        let plan = decide(&o);
+        assert_eq!(plan.step, Step::Wait(IssueReason::RevokedUpstream));
+        assert_eq!(plan.wake_at, Some(t("2026-11-10T00:00:10Z")));
+        o.now = t("2026-11-10T00:00:10Z");
+        assert_eq!(decide(&o).step, Step::Issue(IssueReason::RevokedUpstream));
     }
 
     #[test]

@@ -462,6 +462,7 @@ impl<'a, K: Kind> Engine<'a, K> {
                 .get(ANNOTATION_ISSUE_INTENT)
                 .and_then(|a| IssueIntent::parse(a))
                 .map(|i| i.at),
+            upstream_dead: self.upstream_dead,
         }
     }
 
@@ -577,9 +578,12 @@ impl<'a, K: Kind> Engine<'a, K> {
             Step::RefreshSecret => self.refresh_secret(&secret_name, &view).await?,
             Step::Verify => {
                 if !self.verify(&view).await? {
+                    // The verdict is the plan's to weigh: the minimum interval holds for it too.
                     self.upstream_dead = true;
-                    let reason = lifecycle::IssueReason::RevokedUpstream;
-                    self.issue(reason, &policy, &view, &secret_name).await?;
+                    let replan = lifecycle::decide(&self.observe(&policy, view.state.clone()));
+                    if let Step::Issue(reason) = replan.step {
+                        self.issue(reason, &policy, &view, &secret_name).await?;
+                    }
                 }
             }
             Step::Wait(_) | Step::Idle => {}

@@ -130,6 +130,12 @@ enum Act {
     ToggleFormats {
         target: usize,
     },
+    /// A change of scope or Secret type: another KB, another role, another login (or, for a
+    /// KB key, between a login and the cluster credential), another Secret type.
+    EditScope {
+        target: usize,
+        which: usize,
+    },
     Rotate {
         target: usize,
     },
@@ -227,7 +233,11 @@ fn random_act(rng: &mut StdRng) -> Act {
         39..41 => Act::ToggleFormats { target },
         41..44 => Act::Rotate { target },
         44..46 => Act::RevokeNow { target },
-        46..55 => Act::Delete { target },
+        46..52 => Act::Delete { target },
+        52..55 => Act::EditScope {
+            target,
+            which: rng.random_range(0..4),
+        },
         55..57 => Act::DeleteNamespace { ns },
         57..59 => Act::DeleteLogin { ns },
         59..61 => Act::ReplaceLogin { ns },
@@ -512,6 +522,8 @@ impl Sim {
         if ns != OPERATOR_NS {
             let login = self.mint_login("sim login");
             self.put_secret(ns, "login", &[("token", &login)]);
+            let second = self.mint_login("sim second login");
+            self.put_secret(ns, "login-2", &[("token", &second)]);
             self.put_secret(ns, "taken", &[("note", "a user's own Secret")]);
         }
     }
@@ -696,6 +708,60 @@ impl Sim {
                     json!({"spec": {"secret": {"additionalFormats": formats}}}),
                     format!("formats={}", !has),
                 )
+            }
+            Act::EditScope { target, which } => {
+                let Some((_, v)) = self.pick(target) else {
+                    return "edit scope (nothing)".into();
+                };
+                let kb = v["kind"] == "NucliaKbApiKey";
+                let spec = &v["spec"];
+                let patch = match which {
+                    0 if kb => {
+                        let urls: Vec<&str> = self
+                            .fake
+                            .bootstrap
+                            .kbs
+                            .iter()
+                            .map(|k| k.url.as_str())
+                            .collect();
+                        let other = urls.iter().find(|u| spec["kbUrl"] != **u).copied();
+                        json!({"spec": {"kbUrl": other.unwrap_or(urls[0])}})
+                    }
+                    1 if kb => {
+                        let role = if spec["role"] == "SMEMBER" {
+                            "SCONTRIBUTOR"
+                        } else {
+                            "SMEMBER"
+                        };
+                        json!({"spec": {"role": role}})
+                    }
+                    3 => {
+                        let t = if spec["secret"]["type"] == "nuclia.dev/credential" {
+                            "Opaque"
+                        } else {
+                            "nuclia.dev/credential"
+                        };
+                        json!({"spec": {"secret": {"type": t}}})
+                    }
+                    _ if kb && spec["auth"]["clusterCredentialRef"].is_object() => {
+                        json!({"spec": {"auth": {"clusterCredentialRef": null,
+                            "secretRef": {"name": "login", "key": "token"}}}})
+                    }
+                    _ if kb && rand_bit(target) => {
+                        json!({"spec": {"auth": {"secretRef": null,
+                            "clusterCredentialRef": {"name": CLUSTER_CREDENTIAL}}}})
+                    }
+                    _ => {
+                        let to = if spec["auth"]["secretRef"]["name"] == "login" {
+                            "login-2"
+                        } else {
+                            "login"
+                        };
+                        json!({"spec": {"auth": {"secretRef": {"name": to, "key": "token"}}}})
+                    }
+                };
+                let what = format!("scope {patch}");
+                self.edit(target, patch, what)
             }
             Act::Rotate { target } => {
                 let n = self.now.timestamp().to_string();
@@ -1218,8 +1284,10 @@ impl Sim {
         let min = chrono::Duration::from_std(settings().min_issue_interval).expect("a duration");
         for (uid, at) in found {
             let times = self.mints.entry(uid.clone()).or_default();
+            // The operator keeps times in whole seconds (as the apiserver does): the interval
+            // is counted from the second a mint started.
             if let Some(last) = times.last()
-                && at - *last < min
+                && at - *last < min - chrono::Duration::seconds(1)
             {
                 let path = self
                     .created
@@ -1544,6 +1612,11 @@ impl Sim {
         drop(st);
         self.violations.extend(v);
     }
+}
+
+/// A bit the action's own numbers decide (so a shrunk sequence means the same).
+fn rand_bit(n: usize) -> bool {
+    n % 2 == 1
 }
 
 /// The bound on a deletion: `--revoke-timeout` plus the intent grace and a margin.
