@@ -1,7 +1,7 @@
 //! The status of each `NucliaClusterCredential`: whether its Secret (in the cluster credential
 //! namespace) holds a credential Nuclia accepts, checked once per verify interval whatever the
 //! number of resources that use it, and which namespaces name it. Minting through it is the
-//! engine's (`reconcile::Engine::cluster_credential`); this controller writes status only.
+//! engine's (`engine::Engine::cluster_credential`); this controller writes status only.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -69,7 +69,7 @@ fn error_policy(obj: Arc<NucliaClusterCredential>, err: &Error, ctx: Arc<Context
 
 async fn reconcile(obj: Arc<NucliaClusterCredential>, ctx: Arc<Context>) -> Result<Action> {
     let name = obj.name_any();
-    let now = super::reconcile::now();
+    let now = super::engine::now();
     let Some(namespace) = &ctx.settings.cluster_credential_namespace else {
         return Ok(Action::await_change());
     };
@@ -87,7 +87,7 @@ async fn reconcile(obj: Arc<NucliaClusterCredential>, ctx: Arc<Context>) -> Resu
                 .and_then(|m| m.get(&name).cloned())
                 .filter(|c| {
                     c.hash == hash
-                        && now - c.at < super::reconcile::chrono_dur(ctx.settings.verify_interval)
+                        && now - c.at < super::engine::chrono_dur(ctx.settings.verify_interval)
                 });
             match cached {
                 Some(c) => c.verdict,

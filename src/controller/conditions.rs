@@ -4,7 +4,8 @@
 
 use kube::ResourceExt;
 
-use super::reconcile::{Engine, secret_name};
+use super::engine::{Engine, same_inputs};
+use super::secret::secret_name;
 use super::{Kind, status};
 use crate::error::Error;
 use crate::lifecycle::{self, Plan, Policy, SecretState, Step};
@@ -187,7 +188,7 @@ impl<K: Kind> Engine<'_, K> {
             // Its echo is this reconcile's own write (unless someone changed the resource).
             Ok(written) => self.resource_versions.extend(
                 written
-                    .filter(|w| super::reconcile::same_inputs(self.obj, w))
+                    .filter(|w| same_inputs(self.obj, w))
                     .and_then(|w| w.resource_version()),
             ),
             Err(write_err) => {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use backon::ExponentialBackoff;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use kube::ResourceExt;
@@ -254,6 +254,27 @@ impl Context {
         self.memo.len()
             + self.verified.lock().map_or(0, |m| m.len())
             + self.backoff.lock().map_or(0, |m| m.len())
+    }
+
+    /// The next delay of the resource's exponential backoff (with jitter).
+    pub(super) fn next_backoff(&self, uid: &str) -> Duration {
+        let s = &self.settings;
+        self.backoff
+            .lock()
+            .ok()
+            .and_then(|mut m| {
+                m.entry(uid.to_owned())
+                    .or_insert_with(|| {
+                        ExponentialBuilder::default()
+                            .with_min_delay(s.backoff_base)
+                            .with_max_delay(s.backoff_max)
+                            .with_jitter()
+                            .without_max_times()
+                            .build()
+                    })
+                    .next()
+            })
+            .unwrap_or(s.backoff_max)
     }
 
     pub(super) fn forget(&self, uid: &str) {

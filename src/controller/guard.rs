@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 
+use super::engine::{Engine, marker};
 use super::kept;
-use super::reconcile::{Engine, marker};
 use super::secret::SecretView;
 use super::{Kind, Purpose};
 use crate::crd::IssueIntent;

@@ -5,8 +5,8 @@
 use kube::ResourceExt;
 
 use super::Kind;
-use super::reconcile::{Engine, marker, now, owner_ref};
-use super::secret::{self, SecretView};
+use super::engine::{Engine, marker, now};
+use super::secret::{self, SecretView, owner_ref};
 use crate::crd::{
     ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, IssueIntent, RolloutRestartStatus,
 };

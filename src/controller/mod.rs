@@ -11,6 +11,7 @@ mod caches;
 mod cluster_credentials;
 mod conditions;
 mod context;
+mod engine;
 mod guard;
 mod issue;
 pub(crate) mod kept;

@@ -15,9 +15,9 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 
+use super::engine::{Engine, chrono_dur, has_finalizer, marker, now};
 use super::kept::{self, KeptToken};
-use super::reconcile::{Engine, chrono_dur, has_finalizer, marker, next_backoff, now, secret_name};
-use super::secret::{self, SecretView};
+use super::secret::{self, SecretView, owner_ref, secret_name};
 use super::{Context, Kind, Purpose, status};
 use crate::crd::{DeletionPolicy, FINALIZER, PreviousToken, TokenScope};
 use crate::error::{Error, Result};
@@ -424,7 +424,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
         let view = secret::read(
             &engine.secrets,
             holding.unwrap_or(&name),
-            &super::reconcile::owner_ref(obj),
+            &owner_ref(obj),
             obj.token_key(),
             obj.secret_template(),
             |_| Default::default(),
@@ -447,9 +447,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
                     tracing::debug!(error = %w, "could not record revocation progress");
                 }
                 let left = (deadline - now()).to_std().unwrap_or_default();
-                let delay = next_backoff(ctx, &uid)
-                    .min(left)
-                    .max(Duration::from_secs(1));
+                let delay = ctx.next_backoff(&uid).min(left).max(Duration::from_secs(1));
                 tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, error = %e, retry_in = ?delay, "revocation before deletion failed");
                 return Ok(Action::requeue(delay));
             }
@@ -460,7 +458,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
         // Without the record, another resource's orphan sweep could revoke what the user
         // chose to keep: retried like a revocation, and given up on only at --revoke-timeout.
         if !out_of_time {
-            let delay = next_backoff(ctx, &uid).max(Duration::from_secs(1));
+            let delay = ctx.next_backoff(&uid).max(Duration::from_secs(1));
             tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, error = %e, retry_in = ?delay, "could not record the tokens kept by deletionPolicy: Orphan");
             return Ok(Action::requeue(delay));
         }

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 use super::Kind;
@@ -23,6 +24,25 @@ use crate::error::{Error, Result};
 use crate::issuer::formats;
 use crate::lifecycle::{SecretState, token_hash};
 use crate::nuclia::ApiToken;
+
+/// The name of the Secret the spec asks for (the resource's own name by default).
+pub(super) fn secret_name<K: Kind>(obj: &K) -> String {
+    obj.secret_template()
+        .name
+        .clone()
+        .unwrap_or_else(|| obj.name_any())
+}
+
+pub(super) fn owner_ref<K: Kind>(obj: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into(),
+        kind: K::kind(&()).into(),
+        name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
 
 /// The type of a Secret that names none.
 const DEFAULT_TYPE: &str = "Opaque";
@@ -188,14 +208,13 @@ fn restored_for(secret: &Secret, owner: &OwnerReference) -> bool {
 /// (it holds the current token, also while a rename waits for the next one), the spec's, and
 /// any other the Secret watch shows it controls (an earlier name).
 pub fn written_names<K: Kind>(obj: &K, ctx: &super::Context) -> Vec<String> {
-    use kube::ResourceExt;
     let ns = obj.namespace().unwrap_or_default();
     let uid = obj.uid().unwrap_or_default();
     let mut names: Vec<String> = obj
         .cr_status()
         .and_then(|s| s.secret_name.clone())
         .into_iter()
-        .chain([super::reconcile::secret_name(obj)])
+        .chain([secret_name(obj)])
         .chain(ctx.secrets_controlled_by(&ns, &uid))
         .collect();
     let mut seen = std::collections::HashSet::new();

@@ -17,7 +17,8 @@ use kube::runtime::controller::Action;
 
 use super::apiserver::ApiServer;
 use super::{requeues, secs, settings};
-use crate::controller::reconcile::{marker, reconcile};
+use crate::controller::engine::marker;
+use crate::controller::reconcile::reconcile;
 use crate::controller::{Context, Kind};
 use crate::crd::{
     ANNOTATION_ISSUE_INTENT, CredentialStatus, FINALIZER, IssueIntent, NucliaKbApiKey, k8s_time,
@@ -173,7 +174,7 @@ impl World {
 
     fn intent_resolved(&self) -> bool {
         let obj = self.current().expect("the resource exists");
-        crate::controller::reconcile::pending_intent(&obj, &obj.status.clone().unwrap_or_default())
+        crate::controller::engine::pending_intent(&obj, &obj.status.clone().unwrap_or_default())
             .is_none()
     }
 
