@@ -1,6 +1,8 @@
-//! The credential lifecycle, written once for both kinds: a pure function of the spec (as a
-//! [`Policy`]), the status, what the Secret looks like and the clock, that says what to do next
-//! and when to wake up. The controller carries the decision out; nothing here does I/O.
+//! The credential lifecycle, written once for every kind: pure functions of the spec (as a
+//! [`Policy`]), the status, what the Secret looks like and the clock, that say what to do next
+//! and when to look again: [`decide`] for a live resource, [`decide_deletion`] for one being
+//! deleted. Every wait, grace end, renewal time and deadline comes out of them; the controller
+//! carries the plan out, and nothing here does I/O.
 
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
@@ -8,6 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::crd::{
     CredentialStatus, DeletionPolicy, MAX_PREVIOUS_TOKENS, PreviousToken, TokenScope,
 };
+
+/// The shortest sleep between two reconciles of one resource (never a hot loop).
+const MIN_SLEEP: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The spec, validated and reduced to what the lifecycle needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -150,6 +155,14 @@ pub struct Observation<'a> {
     /// This reconcile's verification found the current token gone upstream: it is re-issued,
     /// within the minimum interval like any other mint.
     pub upstream_dead: bool,
+    /// The time of an issue intent status has not resolved: an issue that may have been
+    /// interrupted.
+    pub pending_intent: Option<DateTime<Utc>>,
+    /// How long a mint may still be in flight (on another replica, during a hand-over) after
+    /// its intent: an unresolved intent younger than this is waited for, not swept.
+    pub intent_grace: Duration,
+    /// The longest sleep: a missed event heals itself after at most this long.
+    pub requeue_max: Duration,
 }
 
 /// Why a token is issued; also the Event reason and the condition message.
@@ -190,6 +203,12 @@ impl IssueReason {
 /// The next step for one resource.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
+    /// An issue intent is unresolved and younger than the intent grace: its mint may still be
+    /// in flight. Do nothing (write nothing) until the grace ends.
+    AwaitIntent,
+    /// An issue was interrupted: adopt the token the Secret holds if the issue minted it,
+    /// revoke what else it minted, record the intent as resolved; then ask again.
+    ResolveIntent,
     /// The Secret name belongs to someone else: report `SecretConflict`, write nothing.
     Conflict,
     /// Mint a successor (or the first token).
@@ -205,21 +224,69 @@ pub enum Step {
     Idle,
 }
 
-/// The whole plan for one reconcile: the step, the replaced tokens to revoke now, and when to
-/// look again. The controller carries it out as is; after a step that changed the status it
-/// asks again, and the second plan's revocations and wake-up are the ones that run.
+/// How long a token that an issue (or an adoption) replaces stays valid for its consumers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grace {
+    /// Due at once: break-glass (`nuclia.dev/revoke-now`), or it has expired already.
+    None,
+    /// `rotation.revokePreviousAfter`, counted from when consumers can first see its successor
+    /// (the Secret written; a rollout restart asked moves it later, [`restart_asked`]).
+    After(Duration),
+}
+
+impl Grace {
+    /// When the replaced token is due, its successor delivered at `delivered` by a reconcile
+    /// planned at `planned`. A slow mint does not eat into the grace; a token due at once is
+    /// due at the plan's time, so that the plan after the step revokes it.
+    pub fn end(self, planned: DateTime<Utc>, delivered: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Grace::None => planned,
+            Grace::After(d) => delivered + d,
+        }
+    }
+}
+
+/// The whole plan for one reconcile: the step, the replaced tokens to revoke now, the grace of
+/// the token the step replaces, the renewal time to record, and when to look again. The
+/// controller carries it out as is; after a step that changed the status it asks again, and the
+/// second plan's revocations, renewal time and wake-up are the ones that run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub step: Step,
     /// Replaced tokens whose grace period is over (or that were revoked early).
     pub revoke: Vec<PreviousToken>,
-    /// When to look again if nothing else happens (before the controller's cap). `None`
-    /// while a step that changes the status is pending: ask again after it.
+    /// The grace of the token this step replaces, if it replaces one.
+    pub grace: Grace,
+    /// When the current token is renewed, from the policy as it is now (`renewBefore` may have
+    /// changed since the issue) and the expiry as last learned (verification may have found an
+    /// earlier one): what status records.
+    pub renewal_time: Option<DateTime<Utc>>,
+    /// When to look again if nothing else happens. `None` while a step that changes the status
+    /// is pending (ask again after it), or when nothing is due: then [`Plan::sleep`] falls back.
     pub wake_at: Option<DateTime<Utc>>,
+    /// The sleep without a due time: the whole cap when idle, the minimum issue interval while a
+    /// step is pending.
+    fallback: Duration,
+    /// The longest sleep.
+    cap: Duration,
 }
 
-/// Decides the plan. Order matters: safety first (never overwrite a foreign Secret, never
-/// leave an expired or missing token), then user requests, then the schedule.
+impl Plan {
+    /// How long to sleep from `from` (when the reconcile ends): until the wake-up, or the
+    /// fallback without one; at least 200 ms and at most `requeue_max`, so that a missed event
+    /// heals itself and nothing loops hot.
+    pub fn sleep(&self, from: DateTime<Utc>) -> std::time::Duration {
+        let wait = self.wake_at.map_or(self.fallback, |t| t - from);
+        let cap = self.cap.to_std().unwrap_or(std::time::Duration::MAX);
+        wait.to_std()
+            .unwrap_or(std::time::Duration::ZERO)
+            .clamp(MIN_SLEEP, cap.max(MIN_SLEEP))
+    }
+}
+
+/// Decides the plan. Order matters: an interrupted issue first (what it minted must be known
+/// before anything is minted again), then safety (never overwrite a foreign Secret, never leave
+/// an expired or missing token), then user requests, then the schedule.
 pub fn decide(o: &Observation<'_>) -> Plan {
     let s = o.status;
     let revoke: Vec<PreviousToken> = s
@@ -228,16 +295,38 @@ pub fn decide(o: &Observation<'_>) -> Plan {
         .filter(|p| p.revoke_at <= o.now)
         .cloned()
         .collect();
-    let step = match choose_step(o) {
+    let renewal_time = match (s.issued_at, s.not_after) {
+        (Some(issued), Some(not_after)) => Some(renewal_time(o.policy, o.uid, issued, not_after)),
+        _ => s.renewal_time,
+    };
+    let step = match choose_step(o, renewal_time) {
         Step::Issue(reason) if throttled(o) => Step::Wait(reason),
         step => step,
     };
-    let wake_at = next_wake(o, &step);
+    let grace = match &step {
+        Step::Issue(reason) if reason.revoke_replaced_now() => Grace::None,
+        _ => Grace::After(o.policy.revoke_previous_after),
+    };
+    let wake_at = next_wake(o, &step, renewal_time);
+    let fallback = match step {
+        Step::Idle => o.requeue_max,
+        _ => o.min_issue_interval,
+    };
     Plan {
         step,
         revoke,
+        grace,
+        renewal_time,
         wake_at,
+        fallback,
+        cap: o.requeue_max,
     }
+}
+
+/// When the intent grace of an unresolved intent ends. An intent dated in the future (a clock
+/// ahead, or written by hand) counts from now.
+fn intent_grace_end(at: DateTime<Utc>, now: DateTime<Utc>, grace: Duration) -> DateTime<Utc> {
+    at.min(now) + grace
 }
 
 /// The last mint (or attempt) is younger than the minimum interval.
@@ -254,8 +343,15 @@ fn next_mint_allowed(o: &Observation<'_>) -> Option<DateTime<Utc>> {
     last.map(|t| t + o.min_issue_interval)
 }
 
-fn choose_step(o: &Observation<'_>) -> Step {
+fn choose_step(o: &Observation<'_>, renewal_time: Option<DateTime<Utc>>) -> Step {
     let s = o.status;
+    if let Some(at) = o.pending_intent {
+        return if o.now < intent_grace_end(at, o.now, o.intent_grace) {
+            Step::AwaitIntent
+        } else {
+            Step::ResolveIntent
+        };
+    }
     if o.secret == SecretState::Foreign {
         return Step::Conflict;
     }
@@ -284,7 +380,7 @@ fn choose_step(o: &Observation<'_>) -> Step {
     if s.spec_hash.as_deref() != Some(o.policy.spec_hash.as_str()) {
         return Step::Issue(IssueReason::SpecChanged);
     }
-    if s.renewal_time.is_none_or(|r| o.now >= r) {
+    if renewal_time.is_none_or(|r| o.now >= r) {
         return Step::Issue(IssueReason::Renewal);
     }
     if matches!(
@@ -305,21 +401,175 @@ fn choose_step(o: &Observation<'_>) -> Step {
 }
 
 /// The earliest due time among renewal, grace ends, expiry, verification and, while a mint
-/// waits for the minimum interval, the end of that interval.
-fn next_wake(o: &Observation<'_>, step: &Step) -> Option<DateTime<Utc>> {
+/// waits for the minimum interval, the end of that interval; while an interrupted issue may
+/// still be minting, the end of the intent grace.
+fn next_wake(
+    o: &Observation<'_>,
+    step: &Step,
+    renewal_time: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
     let s = o.status;
     let verify_at = match step {
-        Step::Issue(_) | Step::RefreshSecret => return None,
+        Step::Issue(_) | Step::RefreshSecret | Step::ResolveIntent => return None,
+        Step::AwaitIntent => {
+            return o
+                .pending_intent
+                .map(|at| intent_grace_end(at, o.now, o.intent_grace));
+        }
         Step::Wait(_) => return next_mint_allowed(o),
         Step::Verify => Some(o.now + o.verify_interval),
         Step::Conflict | Step::Idle => o.last_verified.map(|t| t + o.verify_interval),
     };
-    [s.renewal_time, s.not_after, verify_at]
+    [renewal_time, s.not_after, verify_at]
         .into_iter()
         .flatten()
         .chain(s.previous_tokens.iter().map(|p| p.revoke_at))
         .filter(|t| *t > o.now)
         .min()
+}
+
+/// Who else authenticates with the Secret of a resource being deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readers {
+    /// Nobody.
+    None,
+    /// Some are being deleted too: they revoke first (a chained KB key is revoked with this
+    /// token before it is).
+    Deleting,
+    /// Some live ones. They go first too when the whole namespace is being deleted (the cache
+    /// may not show their deletion yet): `None` until that has been asked.
+    Live { namespace_terminating: Option<bool> },
+}
+
+/// Everything [`decide_deletion`] looks at.
+#[derive(Clone, Debug)]
+pub struct DeletionObservation {
+    pub now: DateTime<Utc>,
+    /// When the deletion began (`deletionTimestamp`).
+    pub started: DateTime<Utc>,
+    /// `--revoke-timeout`: revocations are retried until this long after the deletion began.
+    pub revoke_timeout: Duration,
+    /// The deletion policy at deletion time.
+    pub policy: DeletionPolicy,
+    /// Every kind's cache is loaded: only then is it known which resources read the Secret (a
+    /// new leader may see a deletion before it has seen them).
+    pub caches_loaded: bool,
+    pub readers: Readers,
+    /// The time of an issue intent status has not resolved (see [`Observation::pending_intent`]).
+    pub pending_intent: Option<DateTime<Utc>>,
+    pub intent_grace: Duration,
+    /// This deletion's attempt (to revoke, or to record the tokens kept) has just failed.
+    pub failed: bool,
+}
+
+/// Why a deletion waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletionWait {
+    /// The caches are still loading.
+    CachesLoading,
+    /// Resources that authenticate with the Secret go first.
+    Readers,
+    /// A mint may still be in flight: what it minted is listed once its intent is old enough.
+    Intent,
+}
+
+/// The next step of a deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeletionStep {
+    /// Do nothing; look again at `until`.
+    Wait {
+        why: DeletionWait,
+        until: DateTime<Utc>,
+    },
+    /// Ask whether the namespace is being deleted (live readers), then decide again.
+    CheckNamespace,
+    /// Revoke every recorded token and whatever an interrupted issue minted, release what the
+    /// resource created, then let it go.
+    Revoke,
+    /// `deletionPolicy: Orphan`: revoke nothing, record the tokens kept, then let it go.
+    Keep,
+    /// The attempt failed: report it and try again after the backoff, no later than `by` (the
+    /// deadline; a failed record of kept tokens has none).
+    Retry { by: Option<DateTime<Utc>> },
+    /// Past `--revoke-timeout` (`RevokeAbandoned`, or `KeepNotRecorded`): let the resource go.
+    Abandon,
+}
+
+/// The plan of a deletion: the step, and until when revocations are retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletionPlan {
+    pub step: DeletionStep,
+    /// `--revoke-timeout` after the deletion began.
+    pub deadline: DateTime<Utc>,
+}
+
+impl DeletionPlan {
+    /// How long to sleep from `now`: until the wait ends, or after a failure the backoff
+    /// (`backoff`, the resource's next delay), bounded by the retry's deadline and at least a
+    /// second. Other steps look again only when something changes.
+    pub fn sleep(&self, now: DateTime<Utc>, backoff: std::time::Duration) -> std::time::Duration {
+        let std = |d: Duration| d.to_std().unwrap_or(std::time::Duration::ZERO);
+        match &self.step {
+            DeletionStep::Wait { until, .. } => std(*until - now),
+            DeletionStep::Retry { by } => by
+                .map_or(backoff, |by| backoff.min(std(by - now)))
+                .max(std::time::Duration::from_secs(1)),
+            _ => std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// Decides the plan of a deletion. Past the deadline nothing is waited for: what can be
+/// revoked is, what cannot is given up on, and the resource goes. Before it, revocations wait
+/// for the caches, for the resources that read the Secret, and for a mint that may be in
+/// flight; a failure is retried. `Orphan` waits for nothing: it revokes nothing.
+pub fn decide_deletion(o: &DeletionObservation) -> DeletionPlan {
+    let deadline = o.started + o.revoke_timeout;
+    let out_of_time = o.now >= deadline;
+    let keep = o.policy == DeletionPolicy::Orphan;
+    let wait = |why, d: Duration| DeletionStep::Wait {
+        why,
+        until: o.now + d,
+    };
+    let step = if o.failed {
+        match (out_of_time, keep) {
+            (true, _) => DeletionStep::Abandon,
+            (false, true) => DeletionStep::Retry { by: None },
+            (false, false) => DeletionStep::Retry { by: Some(deadline) },
+        }
+    } else if keep {
+        DeletionStep::Keep
+    } else if out_of_time {
+        DeletionStep::Revoke
+    } else if !o.caches_loaded {
+        wait(DeletionWait::CachesLoading, Duration::seconds(1))
+    } else if matches!(
+        o.readers,
+        Readers::Deleting
+            | Readers::Live {
+                namespace_terminating: Some(true)
+            }
+    ) {
+        wait(DeletionWait::Readers, Duration::seconds(2))
+    } else if o.readers
+        == (Readers::Live {
+            namespace_terminating: None,
+        })
+    {
+        DeletionStep::CheckNamespace
+    } else if let Some(end) = o
+        .pending_intent
+        .map(|at| intent_grace_end(at, o.now, o.intent_grace))
+        .filter(|end| o.now < *end)
+    {
+        DeletionStep::Wait {
+            why: DeletionWait::Intent,
+            until: end,
+        }
+    } else {
+        DeletionStep::Revoke
+    };
+    DeletionPlan { step, deadline }
 }
 
 /// Why the Secret does not hold a token pods can use: the condition reason and message.
@@ -428,6 +678,26 @@ pub fn record_issue(
         .collect()
 }
 
+/// A rollout restart of the consumers was asked at `at`, after the Secret got the token that
+/// replaced `replaced`: its grace counts from then (the new pods need all of it), never
+/// shortened. A token due at once stays due.
+pub fn restart_asked(
+    status: &mut CredentialStatus,
+    replaced: Option<&str>,
+    grace: Grace,
+    at: DateTime<Utc>,
+) {
+    let Grace::After(d) = grace else {
+        return;
+    };
+    let end = at + d;
+    for p in status.previous_tokens.iter_mut() {
+        if Some(p.id.as_str()) == replaced && p.revoke_at < end {
+            p.revoke_at = end;
+        }
+    }
+}
+
 /// Whether Nuclia granted less than the lifetime asked for (a minute of slack for clocks).
 pub fn lifetime_shortened(
     policy: &Policy,
@@ -500,17 +770,27 @@ mod tests {
         Policy::new(30, None, "1h", "spec-1".into(), DeletionPolicy::Revoke).unwrap()
     }
 
-    /// A healthy status: issued on Nov 1, expires Dec 1, renews Nov 21.
+    /// A healthy status: issued on Nov 1, expires Dec 1, renews about Nov 21 ([`renewed`]).
     fn healthy() -> CredentialStatus {
         CredentialStatus {
             token_id: Some("tok-1".into()),
             token_hash: Some("h1".into()),
             issued_at: Some(t("2026-11-01T00:00:00Z")),
             not_after: Some(t("2026-12-01T00:00:00Z")),
-            renewal_time: Some(t("2026-11-21T00:00:00Z")),
+            renewal_time: Some(renewed()),
             spec_hash: Some("spec-1".into()),
             ..Default::default()
         }
+    }
+
+    /// When [`healthy`]'s token renews under [`policy`] (Nov 21, less a jitter).
+    fn renewed() -> DateTime<Utc> {
+        renewal_time(
+            &policy(),
+            "uid-1",
+            t("2026-11-01T00:00:00Z"),
+            t("2026-12-01T00:00:00Z"),
+        )
     }
 
     fn owned(hash: &str) -> SecretState {
@@ -539,6 +819,9 @@ mod tests {
             min_issue_interval: Duration::seconds(10),
             last_mint_attempt: None,
             upstream_dead: false,
+            pending_intent: None,
+            intent_grace: Duration::seconds(60),
+            requeue_max: Duration::hours(1),
         }
     }
 
@@ -651,12 +934,18 @@ mod tests {
             },
             Case {
                 name: "renewal time reached",
-                obs: obs("2026-11-21T00:00:00Z", &p, &h, owned("h1")),
+                obs: with(&|o| {
+                    o.now = renewed();
+                    o.last_verified = Some(o.now);
+                }),
                 want: Step::Issue(IssueReason::Renewal),
             },
             Case {
                 name: "one second before renewal",
-                obs: obs("2026-11-20T23:59:59Z", &p, &h, owned("h1")),
+                obs: with(&|o| {
+                    o.now = renewed() - Duration::seconds(1);
+                    o.last_verified = Some(o.now);
+                }),
                 want: Step::Idle,
             },
             Case {
@@ -977,6 +1266,340 @@ mod tests {
         s.spec_hash = Some("s".into());
         let o = obs("2026-11-10T00:00:01Z", &p, &s, owned("h"));
         assert_eq!(decide(&o).step, Step::Idle);
+    }
+
+    /// An unresolved intent younger than the intent grace is waited for (its mint may still be
+    /// in flight), then resolved, before anything else: a foreign Secret included.
+    #[test]
+    fn an_interrupted_issue_is_waited_for_then_resolved_first() {
+        let p = policy();
+        let h = healthy();
+        let mut o = obs("2026-11-10T00:00:30Z", &p, &h, owned("h1"));
+        o.pending_intent = Some(t("2026-11-10T00:00:00Z"));
+        let plan = decide(&o);
+        assert_eq!(plan.step, Step::AwaitIntent);
+        assert_eq!(plan.wake_at, Some(t("2026-11-10T00:01:00Z")));
+        assert_eq!(plan.sleep(o.now), std::time::Duration::from_secs(30));
+        // an intent dated in the future counts from now
+        o.pending_intent = Some(t("2026-11-10T05:00:00Z"));
+        assert_eq!(decide(&o).wake_at, Some(t("2026-11-10T00:01:30Z")));
+        // old enough: resolved, then asked again
+        o.pending_intent = Some(t("2026-11-09T23:59:30Z"));
+        let plan = decide(&o);
+        assert_eq!(plan.step, Step::ResolveIntent);
+        assert_eq!(plan.wake_at, None);
+        o.secret = SecretState::Foreign;
+        assert_eq!(decide(&o).step, Step::ResolveIntent);
+        o.pending_intent = None;
+        assert_eq!(decide(&o).step, Step::Conflict);
+    }
+
+    /// The renewal time is the plan's: from the policy as it is now (renewBefore edited) and the
+    /// expiry as last learned (a verification found an earlier one), whatever status recorded.
+    #[test]
+    fn the_plan_recomputes_the_renewal_time() {
+        let h = healthy();
+        let issued = t("2026-11-01T00:00:00Z");
+        // renewBefore raised from 10 to 20 days: renewal is due on Nov 11 (less a jitter)
+        let longer = Policy::new(
+            30,
+            Some("480h"),
+            "1h",
+            "spec-1".into(),
+            DeletionPolicy::Revoke,
+        )
+        .unwrap();
+        let o = obs("2026-11-11T00:00:00Z", &longer, &h, owned("h1"));
+        let plan = decide(&o);
+        let want = renewal_time(&longer, "uid-1", issued, t("2026-12-01T00:00:00Z"));
+        assert_eq!(plan.renewal_time, Some(want));
+        assert_eq!(plan.step, Step::Issue(IssueReason::Renewal));
+        // a verification learned that the token expires on Nov 6: renewal before then
+        let p = policy();
+        let mut capped = healthy();
+        capped.not_after = Some(t("2026-11-06T00:00:00Z"));
+        let mut o = obs("2026-11-02T00:00:00Z", &p, &capped, owned("h1"));
+        o.verify_interval = Duration::days(30);
+        let plan = decide(&o);
+        let want = renewal_time(&p, "uid-1", issued, t("2026-11-06T00:00:00Z"));
+        assert!(want < t("2026-11-06T00:00:00Z"), "{want}");
+        assert_eq!(plan.renewal_time, Some(want));
+        assert_eq!(plan.wake_at, Some(want));
+        // without an issue time, what status records stands
+        let mut old = healthy();
+        old.issued_at = None;
+        let o = obs("2026-11-02T00:00:00Z", &p, &old, owned("h1"));
+        assert_eq!(decide(&o).renewal_time, old.renewal_time);
+    }
+
+    /// The token an issue replaces keeps `revokePreviousAfter` from when its successor reached
+    /// the consumers (a rollout restart moves it later), unless it must go at once.
+    #[test]
+    fn the_grace_of_a_replaced_token_is_the_plans() {
+        let p = policy();
+        let h = healthy();
+        let now = "2026-11-10T00:00:00Z";
+        let grace = |f: &dyn Fn(&mut Observation<'_>)| {
+            let mut o = obs(now, &p, &h, owned("h1"));
+            f(&mut o);
+            let plan = decide(&o);
+            assert!(matches!(plan.step, Step::Issue(_)), "{:?}", plan.step);
+            plan.grace
+        };
+        let hour = Grace::After(Duration::hours(1));
+        assert_eq!(grace(&|o| o.revoke_now_request = Some("x")), Grace::None);
+        assert_eq!(grace(&|o| o.now = t("2026-12-01T00:00:00Z")), Grace::None);
+        assert_eq!(grace(&|o| o.rotate_request = Some("a")), hour);
+        assert_eq!(grace(&|o| o.upstream_dead = true), hour);
+        assert_eq!(grace(&|o| o.secret = SecretState::Missing), hour);
+
+        let (planned, delivered) = (t(now), t("2026-11-10T00:00:20Z"));
+        assert_eq!(Grace::None.end(planned, delivered), planned);
+        assert_eq!(
+            hour.end(planned, delivered),
+            t("2026-11-10T01:00:20Z"),
+            "a slow mint does not eat into the grace"
+        );
+
+        let mut s = healthy();
+        let replaced = |revoke_at: &str, id: &str| PreviousToken {
+            id: id.into(),
+            revoke_at: t(revoke_at),
+            service_account_id: None,
+            not_after: None,
+            scope: None,
+        };
+        s.previous_tokens = vec![
+            replaced("2026-11-10T01:00:20Z", "old"),
+            replaced("2026-11-10T00:10:00Z", "older"),
+        ];
+        let at = t("2026-11-10T00:30:00Z");
+        let mut due_now = s.clone();
+        restart_asked(&mut due_now, Some("old"), Grace::None, at);
+        assert_eq!(due_now.previous_tokens, s.previous_tokens);
+        restart_asked(&mut s, Some("old"), hour, at);
+        assert_eq!(s.previous_tokens[0].revoke_at, t("2026-11-10T01:30:00Z"));
+        assert_eq!(s.previous_tokens[1].revoke_at, t("2026-11-10T00:10:00Z"));
+        // never shortened
+        restart_asked(&mut s, Some("old"), hour, t("2026-11-10T00:00:00Z"));
+        assert_eq!(s.previous_tokens[0].revoke_at, t("2026-11-10T01:30:00Z"));
+    }
+
+    /// The sleep is the plan's: until the wake-up, at least 200 ms, at most `requeue_max`;
+    /// without a due time, the minimum issue interval while a step is pending, the whole cap
+    /// when idle.
+    #[test]
+    fn the_sleep_is_bounded_and_falls_back() {
+        let p = policy();
+        let h = healthy();
+        let secs = std::time::Duration::from_secs;
+        let mut o = obs("2026-11-10T00:00:00Z", &p, &h, owned("h1"));
+        o.verify_interval = Duration::hours(5);
+        let idle = decide(&o);
+        assert_eq!(idle.step, Step::Idle);
+        // next verification in 5 h, capped at 1 h
+        assert_eq!(idle.sleep(o.now), secs(3600));
+        assert_eq!(
+            idle.sleep(o.now + Duration::hours(4) + Duration::minutes(59)),
+            secs(60)
+        );
+        assert_eq!(
+            idle.sleep(o.now + Duration::hours(6)),
+            std::time::Duration::from_millis(200)
+        );
+        let no_due = Plan {
+            wake_at: None,
+            ..idle
+        };
+        assert_eq!(no_due.sleep(o.now), secs(3600));
+        // a step pending: ask again after the minimum interval
+        o.secret = SecretState::Missing;
+        let pending = decide(&o);
+        assert_eq!(pending.wake_at, None);
+        assert_eq!(pending.sleep(o.now), secs(10));
+    }
+
+    fn deletion(now: &str) -> DeletionObservation {
+        DeletionObservation {
+            now: t(now),
+            started: t("2026-11-10T00:00:00Z"),
+            revoke_timeout: Duration::minutes(10),
+            policy: DeletionPolicy::Revoke,
+            caches_loaded: true,
+            readers: Readers::None,
+            pending_intent: None,
+            intent_grace: Duration::seconds(60),
+            failed: false,
+        }
+    }
+
+    #[test]
+    fn deletion_steps_in_order() {
+        let before = "2026-11-10T00:05:00Z";
+        let after = "2026-11-10T00:10:00Z";
+        let at = |s: &str| t(s);
+        let live = |terminating| Readers::Live {
+            namespace_terminating: terminating,
+        };
+        let wait = |why, until: &str| DeletionStep::Wait {
+            why,
+            until: at(until),
+        };
+        struct Case<'a> {
+            name: &'a str,
+            now: &'a str,
+            f: &'a dyn Fn(&mut DeletionObservation),
+            want: DeletionStep,
+        }
+        let cases = [
+            Case {
+                name: "nothing to wait for",
+                now: before,
+                f: &|_| {},
+                want: DeletionStep::Revoke,
+            },
+            Case {
+                name: "caches loading",
+                now: before,
+                f: &|o| {
+                    o.caches_loaded = false;
+                    o.readers = Readers::Deleting;
+                },
+                want: wait(DeletionWait::CachesLoading, "2026-11-10T00:05:01Z"),
+            },
+            Case {
+                name: "readers being deleted go first",
+                now: before,
+                f: &|o| o.readers = Readers::Deleting,
+                want: wait(DeletionWait::Readers, "2026-11-10T00:05:02Z"),
+            },
+            Case {
+                name: "live readers: is the namespace going?",
+                now: before,
+                f: &|o| o.readers = live(None),
+                want: DeletionStep::CheckNamespace,
+            },
+            Case {
+                name: "live readers in a terminating namespace go first",
+                now: before,
+                f: &|o| o.readers = live(Some(true)),
+                want: wait(DeletionWait::Readers, "2026-11-10T00:05:02Z"),
+            },
+            Case {
+                name: "live readers that stay",
+                now: before,
+                f: &|o| o.readers = live(Some(false)),
+                want: DeletionStep::Revoke,
+            },
+            Case {
+                name: "a mint may be in flight",
+                now: before,
+                f: &|o| o.pending_intent = Some(at("2026-11-10T00:04:30Z")),
+                want: wait(DeletionWait::Intent, "2026-11-10T00:05:30Z"),
+            },
+            Case {
+                name: "an intent dated in the future counts from now",
+                now: before,
+                f: &|o| o.pending_intent = Some(at("2026-11-10T09:00:00Z")),
+                want: wait(DeletionWait::Intent, "2026-11-10T00:06:00Z"),
+            },
+            Case {
+                name: "an interrupted issue old enough is swept with the rest",
+                now: before,
+                f: &|o| o.pending_intent = Some(at("2026-11-10T00:04:00Z")),
+                want: DeletionStep::Revoke,
+            },
+            Case {
+                name: "out of time: nothing is waited for",
+                now: after,
+                f: &|o| {
+                    o.caches_loaded = false;
+                    o.readers = Readers::Deleting;
+                    o.pending_intent = Some(at(after));
+                },
+                want: DeletionStep::Revoke,
+            },
+            Case {
+                name: "Orphan waits for nothing and revokes nothing",
+                now: before,
+                f: &|o| {
+                    o.policy = DeletionPolicy::Orphan;
+                    o.caches_loaded = false;
+                    o.readers = Readers::Deleting;
+                    o.pending_intent = Some(at(before));
+                },
+                want: DeletionStep::Keep,
+            },
+            Case {
+                name: "a failed revocation is retried until the deadline",
+                now: before,
+                f: &|o| o.failed = true,
+                want: DeletionStep::Retry {
+                    by: Some(at(after)),
+                },
+            },
+            Case {
+                name: "a failed revocation past the deadline is given up",
+                now: after,
+                f: &|o| o.failed = true,
+                want: DeletionStep::Abandon,
+            },
+            Case {
+                name: "a failed record of kept tokens is retried",
+                now: before,
+                f: &|o| {
+                    o.policy = DeletionPolicy::Orphan;
+                    o.failed = true;
+                },
+                want: DeletionStep::Retry { by: None },
+            },
+            Case {
+                name: "a failed record of kept tokens past the deadline is given up",
+                now: after,
+                f: &|o| {
+                    o.policy = DeletionPolicy::Orphan;
+                    o.failed = true;
+                },
+                want: DeletionStep::Abandon,
+            },
+        ];
+        for c in cases {
+            let mut o = deletion(c.now);
+            (c.f)(&mut o);
+            let plan = decide_deletion(&o);
+            assert_eq!(plan.step, c.want, "{}", c.name);
+            assert_eq!(plan.deadline, at(after), "{}", c.name);
+        }
+    }
+
+    /// A deletion waits as long as its plan says; a failed revocation is retried after the
+    /// backoff, never past the deadline and never sooner than a second.
+    #[test]
+    fn deletion_sleeps() {
+        let secs = std::time::Duration::from_secs;
+        let mut o = deletion("2026-11-10T00:05:00Z");
+        o.readers = Readers::Deleting;
+        let plan = decide_deletion(&o);
+        assert_eq!(plan.sleep(o.now, secs(999)), secs(2));
+        o.readers = Readers::None;
+        o.pending_intent = Some(t("2026-11-10T00:04:30Z"));
+        assert_eq!(decide_deletion(&o).sleep(o.now, secs(999)), secs(30));
+
+        o.failed = true;
+        let retry = decide_deletion(&o);
+        assert_eq!(retry.sleep(o.now, secs(30)), secs(30));
+        // five minutes left: a longer backoff stops at the deadline
+        assert_eq!(retry.sleep(o.now, secs(600)), secs(300));
+        // the deadline passed while revoking: one more look, a second later
+        assert_eq!(retry.sleep(t("2026-11-10T00:11:00Z"), secs(600)), secs(1));
+        assert_eq!(
+            retry.sleep(o.now, std::time::Duration::from_millis(10)),
+            secs(1)
+        );
+        // the record of kept tokens has no deadline to stop at
+        o.policy = DeletionPolicy::Orphan;
+        let keep = decide_deletion(&o);
+        assert_eq!(keep.sleep(o.now, secs(600)), secs(600));
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub(super) struct Engine<'a, K: Kind> {
     /// This reconcile already wrote the finalizer (with an issue intent): `obj` is now stale,
     /// and a second resourceVersion-guarded patch would only conflict.
     pub(super) finalizer_written: bool,
+    /// The issue intent this reconcile wrote (`obj` still shows the one before).
+    intent_written: Option<IssueIntent>,
     /// Versions of the resource this reconcile saw or wrote, and of the Secret it leaves, for
     /// the memo.
     pub(super) resource_versions: Vec<String>,
@@ -100,6 +102,7 @@ impl<'a, K: Kind> Engine<'a, K> {
             secret_seen_at_start: ctx.memo.secret_seen_now(&uid),
             uid,
             finalizer_written: false,
+            intent_written: None,
             resource_versions: obj.resource_version().into_iter().collect(),
             secret_version: None,
             secret_state: None,
@@ -309,7 +312,10 @@ impl<'a, K: Kind> Engine<'a, K> {
 
     /// The issue intent on the resource that status has not resolved.
     pub(super) fn pending_intent(&self) -> Option<IssueIntent> {
-        pending_intent(self.obj, &self.status)
+        match &self.intent_written {
+            Some(intent) => unresolved(intent.clone(), &self.status),
+            None => pending_intent(self.obj, &self.status),
+        }
     }
 
     /// Records the intent to mint, together with the finalizer, guarded by resourceVersion: of
@@ -337,13 +343,23 @@ impl<'a, K: Kind> Engine<'a, K> {
             .map_err(Error::kube("record issue intent"))?;
         self.resource_versions.extend(written.resource_version());
         self.finalizer_written = true;
+        if let Some(intent) = intent {
+            self.intent_written = Some(intent.clone());
+        }
         Ok(())
     }
 }
 
 /// The issue intent on `obj` that `status` has not resolved.
 pub(super) fn pending_intent<K: Kind>(obj: &K, status: &CredentialStatus) -> Option<IssueIntent> {
-    let intent = IssueIntent::parse(obj.annotations().get(ANNOTATION_ISSUE_INTENT)?)?;
+    unresolved(
+        IssueIntent::parse(obj.annotations().get(ANNOTATION_ISSUE_INTENT)?)?,
+        status,
+    )
+}
+
+/// `intent`, unless `status` has resolved it.
+fn unresolved(intent: IssueIntent, status: &CredentialStatus) -> Option<IssueIntent> {
     (status.resolved_intent.as_deref() != Some(intent.nonce.as_str())).then_some(intent)
 }
 

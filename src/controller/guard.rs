@@ -9,10 +9,9 @@ use super::engine::{Engine, marker};
 use super::kept;
 use super::secret::SecretView;
 use super::{Kind, Purpose};
-use crate::crd::IssueIntent;
 use crate::error::Result;
 use crate::issuer::{Issuer, LiveToken};
-use crate::lifecycle::{self, NewToken, Policy};
+use crate::lifecycle::{self, Grace, NewToken, Policy};
 
 impl<K: Kind> Engine<'_, K> {
     /// After an interrupted issue: adopt the token the Secret holds if it is ours and alive,
@@ -24,7 +23,7 @@ impl<K: Kind> Engine<'_, K> {
         &mut self,
         view: &SecretView,
         policy: &Policy,
-        _intent: &IssueIntent,
+        grace: Grace,
     ) -> Result<()> {
         let marker = marker(self.ctx, self.obj);
         // With the revoking credentials: the Secret may hold the interrupted issue's token,
@@ -51,7 +50,7 @@ impl<K: Kind> Engine<'_, K> {
             issuer.adopted(found);
             let mut scope = issuer.scope_of(found);
             self.record_source(&mut scope);
-            let grace_end = self.now + policy.revoke_previous_after;
+            let grace_end = grace.end(self.now, self.now);
             let new = NewToken {
                 id,
                 token_hash: lifecycle::token_hash(token.expose()),
@@ -139,6 +138,7 @@ impl<K: Kind> Engine<'_, K> {
                 not_after,
                 scope,
             },
+            // Nothing is replaced: status records no token.
             self.now,
         );
         self.secret_state = Some(view.state.clone());

@@ -12,13 +12,15 @@ use crate::crd::{
 };
 use crate::error::{Error, Result};
 use crate::issuer::Issuer;
-use crate::lifecycle::{self, IssueReason, NewToken, Policy, SecretState};
+use crate::lifecycle::{self, Grace, IssueReason, NewToken, Policy, SecretState};
 use crate::nuclia::{self, ApiToken};
 
 impl<K: Kind> Engine<'_, K> {
+    /// Issues a token for `reason`; the one it replaces keeps `grace` (the plan's).
     pub(super) async fn issue(
         &mut self,
         reason: IssueReason,
+        grace: Grace,
         policy: &Policy,
         view: &SecretView,
         secret_name: &str,
@@ -55,11 +57,7 @@ impl<K: Kind> Engine<'_, K> {
         self.record_source(&mut scope);
         // The grace period starts when consumers can see the new token, not when this
         // reconcile started: a slow mint must not eat into it.
-        let grace_end = if reason.revoke_replaced_now() {
-            self.now
-        } else {
-            now() + policy.revoke_previous_after
-        };
+        let grace_end = grace.end(self.now, now());
         // Recorded in a copy first: the Secret is written from it, and only a token that
         // reached the Secret becomes the status.
         let mut next = self.status.clone();
@@ -89,7 +87,7 @@ impl<K: Kind> Engine<'_, K> {
             }
             return Err(e);
         }
-        self.restart_consumers(&mut next, &minted.id, replaced.as_deref(), reason, policy)
+        self.restart_consumers(&mut next, &minted.id, replaced.as_deref(), grace)
             .await;
         self.status = next;
         self.secret_state = Some(SecretState::Owned {
@@ -119,8 +117,7 @@ impl<K: Kind> Engine<'_, K> {
         next: &mut CredentialStatus,
         id: &str,
         replaced: Option<&str>,
-        reason: IssueReason,
-        policy: &Policy,
+        grace: Grace,
     ) {
         let targets = self.obj.restart_targets();
         if targets.is_empty() {
@@ -129,14 +126,7 @@ impl<K: Kind> Engine<'_, K> {
         }
         let namespace = self.obj.namespace().unwrap_or_default();
         let (at, failures) = self.ctx.restarter.restart(&namespace, targets).await;
-        if !reason.revoke_replaced_now() {
-            let grace_end = at + policy.revoke_previous_after;
-            for p in next.previous_tokens.iter_mut() {
-                if Some(p.id.as_str()) == replaced && p.revoke_at < grace_end {
-                    p.revoke_at = grace_end;
-                }
-            }
-        }
+        lifecycle::restart_asked(next, replaced, grace, at);
         let obj_ref = self.obj.object_ref(&());
         let names = targets
             .iter()

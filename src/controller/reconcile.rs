@@ -130,7 +130,17 @@ impl<K: Kind> Engine<'_, K> {
                 .and_then(|a| IssueIntent::parse(a))
                 .map(|i| i.at),
             upstream_dead: self.upstream_dead,
+            pending_intent: self.pending_intent().map(|i| i.at),
+            intent_grace: chrono_dur(self.ctx.settings.intent_grace),
+            requeue_max: chrono_dur(self.ctx.settings.requeue_max),
         }
+    }
+
+    /// Asks the lifecycle for the plan, and records the renewal time it computed.
+    fn plan(&mut self, policy: &Policy, secret: SecretState) -> Plan {
+        let plan = lifecycle::decide(&self.observe(policy, secret));
+        self.status.renewal_time = plan.renewal_time;
+        plan
     }
 
     async fn apply_inner(&mut self) -> Result<Action> {
@@ -206,23 +216,20 @@ impl<K: Kind> Engine<'_, K> {
             self.adopt_restored(&view, &policy, &secret_name).await?;
         }
 
-        // Leak guard: an intent that never completed may have minted a token we do not know.
-        if let Some(intent) = self.pending_intent() {
-            let age = (self.now - intent.at).to_std().unwrap_or_default();
-            if age < self.ctx.settings.intent_grace {
-                return Ok(Action::requeue(self.ctx.settings.intent_grace - age));
+        let mut plan = self.plan(&policy, view.state.clone());
+        match plan.step {
+            // A mint may still be in flight (another replica, during a hand-over).
+            Step::AwaitIntent => return Ok(Action::requeue(plan.sleep(self.now))),
+            // Leak guard: an intent that never completed may have minted a token we do not know.
+            Step::ResolveIntent => {
+                if let Some(intent) = self.pending_intent() {
+                    self.sweep_interrupted(&view, &policy, plan.grace).await?;
+                    self.status.resolved_intent = Some(intent.nonce);
+                }
+                plan = self.plan(&policy, view.state.clone());
             }
-            self.sweep_interrupted(&view, &policy, &intent).await?;
-            self.status.resolved_intent = Some(intent.nonce);
+            _ => {}
         }
-
-        if let (Some(issued), Some(not_after)) = (self.status.issued_at, self.status.not_after) {
-            // renewBefore may have changed since the token was issued
-            self.status.renewal_time = Some(lifecycle::renewal_time(
-                &policy, &self.uid, issued, not_after,
-            ));
-        }
-        let plan = lifecycle::decide(&self.observe(&policy, view.state.clone()));
         // A mint that failed waits for its backoff whatever woke this reconcile (an event of
         // the Secret, say), unless the resource changed since; the failure stays reported.
         let backing_off = match plan.step {
@@ -241,32 +248,31 @@ impl<K: Kind> Engine<'_, K> {
                 )));
             }
             Step::Issue(_) if backing_off.is_some() => {}
-            Step::Issue(reason) => self.issue(reason, &policy, &view, &secret_name).await?,
+            Step::Issue(reason) => {
+                self.issue(reason, plan.grace, &policy, &view, &secret_name)
+                    .await?
+            }
             Step::RefreshSecret => self.refresh_secret(&secret_name, &view).await?,
             Step::Verify => {
                 if !self.verify(&view).await? {
                     // The verdict is the plan's to weigh: the minimum interval holds for it too.
                     self.upstream_dead = true;
-                    let replan = lifecycle::decide(&self.observe(&policy, view.state.clone()));
+                    let replan = self.plan(&policy, view.state.clone());
                     if let Step::Issue(reason) = replan.step {
-                        self.issue(reason, &policy, &view, &secret_name).await?;
+                        self.issue(reason, replan.grace, &policy, &view, &secret_name)
+                            .await?;
                     }
                 }
             }
-            Step::Wait(_) | Step::Idle => {}
-        }
-        // Verification may have learned an earlier expiry (a lifetime Nuclia capped quietly).
-        if let (Some(issued), Some(not_after)) = (self.status.issued_at, self.status.not_after) {
-            self.status.renewal_time = Some(lifecycle::renewal_time(
-                &policy, &self.uid, issued, not_after,
-            ));
+            Step::Wait(_) | Step::Idle | Step::AwaitIntent | Step::ResolveIntent => {}
         }
         if !self.finalizer_written && !has_finalizer(self.obj) {
             self.add_finalizer(None).await?;
         }
-        // The plan after the step: its revocations and wake-up are the ones that run.
+        // The plan after the step: its revocations, renewal time (verification may have learned
+        // an earlier expiry) and wake-up are the ones that run.
         let secret_now = self.secret_state.clone().unwrap_or(SecretState::Missing);
-        let after: Plan = lifecycle::decide(&self.observe(&policy, secret_now.clone()));
+        let after: Plan = self.plan(&policy, secret_now.clone());
         self.revoke_replaced(&view, &after.revoke).await?;
         if let Some(issuer) = self.issuer.as_mut() {
             K::settle(issuer, &mut self.status).await?;
@@ -296,7 +302,7 @@ impl<K: Kind> Engine<'_, K> {
             // The failure's entry stays in the memo (and its backoff in the error policy's).
             return Ok(Action::requeue(left));
         }
-        let wake = self.wake(&after);
+        let wake = after.sleep(now());
         // Waiting for the minimum interval after a failed attempt is no success: the failure's
         // backoff goes on.
         let still_failing = matches!(plan.step, Step::Wait(_)) && self.ctx.memo.failing(&self.uid);
@@ -318,17 +324,5 @@ impl<K: Kind> Engine<'_, K> {
             self.ctx.memo.still_failing(&self.uid, Some(credential));
         }
         Ok(Action::requeue(wake))
-    }
-
-    /// The plan's wake-up, capped so a missed event heals itself; a plan that still has a step
-    /// to take looks again after the minimum issue interval (never a hot loop).
-    fn wake(&self, plan: &Plan) -> Duration {
-        let s = &self.ctx.settings;
-        let wait = match plan.wake_at {
-            Some(t) => (t - now()).to_std().unwrap_or(Duration::ZERO),
-            None if matches!(plan.step, Step::Idle) => s.requeue_max,
-            None => s.min_issue_interval,
-        };
-        wait.clamp(Duration::from_millis(200), s.requeue_max)
     }
 }

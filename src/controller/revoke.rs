@@ -22,6 +22,7 @@ use super::{Context, Kind, Purpose, status};
 use crate::crd::{DeletionPolicy, FINALIZER, PreviousToken, TokenScope};
 use crate::error::{Error, Result};
 use crate::issuer::Issuer;
+use crate::lifecycle::{self, DeletionObservation, DeletionStep, DeletionWait, Readers};
 use crate::nuclia;
 
 /// A recorded token: its id, where it was minted, when it expires.
@@ -357,28 +358,23 @@ impl<K: Kind> Engine<'_, K> {
     }
 }
 
-/// Whether resources that authenticate with this resource's Secret must revoke first: those
-/// being deleted, and, when the whole namespace is going, all of them (the cache may not show
-/// their deletion yet).
-async fn must_wait_for_readers<K: Kind>(
-    ctx: &Context,
-    engine: &Engine<'_, K>,
-    ns: &str,
-    secret: &str,
-    uid: &str,
-) -> Result<bool> {
+/// Who else authenticates with this resource's Secret, as far as the caches show.
+fn readers(ctx: &Context, ns: &str, secret: &str, uid: &str) -> (Readers, Vec<(String, bool)>) {
     let readers = ctx.readers(ns, secret, uid);
-    let deleting = readers.iter().any(|(_, deleting)| *deleting);
-    let wait = deleting
-        || (!readers.is_empty() && secret::namespace_terminating(&engine.secrets, secret).await?);
-    if wait {
-        tracing::debug!(name = %engine.obj.name_any(), ?readers, "waiting for the resources that authenticate with this Secret");
-    }
-    Ok(wait)
+    let seen = if readers.is_empty() {
+        Readers::None
+    } else if readers.iter().any(|(_, deleting)| *deleting) {
+        Readers::Deleting
+    } else {
+        Readers::Live {
+            namespace_terminating: None,
+        }
+    };
+    (seen, readers)
 }
 
-/// Deletion: revoke every token (unless `Orphan`), release what the resource owns, let the
-/// Secret go, then the resource.
+/// Deletion: carries out [`lifecycle::decide_deletion`]'s plan: revoke every token (unless
+/// `Orphan`), release what the resource owns, let the Secret go, then the resource.
 pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     if !has_finalizer(obj) {
         return Ok(Action::await_change());
@@ -389,84 +385,108 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
     let name = secret_name(obj);
     let keep = obj.deletion_policy() == DeletionPolicy::Orphan;
     let mut engine = Engine::new(obj, ctx);
-    let started = obj
-        .meta()
-        .deletion_timestamp
-        .as_ref()
-        .map(crate::crd::chrono_time)
-        .unwrap_or_else(now);
-    let deadline = started + chrono_dur(ctx.settings.revoke_timeout);
-    let out_of_time = now() >= deadline;
+    let (readers, reader_names) = readers(ctx, &ns, &name, &uid);
+    let mut seen = DeletionObservation {
+        now: engine.now,
+        started: obj
+            .meta()
+            .deletion_timestamp
+            .as_ref()
+            .map(crate::crd::chrono_time)
+            .unwrap_or(engine.now),
+        revoke_timeout: chrono_dur(ctx.settings.revoke_timeout),
+        policy: obj.deletion_policy(),
+        caches_loaded: ctx.stores.get().is_none() || ctx.caches_ready(),
+        readers,
+        pending_intent: engine.pending_intent().map(|i| i.at),
+        intent_grace: chrono_dur(ctx.settings.intent_grace),
+        failed: false,
+    };
+    let mut plan = lifecycle::decide_deletion(&seen);
+    if plan.step == DeletionStep::CheckNamespace {
+        // The whole namespace is going, the readers with it (the cache may not show it yet).
+        let terminating = secret::namespace_terminating(&engine.secrets, &name).await?;
+        seen.readers = Readers::Live {
+            namespace_terminating: Some(terminating),
+        };
+        plan = lifecycle::decide_deletion(&seen);
+    }
     // The version the finalizer patch is guarded by (a status write here moves it).
     let mut resource_version = obj.resource_version();
     // Whether something was given up on (reported by `RevokeAbandoned`).
     let mut abandoned = false;
-    if !keep {
-        // Which resources read this Secret is known only once every cache is loaded (a new
-        // leader may see a deletion before it has seen them).
-        if !out_of_time && ctx.stores.get().is_some() && !ctx.caches_ready() {
+    match plan.step {
+        DeletionStep::Wait { why, .. } => {
+            if why == DeletionWait::Readers {
+                tracing::debug!(name = %obj.name_any(), readers = ?reader_names, "waiting for the resources that authenticate with this Secret");
+            }
+            return Ok(Action::requeue(plan.sleep(seen.now, Duration::ZERO)));
+        }
+        DeletionStep::Revoke => {
+            // The Secret that holds the current token (the spec may name another, a rename that
+            // never got its token): it may have to revoke with it.
+            let holding = obj.cr_status().and_then(|s| s.secret_name.as_deref());
+            let view = secret::read(
+                &engine.secrets,
+                holding.unwrap_or(&name),
+                &owner_ref(obj),
+                obj.token_key(),
+                obj.secret_template(),
+                |_| Default::default(),
+            )
+            .await?;
+            if let Err(e) = engine.revoke_everything(&view).await {
+                seen.failed = true;
+                let plan = lifecycle::decide_deletion(&seen);
+                if let DeletionStep::Retry { .. } = plan.step {
+                    let obj_ref = obj.object_ref(&());
+                    let before = obj.cr_status().cloned().unwrap_or_default();
+                    ctx.metrics.reconcile_error(kind.as_ref(), e.label());
+                    let note = format!(
+                        "cannot revoke the tokens before deletion: {e}; retrying until {} (--revoke-timeout), then they are left to expire; fix the credentials, or set spec.deletionPolicy: Orphan",
+                        plan.deadline
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    ctx.event(&obj_ref, true, "RevokeFailed", note);
+                    // What was revoked stays revoked: record it, so a retry does not need the
+                    // credentials of tokens already gone.
+                    if let Err(w) =
+                        status::write(&engine.api, obj, Some(&before), &engine.status).await
+                    {
+                        tracing::debug!(error = %w, "could not record revocation progress");
+                    }
+                    let delay = plan.sleep(now(), ctx.next_backoff(&uid));
+                    tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, error = %e, retry_in = ?delay, "revocation before deletion failed");
+                    return Ok(Action::requeue(delay));
+                }
+                resource_version = engine.abandon(&e).await?;
+                abandoned = true;
+            }
+        }
+        DeletionStep::Keep => {
+            if let Err(e) = engine.record_kept().await {
+                // Without the record, another resource's orphan sweep could revoke what the
+                // user chose to keep: retried like a revocation, given up on only at
+                // --revoke-timeout.
+                seen.failed = true;
+                let plan = lifecycle::decide_deletion(&seen);
+                if let DeletionStep::Retry { .. } = plan.step {
+                    let delay = plan.sleep(now(), ctx.next_backoff(&uid));
+                    tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, error = %e, retry_in = ?delay, "could not record the tokens kept by deletionPolicy: Orphan");
+                    return Ok(Action::requeue(delay));
+                }
+                let note = format!(
+                    "could not record the tokens kept by deletionPolicy: Orphan before --revoke-timeout: {e}; the orphan sweep may revoke them"
+                );
+                tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, "{note}");
+                ctx.event(&obj.object_ref(&()), true, "KeepNotRecorded", note);
+            }
+        }
+        // Never planned here (the namespace was asked above; Retry and Abandon follow a
+        // failure): look again rather than let the resource go unrevoked.
+        DeletionStep::CheckNamespace | DeletionStep::Retry { .. } | DeletionStep::Abandon => {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
-        if !out_of_time && must_wait_for_readers(ctx, &engine, &ns, &name, &uid).await? {
-            return Ok(Action::requeue(Duration::from_secs(2)));
-        }
-        // A mint may still be in flight (another replica, during a hand-over): its token is
-        // listed once the intent is old enough to count as interrupted.
-        if let Some(intent) = engine.pending_intent() {
-            let age = (engine.now - intent.at).to_std().unwrap_or_default();
-            if !out_of_time && age < ctx.settings.intent_grace {
-                return Ok(Action::requeue(ctx.settings.intent_grace - age));
-            }
-        }
-        // The Secret that holds the current token (the spec may name another, a rename that
-        // never got its token): it may have to revoke with it.
-        let holding = obj.cr_status().and_then(|s| s.secret_name.as_deref());
-        let view = secret::read(
-            &engine.secrets,
-            holding.unwrap_or(&name),
-            &owner_ref(obj),
-            obj.token_key(),
-            obj.secret_template(),
-            |_| Default::default(),
-        )
-        .await?;
-        if let Err(e) = engine.revoke_everything(&view).await {
-            let obj_ref = obj.object_ref(&());
-            let before = obj.cr_status().cloned().unwrap_or_default();
-            if !out_of_time {
-                ctx.metrics.reconcile_error(kind.as_ref(), e.label());
-                let note = format!(
-                    "cannot revoke the tokens before deletion: {e}; retrying until {} (--revoke-timeout), then they are left to expire; fix the credentials, or set spec.deletionPolicy: Orphan",
-                    deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                );
-                ctx.event(&obj_ref, true, "RevokeFailed", note);
-                // What was revoked stays revoked: record it, so a retry does not need the
-                // credentials of tokens already gone.
-                if let Err(w) = status::write(&engine.api, obj, Some(&before), &engine.status).await
-                {
-                    tracing::debug!(error = %w, "could not record revocation progress");
-                }
-                let left = (deadline - now()).to_std().unwrap_or_default();
-                let delay = ctx.next_backoff(&uid).min(left).max(Duration::from_secs(1));
-                tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, error = %e, retry_in = ?delay, "revocation before deletion failed");
-                return Ok(Action::requeue(delay));
-            }
-            resource_version = engine.abandon(&e).await?;
-            abandoned = true;
-        }
-    } else if let Err(e) = engine.record_kept().await {
-        // Without the record, another resource's orphan sweep could revoke what the user
-        // chose to keep: retried like a revocation, and given up on only at --revoke-timeout.
-        if !out_of_time {
-            let delay = ctx.next_backoff(&uid).max(Duration::from_secs(1));
-            tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, error = %e, retry_in = ?delay, "could not record the tokens kept by deletionPolicy: Orphan");
-            return Ok(Action::requeue(delay));
-        }
-        let note = format!(
-            "could not record the tokens kept by deletionPolicy: Orphan before --revoke-timeout: {e}; the orphan sweep may revoke them"
-        );
-        tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = %ns, "{note}");
-        ctx.event(&obj.object_ref(&()), true, "KeepNotRecorded", note);
     }
     // Every Secret it wrote, so that none stays Terminating on the token-in-use finalizer.
     for name in secret::written_names(obj, ctx) {
