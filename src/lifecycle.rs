@@ -698,6 +698,17 @@ pub fn restart_asked(
     }
 }
 
+/// Whether a token that could not be revoked is gone anyway: it has expired at Nuclia on its
+/// own, and may be forgotten. A kind whose tokens never expire there (`expires_upstream` false:
+/// NUA keys) keeps it recorded until it is revoked, or given up on with the resource.
+pub fn expired_on_its_own(
+    not_after: Option<DateTime<Utc>>,
+    expires_upstream: bool,
+    now: DateTime<Utc>,
+) -> bool {
+    expires_upstream && not_after.is_some_and(|t| t <= now)
+}
+
 /// Whether Nuclia granted less than the lifetime asked for (a minute of slack for clocks).
 pub fn lifetime_shortened(
     policy: &Policy,
@@ -1600,6 +1611,30 @@ mod tests {
         o.policy = DeletionPolicy::Orphan;
         let keep = decide_deletion(&o);
         assert_eq!(keep.sleep(o.now, secs(600)), secs(600));
+    }
+
+    #[test]
+    fn only_a_token_that_expires_at_nuclia_is_forgotten_unrevoked() {
+        let now = t("2026-11-10T00:00:00Z");
+        let cases = [
+            ("expired", Some(now), true, true),
+            (
+                "a second before its expiry",
+                Some(now + Duration::seconds(1)),
+                true,
+                false,
+            ),
+            ("expiry unknown", None, true, false),
+            (
+                "a NUA key never expires at Nuclia",
+                Some(now - Duration::days(9)),
+                false,
+                false,
+            ),
+        ];
+        for (name, not_after, upstream, want) in cases {
+            assert_eq!(expired_on_its_own(not_after, upstream, now), want, "{name}");
+        }
     }
 
     #[test]

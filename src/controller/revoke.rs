@@ -126,8 +126,11 @@ impl<K: Kind> Engine<'_, K> {
                     tracing::info!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), token_id = %p.id, "revoked previous token");
                 }
                 Err(e)
-                    if self.obj.expires_upstream()
-                        && p.not_after.is_some_and(|t| t <= self.now) =>
+                    if lifecycle::expired_on_its_own(
+                        p.not_after,
+                        self.obj.expires_upstream(),
+                        self.now,
+                    ) =>
                 {
                     self.status.previous_tokens.retain(|q| q.id != p.id);
                     tracing::warn!(token_id = %p.id, error = %e, "a replaced token could not be revoked but has expired");
@@ -166,8 +169,11 @@ impl<K: Kind> Engine<'_, K> {
                 // Expired on its own: nothing is left to revoke (as for replaced tokens). A
                 // NUA key never expires at Nuclia: it is revoked or abandoned, never dropped.
                 Err(e)
-                    if self.obj.expires_upstream()
-                        && t.not_after.is_some_and(|n| n <= self.now) =>
+                    if lifecycle::expired_on_its_own(
+                        t.not_after,
+                        self.obj.expires_upstream(),
+                        self.now,
+                    ) =>
                 {
                     tracing::warn!(token_id = %t.id, error = %e, "a token could not be revoked but has expired");
                 }
