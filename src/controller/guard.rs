@@ -9,6 +9,7 @@ use super::engine::{Engine, marker};
 use super::kept;
 use super::secret::SecretView;
 use super::{Kind, Purpose};
+use crate::crd::IssueIntent;
 use crate::error::Result;
 use crate::issuer::{Issuer, LiveToken};
 use crate::lifecycle::{self, Grace, NewToken, Policy};
@@ -24,6 +25,7 @@ impl<K: Kind> Engine<'_, K> {
         view: &SecretView,
         policy: &Policy,
         grace: Grace,
+        intent: &IssueIntent,
     ) -> Result<()> {
         let marker = marker(self.ctx, self.obj);
         // With the revoking credentials: the Secret may hold the interrupted issue's token,
@@ -32,6 +34,21 @@ impl<K: Kind> Engine<'_, K> {
         let credentials = self.credentials(view, Purpose::Revoke, None).await?;
         let mut issuer = self.obj.issuer(self.ctx, credentials, &self.status).await?;
         let live = issuer.list_live().await?;
+        // A key minted into an adopted service account carries no marker: nothing proves it
+        // this resource's (the intent is the tenant's to write), so it is reported, never
+        // revoked. Only one the interrupted issue could have made: that account, that expiry.
+        let unproven: Vec<LiveToken> = match (self.obj.adopted_service_account(), intent.expires) {
+            (Some(sa), Some(expires)) => live
+                .iter()
+                .filter(|t| t.marker.is_none() && t.service_account_id.as_deref() == Some(sa))
+                .filter(|t| {
+                    t.expires
+                        .is_some_and(|e| (e - expires).num_seconds().abs() <= 1)
+                })
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
         let mine: Vec<LiveToken> = live
             .into_iter()
             .filter(|t| t.marker.as_ref().is_some_and(|m| m.same_resource(&marker)))
@@ -74,8 +91,44 @@ impl<K: Kind> Engine<'_, K> {
             issuer.revoke(&t.id, &scope).await?;
             tracing::info!(token_id = %t.id, "revoked a token an interrupted issue left behind");
         }
+        self.report_unproven(&unproven, &referenced);
         // Where an adopted token lives (a KB key's service account) goes to status.
         K::settle(&mut issuer, &mut self.status).await
+    }
+
+    /// Reports (Warning Event `RevokeAbandoned`, the abandoned-revocations metric, the log)
+    /// the keys an interrupted issue may have minted where nothing marks them, by id and
+    /// expiry: they are left valid.
+    fn report_unproven(&self, unproven: &[LiveToken], referenced: &HashSet<String>) {
+        let names: Vec<String> = unproven
+            .iter()
+            .filter(|t| !referenced.contains(&t.id))
+            .map(|t| {
+                let until = t.expires.map_or_else(
+                    || "an unknown time".to_owned(),
+                    |e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                );
+                format!("{} (expires {until})", t.id)
+            })
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let kind = K::kind(&());
+        let note = format!(
+            "an interrupted issue may have minted {} into the adopted service account; keys there carry no ownership marker, so nothing proves them this resource's and they are not revoked: revoke them by hand unless someone else made them",
+            names.join(", ")
+        );
+        tracing::warn!(kind = kind.as_ref(), name = %kube::ResourceExt::name_any(self.obj), "{note}");
+        self.ctx
+            .metrics
+            .revocations_abandoned(kind.as_ref(), names.len() as u64);
+        self.ctx.event(
+            &kube::Resource::object_ref(self.obj, &()),
+            true,
+            "RevokeAbandoned",
+            note,
+        );
     }
 
     /// A Secret restored from a backup (written by the operator for an earlier resource of this

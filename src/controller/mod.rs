@@ -185,6 +185,11 @@ pub trait Kind:
     fn expires_upstream(&self) -> bool {
         true
     }
+    /// The service account the spec adopts (`spec.serviceAccount.id` of a KB key): keys minted
+    /// there carry no marker.
+    fn adopted_service_account(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The caches of every controller (one per kind and watched namespace), each with its index

@@ -223,7 +223,8 @@ impl<K: Kind> Engine<'_, K> {
             // Leak guard: an intent that never completed may have minted a token we do not know.
             Step::ResolveIntent => {
                 if let Some(intent) = self.pending_intent() {
-                    self.sweep_interrupted(&view, &policy, plan.grace).await?;
+                    self.sweep_interrupted(&view, &policy, plan.grace, &intent)
+                        .await?;
                     self.status.resolved_intent = Some(intent.nonce);
                 }
                 plan = self.plan(&policy, view.state.clone());

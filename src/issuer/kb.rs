@@ -754,6 +754,10 @@ impl Kind for NucliaKbApiKey {
         Some(self.spec.role)
     }
 
+    fn adopted_service_account(&self) -> Option<&str> {
+        self.spec.service_account.id.as_deref()
+    }
+
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
     }
