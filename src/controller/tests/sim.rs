@@ -640,13 +640,18 @@ impl Sim {
         }
         let v: Value = self.server.get(&path).expect("just created");
         let uid = v["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+        // Another object than any earlier one of this name.
+        self.deletions.remove(&path);
         self.created.push(Tracked { path, flavor, uid });
         true
     }
 
     fn delete_resource(&mut self, path: &str) {
         self.server.delete(path);
-        self.deletions.entry(path.to_owned()).or_insert(self.now);
+        // Gone at once (no finalizer yet): nothing to wait for.
+        if self.server.get::<Value>(path).is_some() {
+            self.deletions.entry(path.to_owned()).or_insert(self.now);
+        }
     }
 
     /// Applies one action; what it did goes to the trace.
