@@ -417,7 +417,8 @@ fn next_wake(
                 .map(|at| intent_grace_end(at, o.now, o.intent_grace));
         }
         Step::Wait(_) => return next_mint_allowed(o),
-        Step::Verify => Some(o.now + o.verify_interval),
+        // Due now: a plan asked after another step (a refresh) must not put it off.
+        Step::Verify => return Some(o.now),
         Step::Conflict | Step::Idle => o.last_verified.map(|t| t + o.verify_interval),
     };
     [renewal_time, s.not_after, verify_at]
@@ -991,6 +992,20 @@ mod tests {
         for c in cases {
             assert_eq!(decide(&c.obs).step, c.want, "{}", c.name);
         }
+    }
+
+    /// A plan asked after another step (a refresh of the Secret) that still says "verify"
+    /// wakes now: an overdue verification is not put off by a verify interval.
+    #[test]
+    fn an_overdue_verification_wakes_at_once() {
+        let p = policy();
+        let h = healthy();
+        let now = "2026-11-10T00:00:00Z";
+        let mut o = obs(now, &p, &h, owned("h1"));
+        o.last_verified = Some(t("2026-10-01T00:00:00Z"));
+        let plan = decide(&o);
+        assert_eq!(plan.step, Step::Verify);
+        assert_eq!(plan.wake_at, Some(t(now)));
     }
 
     #[test]

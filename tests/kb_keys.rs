@@ -605,7 +605,10 @@ async fn kb_key_interrupted_issue_in_an_adopted_service_account_is_reported() {
     })
     .await
     .expect("a RevokeAbandoned Event names the key the interrupted issue may have minted");
-    assert!(!reported.contains(&theirs), "a key with another expiry is not named");
+    assert!(
+        !reported.contains(&theirs),
+        "a key with another expiry is not named"
+    );
     assert!(
         credential_live(&w, &leaked).await,
         "an unproven key is never revoked"

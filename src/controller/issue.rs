@@ -99,7 +99,10 @@ impl<K: Kind> Engine<'_, K> {
         s.resolved_intent = Some(intent.nonce);
         s.rotate_handled = annotations.get(ANNOTATION_ROTATE).cloned();
         s.revoke_now_handled = annotations.get(ANNOTATION_REVOKE_NOW).cloned();
-        if let Some(old_name) = s.secret_name.clone().filter(|n| n != secret_name) {
+        // The token is in the Secret of this name now: status says so even if a later step of
+        // this reconcile fails (the old one is released here).
+        let old = s.secret_name.replace(secret_name.to_owned());
+        if let Some(old_name) = old.filter(|n| n != secret_name) {
             secret::release(&self.secrets, &old_name, &self.uid, false).await?;
         }
         self.ctx.mark_verified(&self.uid, self.now);

@@ -345,6 +345,8 @@ struct Sim {
     trace: Vec<String>,
     default_user: String,
     reconciles: u64,
+    /// UIDs of the resources whose last reconcile failed.
+    failing: HashSet<String>,
     /// `NTO_SIM_TRACE=1`: every reconcile goes to the trace, with its wake-up.
     trace_reconciles: bool,
 }
@@ -442,6 +444,7 @@ impl Sim {
             trace: Vec::new(),
             default_user,
             reconciles: 0,
+            failing: HashSet::new(),
             trace_reconciles: std::env::var_os("NTO_SIM_TRACE").is_some(),
         };
         for ns in NAMESPACES.iter().chain([&OPERATOR_NS]) {
@@ -640,13 +643,18 @@ impl Sim {
         }
         let v: Value = self.server.get(&path).expect("just created");
         let uid = v["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+        // Another object than any earlier one of this name.
+        self.deletions.remove(&path);
         self.created.push(Tracked { path, flavor, uid });
         true
     }
 
     fn delete_resource(&mut self, path: &str) {
         self.server.delete(path);
-        self.deletions.entry(path.to_owned()).or_insert(self.now);
+        // Gone at once (no finalizer yet): nothing to wait for.
+        if self.server.get::<Value>(path).is_some() {
+            self.deletions.entry(path.to_owned()).or_insert(self.now);
+        }
     }
 
     /// Applies one action; what it did goes to the trace.
@@ -1235,9 +1243,13 @@ impl Sim {
         let ctx = self.ctx.clone();
         let result = crate::clock::frozen_at(self.now, reconcile(obj.clone(), ctx.clone())).await;
         let action = match result {
-            Ok(a) => a,
+            Ok(a) => {
+                self.failing.remove(&obj.uid().unwrap_or_default());
+                a
+            }
             Err(e) => {
                 self.errors.push(e.to_string());
+                self.failing.insert(obj.uid().unwrap_or_default());
                 crate::clock::frozen_at(self.now, async { error_policy(obj.clone(), &e, ctx) })
                     .await
             }
@@ -1437,6 +1449,13 @@ impl Sim {
             let s = status_of(r);
             // I3: Ready only while the Secret holds the current, valid, unexpired token.
             let ready = s.condition("Ready").is_some_and(|c| c.status == "True");
+            // The spec cannot be served (Stalled, or Ready speaks of an older generation): no
+            // verification runs meanwhile.
+            let generation = r["metadata"]["generation"].as_i64();
+            let unserved = s.condition("Stalled").is_some_and(|c| c.status == "True")
+                || self.failing.contains(uid)
+                || s.condition("Ready")
+                    .is_some_and(|c| c.observed_generation.is_some_and(|g| Some(g) < generation));
             if ready && !is_deleting(r) {
                 let ns = namespace_of(path);
                 let name = s.secret_name.clone().unwrap_or_default();
@@ -1464,7 +1483,16 @@ impl Sim {
                             "its Secret's token is {id}, status says {:?}",
                             s.token_id
                         )),
-                        Some(id) if !live(id) && !self.revoked_out_of_band.contains(id) => {
+                        // A death Nuclia did not announce (a lifetime it capped quietly) is seen
+                        // at the next verification the operator can make: none while the
+                        // resource's reconciles fail (its spec cannot be served).
+                        Some(id)
+                            if !live(id)
+                                && !self.revoked_out_of_band.contains(id)
+                                && !(unserved
+                                    && expiry_of(&st, id)
+                                        .is_some_and(|e| s.not_after.is_some_and(|n| e < n))) =>
+                        {
                             Some(format!("its token {id} is dead at Nuclia"))
                         }
                         _ if s.not_after.is_some_and(|t| t <= now) => {
@@ -1476,7 +1504,10 @@ impl Sim {
                 if let Some(p) = problem {
                     v.push(Violation {
                         invariant: "I3",
-                        what: format!("{path} is Ready but {p}"),
+                        what: format!(
+                            "{path} is Ready but {p} (conditions: {})",
+                            r["status"]["conditions"]
+                        ),
                     });
                 }
             }
