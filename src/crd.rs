@@ -1,5 +1,6 @@
-//! The two custom resources, `NucliaPersonalToken` and `NucliaKbApiKey`, the status they share,
-//! and every name (group, finalizer, annotations, labels, field manager) defined once.
+//! The custom resources (`NucliaPersonalToken`, `NucliaKbApiKey`, `NucliaNuaKey`; the
+//! cluster-scoped `NucliaClusterCredential` is in [`crate::cluster_credential`]), the status they
+//! share, and every name (group, finalizer, annotations, labels, field manager) defined once.
 //!
 //! Everything the apiserver can check is in the schema (bounds, enums, patterns, defaults), because
 //! the v1.20 apiservers this must run on drop CEL rules. Doc comments become `kubectl explain`.
@@ -770,7 +771,7 @@ pub struct RolloutRestartStatus {
     pub failures: Vec<String>,
 }
 
-/// Observed state, shared by both kinds. Never holds a token value.
+/// Observed state, shared by every kind. Never holds a token value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialStatus {

@@ -1,4 +1,4 @@
-//! What every reconcile shares: clients, settings, metrics, the caches of both kinds, and the
+//! What every reconcile shares: clients, settings, metrics, the caches of every kind, and the
 //! per-resource memory (verification times, backoff, the memo of settled reconciles).
 
 use std::collections::{HashMap, HashSet};
@@ -24,7 +24,7 @@ use crate::issuer::kb::AccountCache;
 use crate::nuclia;
 use crate::runtime::metrics::Metrics;
 
-/// Everything a reconcile needs, shared by both controllers.
+/// Everything a reconcile needs, shared by every controller.
 pub struct Context {
     pub kube: kube::Client,
     pub nuclia: nuclia::Client,
@@ -42,7 +42,7 @@ pub struct Context {
     pub(super) restarter: Restarter,
     /// Other installations seen marking tokens with this cluster id (reported once each).
     foreign: Mutex<HashSet<String>>,
-    /// Every resource of both kinds: UIDs for the orphan sweep, readers of a Secret for the
+    /// Every resource of every kind: UIDs for the orphan sweep, readers of a Secret for the
     /// order of deletions.
     pub(super) stores: OnceLock<Stores>,
     /// The shared Secret metadata watch's stores, one per watched scope.
@@ -169,7 +169,7 @@ impl Context {
         })
     }
 
-    /// Resources of either kind in `namespace`, other than `uid`, that authenticate with the
+    /// Resources of any kind in `namespace`, other than `uid`, that authenticate with the
     /// Secret `secret`, each with whether it is being deleted: their revocations need that
     /// Secret, so they go first. Found through the resource indexes, not a scan.
     pub(super) fn readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<(String, bool)> {

@@ -1,11 +1,12 @@
-//! The controllers: kube-runtime wiring for both kinds around one lifecycle engine that
-//! carries out what [`crate::lifecycle::decide`] plans. Per kind, only [`Kind`] differs (its
+//! The controllers: kube-runtime wiring for every kind around one lifecycle engine that
+//! carries out what [`crate::lifecycle::decide`] and [`crate::lifecycle::decide_deletion`] plan. Per kind, only [`Kind`] differs (its
 //! implementations live with their issuers, one file per credential kind).
 //!
-//! By concern: `context` (what every reconcile shares), `reconcile` (entry, error policy, the
-//! engine that runs the plan), `conditions` (what a reconcile reports), `issue` (intent → mint
-//! → Secret → record), `guard` (the leak guard's sweeps and upstream verification), `revoke`
-//! (replaced tokens, deletion). `docs/lifecycle.md` walks through them.
+//! By concern: `context` (what every reconcile shares), `engine` (one reconcile's state and the
+//! helpers every step uses), `reconcile` (entry, error policy, carrying out the plan),
+//! `conditions` (what a reconcile reports), `issue` (intent → mint → Secret → record), `guard`
+//! (the leak guard's sweeps and upstream verification), `revoke` (replaced tokens, deletion),
+//! `kept` (tokens kept by `Orphan` deletions). `docs/lifecycle.md` walks through them.
 
 mod caches;
 mod cluster_credentials;

@@ -1,5 +1,7 @@
-//! Revocation, in one place: replaced tokens at the end of their grace period, and everything
-//! a resource minted when it is deleted. Every token is revoked in the scope it was minted in,
+//! Revocation of replaced tokens at the end of their grace period, and deletion: everything a
+//! resource minted is revoked as the deletion plan ([`crate::lifecycle::decide_deletion`])
+//! says. (A mint that never reached its Secret is taken back in `issue`, strays of an
+//! interrupted issue and of vanished resources in `guard`.) Every token is revoked in the scope it was minted in,
 //! with the credentials of that scope; a 404 there means it is gone.
 //!
 //! Deletion always finishes: resources that authenticate with this resource's Secret and are

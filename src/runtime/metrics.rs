@@ -6,7 +6,7 @@
 //! one of four failure classes. No token material ever becomes a label.
 //!
 //! The series the chart's alerts count with `increase()` exist from the start at 0 (the
-//! abandoned revocations of both kinds, the `401` answers of each Nuclia operation from its
+//! abandoned revocations of every kind, the `401` answers of each Nuclia operation from its
 //! first request), so the first increment is seen: `increase()` ignores a series' first sample.
 
 use std::borrow::Cow;
