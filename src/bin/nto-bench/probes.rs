@@ -5,7 +5,7 @@
 //! - [`CallSampler`]: the fake's call counters (per route and per credential), once a second.
 //! - [`ProcSampler`]: the operator's RSS and CPU time from `/proc`.
 //! - [`CpuMeter`]: CPU time of every process taking part (control plane, fake, operator, the
-//!   benchmark) and of the whole machine, read at a phase's edges.
+//!   benchmark) and of the whole machine, read at a phase's edges; [`CpuUse`] is one phase's.
 //! - [`apiserver_writes`]: the apiserver's own write-request counters from its `/metrics`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -546,9 +546,9 @@ impl CpuMeter {
     }
 
     /// CPU seconds between two readings: per process present in both, and the machine's.
-    pub fn between(&self, phase: &str, a: &CpuReading, b: &CpuReading) -> crate::report::CpuUse {
+    pub fn between(&self, phase: &str, a: &CpuReading, b: &CpuReading) -> CpuUse {
         let tps = self.ticks_per_second;
-        crate::report::CpuUse {
+        CpuUse {
             phase: phase.into(),
             seconds: (b.at - a.at).as_secs_f64(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -566,6 +566,19 @@ impl CpuMeter {
                 .collect(),
         }
     }
+}
+
+/// CPU seconds in one phase, per process taking part and for the whole machine.
+#[derive(serde::Serialize)]
+pub struct CpuUse {
+    pub phase: String,
+    pub seconds: f64,
+    pub cores: usize,
+    /// From `/proc/stat`: every process on the machine, these and any other.
+    pub machine_busy_seconds: Option<f64>,
+    /// `kube-apiserver`, `etcd`, `kube-controller-manager` (when the benchmark started the
+    /// cluster), `nuclia-fake`, `operator`, `nto-bench`.
+    pub by_process: BTreeMap<String, f64>,
 }
 
 /// Whether a `VERB resource` key of [`apiserver_requests`] is a write.

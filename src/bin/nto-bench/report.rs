@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::probes::{Log, Obj, ProcSampler, RateReport};
+use crate::probes::{CpuUse, Log, Obj, ProcSampler, RateReport};
 
 #[derive(Serialize)]
 pub struct Report {
@@ -271,19 +271,6 @@ impl Footprint {
             cpu_seconds: cpu,
         }
     }
-}
-
-/// CPU seconds in one phase, per process taking part and for the whole machine.
-#[derive(Serialize)]
-pub struct CpuUse {
-    pub phase: String,
-    pub seconds: f64,
-    pub cores: usize,
-    /// From `/proc/stat`: every process on the machine, these and any other.
-    pub machine_busy_seconds: Option<f64>,
-    /// `kube-apiserver`, `etcd`, `kube-controller-manager` (when the benchmark started the
-    /// cluster), `nuclia-fake`, `operator`, `nto-bench`.
-    pub by_process: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize)]
