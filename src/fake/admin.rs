@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::api::detail;
-use super::faults::FaultRule;
+use super::state::FaultRule;
 use crate::nuclia::time;
 
 /// The admin router.

@@ -18,7 +18,8 @@ use super::state::{AuthFailure, Cred, CredKind, State};
 use crate::nuclia::KbRole;
 use crate::nuclia::time;
 
-/// The Nuclia API router (without the fault layer).
+/// The Nuclia routes of this file (without the NUA clients' routes of [`super::nua`] and the
+/// fault layer: [`super::router`] puts them together).
 pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/v1/user", get(user))
@@ -48,7 +49,6 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/authorizer/info", get(authorizer_info))
         .route("/api/v1/kb/{kb_id}", get(nucliadb_kb))
         .route("/api/v1/kb/{kb_id}/resources", get(nucliadb_resources))
-        .merge(super::nua::router())
 }
 
 // ---- errors ----

@@ -1,5 +1,6 @@
 //! Fault injection: an axum middleware over the Nuclia routes that counts calls per route
-//! template and applies the rules set through `PUT /_fake/faults`.
+//! template and applies the rules set through `PUT /_fake/faults` (the rules themselves,
+//! [`FaultRule`](super::state::FaultRule), are part of the model).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,119 +12,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::state::MAX_LIFETIME_DAYS;
+use super::state::Malformed;
 use crate::nuclia::time;
-
-/// One fault rule.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultRule {
-    /// `*`, a route template (`/api/v1/user/pa_tokens`), or method and template
-    /// (`POST /api/v1/user/pa_tokens`). Templates use `{param}` as in `/_fake/calls`.
-    pub route: String,
-    /// Only this method (when `route` has none).
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Probability of firing per matching request, 0..=1 (default 1).
-    #[serde(default = "always")]
-    pub rate: f64,
-    /// Answer with this status (and `{"detail": "injected fault"}`) instead of running the route.
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// Instead of running the route, answer 400 (or `status`) with a `{"detail": ...}` that
-    /// quotes every credential header of the request verbatim, as some gateways' error pages
-    /// do.
-    #[serde(default)]
-    pub echo_credentials: bool,
-    /// Run the route, then cap every `expires` of its JSON answer at now + this many seconds
-    /// (a `null` expiry too); a POST answer whose `id` is a credential shortens that
-    /// credential for real.
-    #[serde(default)]
-    pub cap_expires_secs: Option<u64>,
-    /// `Retry-After` seconds on the injected answer.
-    #[serde(default)]
-    pub retry_after: Option<u64>,
-    /// Delay the answer by this much.
-    #[serde(default)]
-    pub latency_ms: Option<u64>,
-    /// Delay after the route has run and committed its change (default: before it runs).
-    #[serde(default)]
-    pub latency_after_commit: bool,
-    /// Run the route, then cut the connection in the middle of the answer.
-    #[serde(default)]
-    pub drop_connection: bool,
-    /// Run the route, then spoil its answer.
-    #[serde(default)]
-    pub malformed: Option<Malformed>,
-    /// Fire at most this many times (default: unlimited).
-    #[serde(default)]
-    pub count: Option<u64>,
-}
-
-fn always() -> f64 {
-    1.0
-}
-
-/// How to spoil an answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Malformed {
-    /// Invalid JSON with a JSON content type.
-    Json,
-    /// A proxy's HTML error page with status 200.
-    Html,
-    /// The real body cut in half.
-    Truncated,
-    /// The real body labelled `text/plain`.
-    ContentType,
-}
-
-impl FaultRule {
-    /// Checks the rule's values.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&self.rate) {
-            return Err(format!("rate must be within 0..=1, got {}", self.rate));
-        }
-        if let Some(s) = self.status
-            && StatusCode::from_u16(s).is_err()
-        {
-            return Err(format!("invalid status {s}"));
-        }
-        if let Some(secs) = self.cap_expires_secs {
-            let max = MAX_LIFETIME_DAYS as u64 * 86_400;
-            if !(1..=max).contains(&secs) {
-                return Err(format!(
-                    "cap_expires_secs must be within 1..={max}, got {secs}"
-                ));
-            }
-            if self.status.is_some() || self.echo_credentials {
-                return Err(
-                    "cap_expires_secs needs the route to run: not with status or echo_credentials"
-                        .into(),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn matches(&self, method: &str, template: &str) -> bool {
-        if self.route == "*" {
-            return self
-                .method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method));
-        }
-        let (rule_method, rule_path) = match self.route.split_once(' ') {
-            Some((m, p)) => (Some(m), p.trim()),
-            None => (self.method.as_deref(), self.route.as_str()),
-        };
-        rule_path == template && rule_method.is_none_or(|m| m.eq_ignore_ascii_case(method))
-    }
-}
 
 /// An answer given instead of running the route.
 struct Injected {

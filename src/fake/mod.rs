@@ -6,11 +6,11 @@
 //! are refused once revoked or expired. `/_fake/` holds an unauthenticated admin API for
 //! tests: credentials, out-of-band revocation, clock, call counts, fault injection.
 //!
-//! - [`state`]: the model (one mutex over everything).
-//! - [`api`]: the Nuclia routes.
+//! - [`state`]: the model (one mutex over everything), fault rules and NUA clients included.
+//! - [`api`]: the Nuclia routes, and the auth, errors and fields every route uses.
 //! - [`admin`]: the `/_fake/` routes.
 //! - [`faults`]: the fault-injection middleware.
-//! - [`nua`]: NUA clients (their routes and state).
+//! - [`nua`]: NUA clients (their routes and the model's methods for them).
 //! - [`seed`]: the `--seed` file format.
 
 pub mod admin;
@@ -30,9 +30,8 @@ use axum::response::IntoResponse;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use faults::{FaultRule, Malformed};
 pub use seed::Seed;
-pub use state::{Bootstrap, BootstrapKb, BootstrapUser};
+pub use state::{Bootstrap, BootstrapKb, BootstrapUser, FaultRule, Malformed};
 
 /// How to start the fake.
 #[derive(Clone, Debug)]
@@ -142,12 +141,16 @@ pub async fn spawn(cfg: FakeConfig) -> std::io::Result<FakeHandle> {
     })
 }
 
-/// The whole fake: Nuclia routes behind the fault layer, plus the admin routes.
+/// The whole fake: the Nuclia routes (NUA clients' included) behind the fault layer, plus the
+/// admin routes.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let nuclia = api::router().route_layer(axum::middleware::from_fn_with_state(
-        shared.clone(),
-        faults::layer,
-    ));
+    let nuclia =
+        api::router()
+            .merge(nua::router())
+            .route_layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                faults::layer,
+            ));
     Router::new()
         .merge(nuclia)
         .merge(admin::router())

@@ -1,5 +1,6 @@
 //! NUA clients (nuclia-api.md §4): the zone API's `nua_clients` routes with real semantics,
-//! their state, and their admin routes.
+//! the model's methods for them (the [`NuaClient`] record and its keys' encoding are in
+//! [`super::state`]), and their admin routes.
 //!
 //! A NUA client holds one key at a time: a JWT whose claims name the fake as `iss` (what the
 //! Python SDK derives the API host from), the client as `sub`, and `allow_kb_management`. Its
@@ -18,7 +19,6 @@ use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::Shared;
@@ -26,44 +26,8 @@ use super::api::{
     ApiResult, Fields, Principal, S, authenticate, created, detail, item, no_content, offset_iso,
     ok, parse_body,
 };
-use super::state::{CredKind, State, new_id};
+use super::state::{CredKind, NuaClient, State, new_id};
 use crate::nuclia::time;
-
-/// One NUA client of an account.
-#[derive(Clone, Debug)]
-pub struct NuaClient {
-    pub client_id: String,
-    pub internal_id: String,
-    pub account_id: String,
-    pub title: String,
-    pub description: String,
-    pub contact: String,
-    pub allow_kb_management: bool,
-    pub tokens_limit: Option<u64>,
-    pub processing_webhook: Option<Value>,
-    pub created: DateTime<Utc>,
-    /// Id of its current key (a credential).
-    pub key: String,
-}
-
-/// JSON text whose base64 encoding has no `+`, `/`, `-` or `_`: in ASCII text only a byte
-/// `>`, `?`, `~` or DEL in the third place of a group of three gives one (the sextets 62 and
-/// 63), and outside ASCII every byte may; those characters only occur inside JSON strings, so
-/// they are written as `\u` escapes, which decode to the same claims.
-pub fn std_b64_safe(json_text: &str) -> String {
-    let mut out = String::with_capacity(json_text.len());
-    for c in json_text.chars() {
-        if c.is_ascii() && !matches!(c, '>' | '?' | '~' | '\x7f') {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{u:04x}"));
-            }
-        }
-    }
-    out
-}
 
 impl State {
     /// The text a NUA client's key is listed under in `/_fake/credentials`.
@@ -388,32 +352,5 @@ async fn admin_delete(axum::extract::State(s): S, Path(client_id): Path<String>)
         StatusCode::NO_CONTENT.into_response()
     } else {
         detail(StatusCode::NOT_FOUND, "NUA client not found").into_response()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn claims_encode_without_url_only_characters() {
-        for iss in [
-            "http://127.0.0.1:8080/",
-            "https://europe-1.dp.progress.cloud/?x=~>",
-            "https://zoné.example/~user/??>>",
-            "💡~~~???>>>",
-        ] {
-            for pad in 0..3 {
-                let claims = json!({"iss": iss, "sub": "x".repeat(pad), "key": "k"});
-                let text = std_b64_safe(&claims.to_string());
-                let encoded = super::super::state::b64url(text.as_bytes());
-                assert!(
-                    !encoded.contains('-') && !encoded.contains('_'),
-                    "{iss} {pad}: {encoded}"
-                );
-                let back: Value = serde_json::from_str(&text).unwrap();
-                assert_eq!(back, claims);
-            }
-        }
     }
 }

@@ -1,14 +1,15 @@
-//! The fake's in-memory model: users, accounts, zones, KBs, service accounts, credentials,
-//! the fake clock, call counters and fault rules. Handlers lock it through one mutex.
+//! The fake's in-memory model: users, accounts, zones, KBs, service accounts, NUA clients,
+//! credentials (and how their values are minted), the fake clock, call counters and fault
+//! rules. Handlers lock it through one mutex.
 
 use std::collections::{BTreeMap, HashMap};
 
+use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::faults::FaultRule;
 use super::seed::{Seed, SeedCredential, SeedUser};
 use crate::nuclia::KbRole;
 use crate::nuclia::time;
@@ -93,6 +94,23 @@ pub struct ServiceAccount {
     pub keys: Vec<String>,
 }
 
+/// One NUA client of an account.
+#[derive(Clone, Debug)]
+pub struct NuaClient {
+    pub client_id: String,
+    pub internal_id: String,
+    pub account_id: String,
+    pub title: String,
+    pub description: String,
+    pub contact: String,
+    pub allow_kb_management: bool,
+    pub tokens_limit: Option<u64>,
+    pub processing_webhook: Option<Value>,
+    pub created: DateTime<Utc>,
+    /// Id of its current key (a credential).
+    pub key: String,
+}
+
 /// Everything the fake knows.
 #[derive(Debug)]
 pub struct State {
@@ -110,7 +128,7 @@ pub struct State {
     pub kbs: BTreeMap<String, Kb>,
     pub service_accounts: BTreeMap<String, ServiceAccount>,
     /// NUA clients by client id (see [`super::nua`]).
-    pub nua_clients: BTreeMap<String, super::nua::NuaClient>,
+    pub nua_clients: BTreeMap<String, NuaClient>,
     pub creds: BTreeMap<String, Cred>,
     by_value: HashMap<String, String>,
     pub minted: Vec<String>,
@@ -151,6 +169,114 @@ pub struct BootstrapKb {
     pub url: String,
 }
 
+/// One fault rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    /// `*`, a route template (`/api/v1/user/pa_tokens`), or method and template
+    /// (`POST /api/v1/user/pa_tokens`). Templates use `{param}` as in `/_fake/calls`.
+    pub route: String,
+    /// Only this method (when `route` has none).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Probability of firing per matching request, 0..=1 (default 1).
+    #[serde(default = "always")]
+    pub rate: f64,
+    /// Answer with this status (and `{"detail": "injected fault"}`) instead of running the route.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Instead of running the route, answer 400 (or `status`) with a `{"detail": ...}` that
+    /// quotes every credential header of the request verbatim, as some gateways' error pages
+    /// do.
+    #[serde(default)]
+    pub echo_credentials: bool,
+    /// Run the route, then cap every `expires` of its JSON answer at now + this many seconds
+    /// (a `null` expiry too); a POST answer whose `id` is a credential shortens that
+    /// credential for real.
+    #[serde(default)]
+    pub cap_expires_secs: Option<u64>,
+    /// `Retry-After` seconds on the injected answer.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    /// Delay the answer by this much.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Delay after the route has run and committed its change (default: before it runs).
+    #[serde(default)]
+    pub latency_after_commit: bool,
+    /// Run the route, then cut the connection in the middle of the answer.
+    #[serde(default)]
+    pub drop_connection: bool,
+    /// Run the route, then spoil its answer.
+    #[serde(default)]
+    pub malformed: Option<Malformed>,
+    /// Fire at most this many times (default: unlimited).
+    #[serde(default)]
+    pub count: Option<u64>,
+}
+
+fn always() -> f64 {
+    1.0
+}
+
+/// How to spoil an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Malformed {
+    /// Invalid JSON with a JSON content type.
+    Json,
+    /// A proxy's HTML error page with status 200.
+    Html,
+    /// The real body cut in half.
+    Truncated,
+    /// The real body labelled `text/plain`.
+    ContentType,
+}
+
+impl FaultRule {
+    /// Checks the rule's values.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.rate) {
+            return Err(format!("rate must be within 0..=1, got {}", self.rate));
+        }
+        if let Some(s) = self.status
+            && StatusCode::from_u16(s).is_err()
+        {
+            return Err(format!("invalid status {s}"));
+        }
+        if let Some(secs) = self.cap_expires_secs {
+            let max = MAX_LIFETIME_DAYS as u64 * 86_400;
+            if !(1..=max).contains(&secs) {
+                return Err(format!(
+                    "cap_expires_secs must be within 1..={max}, got {secs}"
+                ));
+            }
+            if self.status.is_some() || self.echo_credentials {
+                return Err(
+                    "cap_expires_secs needs the route to run: not with status or echo_credentials"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the rule covers a request of `method` to the route `template`.
+    pub(super) fn matches(&self, method: &str, template: &str) -> bool {
+        if self.route == "*" {
+            return self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method));
+        }
+        let (rule_method, rule_path) = match self.route.split_once(' ') {
+            Some((m, p)) => (Some(m), p.trim()),
+            None => (self.method.as_deref(), self.route.as_str()),
+        };
+        rule_path == template && rule_method.is_none_or(|m| m.eq_ignore_ascii_case(method))
+    }
+}
+
 /// Why a request's credential is refused.
 pub enum AuthFailure {
     Unknown,
@@ -183,6 +309,25 @@ pub(crate) fn b64url(data: &[u8]) -> String {
     out
 }
 
+/// JSON text whose base64 encoding has no `+`, `/`, `-` or `_`: in ASCII text only a byte
+/// `>`, `?`, `~` or DEL in the third place of a group of three gives one (the sextets 62 and
+/// 63), and outside ASCII every byte may; those characters only occur inside JSON strings, so
+/// they are written as `\u` escapes, which decode to the same claims.
+pub fn std_b64_safe(json_text: &str) -> String {
+    let mut out = String::with_capacity(json_text.len());
+    for c in json_text.chars() {
+        if c.is_ascii() && !matches!(c, '>' | '?' | '~' | '\x7f') {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
 /// A new token value: JWT-shaped (header.claims.signature) for keys, opaque for user tokens
 /// and PATs. Unique by construction (128 random bits in the claims or body).
 fn mint_value(kind: CredKind, claims: Value) -> String {
@@ -195,7 +340,7 @@ fn mint_value(kind: CredKind, claims: Value) -> String {
             format!(
                 "{}.{}.{}",
                 b64url(br#"{"alg":"HS256","typ":"JWT"}"#),
-                b64url(super::nua::std_b64_safe(&claims.to_string()).as_bytes()),
+                b64url(std_b64_safe(&claims.to_string()).as_bytes()),
                 b64url(&{
                     let mut sig = [0u8; 32];
                     rand::rng().fill(&mut sig);
@@ -698,5 +843,32 @@ impl State {
             "live": self.is_live(c),
             "account_id": c.account_id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_encode_without_url_only_characters() {
+        for iss in [
+            "http://127.0.0.1:8080/",
+            "https://europe-1.dp.progress.cloud/?x=~>",
+            "https://zoné.example/~user/??>>",
+            "💡~~~???>>>",
+        ] {
+            for pad in 0..3 {
+                let claims = json!({"iss": iss, "sub": "x".repeat(pad), "key": "k"});
+                let text = std_b64_safe(&claims.to_string());
+                let encoded = b64url(text.as_bytes());
+                assert!(
+                    !encoded.contains('-') && !encoded.contains('_'),
+                    "{iss} {pad}: {encoded}"
+                );
+                let back: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(back, claims);
+            }
+        }
     }
 }
