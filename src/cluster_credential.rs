@@ -24,18 +24,6 @@ use crate::nuclia::ApiToken;
 /// does not let it: its namespace, its kind or the role it asks for. Nothing is minted.
 pub const NOT_ALLOWED: &str = "CredentialNotAllowed";
 
-/// A reference from a namespaced resource to a `NucliaClusterCredential`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterCredentialRef {
-    /// Name of the `NucliaClusterCredential` (cluster-scoped).
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
-    pub name: String,
-}
-
 /// The kinds that may reference a cluster credential.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum AllowedKind {

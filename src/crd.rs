@@ -385,7 +385,7 @@ pub struct KbAuth {
     /// policy must allow this namespace and `spec.role` (else Ready=False, reason
     /// `CredentialNotAllowed`, nothing minted). Exactly one of `secretRef` and this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_credential_ref: Option<crate::cluster_credential::ClusterCredentialRef>,
+    pub cluster_credential_ref: Option<ClusterCredentialRef>,
 }
 
 impl KbAuth {
@@ -401,6 +401,18 @@ impl KbAuth {
             ),
         }
     }
+}
+
+/// A reference from a namespaced resource to a `NucliaClusterCredential`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCredentialRef {
+    /// Name of the `NucliaClusterCredential` (cluster-scoped).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
 }
 
 /// Which service account holds the keys.
