@@ -20,10 +20,6 @@ use crate::crd::{CredentialType, KbRole, SecretKeyRef};
 use crate::error::{Error, Result};
 use crate::nuclia::ApiToken;
 
-/// Condition reason (and error label) of a resource that names a cluster credential whose policy
-/// does not let it: its namespace, its kind or the role it asks for. Nothing is minted.
-pub const NOT_ALLOWED: &str = "CredentialNotAllowed";
-
 /// The kinds that may reference a cluster credential.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum AllowedKind {

@@ -24,7 +24,8 @@ pub enum Error {
     /// The Secret to write exists and is not owned by this resource.
     #[error("{0}")]
     SecretConflict(String),
-    /// The cluster credential named does not allow this namespace, kind or role.
+    /// The cluster credential named does not let this resource use it: its namespace, its kind or
+    /// the role it asks for. Nothing is minted.
     #[error("{0}")]
     CredentialNotAllowed(String),
 }
@@ -52,7 +53,7 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::CredentialsMissing(_) => "CredentialsMissing",
             Error::SecretConflict(_) => "SecretConflict",
-            Error::CredentialNotAllowed(_) => crate::cluster_credential::NOT_ALLOWED,
+            Error::CredentialNotAllowed(_) => "CredentialNotAllowed",
         }
     }
 
