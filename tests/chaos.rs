@@ -907,7 +907,7 @@ async fn install_crds_on(client: &kube::Client) {
 
     use kube::api::{Patch, PatchParams};
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in nuclia_token_operator::crd::crds() {
+    for crd in nuclia_token_operator::crds::crds() {
         let name = crd.metadata.name.clone().unwrap();
         api.patch(
             &name,

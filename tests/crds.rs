@@ -11,7 +11,7 @@ use common::{kubectl, namespace};
 fn committed_crds_are_current() {
     let root = common::repo_root();
     let mut stale = Vec::new();
-    for (path, want) in nuclia_token_operator::crd::generated_files() {
+    for (path, want) in nuclia_token_operator::crds::generated_files() {
         let have = std::fs::read_to_string(root.join(&path)).unwrap_or_default();
         if have != want {
             stale.push(path);
@@ -346,15 +346,15 @@ fn every_crd_field_has_a_description() {
     for (kind, crd) in [
         (
             "NucliaPersonalToken",
-            nuclia_token_operator::crd::crds()[0].clone(),
+            nuclia_token_operator::crds::crds()[0].clone(),
         ),
         (
             "NucliaKbApiKey",
-            nuclia_token_operator::crd::crds()[1].clone(),
+            nuclia_token_operator::crds::crds()[1].clone(),
         ),
         (
             "NucliaNuaKey",
-            nuclia_token_operator::crd::crds()[2].clone(),
+            nuclia_token_operator::crds::crds()[2].clone(),
         ),
     ] {
         let schema = crd_schema(&crd);
@@ -400,7 +400,7 @@ fn every_crd_field_has_a_description() {
 /// of the generated schema, and `kubectl explain` prints it.
 ///
 /// A v1.20 apiserver drops the properties of a `nullable` object from OpenAPI v2; the generated
-/// schema marks no object with properties nullable (`crd::generated_files`), so `status` and its
+/// schema marks no object with properties nullable (`crds::generated_files`), so `status` and its
 /// nested objects are published whole.
 #[tokio::test]
 async fn kubectl_explain_documents_every_field() {
@@ -414,15 +414,15 @@ async fn kubectl_explain_documents_every_field() {
     for (kind, crd) in [
         (
             "NucliaPersonalToken",
-            nuclia_token_operator::crd::crds()[0].clone(),
+            nuclia_token_operator::crds::crds()[0].clone(),
         ),
         (
             "NucliaKbApiKey",
-            nuclia_token_operator::crd::crds()[1].clone(),
+            nuclia_token_operator::crds::crds()[1].clone(),
         ),
         (
             "NucliaNuaKey",
-            nuclia_token_operator::crd::crds()[2].clone(),
+            nuclia_token_operator::crds::crds()[2].clone(),
         ),
     ] {
         let definition = &published["definitions"][format!("dev.nuclia.v1alpha1.{kind}")];

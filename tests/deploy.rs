@@ -412,7 +412,7 @@ fn chart_lints_and_renders() {
     let docs = render(&[]);
     let crds = of_kind(&docs, "CustomResourceDefinition");
     assert_eq!(crds.len(), 4, "four CRDs by default");
-    for want in nuclia_token_operator::crd::crds() {
+    for want in nuclia_token_operator::crds::crds() {
         let name = want.metadata.name.clone().unwrap();
         let have = crds
             .iter()

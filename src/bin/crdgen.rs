@@ -4,7 +4,7 @@
 use std::path::Path;
 
 fn main() -> anyhow::Result<()> {
-    for (path, content) in nuclia_token_operator::crd::generated_files() {
+    for (path, content) in nuclia_token_operator::crds::generated_files() {
         let path = Path::new(&path);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

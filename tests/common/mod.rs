@@ -110,7 +110,7 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
 /// Installs the CRDs from the committed YAML (what users apply) and waits until Established.
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in nuclia_token_operator::crd::crds() {
+    for crd in nuclia_token_operator::crds::crds() {
         let name = crd.metadata.name.clone().expect("crd name");
         api.patch(
             &name,

@@ -1043,7 +1043,7 @@ const FLOOR_FINALIZER: &str = "nuclia.dev/bench-floor";
 
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in nuclia_token_operator::crd::crds() {
+    for crd in nuclia_token_operator::crds::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(
             &name,
