@@ -1487,11 +1487,11 @@ impl Sim {
                         // at the next verification the operator can make: none while the
                         // resource's reconciles fail (its spec cannot be served).
                         Some(id)
-                            if !live(id)
-                                && !self.revoked_out_of_band.contains(id)
-                                && !(unserved
+                            if !(live(id)
+                                || self.revoked_out_of_band.contains(id)
+                                || (unserved
                                     && expiry_of(&st, id)
-                                        .is_some_and(|e| s.not_after.is_some_and(|n| e < n))) =>
+                                        .is_some_and(|e| s.not_after.is_some_and(|n| e < n)))) =>
                         {
                             Some(format!("its token {id} is dead at Nuclia"))
                         }
