@@ -95,7 +95,9 @@ impl<K: Kind> Engine<'_, K> {
                     std::mem::take(&mut self.resource_versions),
                     self.secret_version.take(),
                     self.secret_seen_at_start.take(),
-                    (retry, now() + chrono_dur(retry)),
+                    // Precise time, as `backing_off` reads it: against whole seconds, a hold
+                    // ending within the second would wake it again and again for nothing.
+                    (retry, crate::clock::now() + chrono_dur(retry)),
                     Some(credential),
                 );
                 Err(e)
@@ -234,11 +236,11 @@ impl<K: Kind> Engine<'_, K> {
         // A mint that failed waits for its backoff whatever woke this reconcile (an event of
         // the Secret, say), unless the resource changed since; the failure stays reported.
         let backing_off = match plan.step {
-            Step::Issue(_) | Step::Wait(_) => {
-                self.ctx
-                    .memo
-                    .backing_off(&self.uid, self.obj.resource_version().as_deref(), now())
-            }
+            Step::Issue(_) | Step::Wait(_) => self.ctx.memo.backing_off(
+                &self.uid,
+                self.obj.resource_version().as_deref(),
+                crate::clock::now(),
+            ),
             _ => None,
         };
         match plan.step {

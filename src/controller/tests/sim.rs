@@ -1324,6 +1324,9 @@ impl Sim {
     async fn settle(&mut self) {
         let horizon = self.now + chrono::Duration::seconds(SETTLE_WINDOW);
         let mut writes: HashMap<String, usize> = HashMap::new();
+        // Reconciles per resource in this settle, and the last wake-up asked (for a report).
+        let mut counts: HashMap<String, (usize, Option<Duration>)> = HashMap::new();
+        let start = self.now;
         let mut rounds = 0;
         loop {
             self.pump();
@@ -1344,9 +1347,21 @@ impl Sim {
             }
             rounds += 1;
             if rounds > 2000 {
+                let mut busiest: Vec<(&String, &(usize, Option<Duration>))> =
+                    counts.iter().collect();
+                busiest.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
+                let busiest: Vec<String> = busiest
+                    .iter()
+                    .take(3)
+                    .map(|(p, (n, d))| format!("{p}: {n} reconciles, last again in {d:?}"))
+                    .collect();
                 self.violations.push(Violation {
                     invariant: "I4",
-                    what: "no quiet point within 2000 rounds".into(),
+                    what: format!(
+                        "no quiet point within 2000 rounds ({}s simulated); busiest: {}",
+                        (self.now - start).num_seconds(),
+                        busiest.join("; ")
+                    ),
                 });
                 break;
             }
@@ -1354,6 +1369,8 @@ impl Sim {
                 self.due.remove(&path);
                 let before = self.server.request_count();
                 let requeue = self.reconcile_path(&path).await;
+                let c = counts.entry(path.clone()).or_default();
+                *c = (c.0 + 1, requeue);
                 if self.trace_reconciles {
                     let name = path.rsplit('/').take(2).collect::<Vec<_>>().join(" ");
                     let t = self.now.format("%m-%d %H:%M:%S");
