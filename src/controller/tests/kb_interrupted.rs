@@ -46,21 +46,7 @@ impl World {
         let fake = crate::fake::spawn(FakeConfig::default())
             .await
             .expect("nuclia-fake");
-        let origin = url::Url::parse(&fake.url).expect("the fake's URL");
-        let mut endpoints = crate::nuclia::Endpoints {
-            global: origin.clone(),
-            ..Default::default()
-        };
-        endpoints
-            .zone_origins
-            .insert(fake.bootstrap.zone.clone(), origin);
-        let nuclia = crate::nuclia::Client::new(crate::nuclia::ClientConfig {
-            endpoints,
-            timeout: Duration::from_secs(5),
-            per_credential_rps: 0.0,
-            ..Default::default()
-        })
-        .expect("a Nuclia client");
+        let nuclia = super::fake_client(&fake, Duration::from_secs(5));
         let server = ApiServer::default();
         let metrics = Arc::new(Metrics::new());
         let ctx = Context::new(server.client(), nuclia, settings(), metrics.clone());

@@ -62,6 +62,25 @@ fn settings() -> Settings {
     }
 }
 
+/// A Nuclia client whose every endpoint (global, the zone's origin) is `fake`.
+fn fake_client(fake: &crate::fake::FakeHandle, timeout: Duration) -> crate::nuclia::Client {
+    let origin = url::Url::parse(&fake.url).expect("the fake's URL");
+    let mut endpoints = crate::nuclia::Endpoints {
+        global: origin.clone(),
+        ..Default::default()
+    };
+    endpoints
+        .zone_origins
+        .insert(fake.bootstrap.zone.clone(), origin);
+    crate::nuclia::Client::new(crate::nuclia::ClientConfig {
+        endpoints,
+        timeout,
+        per_credential_rps: 0.0,
+        ..Default::default()
+    })
+    .expect("a Nuclia client")
+}
+
 fn secs(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).expect("a time")
 }

@@ -472,21 +472,7 @@ impl Sim {
         fake: &FakeHandle,
         metrics: &Arc<Metrics>,
     ) -> (Arc<Context>, Writers) {
-        let origin = url::Url::parse(&fake.url).expect("the fake's URL");
-        let mut endpoints = crate::nuclia::Endpoints {
-            global: origin.clone(),
-            ..Default::default()
-        };
-        endpoints
-            .zone_origins
-            .insert(fake.bootstrap.zone.clone(), origin);
-        let nuclia = crate::nuclia::Client::new(crate::nuclia::ClientConfig {
-            endpoints,
-            timeout: Duration::from_millis(500),
-            per_credential_rps: 0.0,
-            ..Default::default()
-        })
-        .expect("a Nuclia client");
+        let nuclia = super::fake_client(fake, Duration::from_millis(500));
         let ctx = Context::new(server.client(), nuclia, settings(), metrics.clone());
         let (pt_r, pt_w) = reflector::store();
         let (kb_r, kb_w) = reflector::store();
@@ -771,21 +757,14 @@ impl Sim {
                 let what = format!("scope {patch}");
                 self.edit(target, patch, what)
             }
-            Act::Rotate { target } => {
+            Act::Rotate { target } | Act::RevokeNow { target } => {
+                let (key, what) = match act {
+                    Act::Rotate { .. } => (ANNOTATION_ROTATE, "rotate"),
+                    _ => (ANNOTATION_REVOKE_NOW, "revoke-now"),
+                };
                 let n = self.now.timestamp().to_string();
-                self.edit(
-                    target,
-                    json!({"metadata": {"annotations": {ANNOTATION_ROTATE: n}}}),
-                    "rotate".into(),
-                )
-            }
-            Act::RevokeNow { target } => {
-                let n = self.now.timestamp().to_string();
-                self.edit(
-                    target,
-                    json!({"metadata": {"annotations": {ANNOTATION_REVOKE_NOW: n}}}),
-                    "revoke-now".into(),
-                )
+                let patch = json!({"metadata": {"annotations": {key: n}}});
+                self.edit(target, patch, what.into())
             }
             Act::Delete { target } => {
                 let Some((t, _)) = self.pick(target) else {
