@@ -256,9 +256,13 @@ impl<K: Kind> Engine<'_, K> {
         if alive {
             ctx.mark_verified(&self.uid, self.now);
             // Nuclia may cap a lifetime without saying so when it mints: the list's expiry,
-            // when earlier, is the one renewal must beat.
+            // when earlier, is the one renewal must beat (by more than a minute: a list that
+            // rounds its times must not shorten every token once).
             if let Some(listed_expiry) = listed.live.expires(&id)
-                && self.status.not_after.is_some_and(|n| listed_expiry < n)
+                && self
+                    .status
+                    .not_after
+                    .is_some_and(|n| listed_expiry + chrono::Duration::minutes(1) < n)
             {
                 self.status.not_after = Some(listed_expiry);
                 let until = listed_expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
