@@ -1628,9 +1628,10 @@ impl Sim {
             if texts.iter().any(|t| t.contains(value.as_str())) {
                 v.push(Violation {
                     invariant: "I6",
+                    // Named by its credential id: the value itself never reaches the output.
                     what: format!(
-                        "a token value ({}...) appears in a log line, Event, status or error",
-                        &value[..8]
+                        "the value of credential {} appears in a log line, Event, status or error",
+                        st.credential_id(value).unwrap_or("(unknown)")
                     ),
                 });
                 break;
