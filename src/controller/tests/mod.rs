@@ -10,6 +10,7 @@ mod ownership;
 mod restarts;
 mod scripted;
 mod sim;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
