@@ -272,6 +272,49 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
+/// The lifecycle fields every kind shares, flattened into its spec (the wire format is that of
+/// the fields side by side): how long each credential lives, when it is renewed, how the
+/// rotation hands over, which workloads restart, and what deletion does at Nuclia.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleSpec {
+    /// Lifetime of each credential, in days (1 to 1095). A NUA key carries no expiry at
+    /// Nuclia: for it this is the rotation period, after which the operator replaces it.
+    #[serde(default = "default_days")]
+    #[schemars(range(min = 1, max = 1095))]
+    pub days: u32,
+    /// How long before expiry (a NUA key: before the end of the period) to rotate, a duration
+    /// such as 240h; default one third of the lifetime. Must be shorter than the lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
+    pub renew_before: Option<String>,
+    /// Rotation hand-over settings.
+    #[serde(default)]
+    pub rotation: Rotation,
+    /// Workloads in this namespace to restart after the Secret's credential changes (rotation,
+    /// repair, re-issue); the previous credential's grace period starts once the restart is
+    /// asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+    /// `Revoke` (default) revokes the credentials (a NUA key: deletes its NUA clients) when
+    /// this resource is deleted; `Orphan` leaves them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl Default for LifecycleSpec {
+    fn default() -> Self {
+        Self {
+            days: default_days(),
+            renew_before: None,
+            rotation: Rotation::default(),
+            rollout_restart_targets: Vec::new(),
+            deletion_policy: DeletionPolicy::default(),
+        }
+    }
+}
+
 /// Credentials for minting personal access tokens.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -296,44 +339,22 @@ pub struct PersonalTokenAuth {
     namespaced,
     status = "CredentialStatus",
     shortname = "npt",
-    category = "nuclia",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
-    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.notAfter"}"#,
-    printcolumn = r#"{"name":"Renews","type":"string","jsonPath":".status.renewalTime"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    category = "nuclia"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NucliaPersonalTokenSpec {
     /// Description of the token at Nuclia. The operator appends an ownership marker to it.
     #[schemars(length(min = 1, max = 200), regex(pattern = PRINTABLE))]
     pub description: String,
-    /// Lifetime of each token, in days (1 to 1095).
-    #[serde(default = "default_days")]
-    #[schemars(range(min = 1, max = 1095))]
-    pub days: u32,
-    /// How long before expiry to rotate (a duration such as 240h); default one third of the
-    /// lifetime. Must be shorter than the lifetime.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = crate::duration::PATTERN))]
-    pub renew_before: Option<String>,
     /// The credential used to mint tokens.
     pub auth: PersonalTokenAuth,
     /// The Secret that receives the token (data key `token`).
     #[serde(default)]
     pub secret: SecretTemplate,
-    /// Rotation hand-over settings.
-    #[serde(default)]
-    pub rotation: Rotation,
-    /// Workloads in this namespace to restart after the Secret's token changes (rotation,
-    /// repair, re-issue); the previous token's grace period starts once the restart is asked.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
-    /// `Revoke` (default) revokes the tokens when this resource is deleted; `Orphan` leaves them.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// The lifecycle fields every kind shares (`days`, `renewBefore`, `rotation`,
+    /// `rolloutRestartTargets`, `deletionPolicy`).
+    #[serde(flatten)]
+    pub lifecycle: LifecycleSpec,
 }
 
 /// Role of a Knowledge Box service account, least privilege first.
@@ -493,13 +514,7 @@ pub struct KbSecretTemplate {
     status = "CredentialStatus",
     shortname = "nkak",
     category = "nuclia",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Role","type":"string","priority":1,"jsonPath":".spec.role"}"#,
-    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
-    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.notAfter"}"#,
-    printcolumn = r#"{"name":"Renews","type":"string","jsonPath":".status.renewalTime"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Role","type":"string","priority":1,"jsonPath":".spec.role"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NucliaKbApiKeySpec {
@@ -514,15 +529,6 @@ pub struct NucliaKbApiKeySpec {
     /// Role of the service account: `SMEMBER` (read, the default), `SCONTRIBUTOR` or `SOWNER`.
     #[serde(default)]
     pub role: KbRole,
-    /// Lifetime of each key, in days (1 to 1095).
-    #[serde(default = "default_days")]
-    #[schemars(range(min = 1, max = 1095))]
-    pub days: u32,
-    /// How long before expiry to rotate (a duration such as 240h); default one third of the
-    /// lifetime. Must be shorter than the lifetime.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = crate::duration::PATTERN))]
-    pub renew_before: Option<String>,
     /// The account credential used to manage service accounts and keys.
     pub auth: KbAuth,
     /// The service account that holds the keys; by default one is created per resource.
@@ -531,17 +537,10 @@ pub struct NucliaKbApiKeySpec {
     /// The Secret that receives the key, the KB URL, KB id and zone.
     #[serde(default)]
     pub secret: KbSecretTemplate,
-    /// Rotation hand-over settings.
-    #[serde(default)]
-    pub rotation: Rotation,
-    /// Workloads in this namespace to restart after the Secret's token changes (rotation,
-    /// repair, re-issue); the previous token's grace period starts once the restart is asked.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
-    /// `Revoke` (default) revokes the keys when this resource is deleted; `Orphan` leaves them.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// The lifecycle fields every kind shares (`days`, `renewBefore`, `rotation`,
+    /// `rolloutRestartTargets`, `deletionPolicy`).
+    #[serde(flatten)]
+    pub lifecycle: LifecycleSpec,
 }
 
 /// Credentials for managing NUA clients.
@@ -619,13 +618,7 @@ pub struct NuaSecretTemplate {
     status = "CredentialStatus",
     shortname = "nnk",
     category = "nuclia",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Zone","type":"string","priority":1,"jsonPath":".spec.zone"}"#,
-    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
-    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.notAfter"}"#,
-    printcolumn = r#"{"name":"Renews","type":"string","jsonPath":".status.renewalTime"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Zone","type":"string","priority":1,"jsonPath":".spec.zone"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NucliaNuaKeySpec {
@@ -658,33 +651,15 @@ pub struct NucliaNuaKeySpec {
     /// Limit of tokens the NUA client may consume (none when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_limit: Option<u64>,
-    /// Rotation period, in days (1 to 1095): NUA keys carry no expiry at Nuclia, so the
-    /// operator replaces the key after this many days (less `renewBefore`).
-    #[serde(default = "default_days")]
-    #[schemars(range(min = 1, max = 1095))]
-    pub days: u32,
-    /// How long before the end of the period to rotate (a duration such as 240h); default one
-    /// third of the period.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = crate::duration::PATTERN))]
-    pub renew_before: Option<String>,
     /// The account credential used to create and delete NUA clients.
     pub auth: NuaKeyAuth,
     /// The Secret that receives the key, the zone, the account id and the client id.
     #[serde(default)]
     pub secret: NuaSecretTemplate,
-    /// Rotation hand-over settings.
-    #[serde(default)]
-    pub rotation: Rotation,
-    /// Workloads in this namespace to restart after the Secret's key changes (rotation,
-    /// repair, re-issue); the previous key's grace period starts once the restart is asked.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
-    /// `Revoke` (default) deletes the NUA clients when this resource is deleted; `Orphan`
-    /// leaves them.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// The lifecycle fields every kind shares (`days`, `renewBefore`, `rotation`,
+    /// `rolloutRestartTargets`, `deletionPolicy`).
+    #[serde(flatten)]
+    pub lifecycle: LifecycleSpec,
 }
 
 /// A token that was replaced and is waiting for the end of its grace period.
@@ -987,12 +962,12 @@ mod tests {
             "auth": {"secretRef": {"name": "login"}}
         }))
         .unwrap();
-        assert_eq!(spec.days, 90);
+        assert_eq!(spec.lifecycle.days, 90);
         assert_eq!(spec.role, KbRole::SMEMBER);
         assert_eq!(spec.auth.secret_ref.unwrap().key, "token");
         assert_eq!(spec.secret.keys.kb_url, "kbUrl");
-        assert_eq!(spec.rotation.revoke_previous_after, "1h");
-        assert_eq!(spec.deletion_policy, DeletionPolicy::Revoke);
+        assert_eq!(spec.lifecycle.rotation.revoke_previous_after, "1h");
+        assert_eq!(spec.lifecycle.deletion_policy, DeletionPolicy::Revoke);
     }
 
     #[test]

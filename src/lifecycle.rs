@@ -34,16 +34,14 @@ impl Policy {
     /// another marker) rotates it. The error says what to fix.
     pub fn for_spec(
         shaping: serde_json::Value,
-        days: u32,
-        renew_before: Option<&str>,
-        rotation: &crate::crd::Rotation,
-        deletion: DeletionPolicy,
+        lifecycle: &crate::crd::LifecycleSpec,
     ) -> Result<Self, String> {
+        let deletion = lifecycle.deletion_policy;
         let hash = spec_hash(shaping, deletion);
         Self::new(
-            days,
-            renew_before,
-            &rotation.revoke_previous_after,
+            lifecycle.days,
+            lifecycle.renew_before.as_deref(),
+            &lifecycle.rotation.revoke_previous_after,
             hash,
             deletion,
         )

@@ -15,7 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 
-use super::{Context, Kind, status};
+use super::{Context, status};
 use crate::cluster_credential::{ClusterCredentialStatus, NucliaClusterCredential};
 use crate::crd::{CredentialType, FIELD_MANAGER};
 use crate::error::{Error, Result};
@@ -194,18 +194,14 @@ async fn check_upstream(
     }
 }
 
-/// The namespaces whose Knowledge Box keys name cluster credential `name`.
+/// The namespaces whose resources name cluster credential `name`.
 fn users(ctx: &Context, name: &str) -> Vec<String> {
-    let Some((_, kbs, _)) = ctx.stores.get() else {
+    let Some(caches) = ctx.stores.get() else {
         return Vec::new();
     };
-    let mut out = BTreeSet::new();
-    for (store, _) in kbs {
-        for kb in store.state() {
-            if kb.cluster_credential() == Some(name) {
-                out.extend(kb.namespace());
-            }
-        }
-    }
+    let out: BTreeSet<String> = caches
+        .iter()
+        .flat_map(|c| c.cluster_credential_users(name))
+        .collect();
     out.into_iter().collect()
 }

@@ -7,18 +7,16 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use futures::FutureExt;
-use kube::ResourceExt;
+
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::memo::Memo;
-use super::resource_index::ResourceIndex;
+
 use super::restart::Restarter;
 use super::secret_watch::{CredentialCache, SecretStores, Seen};
 use super::verify::LiveCache;
-use super::{Kind, Settings, Stores};
-use crate::crd::FINALIZER;
+use super::{Settings, Stores};
+
 use crate::issuer::UserCache;
 use crate::issuer::kb::AccountCache;
 use crate::nuclia;
@@ -138,17 +136,9 @@ impl Context {
     /// Whether every controller's cache holds its resources. The stores' own readiness future
     /// wakes only its last poller (the controllers poll it too), so this is polled, not awaited.
     pub fn caches_ready(&self) -> bool {
-        let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
-        self.stores.get().is_some_and(|(pt, kb, nua)| {
-            pt.iter()
-                .all(|(s, _)| ready(s.wait_until_ready().now_or_never()))
-                && kb
-                    .iter()
-                    .all(|(s, _)| ready(s.wait_until_ready().now_or_never()))
-                && nua
-                    .iter()
-                    .all(|(s, _)| ready(s.wait_until_ready().now_or_never()))
-        })
+        self.stores
+            .get()
+            .is_some_and(|caches| caches.iter().all(|c| c.ready()))
     }
 
     /// Resolves once [`Context::caches_ready`].
@@ -161,49 +151,21 @@ impl Context {
     /// Whether some resource has this UID or records this token in its status. Only worth
     /// asking once [`Context::caches_ready`]: before that an unknown UID proves nothing.
     pub(super) fn knows(&self, uid: &str, token: &str) -> bool {
-        fn any<K: Kind>(stores: &[(Store<K>, Arc<ResourceIndex>)], uid: &str, token: &str) -> bool {
-            stores.iter().any(|(_, index)| index.knows(uid, token))
-        }
-        self.stores.get().is_some_and(|(pt, kb, nua)| {
-            any(pt, uid, token) || any(kb, uid, token) || any(nua, uid, token)
-        })
+        self.stores
+            .get()
+            .is_some_and(|caches| caches.iter().any(|c| c.knows(uid, token)))
     }
 
     /// Resources of any kind in `namespace`, other than `uid`, that authenticate with the
     /// Secret `secret`, each with whether it is being deleted: their revocations need that
     /// Secret, so they go first. Found through the resource indexes, not a scan.
     pub(super) fn readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<(String, bool)> {
-        fn of<K: Kind>(
-            stores: &[(Store<K>, Arc<ResourceIndex>)],
-            namespace: &str,
-            secret: &str,
-            uid: &str,
-        ) -> Vec<(String, bool)> {
-            stores
+        self.stores.get().map_or(Vec::new(), |caches| {
+            caches
                 .iter()
-                .flat_map(|(store, index)| {
-                    index
-                        .readers(namespace, secret)
-                        .into_iter()
-                        .filter_map(|name| store.get(&ObjectRef::new(&name).within(namespace)))
-                        .collect::<Vec<_>>()
-                })
-                .filter(|o| {
-                    o.uid().as_deref() != Some(uid) && o.finalizers().iter().any(|f| f == FINALIZER)
-                })
-                .map(|o| {
-                    let name = format!("{}/{}", K::kind(&()), o.name_any());
-                    (name, o.meta().deletion_timestamp.is_some())
-                })
+                .flat_map(|c| c.readers(namespace, secret, uid))
                 .collect()
-        }
-        let Some((pt, kb, nua)) = self.stores.get() else {
-            return Vec::new();
-        };
-        let mut found = of(pt, namespace, secret, uid);
-        found.extend(of(kb, namespace, secret, uid));
-        found.extend(of(nua, namespace, secret, uid));
-        found
+        })
     }
 
     /// What the shared Secret watch knows of Secret `name` in `namespace`.

@@ -1,26 +1,22 @@
-//! The controllers: kube-runtime wiring for every kind around one lifecycle engine that
-//! carries out what [`crate::lifecycle::decide`] and [`crate::lifecycle::decide_deletion`] plan. Per kind, only [`Kind`] differs (its
+//! The controllers: kube-runtime wiring for every kind around one lifecycle engine
+//! ([`engine`]) that carries out what [`crate::lifecycle::decide`] and
+//! [`crate::lifecycle::decide_deletion`] plan. Per kind, only [`Kind`] differs (its
 //! implementations live with their issuers, one file per credential kind).
 //!
-//! By concern: `context` (what every reconcile shares), `engine` (one reconcile's state and the
-//! helpers every step uses), `reconcile` (entry, error policy, carrying out the plan),
-//! `conditions` (what a reconcile reports), `issue` (intent → mint → Secret → record), `guard`
-//! (the leak guard's sweeps and upstream verification), `revoke` (replaced tokens, deletion),
-//! `kept` (tokens kept by `Orphan` deletions). `docs/lifecycle.md` walks through them.
+//! Beside the engine: `context` (what every reconcile shares), `memo` and `caches` (what the
+//! process remembers between reconciles), `secret` (the managed Secret), `secret_watch` and
+//! `resource_index` (who is woken by a Secret), `verify` (the shared upstream lists), `kept`
+//! (tokens kept by `Orphan` deletions), `restart` (rollout restarts), `cluster_credentials`
+//! (their status), `status` (condition primitives). `docs/lifecycle.md` walks through them.
 
 mod caches;
 mod cluster_credentials;
-mod conditions;
 mod context;
 mod engine;
-mod guard;
-mod issue;
 pub(crate) mod kept;
 mod memo;
-mod reconcile;
 mod resource_index;
 pub(crate) mod restart;
-mod revoke;
 pub mod secret;
 mod secret_watch;
 pub mod status;
@@ -45,8 +41,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::{
-    CredentialStatus, DeletionPolicy, NucliaKbApiKey, NucliaNuaKey, NucliaPersonalToken,
-    RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
+    CredentialStatus, DeletionPolicy, LifecycleSpec, NucliaKbApiKey, NucliaNuaKey,
+    NucliaPersonalToken, RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
 };
 use crate::error::Result;
 use crate::issuer::Issuer;
@@ -54,7 +50,7 @@ use crate::issuer::formats::Consumer;
 use crate::lifecycle::Policy;
 use crate::nuclia::ApiToken;
 pub use context::Context;
-use reconcile::{error_policy, reconcile};
+use engine::{error_policy, reconcile};
 use resource_index::ResourceIndex;
 
 /// kubectl's copy of the last applied manifest: never read, dropped from the cache.
@@ -132,12 +128,17 @@ pub trait Kind:
     + Debug
     + Serialize
     + DeserializeOwned
+    + kube::core::object::HasStatus<Status = CredentialStatus>
     + Send
     + Sync
     + 'static
 {
-    type Issuer: Issuer;
-    fn cr_status(&self) -> Option<&CredentialStatus>;
+    type Issuer: Issuer + Sync;
+    /// The lifecycle fields of the spec, shared by every kind.
+    fn lifecycle(&self) -> &LifecycleSpec;
+    fn cr_status(&self) -> Option<&CredentialStatus> {
+        kube::core::object::HasStatus::status(self)
+    }
     /// The validated spec; the error says what to fix.
     fn policy(&self) -> Result<Policy>;
     fn secret_template(&self) -> &SecretTemplate;
@@ -152,7 +153,9 @@ pub trait Kind:
     fn requested_role(&self) -> Option<crate::crd::KbRole> {
         None
     }
-    fn deletion_policy(&self) -> DeletionPolicy;
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.lifecycle().deletion_policy
+    }
     /// Whether, and where, the managed token itself is one of the credentials.
     fn managed_token(&self, purpose: Purpose) -> ManagedToken;
     /// The issuer that mints in the scope the spec asks for now (a KB key's locates the KB
@@ -168,17 +171,16 @@ pub trait Kind:
     fn revoker(&self, ctx: &Context, credentials: Vec<ApiToken>, home: &TokenScope)
     -> Self::Issuer;
     /// Workloads restarted after the Secret's token changes.
-    fn restart_targets(&self) -> &[RolloutRestartTarget];
+    fn restart_targets(&self) -> &[RolloutRestartTarget] {
+        &self.lifecycle().rollout_restart_targets
+    }
     /// Data keys the Secret holds next to the token (a KB key's URL, id and zone).
     fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)>;
     /// The credential as its consumers use it, for `spec.secret.additionalFormats` (None while
     /// a KB key's location is not known).
     fn consumer(&self, status: &CredentialStatus) -> Option<Consumer>;
-    /// Copies issuer state into status (where a KB key lives).
-    fn settle(
-        issuer: &mut Self::Issuer,
-        status: &mut CredentialStatus,
-    ) -> impl Future<Output = Result<()>> + Send;
+    /// Copies issuer state into status (where a KB key lives). Default: nothing to copy.
+    fn record(_issuer: &Self::Issuer, _status: &mut CredentialStatus) {}
     /// Whether a token of this kind expires at Nuclia at its `notAfter`. A NUA key does not:
     /// its `notAfter` is the rotation period only, so a NUA client that could not be revoked
     /// is never taken for expired (it stays recorded, or is abandoned with the Event and
@@ -193,13 +195,109 @@ pub trait Kind:
     }
 }
 
-/// The caches of every controller (one per kind and watched namespace), each with its index
+/// Every credential kind the operator runs, one line each: a fourth kind adds its line here
+/// (its CRD, its controllers and its caches follow from it) and its own file.
+pub(crate) const KINDS: [Registration; 3] = [
+    Registration::of::<NucliaPersonalToken>(),
+    Registration::of::<NucliaKbApiKey>(),
+    Registration::of::<NucliaNuaKey>(),
+];
+
+/// What the operator needs of one kind without knowing its type: its CRD and how to start its
+/// controller in one watched scope.
+pub(crate) struct Registration {
+    /// The kind's CRD as derived from its type (before the shared printer columns and schema
+    /// touches of [`crate::crds`]).
+    pub crd: fn() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    start: fn(Arc<Context>, Option<&str>, Shutdown) -> Started,
+}
+
+impl Registration {
+    const fn of<K: Kind + kube::CustomResourceExt>() -> Self {
+        Self {
+            crd: K::crd,
+            start: start::<K>,
+        }
+    }
+}
+
+/// The shutdown signal every controller shares.
+type Shutdown = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// One kind's controller in one scope, built but not yet running.
+struct Started {
+    cache: Arc<dyn KindCache>,
+    trigger: SecretTrigger,
+    run: futures::future::BoxFuture<'static, ()>,
+}
+
+fn start<K: Kind>(ctx: Arc<Context>, namespace: Option<&str>, shutdown: Shutdown) -> Started {
+    let ((controller, index), trigger) = controller::<K>(ctx.clone(), namespace);
+    let cache: Arc<dyn KindCache> = Arc::new((controller.store(), index));
+    let run = controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(outcome::<K, _>(ctx))
+        .boxed();
+    Started {
+        cache,
+        trigger,
+        run,
+    }
+}
+
+/// One kind's cache in one watched scope, as the rest of the operator asks it: with its index
 /// of which resources read which credentials Secret and which UIDs and tokens exist.
-pub(crate) type Stores = (
-    Vec<(reflector::Store<NucliaPersonalToken>, Arc<ResourceIndex>)>,
-    Vec<(reflector::Store<NucliaKbApiKey>, Arc<ResourceIndex>)>,
-    Vec<(reflector::Store<NucliaNuaKey>, Arc<ResourceIndex>)>,
-);
+pub(crate) trait KindCache: Send + Sync {
+    /// Whether the cache holds every resource (polled: the store's readiness future wakes
+    /// only its last poller).
+    fn ready(&self) -> bool;
+    /// Whether a resource has this UID or records this token in its status.
+    fn knows(&self, uid: &str, token: &str) -> bool;
+    /// Resources in `namespace`, other than `uid`, with the finalizer, that authenticate with
+    /// Secret `secret`: `Kind/name` and whether each is being deleted.
+    fn readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<(String, bool)>;
+    /// Namespaces of the resources that name cluster credential `name`.
+    fn cluster_credential_users(&self, name: &str) -> Vec<String>;
+}
+
+impl<K: Kind> KindCache for (reflector::Store<K>, Arc<ResourceIndex>) {
+    fn ready(&self) -> bool {
+        matches!(self.0.wait_until_ready().now_or_never(), Some(Ok(())))
+    }
+
+    fn knows(&self, uid: &str, token: &str) -> bool {
+        self.1.knows(uid, token)
+    }
+
+    fn readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<(String, bool)> {
+        self.1
+            .readers(namespace, secret)
+            .into_iter()
+            .filter_map(|name| self.0.get(&ObjectRef::new(&name).within(namespace)))
+            .filter(|o| {
+                o.uid().as_deref() != Some(uid)
+                    && o.finalizers().iter().any(|f| f == crate::crd::FINALIZER)
+            })
+            .map(|o| {
+                let name = format!("{}/{}", K::kind(&()), o.name_any());
+                (name, o.meta().deletion_timestamp.is_some())
+            })
+            .collect()
+    }
+
+    fn cluster_credential_users(&self, name: &str) -> Vec<String> {
+        self.0
+            .state()
+            .iter()
+            .filter(|o| o.cluster_credential() == Some(name))
+            .filter_map(|o| o.namespace())
+            .collect()
+    }
+}
+
+/// The caches of every controller: one per kind and watched namespace.
+pub(crate) type Stores = Vec<Arc<dyn KindCache>>;
 
 /// Runs every kind's controllers until `shutdown` resolves.
 pub async fn run(
@@ -212,17 +310,18 @@ pub async fn run(
         [] => vec![None],
         names => names.iter().cloned().map(Some).collect(),
     };
+    let shared: Shutdown = shutdown.clone().boxed().shared();
     let mut runs = Vec::new();
-    let (mut pts, mut kbs, mut nuas, mut secret_stores) = (vec![], vec![], vec![], vec![]);
+    let (mut caches, mut controllers, mut secret_stores) = (vec![], vec![], vec![]);
     for ns in &scopes {
-        let (pt, pt_secrets) = controller::<NucliaPersonalToken>(ctx.clone(), ns.as_deref());
-        let (kb, kb_secrets) = controller::<NucliaKbApiKey>(ctx.clone(), ns.as_deref());
-        let (nua, nua_secrets) = controller::<NucliaNuaKey>(ctx.clone(), ns.as_deref());
-        let (store, watch) = secret_watch(
-            ctx.clone(),
-            ns.as_deref(),
-            vec![pt_secrets, kb_secrets, nua_secrets],
-        );
+        let mut triggers = Vec::new();
+        for kind in &KINDS {
+            let started = (kind.start)(ctx.clone(), ns.as_deref(), shared.clone());
+            caches.push(started.cache);
+            triggers.push(started.trigger);
+            controllers.push(started.run);
+        }
+        let (store, watch) = secret_watch(ctx.clone(), ns.as_deref(), triggers);
         runs.push(
             watch
                 .take_until(shutdown.clone())
@@ -230,40 +329,11 @@ pub async fn run(
                 .boxed(),
         );
         secret_stores.push((ns.clone(), store));
-        pts.push(pt);
-        kbs.push(kb);
-        nuas.push(nua);
     }
-    let _ = ctx.stores.set((
-        pts.iter().map(|(c, i)| (c.store(), i.clone())).collect(),
-        kbs.iter().map(|(c, i)| (c.store(), i.clone())).collect(),
-        nuas.iter().map(|(c, i)| (c.store(), i.clone())).collect(),
-    ));
+    // Before any controller runs: a reconcile asks the caches.
+    let _ = ctx.stores.set(caches);
     let _ = ctx.secret_stores.set(secret_stores);
-    for (c, _) in pts {
-        runs.push(
-            c.graceful_shutdown_on(shutdown.clone())
-                .run(reconcile, error_policy, ctx.clone())
-                .for_each(outcome::<NucliaPersonalToken, _>(ctx.clone()))
-                .boxed(),
-        );
-    }
-    for (c, _) in kbs {
-        runs.push(
-            c.graceful_shutdown_on(shutdown.clone())
-                .run(reconcile, error_policy, ctx.clone())
-                .for_each(outcome::<NucliaKbApiKey, _>(ctx.clone()))
-                .boxed(),
-        );
-    }
-    for (c, _) in nuas {
-        runs.push(
-            c.graceful_shutdown_on(shutdown.clone())
-                .run(reconcile, error_policy, ctx.clone())
-                .for_each(outcome::<NucliaNuaKey, _>(ctx.clone()))
-                .boxed(),
-        );
-    }
+    runs.extend(controllers);
     if ctx.settings.cluster_credential_namespace.is_some() {
         runs.push(cluster_credentials::run(ctx.clone(), shutdown.clone()).boxed());
     }

@@ -1,15 +1,11 @@
-//! Conditions and the status write. Status is written with server-side apply, and only when it
-//! changed, so a resync of a healthy resource writes nothing.
+//! Condition primitives shared by the credential kinds and the cluster credentials: the types,
+//! and setting or removing one (`lastTransitionTime` moves only when the status flips). What a
+//! reconcile reports, and the one status write, are the engine's (`engine::reconcile`).
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::crd::{CredentialStatus, FIELD_MANAGER, k8s_time};
-use crate::error::{Error, Result};
+use crate::crd::k8s_time;
 
 pub const READY: &str = "Ready";
 pub const ISSUING: &str = "Issuing";
@@ -51,37 +47,4 @@ pub fn set(
 /// Removes a condition.
 pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
-}
-
-/// Writes `status` if it differs from what the object has; returns the object written.
-pub async fn write<K>(
-    api: &Api<K>,
-    obj: &K,
-    current: Option<&CredentialStatus>,
-    status: &CredentialStatus,
-) -> Result<Option<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    if current == Some(status) {
-        return Ok(None);
-    }
-    // The operator is the only writer of status, so it replaces it whole: a JSON patch costs
-    // the apiserver far less than a server-side apply of the same content.
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
-        { "op": "add", "path": "/status", "value": status }
-    ]))
-    .map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    let written = api
-        .patch_status(
-            &obj.name_any(),
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Json::<()>(patch),
-        )
-        .await
-        .map_err(Error::kube("patch status"))?;
-    Ok(Some(written))
 }

@@ -19,8 +19,8 @@ use super::formats::{self, Consumer, Shape};
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
-    CredentialStatus, CredentialType, DeletionPolicy, KbLocationStatus, KbRole, NucliaKbApiKey,
-    NucliaKbApiKeySpec, RolloutRestartTarget, SecretKeyRef, SecretTemplate, TokenScope,
+    CredentialStatus, CredentialType, KbLocationStatus, KbRole, LifecycleSpec, NucliaKbApiKey,
+    NucliaKbApiKeySpec, SecretKeyRef, SecretTemplate, TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
@@ -379,12 +379,15 @@ impl KbIssuer {
     }
 
     /// Deletes service accounts that older versions retired (tracked in status, at the home
-    /// KB) once no key the resource still needs lives there.
-    pub async fn retire_unused(&mut self, still_needed: &[Option<String>]) -> Result<()> {
+    /// KB) once no key the resource still needs lives there (the current one, or one of
+    /// `still_needed`).
+    async fn retire_unused_accounts(&mut self, still_needed: &[Option<String>]) -> Result<()> {
+        let current = self.state.service_account_id.clone();
         let retired = std::mem::take(&mut self.state.retired_service_accounts);
         for id in retired {
             let needed = still_needed
                 .iter()
+                .chain(std::iter::once(&current))
                 .any(|n| n.as_deref() == Some(id.as_str()));
             match self.home.clone() {
                 Some(place) if !needed => self.delete_service_account(&place, &id).await?,
@@ -447,6 +450,10 @@ async fn resolve_account(
 }
 
 impl Issuer for KbIssuer {
+    async fn retire_unused(&mut self, still_needed: &[Option<String>]) -> Result<()> {
+        self.retire_unused_accounts(still_needed).await
+    }
+
     async fn issue(&mut self, marker: &Marker, expires: DateTime<Utc>) -> Result<Minted> {
         let (Some(place), Some(target)) = (self.home.clone(), self.mint.take()) else {
             return Err(Error::InvalidSpec(
@@ -695,8 +702,8 @@ fn current_kb(status: &CredentialStatus) -> Option<(Option<String>, Option<Strin
 impl Kind for NucliaKbApiKey {
     type Issuer = KbIssuer;
 
-    fn cr_status(&self) -> Option<&CredentialStatus> {
-        self.status.as_ref()
+    fn lifecycle(&self) -> &LifecycleSpec {
+        &self.spec.lifecycle
     }
 
     fn policy(&self) -> Result<Policy> {
@@ -711,16 +718,13 @@ impl Kind for NucliaKbApiKey {
                 s.kb_url,
                 s.account,
                 s.role,
-                s.days,
+                s.lifecycle.days,
                 s.auth,
                 s.service_account,
                 s.secret.template.name,
                 s.secret.keys
             ]),
-            s.days,
-            s.renew_before.as_deref(),
-            &s.rotation,
-            s.deletion_policy,
+            &s.lifecycle,
         )
         .map_err(Error::InvalidSpec)
     }
@@ -756,10 +760,6 @@ impl Kind for NucliaKbApiKey {
 
     fn adopted_service_account(&self) -> Option<&str> {
         self.spec.service_account.id.as_deref()
-    }
-
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
     }
 
     fn managed_token(&self, _purpose: Purpose) -> ManagedToken {
@@ -830,10 +830,6 @@ impl Kind for NucliaKbApiKey {
         .for_resource(owner_marker(ctx, self))
     }
 
-    fn restart_targets(&self) -> &[RolloutRestartTarget] {
-        &self.spec.rollout_restart_targets
-    }
-
     /// The KB of the current token.
     fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)> {
         let Some((kb_id, zone)) = current_kb(status) else {
@@ -860,16 +856,8 @@ impl Kind for NucliaKbApiKey {
         })
     }
 
-    async fn settle(issuer: &mut KbIssuer, status: &mut CredentialStatus) -> Result<()> {
-        let mut still_needed: Vec<Option<String>> = status
-            .previous_tokens
-            .iter()
-            .map(|p| p.service_account_id.clone())
-            .collect();
-        still_needed.push(issuer.state.service_account_id.clone());
-        issuer.retire_unused(&still_needed).await?;
+    fn record(issuer: &KbIssuer, status: &mut CredentialStatus) {
         status.kb = Some(issuer.state.clone());
-        Ok(())
     }
 }
 

@@ -267,6 +267,15 @@ pub trait Issuer: Send {
     ) -> impl Future<Output = Result<bool>> + Send {
         async { Ok(false) }
     }
+    /// Deletes what this issuer retired (a KB key's service accounts of an earlier scope) where
+    /// no token still recorded lives: `still_needed` names the service accounts of the replaced
+    /// tokens. Called only by the engine's revoker. Default: nothing is retired.
+    fn retire_unused(
+        &mut self,
+        _still_needed: &[Option<String>],
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
     /// Whether [`Issuer::list_live`] lists every credential of `scope` (so one of that scope
     /// missing from the list is gone). Default: it cannot tell.
     fn lists_all_of(&self, _scope: &TokenScope) -> bool {

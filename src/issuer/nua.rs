@@ -14,8 +14,8 @@ use super::kb::AccountCache;
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
-    CredentialStatus, DeletionPolicy, NucliaNuaKey, NucliaNuaKeySpec, RolloutRestartTarget,
-    SecretKeyRef, SecretTemplate, TokenScope,
+    CredentialStatus, LifecycleSpec, NucliaNuaKey, NucliaNuaKeySpec, SecretKeyRef, SecretTemplate,
+    TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
@@ -266,8 +266,8 @@ impl Issuer for NuaIssuer {
 impl Kind for NucliaNuaKey {
     type Issuer = NuaIssuer;
 
-    fn cr_status(&self) -> Option<&CredentialStatus> {
-        self.status.as_ref()
+    fn lifecycle(&self) -> &LifecycleSpec {
+        &self.spec.lifecycle
     }
 
     fn policy(&self) -> Result<Policy> {
@@ -292,15 +292,12 @@ impl Kind for NucliaNuaKey {
                 s.contact,
                 s.allow_kb_management,
                 s.tokens_limit,
-                s.days,
+                s.lifecycle.days,
                 s.auth,
                 s.secret.template.name,
                 s.secret.keys
             ]),
-            s.days,
-            s.renew_before.as_deref(),
-            &s.rotation,
-            s.deletion_policy,
+            &s.lifecycle,
         )
         .map_err(Error::InvalidSpec)
     }
@@ -315,10 +312,6 @@ impl Kind for NucliaNuaKey {
 
     fn auth_ref(&self) -> &SecretKeyRef {
         &self.spec.auth.secret_ref
-    }
-
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
     }
 
     fn managed_token(&self, _purpose: Purpose) -> ManagedToken {
@@ -380,10 +373,6 @@ impl Kind for NucliaNuaKey {
         }
     }
 
-    fn restart_targets(&self) -> &[RolloutRestartTarget] {
-        &self.spec.rollout_restart_targets
-    }
-
     /// The zone, account id and client id of the current key.
     fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)> {
         let Some(scope) = &status.scope else {
@@ -407,10 +396,6 @@ impl Kind for NucliaNuaKey {
             account_id: scope.account_id.clone()?,
             client_id: status.token_id.clone()?,
         })
-    }
-
-    async fn settle(_issuer: &mut NuaIssuer, _status: &mut CredentialStatus) -> Result<()> {
-        Ok(())
     }
 }
 

@@ -8,8 +8,7 @@ use super::formats::{self, Consumer, Shape};
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
-    CredentialStatus, DeletionPolicy, NucliaPersonalToken, RolloutRestartTarget, SecretKeyRef,
-    SecretTemplate, TokenScope,
+    CredentialStatus, LifecycleSpec, NucliaPersonalToken, SecretKeyRef, SecretTemplate, TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
@@ -142,8 +141,8 @@ impl Issuer for PersonalIssuer {
 impl Kind for NucliaPersonalToken {
     type Issuer = PersonalIssuer;
 
-    fn cr_status(&self) -> Option<&CredentialStatus> {
-        self.status.as_ref()
+    fn lifecycle(&self) -> &LifecycleSpec {
+        &self.spec.lifecycle
     }
 
     fn policy(&self) -> Result<Policy> {
@@ -152,11 +151,8 @@ impl Kind for NucliaPersonalToken {
         formats::validate(&s.secret, Shape::PersonalToken, &[self.token_key()])
             .map_err(Error::InvalidSpec)?;
         Policy::for_spec(
-            serde_json::json!([s.description, s.days, s.auth, s.secret.name]),
-            s.days,
-            s.renew_before.as_deref(),
-            &s.rotation,
-            s.deletion_policy,
+            serde_json::json!([s.description, s.lifecycle.days, s.auth, s.secret.name]),
+            &s.lifecycle,
         )
         .map_err(Error::InvalidSpec)
     }
@@ -171,10 +167,6 @@ impl Kind for NucliaPersonalToken {
 
     fn auth_ref(&self) -> &SecretKeyRef {
         &self.spec.auth.secret_ref
-    }
-
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
     }
 
     /// A personal token may delete personal tokens of its user, itself included: the best
@@ -210,19 +202,11 @@ impl Kind for NucliaPersonalToken {
         )
     }
 
-    fn restart_targets(&self) -> &[RolloutRestartTarget] {
-        &self.spec.rollout_restart_targets
-    }
-
     fn secret_data(&self, _status: &CredentialStatus) -> Vec<(String, String)> {
         Vec::new()
     }
 
     fn consumer(&self, _status: &CredentialStatus) -> Option<Consumer> {
         Some(Consumer::PersonalToken)
-    }
-
-    async fn settle(_issuer: &mut PersonalIssuer, _status: &mut CredentialStatus) -> Result<()> {
-        Ok(())
     }
 }

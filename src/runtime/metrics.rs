@@ -186,6 +186,7 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_skipped: Family<KindLabels, Counter>,
     revocations_abandoned: Family<KindLabels, Counter>,
+    revocations: Family<ErrorLabels, Counter>,
     leader: Gauge,
     foreign_installations: Gauge,
     cache_entries: Family<CacheLabels, Gauge>,
@@ -216,6 +217,7 @@ impl Metrics {
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_skipped = Family::<KindLabels, Counter>::default();
         let revocations_abandoned = Family::<KindLabels, Counter>::default();
+        let revocations = Family::<ErrorLabels, Counter>::default();
         let leader = Gauge::default();
         let foreign_installations = Gauge::default();
         let cache_entries = Family::<CacheLabels, Gauge>::default();
@@ -274,6 +276,11 @@ impl Metrics {
             revocations_abandoned.clone(),
         );
         registry.register(
+            "nuclia_operator_revocations",
+            "Tokens revoked at Nuclia (or found already gone there), by resource kind and reason: Replaced (end of a grace period, or early), Deleted (the resource went), NeverDelivered (minted but never reached the Secret), Interrupted (left by an interrupted issue), Orphaned (marked for a resource that no longer exists)",
+            revocations.clone(),
+        );
+        registry.register(
             "nuclia_operator_leader",
             "1 when this replica is the one acting (leader, or leader election disabled), else 0",
             leader.clone(),
@@ -312,6 +319,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_skipped,
             revocations_abandoned,
+            revocations,
             leader,
             foreign_installations,
             cache_entries,
@@ -406,6 +414,16 @@ impl Metrics {
     }
 
     /// Counts tokens a deletion had to leave valid (no credential could revoke them in time).
+    /// Counts a token revoked (or found already gone) at Nuclia; `reason` says why.
+    pub fn revoked(&self, kind: &str, reason: &str) {
+        self.revocations
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn revocations_abandoned(&self, kind: &str, tokens: u64) {
         self.revocations_abandoned
             .get_or_create(&KindLabels {

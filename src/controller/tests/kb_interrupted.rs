@@ -18,7 +18,7 @@ use kube::runtime::controller::Action;
 use super::apiserver::ApiServer;
 use super::{requeues, secs, settings};
 use crate::controller::engine::marker;
-use crate::controller::reconcile::reconcile;
+use crate::controller::reconcile;
 use crate::controller::{Context, Kind};
 use crate::crd::{
     ANNOTATION_ISSUE_INTENT, CredentialStatus, FINALIZER, IssueIntent, NucliaKbApiKey, k8s_time,

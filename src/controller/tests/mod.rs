@@ -26,7 +26,7 @@ use kube::{Resource, ResourceExt};
 
 use self::apiserver::ApiServer;
 use self::scripted::{Op, Scripted, ScriptedSpec, Upstream};
-use super::reconcile::reconcile;
+use super::reconcile;
 use super::resource_index::ResourceIndex;
 use super::{Context, Kind, Settings};
 use crate::crd::{
@@ -141,8 +141,7 @@ impl World {
                 },
                 self_renew: false,
                 secret: Default::default(),
-                deletion_policy: DeletionPolicy::Revoke,
-                rollout_restart_targets: Vec::new(),
+                lifecycle: Default::default(),
             },
         );
         obj.metadata = ObjectMeta {
@@ -943,7 +942,7 @@ async fn a_deletion_after_an_interrupted_issue_revokes_the_strays() {
 async fn an_orphan_deletion_keeps_token_and_secret() {
     let w = World::new();
     let mut obj = w.issued("tok");
-    obj.spec.deletion_policy = DeletionPolicy::Orphan;
+    obj.spec.lifecycle.deletion_policy = DeletionPolicy::Orphan;
     w.store(&obj);
     w.delete(chrono::Duration::zero());
 
@@ -983,16 +982,16 @@ fn deleting_reader(
     writer.apply_watcher_event(&watcher::Event::Apply(kb.clone()));
     index.observe(&watcher::Event::Apply(kb.clone()));
     // Both caches loaded: a deletion waits for nothing else.
-    let (pts, mut pts_writer) = reflector::store();
+    let (pts, mut pts_writer) = reflector::store::<crate::crd::NucliaPersonalToken>();
     pts_writer.apply_watcher_event(&watcher::Event::InitDone);
     let none = Arc::new(ResourceIndex::default());
-    let (nuas, mut nuas_writer) = reflector::store();
+    let (nuas, mut nuas_writer) = reflector::store::<crate::crd::NucliaNuaKey>();
     nuas_writer.apply_watcher_event(&watcher::Event::InitDone);
-    let stores = (
-        vec![(pts, none.clone())],
-        vec![(kbs, index.clone())],
-        vec![(nuas, none)],
-    );
+    let stores: super::Stores = vec![
+        Arc::new((pts, none.clone())),
+        Arc::new((kbs, index.clone())),
+        Arc::new((nuas, none)),
+    ];
     assert!(w.ctx.stores.set(stores).is_ok());
     (kb, writer, index)
 }
@@ -1003,19 +1002,19 @@ fn deleting_reader(
 async fn a_deletion_waits_until_the_caches_are_loaded() {
     let w = World::new();
     w.store(&w.issued("tok"));
-    let (pts, mut pts_writer) = reflector::store();
+    let (pts, mut pts_writer) = reflector::store::<crate::crd::NucliaPersonalToken>();
     let (kbs, _kb_writer) = reflector::store::<NucliaKbApiKey>();
-    let (nuas, mut nuas_writer) = reflector::store();
+    let (nuas, mut nuas_writer) = reflector::store::<crate::crd::NucliaNuaKey>();
     nuas_writer.apply_watcher_event(&watcher::Event::InitDone);
     let none = || Arc::new(ResourceIndex::default());
     assert!(
         w.ctx
             .stores
-            .set((
-                vec![(pts, none())],
-                vec![(kbs, none())],
-                vec![(nuas, none())]
-            ))
+            .set(vec![
+                Arc::new((pts, none())),
+                Arc::new((kbs, none())),
+                Arc::new((nuas, none())),
+            ])
             .is_ok()
     );
     pts_writer.apply_watcher_event(&watcher::Event::InitDone);

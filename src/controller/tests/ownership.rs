@@ -15,12 +15,13 @@ use kube::runtime::{reflector, watcher};
 
 use super::scripted::{Op, Scripted};
 use super::{NAME, World, requeues, settings};
-use crate::controller::Context;
-use crate::controller::reconcile::reconcile;
+use crate::controller::reconcile;
 use crate::controller::resource_index::ResourceIndex;
+use crate::controller::{Context, Stores};
 use crate::crd::{
     ANNOTATION_TOKEN_ID, CredentialStatus, DeletionPolicy, FINALIZER, LABEL_MANAGED_BY,
-    LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, PreviousToken, k8s_time,
+    LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, NucliaNuaKey, NucliaPersonalToken,
+    PreviousToken, k8s_time,
 };
 use crate::issuer::Marker;
 
@@ -39,18 +40,18 @@ fn caches_knowing(ctx: &Context, live: &[&Scripted]) {
     for o in live {
         index.observe(&watcher::Event::Apply((*o).clone()));
     }
-    let (pts, mut a) = reflector::store();
+    let (pts, mut a) = reflector::store::<NucliaPersonalToken>();
     a.apply_watcher_event(&watcher::Event::InitDone);
-    let (kbs, mut b) = reflector::store();
+    let (kbs, mut b) = reflector::store::<crate::crd::NucliaKbApiKey>();
     b.apply_watcher_event(&watcher::Event::InitDone);
-    let (nuas, mut c) = reflector::store();
+    let (nuas, mut c) = reflector::store::<NucliaNuaKey>();
     c.apply_watcher_event(&watcher::Event::InitDone);
     let none = Arc::new(ResourceIndex::default());
-    let stores = (
-        vec![(pts, index)],
-        vec![(kbs, none.clone())],
-        vec![(nuas, none)],
-    );
+    let stores: Stores = vec![
+        Arc::new((pts, index)),
+        Arc::new((kbs, none.clone())),
+        Arc::new((nuas, none)),
+    ];
     assert!(ctx.stores.set(stores).is_ok());
     assert!(ctx.caches_ready());
 }
@@ -80,7 +81,7 @@ async fn a_token_kept_by_the_policy_at_deletion_is_never_swept() {
     gone.metadata.finalizers = Some(vec![FINALIZER.into()]);
     gone.metadata.deletion_timestamp = Some(k8s_time(w.now));
     // Switched to Orphan just before the deletion: the token's marker says nothing of it.
-    gone.spec.deletion_policy = DeletionPolicy::Orphan;
+    gone.spec.lifecycle.deletion_policy = DeletionPolicy::Orphan;
     gone.status = Some(CredentialStatus {
         token_id: Some("kept-tok".into()),
         not_after: Some(expires),

@@ -116,7 +116,7 @@ async fn a_rotation_restarts_the_targets_and_the_grace_period_starts_after() {
     let w = World::new();
     put_deployment(&w.server, &w.ns, "web");
     let mut obj = w.issued("old");
-    obj.spec.rollout_restart_targets = vec![target("web"), target("missing")];
+    obj.spec.lifecycle.rollout_restart_targets = vec![target("web"), target("missing")];
     obj.annotations_mut()
         .insert(ANNOTATION_ROTATE.into(), "now".into());
     w.store(&obj);

@@ -16,7 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
-use crate::crd::{CredentialStatus, DeletionPolicy, SecretKeyRef, SecretTemplate, TokenScope};
+use crate::crd::{CredentialStatus, LifecycleSpec, SecretKeyRef, SecretTemplate, TokenScope};
 use crate::error::Result;
 use crate::issuer::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::lifecycle::Policy;
@@ -37,10 +37,8 @@ pub struct ScriptedSpec {
     pub self_renew: bool,
     #[serde(default)]
     pub secret: SecretTemplate,
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
-    #[serde(default)]
-    pub rollout_restart_targets: Vec<crate::crd::RolloutRestartTarget>,
+    #[serde(flatten)]
+    pub lifecycle: LifecycleSpec,
 }
 
 /// One call the engine made to Nuclia.
@@ -280,18 +278,19 @@ impl Issuer for ScriptedIssuer {
 impl Kind for Scripted {
     type Issuer = ScriptedIssuer;
 
-    fn cr_status(&self) -> Option<&CredentialStatus> {
-        self.status.as_ref()
+    fn lifecycle(&self) -> &LifecycleSpec {
+        &self.spec.lifecycle
     }
 
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
-        let rotation = crate::crd::Rotation::default();
         let shaping = serde_json::json!([s.auth, s.secret.name]);
-        Ok(
-            Policy::for_spec(shaping, 30, None, &rotation, s.deletion_policy)
-                .expect("a valid policy"),
-        )
+        // Always 30 days: the scenarios' clocks are set for it.
+        let lifecycle = LifecycleSpec {
+            days: 30,
+            ..s.lifecycle.clone()
+        };
+        Ok(Policy::for_spec(shaping, &lifecycle).expect("a valid policy"))
     }
 
     fn secret_template(&self) -> &SecretTemplate {
@@ -304,10 +303,6 @@ impl Kind for Scripted {
 
     fn auth_ref(&self) -> &SecretKeyRef {
         &self.spec.auth
-    }
-
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
     }
 
     fn expires_upstream(&self) -> bool {
@@ -345,19 +340,11 @@ impl Kind for Scripted {
         }
     }
 
-    fn restart_targets(&self) -> &[crate::crd::RolloutRestartTarget] {
-        &self.spec.rollout_restart_targets
-    }
-
     fn secret_data(&self, _status: &CredentialStatus) -> Vec<(String, String)> {
         Vec::new()
     }
 
     fn consumer(&self, _status: &CredentialStatus) -> Option<crate::issuer::formats::Consumer> {
         Some(crate::issuer::formats::Consumer::PersonalToken)
-    }
-
-    async fn settle(_issuer: &mut ScriptedIssuer, _status: &mut CredentialStatus) -> Result<()> {
-        Ok(())
     }
 }

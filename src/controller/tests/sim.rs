@@ -33,9 +33,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use super::apiserver::ApiServer;
-use crate::controller::reconcile::{error_policy, reconcile};
 use crate::controller::resource_index::ResourceIndex;
 use crate::controller::{Context, Kind, Settings};
+use crate::controller::{error_policy, reconcile};
 use crate::crd::{
     ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, ANNOTATION_TOKEN_ID, CredentialStatus,
     LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, NucliaKbApiKey, NucliaNuaKey,
@@ -481,11 +481,11 @@ impl Sim {
         let pt_i = Arc::new(ResourceIndex::default());
         let kb_i = Arc::new(ResourceIndex::default());
         let nua_i = Arc::new(ResourceIndex::default());
-        let _ = ctx.stores.set((
-            vec![(pt_r, pt_i.clone())],
-            vec![(kb_r, kb_i.clone())],
-            vec![(nua_r, nua_i.clone())],
-        ));
+        let _ = ctx.stores.set(vec![
+            Arc::new((pt_r, pt_i.clone())),
+            Arc::new((kb_r, kb_i.clone())),
+            Arc::new((nua_r, nua_i.clone())),
+        ]);
         let _ = ctx.secret_stores.set(vec![(None, s_r)]);
         let writers = Writers {
             pt: (pt_w, pt_i),

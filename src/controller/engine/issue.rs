@@ -4,9 +4,10 @@
 
 use kube::ResourceExt;
 
-use super::Kind;
-use super::engine::{Engine, marker, now};
-use super::secret::{self, SecretView, owner_ref};
+use super::revoke::{Why, revoke, settle};
+use super::{Engine, marker, now};
+use crate::controller::Kind;
+use crate::controller::secret::{self, SecretView, owner_ref};
 use crate::crd::{
     ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, IssueIntent, RolloutRestartStatus,
 };
@@ -46,9 +47,9 @@ impl<K: Kind> Engine<'_, K> {
                 // What the issuer made on the way (a KB key's service account) is recorded, so
                 // that deletion releases it without a list.
                 if let Some(issuer) = self.issuer.as_mut()
-                    && let Err(settle) = K::settle(issuer, &mut self.status).await
+                    && let Err(e) = settle::<K>(issuer, &mut self.status).await
                 {
-                    tracing::debug!(error = %settle, "could not record the issuer's state");
+                    tracing::debug!(error = %e, "could not record the issuer's state");
                 }
                 return Err(e);
             }
@@ -82,7 +83,11 @@ impl<K: Kind> Engine<'_, K> {
         {
             // The token never reached the Secret: take it back rather than leak it.
             let issuer = self.issuer.as_mut().expect("issuer");
-            if issuer.revoke(&minted.id, &scope).await.is_ok() {
+            let why = Why::NeverDelivered;
+            if revoke::<K>(self.ctx, issuer, &minted.id, &scope, why)
+                .await
+                .is_ok()
+            {
                 self.status.resolved_intent = Some(intent.nonce);
             }
             return Err(e);

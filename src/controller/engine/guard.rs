@@ -5,10 +5,11 @@
 
 use std::collections::HashSet;
 
-use super::engine::{Engine, marker};
-use super::kept;
-use super::secret::SecretView;
-use super::{Kind, Purpose};
+use super::revoke::{Why, revoke, settle};
+use super::{Engine, marker};
+use crate::controller::kept;
+use crate::controller::secret::SecretView;
+use crate::controller::{Kind, Purpose};
 use crate::crd::IssueIntent;
 use crate::error::Result;
 use crate::issuer::{Issuer, LiveToken};
@@ -88,12 +89,11 @@ impl<K: Kind> Engine<'_, K> {
         }
         for t in mine.iter().filter(|t| !referenced.contains(&t.id)) {
             let scope = issuer.scope_of(t);
-            issuer.revoke(&t.id, &scope).await?;
-            tracing::info!(token_id = %t.id, "revoked a token an interrupted issue left behind");
+            revoke::<K>(self.ctx, &mut issuer, &t.id, &scope, Why::Interrupted).await?;
         }
         self.report_unproven(&unproven, &referenced);
         // Where an adopted token lives (a KB key's service account) goes to status.
-        K::settle(&mut issuer, &mut self.status).await
+        settle::<K>(&mut issuer, &mut self.status).await
     }
 
     /// Reports (Warning Event `RevokeAbandoned`, the abandoned-revocations metric, the log)
@@ -208,7 +208,7 @@ impl<K: Kind> Engine<'_, K> {
             "Adopted",
             note,
         );
-        K::settle(&mut issuer, &mut self.status).await
+        settle::<K>(&mut issuer, &mut self.status).await
     }
 
     /// Whether a restored Secret is shown to hold `found`, the live token its annotation names
@@ -346,10 +346,8 @@ impl<K: Kind> Engine<'_, K> {
         };
         for t in orphans {
             let scope = issuer.scope_of(&t);
-            match issuer.revoke(&t.id, &scope).await {
-                Ok(()) => {
-                    tracing::info!(token_id = %t.id, "revoked a token of a resource that no longer exists")
-                }
+            match revoke::<K>(self.ctx, issuer, &t.id, &scope, Why::Orphaned).await {
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(token_id = %t.id, error = %e, "could not revoke an orphaned token")
                 }

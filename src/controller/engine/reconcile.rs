@@ -1,7 +1,10 @@
 //! One reconcile of a live resource: read what is, ask the lifecycle for the plan, carry it
-//! out, and say in the conditions what came of it. Also the entry point that sends a resource
-//! being deleted to [`super::revoke::cleanup`], and the error policy. The state of one
-//! reconcile and what every step needs are in [`super::engine`].
+//! out, and report what came of it: the conditions (`Ready` says whether the Secret holds the
+//! current, valid token, whatever happened; `Issuing` what the engine is doing or what failed;
+//! `Stalled`, kstatus, only while a terminal reason waits for a person), the per-resource
+//! metrics, and the one status write every step goes through (a JSON patch, only when status
+//! changed, so a resync of a healthy resource writes nothing). Also the entry point that sends
+//! a resource being deleted to [`super::revoke::cleanup`], and the error policy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +12,19 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-use super::engine::{Engine, chrono_dur, has_finalizer, now, same_inputs};
-use super::secret::{self, SecretView, secret_name};
-use super::secret_watch::Seen;
-use super::{Context, Kind, status};
-use crate::crd::{ANNOTATION_ISSUE_INTENT, ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, IssueIntent};
+use kube::api::{Patch, PatchParams};
+
+use super::{Engine, chrono_dur, has_finalizer, now, same_inputs};
+use crate::controller::secret::{self, SecretView, secret_name};
+use crate::controller::secret_watch::Seen;
+use crate::controller::{Context, Kind, status};
+use crate::crd::{
+    ANNOTATION_ISSUE_INTENT, ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, FIELD_MANAGER, IssueIntent,
+};
 use crate::error::{Error, Result};
 use crate::lifecycle::{self, Observation, Plan, Policy, SecretState, Step};
+use crate::nuclia;
+use crate::runtime::metrics::CredentialState;
 
 pub(crate) async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
@@ -107,7 +116,7 @@ impl<K: Kind> Engine<'_, K> {
 
     /// How the memo names the credential the spec reads (a change of it ends a backoff).
     fn credential_key(&self) -> String {
-        super::memo::credential_key(
+        crate::controller::memo::credential_key(
             &self.obj.namespace().unwrap_or_default(),
             Some(&self.obj.auth_ref().name),
             self.obj.cluster_credential(),
@@ -278,7 +287,7 @@ impl<K: Kind> Engine<'_, K> {
         let after: Plan = self.plan(&policy, secret_now.clone());
         self.revoke_replaced(&view, &after.revoke).await?;
         if let Some(issuer) = self.issuer.as_mut() {
-            K::settle(issuer, &mut self.status).await?;
+            super::revoke::settle::<K>(issuer, &mut self.status).await?;
         }
         if backing_off.is_none() {
             self.set_conditions(&policy, &secret_name, &secret_now, &after);
@@ -290,16 +299,7 @@ impl<K: Kind> Engine<'_, K> {
         if holds_token {
             self.status.secret_name = Some(secret_name);
         }
-        let written =
-            status::write(&self.api, self.obj, self.obj.cr_status(), &self.status).await?;
-        // The status write is not resourceVersion-guarded: the version it returns stands for
-        // this reconcile only if nobody changed what it acted on meanwhile.
-        if let Some(rv) = written
-            .filter(|w| same_inputs(self.obj, w))
-            .and_then(|w| w.resource_version())
-        {
-            self.resource_versions.push(rv);
-        }
+        self.write_status(None).await?;
         self.publish_metrics();
         if let Some(left) = backing_off {
             // The failure's entry stays in the memo (and its backoff in the error policy's).
@@ -327,5 +327,237 @@ impl<K: Kind> Engine<'_, K> {
             self.ctx.memo.still_failing(&self.uid, Some(credential));
         }
         Ok(Action::requeue(wake))
+    }
+}
+
+/// Reasons that wait for a person to change the spec or a Secret: `Stalled` (kstatus).
+fn is_terminal(label: &str) -> bool {
+    matches!(
+        label,
+        "InvalidSpec" | "SecretConflict" | "UntrustedEndpoint" | "CredentialNotAllowed"
+    )
+}
+
+impl<K: Kind> Engine<'_, K> {
+    /// The one status writer: writes `self.status` if it differs from the status of `read`
+    /// (the resource as last read; None: as this reconcile found it), replacing it whole (the
+    /// operator is its only writer, and a JSON patch costs the apiserver far less than a
+    /// server-side apply of the same content). Returns the resourceVersion written. The write
+    /// is not resourceVersion-guarded: the version stands for this reconcile's own echo (for
+    /// the memo) only if nobody changed what it acted on meanwhile.
+    pub(super) async fn write_status(&mut self, read: Option<&K>) -> Result<Option<String>> {
+        let read = read.unwrap_or(self.obj);
+        if read.cr_status() == Some(&self.status) {
+            return Ok(None);
+        }
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            { "op": "add", "path": "/status", "value": &self.status }
+        ]))
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        let written = self
+            .api
+            .patch_status(
+                &read.name_any(),
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::Json::<()>(patch),
+            )
+            .await
+            .map_err(Error::kube("patch status"))?;
+        let rv = written.resource_version();
+        if same_inputs(self.obj, &written) {
+            self.resource_versions.extend(rv.clone());
+        }
+        Ok(rv)
+    }
+    /// Ready, Issuing and Stalled after a successful reconcile: Ready says whether the Secret
+    /// holds the current token, whatever step this was.
+    pub(super) fn set_conditions(
+        &mut self,
+        policy: &Policy,
+        secret_name: &str,
+        secret: &SecretState,
+        plan: &Plan,
+    ) {
+        let generation = self.obj.meta().generation;
+        let now = self.now;
+        let ready = match lifecycle::secret_holds_current(&self.status, secret, now) {
+            Ok(()) => {
+                let s = &self.status;
+                let expires = s
+                    .not_after
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                let mut message =
+                    format!("Secret {secret_name} holds a valid token until {expires}");
+                // Judged against the spec the token was minted for: a spec change waiting for
+                // its new token is not a shortened lifetime.
+                if let (Some(issued), Some(not_after)) = (s.issued_at, s.not_after)
+                    && s.spec_hash.as_deref() == Some(policy.spec_hash.as_str())
+                    && lifecycle::lifetime_shortened(policy, issued, not_after)
+                {
+                    message.push_str(&format!(
+                        " (lifetime shortened by Nuclia to {}s of the {} day(s) asked; renewed at two thirds of it)",
+                        (not_after - issued).num_seconds(),
+                        policy.lifetime.num_days()
+                    ));
+                }
+                if let Some(r) = &s.rollout_restart
+                    && r.token_id == s.token_id
+                    && !r.failures.is_empty()
+                {
+                    message.push_str(&format!(
+                        "; rollout restart failed: {}",
+                        r.failures.join("; ")
+                    ));
+                }
+                (true, "TokenValid", message)
+            }
+            Err(u) => (
+                false,
+                u.reason,
+                format!("Secret {secret_name}: {}", u.message),
+            ),
+        };
+        let issuing = match &plan.step {
+            Step::Wait(reason) => {
+                let at = plan
+                    .wake_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                let message = format!(
+                    "a new token is due ({}); waiting for the minimum interval between issues, until {at}",
+                    reason.as_str()
+                );
+                (true, "Waiting", message)
+            }
+            _ => (false, "Idle", "no issue in progress".to_owned()),
+        };
+        let c = &mut self.status.conditions;
+        status::set(c, status::READY, ready.0, ready.1, ready.2, generation, now);
+        status::set(
+            c,
+            status::ISSUING,
+            issuing.0,
+            issuing.1,
+            issuing.2,
+            generation,
+            now,
+        );
+        status::remove(c, status::STALLED);
+        self.status.observed_generation = generation;
+    }
+
+    /// Records a failure in the conditions and as a Warning Event when the reason is new.
+    /// Ready turns False unless the Secret holds the current, valid token.
+    pub(super) async fn report_failure(&mut self, e: &Error) {
+        let generation = self.obj.meta().generation;
+        let mut message = e.to_string();
+        if matches!(
+            e,
+            Error::Nuclia(nuclia::Error::Unauthorized { .. } | nuclia::Error::Forbidden { .. })
+        ) {
+            // Nuclia's answer cannot say which credential; the user needs to know where it is.
+            match self.obj.cluster_credential() {
+                Some(name) => message.push_str(&format!(
+                    "; check NucliaClusterCredential {name:?} (spec.auth.clusterCredentialRef): a cluster admin must fix its Secret"
+                )),
+                None => {
+                    let r = self.obj.auth_ref();
+                    message.push_str(&format!(
+                        "; check the credential in Secret {:?} key {:?} (spec.auth.secretRef)",
+                        r.name, r.key
+                    ));
+                }
+            }
+        }
+        let holds = match &self.secret_state {
+            Some(state) => lifecycle::secret_holds_current(&self.status, state, self.now)
+                .map_err(|u| u.message),
+            // Failed before the Secret was read: judge by status alone.
+            None if self.status.token_id.is_some()
+                && self.status.not_after.is_some_and(|t| t > self.now) =>
+            {
+                Ok(())
+            }
+            None => Err("no valid token recorded".to_owned()),
+        };
+        let holds = match holds {
+            Ok(()) if self.upstream_dead => {
+                Err("its token was revoked at Nuclia and not yet replaced".to_owned())
+            }
+            other => other,
+        };
+        let was = self
+            .status
+            .condition(status::ISSUING)
+            .map(|c| c.reason.clone());
+        let c = &mut self.status.conditions;
+        if let Err(why) = &holds {
+            let name = secret_name(self.obj);
+            let ready_message = format!("Secret {name}: {why}; {message}");
+            status::set(
+                c,
+                status::READY,
+                false,
+                e.label(),
+                ready_message,
+                generation,
+                self.now,
+            );
+        }
+        status::set(
+            c,
+            status::ISSUING,
+            false,
+            e.label(),
+            &message,
+            generation,
+            self.now,
+        );
+        if is_terminal(e.label()) {
+            status::set(
+                c,
+                status::STALLED,
+                true,
+                e.label(),
+                &message,
+                generation,
+                self.now,
+            );
+        } else {
+            status::remove(c, status::STALLED);
+        }
+        self.status.observed_generation = generation;
+        if was.as_deref() != Some(e.label()) {
+            self.ctx
+                .event(&self.obj.object_ref(&()), true, e.label(), message);
+        }
+        if let Err(write_err) = self.write_status(None).await {
+            tracing::debug!(error = %write_err, "could not record failure in status");
+        }
+        self.publish_metrics();
+    }
+
+    pub(super) fn publish_metrics(&self) {
+        let ready = self
+            .status
+            .condition(status::READY)
+            .is_some_and(|c| c.status == "True");
+        let previous = &self.status.previous_tokens;
+        self.ctx.metrics.set_credential(
+            K::kind(&()).as_ref(),
+            &self.obj.namespace().unwrap_or_default(),
+            &self.obj.name_any(),
+            CredentialState {
+                ready,
+                expiry: self.status.not_after.map(|t| t.timestamp()),
+                renewal: self.status.renewal_time.map(|t| t.timestamp()),
+                previous_tokens: previous.len(),
+                revocation_due: previous.iter().map(|p| p.revoke_at.timestamp()).min(),
+            },
+        );
     }
 }

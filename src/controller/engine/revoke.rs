@@ -1,14 +1,16 @@
-//! Revocation of replaced tokens at the end of their grace period, and deletion: everything a
-//! resource minted is revoked as the deletion plan ([`crate::lifecycle::decide_deletion`])
-//! says. (A mint that never reached its Secret is taken back in `issue`, strays of an
-//! interrupted issue and of vanished resources in `guard`.) Every token is revoked in the scope it was minted in,
-//! with the credentials of that scope; a 404 there means it is gone.
+//! The one revoker, and deletion. Every token any step revokes goes through [`revoke`]
+//! (replaced tokens at the end of their grace period, deletion, a mint that never reached its
+//! Secret, what an interrupted issue left, orphans), and every service account the operator
+//! created is released from here, so each is logged and counted alike
+//! (`nuclia_operator_revocations_total{kind,reason}`). A token is revoked in the scope it was
+//! minted in, with the credentials of that scope; a 404 there means it is gone.
 //!
-//! Deletion always finishes: resources that authenticate with this resource's Secret and are
-//! being deleted too go first; a token no credential can revoke is retried with backoff up to
-//! `--revoke-timeout` after the deletion began, then left to expire with a Warning Event
-//! `RevokeAbandoned` (id and expiry, never a value). `deletionPolicy: Orphan` revokes nothing
-//! and keeps the Secret, without its owner.
+//! Deletion carries out the plan of [`crate::lifecycle::decide_deletion`] and always finishes:
+//! resources that authenticate with this resource's Secret and are being deleted too go first;
+//! a token no credential can revoke is retried with backoff up to `--revoke-timeout` after the
+//! deletion began, then left to expire with a Warning Event `RevokeAbandoned` (id and expiry,
+//! never a value). `deletionPolicy: Orphan` revokes nothing and keeps the Secret, without its
+//! owner.
 
 use std::time::Duration;
 
@@ -17,15 +19,73 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 
-use super::engine::{Engine, chrono_dur, has_finalizer, marker, now};
-use super::kept::{self, KeptToken};
-use super::secret::{self, SecretView, owner_ref, secret_name};
-use super::{Context, Kind, Purpose, status};
-use crate::crd::{DeletionPolicy, FINALIZER, PreviousToken, TokenScope};
+use super::{Engine, chrono_dur, has_finalizer, marker, now};
+use crate::controller::kept::{self, KeptToken};
+use crate::controller::secret::{self, SecretView, owner_ref, secret_name};
+use crate::controller::{Context, Kind, Purpose};
+use crate::crd::{CredentialStatus, DeletionPolicy, FINALIZER, PreviousToken, TokenScope};
 use crate::error::{Error, Result};
 use crate::issuer::Issuer;
 use crate::lifecycle::{self, DeletionObservation, DeletionStep, DeletionWait, Readers};
 use crate::nuclia;
+
+/// Why a token is revoked: the log line and the metric say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Why {
+    /// Replaced: at the end of its grace period, or early (too many wait, or break-glass).
+    Replaced,
+    /// Its resource is being deleted.
+    Deleted,
+    /// Minted, but it never reached the Secret: taken back at once.
+    NeverDelivered,
+    /// Left behind by an interrupted issue (the leak guard).
+    Interrupted,
+    /// Marked for a resource of this installation that no longer exists.
+    Orphaned,
+}
+
+impl Why {
+    fn as_str(self) -> &'static str {
+        match self {
+            Why::Replaced => "Replaced",
+            Why::Deleted => "Deleted",
+            Why::NeverDelivered => "NeverDelivered",
+            Why::Interrupted => "Interrupted",
+            Why::Orphaned => "Orphaned",
+        }
+    }
+}
+
+/// Revokes token `id` in `scope` with `issuer`: the one place any token is revoked.
+pub(super) async fn revoke<K: Kind>(
+    ctx: &Context,
+    issuer: &mut K::Issuer,
+    id: &str,
+    scope: &TokenScope,
+    why: Why,
+) -> Result<()> {
+    issuer.revoke(id, scope).await?;
+    let kind = K::kind(&());
+    ctx.metrics.revoked(kind.as_ref(), why.as_str());
+    tracing::info!(kind = kind.as_ref(), token_id = %id, reason = why.as_str(), "revoked");
+    Ok(())
+}
+
+/// After a step that used `issuer`: deletes what it retired that no recorded token needs (a KB
+/// key's earlier service accounts), then records where the kind's tokens live in `status`.
+pub(super) async fn settle<K: Kind>(
+    issuer: &mut K::Issuer,
+    status: &mut CredentialStatus,
+) -> Result<()> {
+    let still_needed: Vec<Option<String>> = status
+        .previous_tokens
+        .iter()
+        .map(|p| p.service_account_id.clone())
+        .collect();
+    issuer.retire_unused(&still_needed).await?;
+    K::record(issuer, status);
+    Ok(())
+}
 
 /// A recorded token: its id, where it was minted, when it expires.
 struct Recorded {
@@ -61,16 +121,17 @@ impl<K: Kind> Engine<'_, K> {
         }
     }
 
-    /// Revokes one token in its own scope.
+    /// Revokes one recorded token in its own scope, with that scope's credentials.
     async fn revoke_in_scope(
         &mut self,
         view: &SecretView,
         id: &str,
         scope: &TokenScope,
+        why: Why,
     ) -> Result<()> {
         let credentials = self.scope_credentials(view, Purpose::Revoke, scope).await?;
         let mut revoker = self.obj.revoker(self.ctx, credentials, scope);
-        revoker.revoke(id, scope).await
+        revoke::<K>(self.ctx, &mut revoker, id, scope, why).await
     }
 
     /// Deletes the service account of `scope` if the operator created it and no recorded
@@ -116,7 +177,10 @@ impl<K: Kind> Engine<'_, K> {
     ) -> Result<()> {
         for p in due {
             let scope = scope_of_previous(p);
-            match self.revoke_in_scope(view, &p.id, &scope).await {
+            match self
+                .revoke_in_scope(view, &p.id, &scope, Why::Replaced)
+                .await
+            {
                 Ok(()) => {
                     self.status.previous_tokens.retain(|q| q.id != p.id);
                     if let Err(e) = self.release_if_unused(view, &scope).await {
@@ -125,7 +189,6 @@ impl<K: Kind> Engine<'_, K> {
                         self.status.previous_tokens.push(p.clone());
                         return Err(e);
                     }
-                    tracing::info!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), token_id = %p.id, "revoked previous token");
                 }
                 Err(e)
                     if lifecycle::expired_on_its_own(
@@ -166,7 +229,10 @@ impl<K: Kind> Engine<'_, K> {
             });
         }
         for t in tokens {
-            match self.revoke_in_scope(view, &t.id, &t.scope).await {
+            match self
+                .revoke_in_scope(view, &t.id, &t.scope, Why::Deleted)
+                .await
+            {
                 Ok(()) => {}
                 // Expired on its own: nothing is left to revoke (as for replaced tokens). A
                 // NUA key never expires at Nuclia: it is revoked or abandoned, never dropped.
@@ -220,7 +286,7 @@ impl<K: Kind> Engine<'_, K> {
             .filter(|t| t.marker.as_ref().is_some_and(|m| m.same_resource(&marker)))
         {
             let scope = revoker.scope_of(t);
-            revoker.revoke(&t.id, &scope).await?;
+            revoke::<K>(self.ctx, &mut revoker, &t.id, &scope, Why::Interrupted).await?;
         }
         revoker.release_marked(&marker).await
     }
@@ -255,7 +321,7 @@ impl<K: Kind> Engine<'_, K> {
         if let Some(intent) = self.pending_intent() {
             self.status.resolved_intent = Some(intent.nonce);
         }
-        let written = status::write(&self.api, &fresh, fresh.cr_status(), &self.status).await?;
+        let written = self.write_status(Some(&fresh)).await?;
         let note = format!(
             "gave up revoking after --revoke-timeout ({}s): {e}; not confirmed revoked, so left valid at Nuclia: {}",
             self.ctx.settings.revoke_timeout.as_secs(),
@@ -267,9 +333,7 @@ impl<K: Kind> Engine<'_, K> {
         tracing::warn!(kind = kind.as_ref(), name = %obj.name_any(), namespace = ?obj.namespace(), "{note}");
         self.ctx
             .event(&obj.object_ref(&()), true, "RevokeAbandoned", note);
-        Ok(written
-            .and_then(|w| w.resource_version())
-            .or_else(|| fresh.resource_version()))
+        Ok(written.or_else(|| fresh.resource_version()))
     }
 
     /// Records this resource as kept by `deletionPolicy: Orphan` (the policy at deletion
@@ -448,7 +512,6 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
                 let plan = lifecycle::decide_deletion(&seen);
                 if let DeletionStep::Retry { .. } = plan.step {
                     let obj_ref = obj.object_ref(&());
-                    let before = obj.cr_status().cloned().unwrap_or_default();
                     ctx.metrics.reconcile_error(kind.as_ref(), e.label());
                     let note = format!(
                         "cannot revoke the tokens before deletion: {e}; retrying until {} (--revoke-timeout), then they are left to expire; fix the credentials, or set spec.deletionPolicy: Orphan",
@@ -458,9 +521,7 @@ pub(super) async fn cleanup<K: Kind>(obj: &K, ctx: &Context) -> Result<Action> {
                     ctx.event(&obj_ref, true, "RevokeFailed", note);
                     // What was revoked stays revoked: record it, so a retry does not need the
                     // credentials of tokens already gone.
-                    if let Err(w) =
-                        status::write(&engine.api, obj, Some(&before), &engine.status).await
-                    {
+                    if let Err(w) = engine.write_status(None).await {
                         tracing::debug!(error = %w, "could not record revocation progress");
                     }
                     let delay = plan.sleep(now(), ctx.next_backoff(&uid));
