@@ -243,6 +243,22 @@ fn short(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
+/// The managed Secret as a kind's spec describes it: its template, and the data key of the
+/// token (a personal token's is always `token`; the other kinds name theirs in `keys`).
+pub trait ManagedSecret: Sync {
+    fn template(&self) -> &SecretTemplate;
+    fn token_key(&self) -> &str;
+}
+
+impl ManagedSecret for SecretTemplate {
+    fn template(&self) -> &SecretTemplate {
+        self
+    }
+    fn token_key(&self) -> &str {
+        "token"
+    }
+}
+
 /// How a rotation hands over from the old token to the new one.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -502,6 +518,15 @@ pub struct KbSecretTemplate {
     pub keys: KbSecretKeys,
 }
 
+impl ManagedSecret for KbSecretTemplate {
+    fn template(&self) -> &SecretTemplate {
+        &self.template
+    }
+    fn token_key(&self) -> &str {
+        &self.keys.token
+    }
+}
+
 /// A Nuclia Knowledge Box API key (a service-account key) with a lifetime of `days`, kept in a
 /// Secret together with the KB URL, rotated before it expires and revoked on delete.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -602,6 +627,15 @@ pub struct NuaSecretTemplate {
     /// Names of the data keys (default `token`, `zone`, `account`, `clientId`).
     #[serde(default)]
     pub keys: NuaSecretKeys,
+}
+
+impl ManagedSecret for NuaSecretTemplate {
+    fn template(&self) -> &SecretTemplate {
+        &self.template
+    }
+    fn token_key(&self) -> &str {
+        &self.keys.token
+    }
 }
 
 /// A Nuclia NUA key (the key of a NUA client of an account, for the processing and predict
@@ -1002,14 +1036,21 @@ mod tests {
         let crd = NucliaPersonalToken::crd();
         assert_eq!(crd.spec.names.short_names, Some(vec!["npt".to_string()]));
         assert_eq!(crd.spec.names.categories, Some(vec!["nuclia".to_string()]));
-        let crd = NucliaKbApiKey::crd();
+        // As installed: the kind's own column between the ones every kind shares.
+        let crd = crate::crds::crds()
+            .into_iter()
+            .find(|c| c.spec.names.kind == "NucliaKbApiKey")
+            .unwrap();
         let cols = crd.spec.versions[0]
             .additional_printer_columns
             .clone()
             .unwrap();
         let names: Vec<_> = cols.iter().map(|c| c.name.as_str()).collect();
-        for want in ["Ready", "Secret", "Expires", "Renews", "Age"] {
-            assert!(names.contains(&want), "{want} missing from {names:?}");
-        }
+        assert_eq!(
+            names,
+            [
+                "Ready", "Reason", "Role", "Secret", "Expires", "Renews", "Age"
+            ]
+        );
     }
 }

@@ -90,6 +90,9 @@ impl Context {
         );
         let restarter = Restarter::new(kube.clone(), settings.rollout_restart_interval);
         let users = UserCache::new(settings.verify_interval);
+        for kind in &super::KINDS {
+            metrics.register_kind((kind.name)());
+        }
         Arc::new(Self {
             kube,
             nuclia,

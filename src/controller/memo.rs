@@ -176,6 +176,24 @@ impl Memo {
         }
     }
 
+    /// What is left of the wait the last reconcile of the resource settled on, if it saw or
+    /// wrote `resource_version` (nobody changed the spec or the requests since) and `holds`.
+    fn wait_left(
+        &self,
+        uid: &str,
+        resource_version: Option<&str>,
+        now: DateTime<Utc>,
+        holds: impl FnOnce(&Settled) -> bool,
+    ) -> Option<Duration> {
+        let rv = resource_version?;
+        let settled = self.settled.lock().ok()?;
+        let s = settled.get(uid)?;
+        if !s.resource_versions.iter().any(|v| v == rv) || !holds(s) {
+            return None;
+        }
+        (s.until - now).to_std().ok().filter(|d| !d.is_zero())
+    }
+
     /// The backoff a failed reconcile recorded, once (the error policy's delay).
     pub fn take_retry(&self, uid: &str) -> Option<Duration> {
         let mut m = self.settled.lock().ok()?;
@@ -190,14 +208,7 @@ impl Memo {
         resource_version: Option<&str>,
         now: DateTime<Utc>,
     ) -> Option<Duration> {
-        let rv = resource_version?;
-        let settled = self.settled.lock().ok()?;
-        let s = settled.get(uid)?;
-        s.failed.as_ref()?;
-        if !s.resource_versions.iter().any(|v| v == rv) {
-            return None;
-        }
-        (s.until - now).to_std().ok().filter(|d| !d.is_zero())
+        self.wait_left(uid, resource_version, now, |s| s.failed.is_some())
     }
 
     /// Whether the last reconcile of the resource failed (its backoff goes on).
@@ -227,17 +238,13 @@ impl Memo {
         resource_version: Option<&str>,
         now: DateTime<Utc>,
     ) -> Option<Duration> {
-        let rv = resource_version?;
-        let settled = self.settled.lock().ok()?;
-        let s = settled.get(uid)?;
-        let seen = self.secret_seen.lock().ok()?;
-        let secret = seen.get(uid);
-        let unchanged = s.resource_versions.iter().any(|v| v == rv)
-            && (secret == s.secret_version.as_ref() || secret == s.secret_seen_before.as_ref());
-        if !unchanged {
-            return None;
-        }
-        (s.until - now).to_std().ok().filter(|d| !d.is_zero())
+        // (the Secret's lock is taken inside the resources', as everywhere)
+        self.wait_left(uid, resource_version, now, |s| {
+            self.secret_seen.lock().is_ok_and(|seen| {
+                let secret = seen.get(uid);
+                secret == s.secret_version.as_ref() || secret == s.secret_seen_before.as_ref()
+            })
+        })
     }
 
     /// The view of the Secret the last reconcile kept, if the resource at `resource_version` is

@@ -141,9 +141,15 @@ pub trait Kind:
     }
     /// The validated spec; the error says what to fix.
     fn policy(&self) -> Result<Policy>;
-    fn secret_template(&self) -> &SecretTemplate;
+    /// The managed Secret the spec describes.
+    fn secret(&self) -> &dyn crate::crd::ManagedSecret;
+    fn secret_template(&self) -> &SecretTemplate {
+        self.secret().template()
+    }
     /// Data key of the token in the managed Secret.
-    fn token_key(&self) -> &str;
+    fn token_key(&self) -> &str {
+        self.secret().token_key()
+    }
     fn auth_ref(&self) -> &SecretKeyRef;
     /// The `NucliaClusterCredential` named instead of `auth_ref` (then `auth_ref` is not used).
     fn cluster_credential(&self) -> Option<&str> {
@@ -179,6 +185,11 @@ pub trait Kind:
     /// The credential as its consumers use it, for `spec.secret.additionalFormats` (None while
     /// a KB key's location is not known).
     fn consumer(&self, status: &CredentialStatus) -> Option<Consumer>;
+    /// The scope of the current token of a status older than recorded scopes (a KB key's
+    /// location was recorded on its own). Default: the resource's own scope.
+    fn unscoped(_status: &CredentialStatus) -> TokenScope {
+        TokenScope::default()
+    }
     /// Copies issuer state into status (where a KB key lives). Default: nothing to copy.
     fn record(_issuer: &Self::Issuer, _status: &mut CredentialStatus) {}
     /// Whether a token of this kind expires at Nuclia at its `notAfter`. A NUA key does not:
@@ -206,6 +217,8 @@ pub(crate) const KINDS: [Registration; 3] = [
 /// What the operator needs of one kind without knowing its type: its CRD and how to start its
 /// controller in one watched scope.
 pub(crate) struct Registration {
+    /// The kind's name (`kind` in its CRD).
+    pub name: fn() -> &'static str,
     /// The kind's CRD as derived from its type (before the shared printer columns and schema
     /// touches of [`crate::crds`]).
     pub crd: fn() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -215,9 +228,18 @@ pub(crate) struct Registration {
 impl Registration {
     const fn of<K: Kind + kube::CustomResourceExt>() -> Self {
         Self {
+            name: kind_name::<K>,
             crd: K::crd,
             start: start::<K>,
         }
+    }
+}
+
+fn kind_name<K: Kind>() -> &'static str {
+    match K::kind(&()) {
+        std::borrow::Cow::Borrowed(name) => name,
+        // Never for a derived kind; once per process at most.
+        std::borrow::Cow::Owned(name) => Box::leak(name.into_boxed_str()),
     }
 }
 

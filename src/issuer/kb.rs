@@ -19,8 +19,8 @@ use super::formats::{self, Consumer, Shape};
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
-    CredentialStatus, CredentialType, KbLocationStatus, KbRole, LifecycleSpec, NucliaKbApiKey,
-    NucliaKbApiKeySpec, SecretKeyRef, SecretTemplate, TokenScope,
+    CredentialStatus, CredentialType, KbLocationStatus, KbRole, LifecycleSpec, ManagedSecret,
+    NucliaKbApiKey, NucliaKbApiKeySpec, SecretKeyRef, TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
@@ -729,12 +729,8 @@ impl Kind for NucliaKbApiKey {
         .map_err(Error::InvalidSpec)
     }
 
-    fn secret_template(&self) -> &SecretTemplate {
-        &self.spec.secret.template
-    }
-
-    fn token_key(&self) -> &str {
-        &self.spec.secret.keys.token
+    fn secret(&self) -> &dyn ManagedSecret {
+        &self.spec.secret
     }
 
     fn auth_ref(&self) -> &SecretKeyRef {
@@ -854,6 +850,19 @@ impl Kind for NucliaKbApiKey {
             kb_id: kb_id?,
             zone: zone?,
         })
+    }
+
+    fn unscoped(status: &CredentialStatus) -> TokenScope {
+        let kb = status.kb.clone().unwrap_or_default();
+        TokenScope {
+            credential: None,
+            zone: kb.zone,
+            account_id: kb.account_id,
+            kb_id: kb.kb_id,
+            service_account_id: kb.service_account_id,
+            service_account_owned: kb.service_account_owned,
+            ..Default::default()
+        }
     }
 
     fn record(issuer: &KbIssuer, status: &mut CredentialStatus) {

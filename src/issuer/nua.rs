@@ -14,7 +14,7 @@ use super::kb::AccountCache;
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
-    CredentialStatus, LifecycleSpec, NucliaNuaKey, NucliaNuaKeySpec, SecretKeyRef, SecretTemplate,
+    CredentialStatus, LifecycleSpec, ManagedSecret, NucliaNuaKey, NucliaNuaKeySpec, SecretKeyRef,
     TokenScope,
 };
 use crate::error::{Error, Result};
@@ -302,12 +302,8 @@ impl Kind for NucliaNuaKey {
         .map_err(Error::InvalidSpec)
     }
 
-    fn secret_template(&self) -> &SecretTemplate {
-        &self.spec.secret.template
-    }
-
-    fn token_key(&self) -> &str {
-        &self.spec.secret.keys.token
+    fn secret(&self) -> &dyn ManagedSecret {
+        &self.spec.secret
     }
 
     fn auth_ref(&self) -> &SecretKeyRef {

@@ -8,7 +8,7 @@ use super::formats::{self, Consumer, Shape};
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
 use crate::crd::{
-    CredentialStatus, LifecycleSpec, NucliaPersonalToken, SecretKeyRef, SecretTemplate, TokenScope,
+    CredentialStatus, LifecycleSpec, ManagedSecret, NucliaPersonalToken, SecretKeyRef, TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
@@ -157,12 +157,8 @@ impl Kind for NucliaPersonalToken {
         .map_err(Error::InvalidSpec)
     }
 
-    fn secret_template(&self) -> &SecretTemplate {
+    fn secret(&self) -> &dyn ManagedSecret {
         &self.spec.secret
-    }
-
-    fn token_key(&self) -> &str {
-        "token"
     }
 
     fn auth_ref(&self) -> &SecretKeyRef {

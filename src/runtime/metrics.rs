@@ -100,9 +100,6 @@ pub struct CredentialState {
     pub revocation_due: Option<i64>,
 }
 
-/// The CRD kinds whose per-kind counters are created at 0 up front.
-const KINDS: [&str; 3] = ["NucliaPersonalToken", "NucliaKbApiKey", "NucliaNuaKey"];
-
 /// (kind, namespace, name) of a resource.
 type ResourceKey = (Cow<'static, str>, Box<str>, Box<str>);
 
@@ -167,8 +164,9 @@ impl Collector for Credentials {
     }
 }
 
-fn resource_key(kind: &str, ns: &str, name: &str) -> ResourceKey {
-    let kind = match KINDS.iter().find(|k| **k == kind) {
+/// The key of a resource; the kind's name is shared when the kind is registered.
+fn resource_key(kinds: &[&'static str], kind: &str, ns: &str, name: &str) -> ResourceKey {
+    let kind = match kinds.iter().find(|k| **k == kind) {
         Some(k) => Cow::Borrowed(*k),
         None => Cow::Owned(kind.to_owned()),
     };
@@ -192,6 +190,8 @@ pub struct Metrics {
     cache_entries: Family<CacheLabels, Gauge>,
     watch_errors: Family<WatchLabels, Counter>,
     kube_requests: Family<KubeLabels, Counter>,
+    /// The kinds registered ([`Metrics::register_kind`]).
+    kinds: std::sync::RwLock<Vec<&'static str>>,
 }
 
 impl Default for Metrics {
@@ -223,26 +223,17 @@ impl Metrics {
         let cache_entries = Family::<CacheLabels, Gauge>::default();
         let watch_errors = Family::<WatchLabels, Counter>::default();
         let kube_requests = Family::<KubeLabels, Counter>::default();
-        for watch in KINDS.iter().chain(&["Secret"]) {
-            watch_errors
-                .get_or_create(&WatchLabels {
-                    watch: (*watch).to_owned(),
-                })
-                .inc_by(0);
-        }
+        watch_errors
+            .get_or_create(&WatchLabels {
+                watch: "Secret".to_owned(),
+            })
+            .inc_by(0);
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             })
             .set(1);
-        for kind in KINDS {
-            revocations_abandoned
-                .get_or_create(&KindLabels {
-                    kind: kind.to_owned(),
-                })
-                .inc_by(0);
-        }
 
         registry.register_collector(Box::new(credentials.clone()));
         registry.register(
@@ -325,6 +316,7 @@ impl Metrics {
             cache_entries,
             watch_errors,
             kube_requests,
+            kinds: Default::default(),
         }
     }
 
@@ -365,14 +357,19 @@ impl Metrics {
     /// Records a resource's credential state (see [`CredentialState`]); a `None` time has no
     /// series.
     pub fn set_credential(&self, kind: &str, ns: &str, name: &str, state: CredentialState) {
+        let key = {
+            let kinds = self.kinds.read().unwrap_or_else(|p| p.into_inner());
+            resource_key(&kinds, kind, ns, name)
+        };
         let mut map = self.credentials.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(resource_key(kind, ns, name), state);
+        map.insert(key, state);
     }
 
     /// Removes a deleted resource's series.
     pub fn forget_credential(&self, kind: &str, ns: &str, name: &str) {
         let mut map = self.credentials.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&resource_key(kind, ns, name));
+        // (a key compares by its strings, shared or not)
+        map.remove(&resource_key(&[], kind, ns, name));
     }
 
     /// Counts one Nuclia API request and records its duration. `op` names the call
@@ -414,6 +411,25 @@ impl Metrics {
     }
 
     /// Counts tokens a deletion had to leave valid (no credential could revoke them in time).
+    /// Registers a resource kind: the per-kind series the alerts take `increase()` of exist at
+    /// 0 from now on, before their first increment.
+    pub fn register_kind(&self, kind: &'static str) {
+        if let Ok(mut kinds) = self.kinds.write()
+            && !kinds.contains(&kind)
+        {
+            kinds.push(kind);
+        }
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        self.revocations_abandoned.get_or_create(&labels).inc_by(0);
+        self.watch_errors
+            .get_or_create(&WatchLabels {
+                watch: kind.to_owned(),
+            })
+            .inc_by(0);
+    }
+
     /// Counts a token revoked (or found already gone) at Nuclia; `reason` says why.
     pub fn revoked(&self, kind: &str, reason: &str) {
         self.revocations
@@ -495,6 +511,7 @@ mod tests {
             CredentialState::default(),
         );
         m.observe_api("create_personal_token", "201", Duration::from_millis(20));
+        m.register_kind("NucliaNuaKey");
         m.observe_reconcile("NucliaPersonalToken", Duration::from_millis(3));
         m.reconcile_error("NucliaKbApiKey", "Unauthorized");
         m.watch_error("Secret");
@@ -563,6 +580,9 @@ mod tests {
     #[test]
     fn build_info_and_alerted_counters_start_at_zero() {
         let m = Metrics::new();
+        for k in &crate::controller::KINDS {
+            m.register_kind((k.name)());
+        }
         let text = m.encode();
         let version = env!("CARGO_PKG_VERSION");
         assert!(
@@ -572,7 +592,7 @@ mod tests {
             ),
             "{text}"
         );
-        for kind in KINDS {
+        for kind in ["NucliaPersonalToken", "NucliaKbApiKey", "NucliaNuaKey"] {
             let line = format!(r#"nuclia_operator_revocations_abandoned_total{{kind="{kind}"}} 0"#);
             assert!(has(&text, &line), "missing {line}\n{text}");
         }

@@ -104,20 +104,11 @@ fn scope_of_previous(p: &PreviousToken) -> TokenScope {
 }
 
 impl<K: Kind> Engine<'_, K> {
-    /// The scope of the current token (for older statuses: what `status.kb` says).
+    /// The scope of the current token (statuses older than scopes: what the kind recorded).
     fn current_scope(&self) -> TokenScope {
-        if let Some(scope) = &self.status.scope {
-            return scope.clone();
-        }
-        let kb = self.status.kb.clone().unwrap_or_default();
-        TokenScope {
-            credential: None,
-            zone: kb.zone,
-            account_id: kb.account_id,
-            kb_id: kb.kb_id,
-            service_account_id: kb.service_account_id,
-            service_account_owned: kb.service_account_owned,
-            ..Default::default()
+        match &self.status.scope {
+            Some(scope) => scope.clone(),
+            None => K::unscoped(&self.status),
         }
     }
 

@@ -16,7 +16,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::controller::{Context, Kind, ManagedToken, Purpose};
-use crate::crd::{CredentialStatus, LifecycleSpec, SecretKeyRef, SecretTemplate, TokenScope};
+use crate::crd::{
+    CredentialStatus, LifecycleSpec, ManagedSecret, SecretKeyRef, SecretTemplate, TokenScope,
+};
 use crate::error::Result;
 use crate::issuer::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::lifecycle::Policy;
@@ -293,12 +295,8 @@ impl Kind for Scripted {
         Ok(Policy::for_spec(shaping, &lifecycle).expect("a valid policy"))
     }
 
-    fn secret_template(&self) -> &SecretTemplate {
+    fn secret(&self) -> &dyn ManagedSecret {
         &self.spec.secret
-    }
-
-    fn token_key(&self) -> &str {
-        "token"
     }
 
     fn auth_ref(&self) -> &SecretKeyRef {

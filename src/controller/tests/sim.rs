@@ -71,22 +71,12 @@ const MAX_WRITES_PER_SETTLE: usize = 40;
 fn settings() -> Settings {
     Settings {
         cluster_id: CLUSTER_ID.into(),
-        cluster_id_unique: false,
         installation_id: INSTALLATION.into(),
         verify_interval: Duration::from_secs(600),
-        requeue_max: Duration::from_secs(3600),
-        backoff_base: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(60),
-        intent_grace: Duration::from_secs(60),
-        revoke_timeout: Duration::from_secs(600),
-        min_issue_interval: Duration::from_secs(10),
-        rollout_restart_interval: Duration::from_secs(30),
-        concurrency: 1,
-        namespaces: Vec::new(),
-        label_selector: None,
         cluster_credential_namespace: Some(OPERATOR_NS.into()),
         operator_namespace: OPERATOR_NS.into(),
         kept_configmap: "nto-kept".into(),
+        ..super::settings()
     }
 }
 
