@@ -353,7 +353,7 @@ pub struct PersonalTokenAuth {
     kind = "NucliaPersonalToken",
     doc = "A Nuclia personal access token kept in a Secret, rotated before expiry, revoked on delete.",
     namespaced,
-    status = "CredentialStatus",
+    status = "PersonalTokenStatus",
     shortname = "npt",
     category = "nuclia"
 )]
@@ -536,7 +536,7 @@ impl ManagedSecret for KbSecretTemplate {
     kind = "NucliaKbApiKey",
     doc = "A Nuclia Knowledge Box API key kept in a Secret, rotated before expiry, revoked on delete.",
     namespaced,
-    status = "CredentialStatus",
+    status = "KbApiKeyStatus",
     shortname = "nkak",
     category = "nuclia",
     printcolumn = r#"{"name":"Role","type":"string","priority":1,"jsonPath":".spec.role"}"#
@@ -649,7 +649,7 @@ impl ManagedSecret for NuaSecretTemplate {
     kind = "NucliaNuaKey",
     doc = "A Nuclia NUA key kept in a Secret, rotated every `days`, deleted on delete.",
     namespaced,
-    status = "CredentialStatus",
+    status = "NuaKeyStatus",
     shortname = "nnk",
     category = "nuclia",
     printcolumn = r#"{"name":"Zone","type":"string","priority":1,"jsonPath":".spec.zone"}"#
@@ -792,7 +792,62 @@ pub struct RolloutRestartStatus {
     pub failures: Vec<String>,
 }
 
-/// Observed state, shared by every kind. Never holds a token value.
+// A kind's status: what every kind records (`CredentialStatus`, which it derefs to) and what
+// only that kind records (`X`, flattened beside it: the wire format is one object). The doc
+// comment is what `kubectl explain` shows.
+/// Observed state. Never holds a token value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct KindStatus<X> {
+    #[serde(flatten)]
+    pub common: CredentialStatus,
+    #[serde(flatten)]
+    pub own: X,
+}
+
+impl<X> std::ops::Deref for KindStatus<X> {
+    type Target = CredentialStatus;
+    fn deref(&self) -> &CredentialStatus {
+        &self.common
+    }
+}
+
+impl<X> std::ops::DerefMut for KindStatus<X> {
+    fn deref_mut(&mut self) -> &mut CredentialStatus {
+        &mut self.common
+    }
+}
+
+impl<X: Default> From<CredentialStatus> for KindStatus<X> {
+    fn from(common: CredentialStatus) -> Self {
+        Self {
+            common,
+            own: X::default(),
+        }
+    }
+}
+
+/// Nothing beyond what every kind records (personal tokens, NUA keys).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct NoOwnStatus {}
+
+/// What only a Knowledge Box key records.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KbKeyStatus {
+    /// Where the key lives: the Knowledge Box, its account and zone, and its service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kb: Option<KbLocationStatus>,
+}
+
+/// Status of a `NucliaPersonalToken`.
+pub type PersonalTokenStatus = KindStatus<NoOwnStatus>;
+/// Status of a `NucliaKbApiKey`.
+pub type KbApiKeyStatus = KindStatus<KbKeyStatus>;
+/// Status of a `NucliaNuaKey`.
+pub type NuaKeyStatus = KindStatus<NoOwnStatus>;
+
+/// Observed state, shared by every kind (each kind's status holds it, flattened). Never holds
+/// a token value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialStatus {
@@ -845,9 +900,6 @@ pub struct CredentialStatus {
     /// The last rollout restart of `spec.rolloutRestartTargets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_restart: Option<RolloutRestartStatus>,
-    /// Knowledge Box keys only: where the key lives.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kb: Option<KbLocationStatus>,
 }
 
 impl CredentialStatus {

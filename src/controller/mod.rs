@@ -120,6 +120,32 @@ pub enum ManagedToken {
     Last,
 }
 
+/// A kind's status as the engine handles it: what every kind records, through `Deref`, and the
+/// kind's own part, written with it.
+pub trait KindStatus:
+    std::ops::Deref<Target = CredentialStatus>
+    + std::ops::DerefMut
+    + From<CredentialStatus>
+    + Clone
+    + Default
+    + PartialEq
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<X> KindStatus for crate::crd::KindStatus<X> where
+    X: Clone + Default + PartialEq + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+/// The status type of kind `K`.
+pub type StatusOf<K> = <K as kube::core::object::HasStatus>::Status;
+
 /// What distinguishes the credential kinds; the engine is otherwise the same. Each kind's
 /// implementation lives with its issuer in [`crate::issuer`].
 pub trait Kind:
@@ -128,7 +154,7 @@ pub trait Kind:
     + Debug
     + Serialize
     + DeserializeOwned
-    + kube::core::object::HasStatus<Status = CredentialStatus>
+    + kube::core::object::HasStatus<Status: KindStatus>
     + Send
     + Sync
     + 'static
@@ -136,7 +162,7 @@ pub trait Kind:
     type Issuer: Issuer + Sync;
     /// The lifecycle fields of the spec, shared by every kind.
     fn lifecycle(&self) -> &LifecycleSpec;
-    fn cr_status(&self) -> Option<&CredentialStatus> {
+    fn cr_status(&self) -> Option<&StatusOf<Self>> {
         kube::core::object::HasStatus::status(self)
     }
     /// The validated spec; the error says what to fix.
@@ -171,7 +197,7 @@ pub trait Kind:
         &self,
         ctx: &Context,
         credentials: Vec<ApiToken>,
-        status: &CredentialStatus,
+        status: &StatusOf<Self>,
     ) -> impl Future<Output = Result<Self::Issuer>> + Send;
     /// An issuer that revokes and lists at recorded scopes (`home` for listing): no request.
     fn revoker(&self, ctx: &Context, credentials: Vec<ApiToken>, home: &TokenScope)
@@ -181,17 +207,17 @@ pub trait Kind:
         &self.lifecycle().rollout_restart_targets
     }
     /// Data keys the Secret holds next to the token (a KB key's URL, id and zone).
-    fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)>;
+    fn secret_data(&self, status: &StatusOf<Self>) -> Vec<(String, String)>;
     /// The credential as its consumers use it, for `spec.secret.additionalFormats` (None while
     /// a KB key's location is not known).
-    fn consumer(&self, status: &CredentialStatus) -> Option<Consumer>;
+    fn consumer(&self, status: &StatusOf<Self>) -> Option<Consumer>;
     /// The scope of the current token of a status older than recorded scopes (a KB key's
     /// location was recorded on its own). Default: the resource's own scope.
-    fn unscoped(_status: &CredentialStatus) -> TokenScope {
+    fn unscoped(_status: &StatusOf<Self>) -> TokenScope {
         TokenScope::default()
     }
     /// Copies issuer state into status (where a KB key lives). Default: nothing to copy.
-    fn record(_issuer: &Self::Issuer, _status: &mut CredentialStatus) {}
+    fn record(_issuer: &Self::Issuer, _status: &mut StatusOf<Self>) {}
     /// Whether a token of this kind expires at Nuclia at its `notAfter`. A NUA key does not:
     /// its `notAfter` is the rotation period only, so a NUA client that could not be revoked
     /// is never taken for expired (it stays recorded, or is abandoned with the Event and

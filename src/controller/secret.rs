@@ -15,10 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
-use super::Kind;
+use super::{Kind, StatusOf};
 use crate::crd::{
-    ANNOTATION_NOT_AFTER, ANNOTATION_TOKEN_ID, CredentialStatus, FIELD_MANAGER, LABEL_MANAGED_BY,
-    LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, SECRET_FINALIZER, SecretTemplate,
+    ANNOTATION_NOT_AFTER, ANNOTATION_TOKEN_ID, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_OWNER_KIND,
+    LABEL_OWNER_NAME, MANAGED_BY, SECRET_FINALIZER, SecretTemplate,
 };
 use crate::error::{Error, Result};
 use crate::issuer::formats;
@@ -124,7 +124,7 @@ fn owned_by(secret: &Secret, uid: &str) -> bool {
 /// and the additional formats the spec asks for (their values computed from `token`).
 pub fn desired_data<K: Kind>(
     obj: &K,
-    status: &CredentialStatus,
+    status: &StatusOf<K>,
     token: &str,
 ) -> BTreeMap<String, String> {
     let template = obj.secret_template();
@@ -136,7 +136,7 @@ pub fn desired_data<K: Kind>(
 
 /// A fingerprint of what [`desired_data`] asks around any token for `status`: a view of the
 /// Secret judged up to date against one status stands for another only if they agree.
-pub fn desired_fingerprint<K: Kind>(obj: &K, status: &CredentialStatus) -> u64 {
+pub fn desired_fingerprint<K: Kind>(obj: &K, status: &StatusOf<K>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     desired_data(obj, status, "").hash(&mut h);

@@ -17,9 +17,9 @@ use kube::ResourceExt;
 
 use super::formats::{self, Consumer, Shape};
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
-use crate::controller::{Context, Kind, ManagedToken, Purpose};
+use crate::controller::{Context, Kind, ManagedToken, Purpose, StatusOf};
 use crate::crd::{
-    CredentialStatus, CredentialType, KbLocationStatus, KbRole, LifecycleSpec, ManagedSecret,
+    CredentialType, KbApiKeyStatus, KbLocationStatus, KbRole, LifecycleSpec, ManagedSecret,
     NucliaKbApiKey, NucliaKbApiKeySpec, SecretKeyRef, TokenScope,
 };
 use crate::error::{Error, Result};
@@ -689,8 +689,8 @@ fn first_credential(credentials: Vec<ApiToken>) -> Result<ApiToken> {
 }
 
 /// The KB id and zone of the current key: its recorded scope (`status.kb` for older statuses).
-fn current_kb(status: &CredentialStatus) -> Option<(Option<String>, Option<String>)> {
-    match (&status.scope, &status.kb) {
+fn current_kb(status: &KbApiKeyStatus) -> Option<(Option<String>, Option<String>)> {
+    match (&status.scope, &status.own.kb) {
         (Some(scope), _) if scope.kb_id.is_some() => {
             Some((scope.kb_id.clone(), scope.zone.clone()))
         }
@@ -766,7 +766,7 @@ impl Kind for NucliaKbApiKey {
         &self,
         ctx: &Context,
         credentials: Vec<ApiToken>,
-        status: &CredentialStatus,
+        status: &StatusOf<Self>,
     ) -> Result<KbIssuer> {
         // Refuse an untrusted kbUrl before using, let alone sending, any credential.
         ctx.nuclia.endpoints().locate_kb(&self.spec.kb_url)?;
@@ -784,7 +784,7 @@ impl Kind for NucliaKbApiKey {
             ctx.nuclia.clone(),
             credential,
             &self.spec,
-            status.kb.as_ref(),
+            status.own.kb.as_ref(),
             title,
             &ctx.accounts,
             &ctx.users,
@@ -813,7 +813,7 @@ impl Kind for NucliaKbApiKey {
             ctx.nuclia.clone(),
             credential,
             home,
-            self.status.as_ref().and_then(|s| s.kb.as_ref()),
+            self.status.as_ref().and_then(|s| s.own.kb.as_ref()),
             ctx.users.clone(),
         )
         // Nothing recorded (an interrupted first issue): the KB the issue minted in is the
@@ -827,7 +827,7 @@ impl Kind for NucliaKbApiKey {
     }
 
     /// The KB of the current token.
-    fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)> {
+    fn secret_data(&self, status: &StatusOf<Self>) -> Vec<(String, String)> {
         let Some((kb_id, zone)) = current_kb(status) else {
             return Vec::new();
         };
@@ -843,7 +843,7 @@ impl Kind for NucliaKbApiKey {
         .collect()
     }
 
-    fn consumer(&self, status: &CredentialStatus) -> Option<Consumer> {
+    fn consumer(&self, status: &StatusOf<Self>) -> Option<Consumer> {
         let (kb_id, zone) = current_kb(status)?;
         Some(Consumer::KbKey {
             url: self.spec.kb_url.trim_end_matches('/').to_owned(),
@@ -852,8 +852,8 @@ impl Kind for NucliaKbApiKey {
         })
     }
 
-    fn unscoped(status: &CredentialStatus) -> TokenScope {
-        let kb = status.kb.clone().unwrap_or_default();
+    fn unscoped(status: &StatusOf<Self>) -> TokenScope {
+        let kb = status.own.kb.clone().unwrap_or_default();
         TokenScope {
             credential: None,
             zone: kb.zone,
@@ -865,8 +865,8 @@ impl Kind for NucliaKbApiKey {
         }
     }
 
-    fn record(issuer: &KbIssuer, status: &mut CredentialStatus) {
-        status.kb = Some(issuer.state.clone());
+    fn record(issuer: &KbIssuer, status: &mut StatusOf<Self>) {
+        status.own.kb = Some(issuer.state.clone());
     }
 }
 

@@ -12,10 +12,9 @@ use chrono::{DateTime, Utc};
 use super::formats::{self, Consumer, Shape};
 use super::kb::AccountCache;
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
-use crate::controller::{Context, Kind, ManagedToken, Purpose};
+use crate::controller::{Context, Kind, ManagedToken, Purpose, StatusOf};
 use crate::crd::{
-    CredentialStatus, LifecycleSpec, ManagedSecret, NucliaNuaKey, NucliaNuaKeySpec, SecretKeyRef,
-    TokenScope,
+    LifecycleSpec, ManagedSecret, NucliaNuaKey, NucliaNuaKeySpec, SecretKeyRef, TokenScope,
 };
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
@@ -323,7 +322,7 @@ impl Kind for NucliaNuaKey {
         &self,
         ctx: &Context,
         credentials: Vec<ApiToken>,
-        _status: &CredentialStatus,
+        _status: &StatusOf<Self>,
     ) -> Result<NuaIssuer> {
         // Refuse an unusable zone before using, let alone sending, any credential.
         check_zone(&ctx.nuclia, &self.spec.zone)?;
@@ -370,7 +369,7 @@ impl Kind for NucliaNuaKey {
     }
 
     /// The zone, account id and client id of the current key.
-    fn secret_data(&self, status: &CredentialStatus) -> Vec<(String, String)> {
+    fn secret_data(&self, status: &StatusOf<Self>) -> Vec<(String, String)> {
         let Some(scope) = &status.scope else {
             return Vec::new();
         };
@@ -385,7 +384,7 @@ impl Kind for NucliaNuaKey {
         .collect()
     }
 
-    fn consumer(&self, status: &CredentialStatus) -> Option<Consumer> {
+    fn consumer(&self, status: &StatusOf<Self>) -> Option<Consumer> {
         let scope = status.scope.as_ref()?;
         Some(Consumer::NuaKey {
             zone: scope.zone.clone()?,

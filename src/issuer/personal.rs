@@ -6,10 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::formats::{self, Consumer, Shape};
 use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
-use crate::controller::{Context, Kind, ManagedToken, Purpose};
-use crate::crd::{
-    CredentialStatus, LifecycleSpec, ManagedSecret, NucliaPersonalToken, SecretKeyRef, TokenScope,
-};
+use crate::controller::{Context, Kind, ManagedToken, Purpose, StatusOf};
+use crate::crd::{LifecycleSpec, ManagedSecret, NucliaPersonalToken, SecretKeyRef, TokenScope};
 use crate::error::{Error, Result};
 use crate::lifecycle::Policy;
 use crate::nuclia::{self, ApiToken, Client, Credential};
@@ -179,7 +177,7 @@ impl Kind for NucliaPersonalToken {
         &self,
         ctx: &Context,
         credentials: Vec<ApiToken>,
-        _status: &CredentialStatus,
+        _status: &StatusOf<Self>,
     ) -> Result<PersonalIssuer> {
         Ok(self.revoker(ctx, credentials, &TokenScope::default()))
     }
@@ -198,11 +196,11 @@ impl Kind for NucliaPersonalToken {
         )
     }
 
-    fn secret_data(&self, _status: &CredentialStatus) -> Vec<(String, String)> {
+    fn secret_data(&self, _status: &StatusOf<Self>) -> Vec<(String, String)> {
         Vec::new()
     }
 
-    fn consumer(&self, _status: &CredentialStatus) -> Option<Consumer> {
+    fn consumer(&self, _status: &StatusOf<Self>) -> Option<Consumer> {
         Some(Consumer::PersonalToken)
     }
 }

@@ -6,8 +6,8 @@ use kube::ResourceExt;
 
 use super::revoke::{Why, revoke, settle};
 use super::{Engine, marker, now};
-use crate::controller::Kind;
 use crate::controller::secret::{self, SecretView, owner_ref};
+use crate::controller::{Kind, StatusOf};
 use crate::crd::{
     ANNOTATION_REVOKE_NOW, ANNOTATION_ROTATE, CredentialStatus, IssueIntent, RolloutRestartStatus,
 };
@@ -208,7 +208,7 @@ impl<K: Kind> Engine<'_, K> {
         let status = self.status.clone();
         self.write_secret(name, &token, &status, view).await?;
         self.secret_state = Some(SecretState::Owned {
-            token_hash: status.token_hash,
+            token_hash: status.token_hash.clone(),
             up_to_date: true,
         });
         Ok(())
@@ -219,7 +219,7 @@ impl<K: Kind> Engine<'_, K> {
         &mut self,
         name: &str,
         token: &ApiToken,
-        status: &CredentialStatus,
+        status: &StatusOf<K>,
         view: &SecretView,
     ) -> Result<()> {
         let (Some(id), Some(not_after)) = (status.token_id.as_deref(), status.not_after) else {

@@ -24,7 +24,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
 use super::secret::{self, SecretView, owner_ref, secret_name};
-use super::{Context, Kind, Purpose};
+use super::{Context, Kind, Purpose, StatusOf};
 use crate::crd::{ANNOTATION_ISSUE_INTENT, CredentialStatus, FINALIZER, IssueIntent};
 use crate::error::{Error, Result};
 use crate::issuer::Marker;
@@ -65,7 +65,7 @@ struct Engine<'a, K: Kind> {
     ctx: &'a Context,
     api: Api<K>,
     secrets: Api<Secret>,
-    status: CredentialStatus,
+    status: StatusOf<K>,
     /// The issuer for the spec's scope, built on first use.
     issuer: Option<K::Issuer>,
     now: DateTime<Utc>,

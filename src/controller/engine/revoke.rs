@@ -22,8 +22,8 @@ use kube::runtime::controller::Action;
 use super::{Engine, chrono_dur, has_finalizer, marker, now};
 use crate::controller::kept::{self, KeptToken};
 use crate::controller::secret::{self, SecretView, owner_ref, secret_name};
-use crate::controller::{Context, Kind, Purpose};
-use crate::crd::{CredentialStatus, DeletionPolicy, FINALIZER, PreviousToken, TokenScope};
+use crate::controller::{Context, Kind, Purpose, StatusOf};
+use crate::crd::{DeletionPolicy, FINALIZER, PreviousToken, TokenScope};
 use crate::error::{Error, Result};
 use crate::issuer::Issuer;
 use crate::lifecycle::{self, DeletionObservation, DeletionStep, DeletionWait, Readers};
@@ -75,7 +75,7 @@ pub(super) async fn revoke<K: Kind>(
 /// key's earlier service accounts), then records where the kind's tokens live in `status`.
 pub(super) async fn settle<K: Kind>(
     issuer: &mut K::Issuer,
-    status: &mut CredentialStatus,
+    status: &mut StatusOf<K>,
 ) -> Result<()> {
     let still_needed: Vec<Option<String>> = status
         .previous_tokens

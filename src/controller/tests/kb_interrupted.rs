@@ -20,9 +20,7 @@ use super::{requeues, secs, settings};
 use crate::controller::engine::marker;
 use crate::controller::reconcile;
 use crate::controller::{Context, Kind};
-use crate::crd::{
-    ANNOTATION_ISSUE_INTENT, CredentialStatus, FINALIZER, IssueIntent, NucliaKbApiKey, k8s_time,
-};
+use crate::crd::{ANNOTATION_ISSUE_INTENT, FINALIZER, IssueIntent, NucliaKbApiKey, k8s_time};
 use crate::fake::{FakeConfig, FakeHandle};
 use crate::issuer::Issuer;
 use crate::nuclia::ApiToken;
@@ -107,7 +105,7 @@ impl World {
         .expect("a NucliaKbApiKey");
         let login = ApiToken::new(self.fake.bootstrap.pat.clone());
         let mut issuer = obj
-            .issuer(&self.ctx, vec![login], &CredentialStatus::default())
+            .issuer(&self.ctx, vec![login], &Default::default())
             .await
             .expect("the issuer");
         let minted = issuer

@@ -182,20 +182,23 @@ impl World {
         obj.metadata.annotations =
             Some([(ANNOTATION_ISSUE_INTENT.to_owned(), intent.render())].into());
         let policy = obj.policy().unwrap();
-        obj.status = Some(CredentialStatus {
-            token_id: Some(id.into()),
-            token_hash: Some(token_hash(&format!("value-{id}"))),
-            issued_at: Some(intent.at),
-            not_after: intent.expires,
-            spec_hash: Some(policy.spec_hash),
-            scope: Some(TokenScope {
-                credential: Some(obj.spec.auth.clone()),
+        obj.status = Some(
+            crate::crd::CredentialStatus {
+                token_id: Some(id.into()),
+                token_hash: Some(token_hash(&format!("value-{id}"))),
+                issued_at: Some(intent.at),
+                not_after: intent.expires,
+                spec_hash: Some(policy.spec_hash),
+                scope: Some(TokenScope {
+                    credential: Some(obj.spec.auth.clone()),
+                    ..Default::default()
+                }),
+                resolved_intent: Some("n0".into()),
+                secret_name: Some(NAME.into()),
                 ..Default::default()
-            }),
-            resolved_intent: Some("n0".into()),
-            secret_name: Some(NAME.into()),
-            ..Default::default()
-        });
+            }
+            .into(),
+        );
         self.put_secret(NAME, &[("token", &format!("value-{id}"))], Some(id));
         obj
     }
@@ -244,6 +247,7 @@ impl World {
         self.current()
             .and_then(|o| o.status)
             .expect("a resource with a status")
+            .common
     }
 
     fn secret(&self) -> Option<Secret> {
@@ -864,7 +868,7 @@ async fn a_deletion_without_the_login_revokes_with_the_managed_token() {
         Some(w.marker(false)),
         w.now + chrono::Duration::days(20),
     );
-    let status = obj.status.as_mut().unwrap();
+    let status: &mut crate::crd::CredentialStatus = obj.status.as_mut().unwrap();
     status.previous_tokens.push(crate::crd::PreviousToken {
         id: "replaced".into(),
         revoke_at: w.now + chrono::Duration::hours(1),
@@ -1117,7 +1121,7 @@ async fn a_deletion_does_not_wait_on_expired_tokens() {
 async fn a_replaced_token_is_never_revoked_with_another_logins_token() {
     let w = World::new();
     let mut obj = w.issued("tok");
-    let status = obj.status.as_mut().unwrap();
+    let status: &mut crate::crd::CredentialStatus = obj.status.as_mut().unwrap();
     status.previous_tokens.push(crate::crd::PreviousToken {
         id: "replaced".into(),
         revoke_at: w.now + chrono::Duration::hours(1),
@@ -1153,7 +1157,7 @@ async fn the_previous_tokens_gauge_follows_status_and_goes_with_the_resource() {
     let not_after = w.now + chrono::Duration::days(20);
     w.up.seed("replaced", Some(w.marker(false)), not_after);
     let due = w.now - chrono::Duration::hours(2);
-    let status = obj.status.as_mut().unwrap();
+    let status: &mut crate::crd::CredentialStatus = obj.status.as_mut().unwrap();
     status.previous_tokens.push(crate::crd::PreviousToken {
         id: "replaced".into(),
         revoke_at: due,

@@ -19,9 +19,8 @@ use crate::controller::reconcile;
 use crate::controller::resource_index::ResourceIndex;
 use crate::controller::{Context, Stores};
 use crate::crd::{
-    ANNOTATION_TOKEN_ID, CredentialStatus, DeletionPolicy, FINALIZER, LABEL_MANAGED_BY,
-    LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, NucliaNuaKey, NucliaPersonalToken,
-    PreviousToken, k8s_time,
+    ANNOTATION_TOKEN_ID, DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, LABEL_OWNER_KIND,
+    LABEL_OWNER_NAME, MANAGED_BY, NucliaNuaKey, NucliaPersonalToken, PreviousToken, k8s_time,
 };
 use crate::issuer::Marker;
 
@@ -82,12 +81,15 @@ async fn a_token_kept_by_the_policy_at_deletion_is_never_swept() {
     gone.metadata.deletion_timestamp = Some(k8s_time(w.now));
     // Switched to Orphan just before the deletion: the token's marker says nothing of it.
     gone.spec.lifecycle.deletion_policy = DeletionPolicy::Orphan;
-    gone.status = Some(CredentialStatus {
-        token_id: Some("kept-tok".into()),
-        not_after: Some(expires),
-        scope: w.status().scope,
-        ..Default::default()
-    });
+    gone.status = Some(
+        crate::crd::CredentialStatus {
+            token_id: Some("kept-tok".into()),
+            not_after: Some(expires),
+            scope: w.status().scope,
+            ..Default::default()
+        }
+        .into(),
+    );
     let gone_path = format!("{}/gone", Scripted::url_path(&(), Some(&w.ns)));
     w.server.put(&gone_path, &gone);
 
@@ -264,7 +266,7 @@ async fn a_replaced_token_without_upstream_expiry_stays_recorded() {
     let mut obj = w.issued("tok");
     let period_end = w.now - Duration::days(1);
     w.up.seed("replaced", Some(w.marker(false)), period_end);
-    let status = obj.status.as_mut().unwrap();
+    let status: &mut crate::crd::CredentialStatus = obj.status.as_mut().unwrap();
     status.previous_tokens.push(PreviousToken {
         id: "replaced".into(),
         revoke_at: w.now - Duration::days(2),

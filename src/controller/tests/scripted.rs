@@ -15,10 +15,8 @@ use kube::{CustomResource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{Context, Kind, ManagedToken, Purpose};
-use crate::crd::{
-    CredentialStatus, LifecycleSpec, ManagedSecret, SecretKeyRef, SecretTemplate, TokenScope,
-};
+use crate::controller::{Context, Kind, ManagedToken, Purpose, StatusOf};
+use crate::crd::{LifecycleSpec, ManagedSecret, SecretKeyRef, SecretTemplate, TokenScope};
 use crate::error::Result;
 use crate::issuer::{Issuer, LiveToken, Marker, Minted, gone_is_ok};
 use crate::lifecycle::Policy;
@@ -30,7 +28,7 @@ use crate::nuclia::{self, ApiToken};
     version = "v1",
     kind = "Scripted",
     namespaced,
-    status = "CredentialStatus"
+    status = "crate::crd::PersonalTokenStatus"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScriptedSpec {
@@ -321,7 +319,7 @@ impl Kind for Scripted {
         &self,
         ctx: &Context,
         credentials: Vec<ApiToken>,
-        _status: &CredentialStatus,
+        _status: &StatusOf<Self>,
     ) -> Result<ScriptedIssuer> {
         Ok(self.revoker(ctx, credentials, &TokenScope::default()))
     }
@@ -338,11 +336,11 @@ impl Kind for Scripted {
         }
     }
 
-    fn secret_data(&self, _status: &CredentialStatus) -> Vec<(String, String)> {
+    fn secret_data(&self, _status: &StatusOf<Self>) -> Vec<(String, String)> {
         Vec::new()
     }
 
-    fn consumer(&self, _status: &CredentialStatus) -> Option<crate::issuer::formats::Consumer> {
+    fn consumer(&self, _status: &StatusOf<Self>) -> Option<crate::issuer::formats::Consumer> {
         Some(crate::issuer::formats::Consumer::PersonalToken)
     }
 }
