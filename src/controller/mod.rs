@@ -120,6 +120,18 @@ pub enum ManagedToken {
     Last,
 }
 
+impl ManagedToken {
+    /// A personal token's: it may delete personal tokens of its user, itself included (the best
+    /// credential at hand when the bootstrap login has expired); with `selfRenew` it also mints.
+    pub fn of_personal_token(self_renew: bool, purpose: Purpose) -> Self {
+        match (self_renew, purpose) {
+            (true, _) => ManagedToken::First,
+            (false, Purpose::Revoke) => ManagedToken::Last,
+            (false, Purpose::Mint) => ManagedToken::Never,
+        }
+    }
+}
+
 /// A kind's status as the engine handles it: what every kind records, through `Deref`, and the
 /// kind's own part, written with it.
 pub trait KindStatus:
@@ -165,8 +177,14 @@ pub trait Kind:
     fn cr_status(&self) -> Option<&StatusOf<Self>> {
         kube::core::object::HasStatus::status(self)
     }
+    /// Validates the kind's own spec fields (the error says what to fix) and returns those that
+    /// shape the credential: a change of any of them rotates it ([`Policy::for_spec`]).
+    fn shaping(&self) -> Result<serde_json::Value>;
     /// The validated spec; the error says what to fix.
-    fn policy(&self) -> Result<Policy>;
+    fn policy(&self) -> Result<Policy> {
+        Policy::for_spec(self.shaping()?, self.lifecycle())
+            .map_err(crate::error::Error::InvalidSpec)
+    }
     /// The managed Secret the spec describes.
     fn secret(&self) -> &dyn crate::crd::ManagedSecret;
     fn secret_template(&self) -> &SecretTemplate {

@@ -23,7 +23,6 @@ use crate::crd::{
     NucliaKbApiKey, NucliaKbApiKeySpec, SecretKeyRef, TokenScope,
 };
 use crate::error::{Error, Result};
-use crate::lifecycle::Policy;
 use crate::nuclia::{self, ApiToken, Client, Credential, KbLocation};
 
 /// Account ids resolved per (who lists — the user behind a login, else the credential — KB or
@@ -586,19 +585,9 @@ impl Issuer for KbIssuer {
         if token.marker.is_none() {
             return Ok(false);
         }
-        let regional = self.client.endpoints().regional(&place.zone)?;
-        let asked = self
-            .client
-            .authorizer_info(&Credential::ServiceAccount(value.clone()), &regional)
-            .await;
-        let info = match asked {
-            Ok(info) => info.user,
-            Err(
-                nuclia::Error::Unauthorized { .. }
-                | nuclia::Error::Forbidden { .. }
-                | nuclia::Error::NotFound { .. },
-            ) => return Ok(false),
-            Err(e) => return Err(e.into()),
+        let key = Credential::ServiceAccount(value.clone());
+        let Some(info) = super::authorizer_user(&self.client, key, &place.zone).await? else {
+            return Ok(false);
         };
         Ok(info.kb_id.as_deref() == Some(place.kb_id.as_str())
             && info
@@ -706,27 +695,23 @@ impl Kind for NucliaKbApiKey {
         &self.spec.lifecycle
     }
 
-    fn policy(&self) -> Result<Policy> {
+    fn shaping(&self) -> Result<serde_json::Value> {
         let s = &self.spec;
         s.auth.validate().map_err(Error::InvalidSpec)?;
         s.secret.template.validate().map_err(Error::InvalidSpec)?;
         let k = &s.secret.keys;
         let plain = [k.token.as_str(), &k.kb_url, &k.kb_id, &k.zone];
         formats::validate(&s.secret.template, Shape::KbKey, &plain).map_err(Error::InvalidSpec)?;
-        Policy::for_spec(
-            serde_json::json!([
-                s.kb_url,
-                s.account,
-                s.role,
-                s.lifecycle.days,
-                s.auth,
-                s.service_account,
-                s.secret.template.name,
-                s.secret.keys
-            ]),
-            &s.lifecycle,
-        )
-        .map_err(Error::InvalidSpec)
+        Ok(serde_json::json!([
+            s.kb_url,
+            s.account,
+            s.role,
+            s.lifecycle.days,
+            s.auth,
+            s.service_account,
+            s.secret.template.name,
+            s.secret.keys
+        ]))
     }
 
     fn secret(&self) -> &dyn ManagedSecret {

@@ -283,6 +283,25 @@ pub trait Issuer: Send {
     }
 }
 
+/// Who `credential` says it is (`GET {regional}/api/authorizer/info` in `zone`), for
+/// [`Issuer::proves`]; None when Nuclia refuses it (it proves nothing).
+async fn authorizer_user(
+    client: &Client,
+    credential: Credential,
+    zone: &str,
+) -> Result<Option<nuclia::AuthorizerUser>> {
+    let regional = client.endpoints().regional(zone)?;
+    match client.authorizer_info(&credential, &regional).await {
+        Ok(info) => Ok(Some(info.user)),
+        Err(
+            nuclia::Error::Unauthorized { .. }
+            | nuclia::Error::Forbidden { .. }
+            | nuclia::Error::NotFound { .. },
+        ) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Reads a credential from a Secret in the resource's own namespace. The error says what to fix
 /// and never quotes the value.
 pub async fn read_credential(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<ApiToken> {

@@ -17,7 +17,6 @@ use crate::crd::{
     LifecycleSpec, ManagedSecret, NucliaNuaKey, NucliaNuaKeySpec, SecretKeyRef, TokenScope,
 };
 use crate::error::{Error, Result};
-use crate::lifecycle::Policy;
 use crate::nuclia::{self, ApiToken, Client, Credential, NuaClientCreation};
 
 pub struct NuaIssuer {
@@ -236,19 +235,9 @@ impl Issuer for NuaIssuer {
         let Some(account) = self.account_id.clone() else {
             return Ok(false);
         };
-        let regional = self.client.endpoints().regional(&self.zone)?;
-        let asked = self
-            .client
-            .authorizer_info(&Credential::NuaKey(value.clone()), &regional)
-            .await;
-        let info = match asked {
-            Ok(info) => info.user,
-            Err(
-                nuclia::Error::Unauthorized { .. }
-                | nuclia::Error::Forbidden { .. }
-                | nuclia::Error::NotFound { .. },
-            ) => return Ok(false),
-            Err(e) => return Err(e.into()),
+        let key = Credential::NuaKey(value.clone());
+        let Some(info) = super::authorizer_user(&self.client, key, &self.zone).await? else {
+            return Ok(false);
         };
         Ok(info.user_id.as_deref() == Some(token.id.as_str())
             && info.account_id.as_deref().is_none_or(|a| a == account))
@@ -269,7 +258,7 @@ impl Kind for NucliaNuaKey {
         &self.spec.lifecycle
     }
 
-    fn policy(&self) -> Result<Policy> {
+    fn shaping(&self) -> Result<serde_json::Value> {
         let s = &self.spec;
         s.secret.template.validate().map_err(Error::InvalidSpec)?;
         let k = &s.secret.keys;
@@ -282,23 +271,19 @@ impl Kind for NucliaNuaKey {
             }
         }
         formats::validate(&s.secret.template, Shape::NuaKey, &plain).map_err(Error::InvalidSpec)?;
-        Policy::for_spec(
-            serde_json::json!([
-                s.zone,
-                s.account,
-                s.title,
-                s.description,
-                s.contact,
-                s.allow_kb_management,
-                s.tokens_limit,
-                s.lifecycle.days,
-                s.auth,
-                s.secret.template.name,
-                s.secret.keys
-            ]),
-            &s.lifecycle,
-        )
-        .map_err(Error::InvalidSpec)
+        Ok(serde_json::json!([
+            s.zone,
+            s.account,
+            s.title,
+            s.description,
+            s.contact,
+            s.allow_kb_management,
+            s.tokens_limit,
+            s.lifecycle.days,
+            s.auth,
+            s.secret.template.name,
+            s.secret.keys
+        ]))
     }
 
     fn secret(&self) -> &dyn ManagedSecret {

@@ -9,7 +9,6 @@ use super::{Issuer, LiveToken, Marker, Minted, UserCache, gone_is_ok};
 use crate::controller::{Context, Kind, ManagedToken, Purpose, StatusOf};
 use crate::crd::{LifecycleSpec, ManagedSecret, NucliaPersonalToken, SecretKeyRef, TokenScope};
 use crate::error::{Error, Result};
-use crate::lifecycle::Policy;
 use crate::nuclia::{self, ApiToken, Client, Credential};
 
 pub struct PersonalIssuer {
@@ -143,16 +142,17 @@ impl Kind for NucliaPersonalToken {
         &self.spec.lifecycle
     }
 
-    fn policy(&self) -> Result<Policy> {
+    fn shaping(&self) -> Result<serde_json::Value> {
         let s = &self.spec;
         s.secret.validate().map_err(Error::InvalidSpec)?;
         formats::validate(&s.secret, Shape::PersonalToken, &[self.token_key()])
             .map_err(Error::InvalidSpec)?;
-        Policy::for_spec(
-            serde_json::json!([s.description, s.lifecycle.days, s.auth, s.secret.name]),
-            &s.lifecycle,
-        )
-        .map_err(Error::InvalidSpec)
+        Ok(serde_json::json!([
+            s.description,
+            s.lifecycle.days,
+            s.auth,
+            s.secret.name
+        ]))
     }
 
     fn secret(&self) -> &dyn ManagedSecret {
@@ -166,11 +166,7 @@ impl Kind for NucliaPersonalToken {
     /// A personal token may delete personal tokens of its user, itself included: the best
     /// credential at hand when the bootstrap login has expired. With `selfRenew` it also mints.
     fn managed_token(&self, purpose: Purpose) -> ManagedToken {
-        match (self.spec.auth.self_renew, purpose) {
-            (true, _) => ManagedToken::First,
-            (false, Purpose::Revoke) => ManagedToken::Last,
-            (false, Purpose::Mint) => ManagedToken::Never,
-        }
+        ManagedToken::of_personal_token(self.spec.auth.self_renew, purpose)
     }
 
     async fn issuer(

@@ -282,9 +282,13 @@ impl Kind for Scripted {
         &self.spec.lifecycle
     }
 
+    fn shaping(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::json!([self.spec.auth, self.spec.secret.name]))
+    }
+
     fn policy(&self) -> Result<Policy> {
         let s = &self.spec;
-        let shaping = serde_json::json!([s.auth, s.secret.name]);
+        let shaping = self.shaping()?;
         // Always 30 days: the scenarios' clocks are set for it.
         let lifecycle = LifecycleSpec {
             days: 30,
@@ -308,11 +312,7 @@ impl Kind for Scripted {
     }
 
     fn managed_token(&self, purpose: Purpose) -> ManagedToken {
-        match (self.spec.self_renew, purpose) {
-            (true, _) => ManagedToken::First,
-            (false, Purpose::Revoke) => ManagedToken::Last,
-            (false, Purpose::Mint) => ManagedToken::Never,
-        }
+        ManagedToken::of_personal_token(self.spec.self_renew, purpose)
     }
 
     async fn issuer(
