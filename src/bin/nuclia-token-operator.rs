@@ -1,5 +1,5 @@
-//! The operator process: configuration, telemetry, HTTP endpoints, leader election and the two
-//! controllers, wired together. All logic lives in the library.
+//! The operator process: configuration, telemetry, HTTP endpoints, leader election and the
+//! controllers of every kind, wired together. All logic lives in the library.
 
 use std::sync::Arc;
 use std::time::Duration;
