@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "building the operator and nuclia-fake"
-cargo build --locked --bin nuclia-token-operator --bin nuclia-fake
+cargo build --locked -p nuclia-token-operator -p nuclia-fake --bin nuclia-token-operator --bin nuclia-fake
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/nto-demo.XXXXXX")
 PIDS=()
 cleanup() {

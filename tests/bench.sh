@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo build --release --locked --bin nuclia-token-operator --bin nuclia-fake --bin nto-bench >&2
+cargo build --release --locked -p nuclia-token-operator -p nuclia-fake -p nto-bench \
+  --bin nuclia-token-operator --bin nuclia-fake --bin nto-bench >&2
 if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then
   exec target/release/nto-bench --help
 fi

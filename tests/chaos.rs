@@ -1264,7 +1264,7 @@ async fn chaos_soak() {
     let client = common::operator::client_for(&cp.kubeconfig).await;
     install_crds_on(&client).await;
     let ns = common::namespace(&client, "soak").await;
-    let fake = nuclia_token_operator::fake::spawn(Default::default())
+    let fake = nuclia_fake::spawn(Default::default())
         .await
         .expect("start nuclia-fake");
     let http = reqwest::Client::new();

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::operator::{HasStatus, Sampler, World, ready, reason, wait_status};
 use kube::api::{Api, DeleteParams};
+use nuclia_fake::FakeConfig;
 use nuclia_token_operator::crd::{KbRole, NucliaKbApiKey, NucliaPersonalToken};
-use nuclia_token_operator::fake::FakeConfig;
 use serde_json::{Value, json};
 
 const MINUTE: Duration = Duration::from_secs(60);

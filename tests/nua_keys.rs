@@ -469,7 +469,7 @@ async fn nua_key_account_change_rotates_and_deletes_in_the_old_account() {
     .unwrap();
     let mut w = World::with_fake(
         "nua-acct",
-        nuclia_token_operator::fake::FakeConfig {
+        nuclia_fake::FakeConfig {
             seed,
             ..Default::default()
         },

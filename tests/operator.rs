@@ -921,7 +921,7 @@ async fn issue16_switching_the_login_user_revokes_the_old_users_token() {
     .expect("a fake seed with a second user (seed field `users`)");
     let mut w = World::with_fake(
         "pt-user",
-        nuclia_token_operator::fake::FakeConfig {
+        nuclia_fake::FakeConfig {
             seed,
             ..Default::default()
         },

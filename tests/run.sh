@@ -16,5 +16,5 @@ NTO_CLUSTER_WATCH_PID=$$ tests/k8s/cluster.sh start "$STATE" >/dev/null
 export NTO_KUBECONFIG=$STATE/kubeconfig
 # the runtime tests name the control plane their own way
 export NTO_TEST_KUBECONFIG=$NTO_KUBECONFIG NTO_TEST_APISERVER=127.0.0.1:$(cat "$STATE/api.port")
-cargo build --all-targets --locked
-cargo test --locked --all-targets "$@"
+cargo build --workspace --all-targets --locked
+cargo test --locked --workspace --all-targets "$@"

@@ -8,8 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
+use nuclia_fake::{self as fake, FakeConfig, FakeHandle};
 use nuclia_token_operator::crd::CredentialStatus;
-use nuclia_token_operator::fake::{self, FakeConfig, FakeHandle};
 
 pub struct World {
     pub client: Client,
