@@ -8,10 +8,10 @@
 //! - `nuclia_fault_table`: nuclia-fake answering malformed JSON, HTML pages, truncated, slow or
 //!   dropped bodies, wrong content types, 5xx and 429: the reason is named, the others are
 //!   served, and after the faults clear everything recovers with no credential leaked.
-//! - `chaos_soak`: see its own documentation (its deletions: `chaos/deletions.rs`).
+//! - `chaos_soak`: see its own documentation (its deletions: `deletions.rs`).
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "chaos/deletions.rs"]
 mod deletions;
 
 use std::collections::BTreeMap;

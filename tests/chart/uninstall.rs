@@ -10,7 +10,7 @@
 //!
 //! The shell commands run are the ones in the doc's code blocks.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
