@@ -3,7 +3,7 @@
 //! Each test has its own namespace, its own `nuclia-fake` and its own operator process, so the
 //! modules' tests run side by side (libtest's threads) as they did in separate binaries.
 //!
-//! - [`nuclia_fake`]: the Nuclia client against `nuclia-fake` over loopback HTTP (no cluster).
+//! - [`nuclia_client`]: the Nuclia client against `nuclia-fake` over loopback HTTP (no cluster).
 //! - [`crds`]: the CRDs on a real kube-apiserver: current, installable, explained, validated.
 //! - [`runtime`]: the HTTP endpoints, and leader election against the apiserver.
 //! - [`operator`]: a personal token and a KB key from issue to deletion, conflicts, bad input.
@@ -22,7 +22,7 @@ mod crds;
 mod every_kind;
 mod kb_keys;
 mod nua_keys;
-mod nuclia_fake;
+mod nuclia_client;
 mod operator;
 mod regressions;
 mod runtime;
