@@ -1,6 +1,6 @@
-//! The fake's in-memory model: users, accounts, zones, KBs, service accounts, NUA clients,
-//! credentials (and how their values are minted), the fake clock, call counters and fault
-//! rules. Handlers lock it through one mutex.
+//! The fake's in-memory model: users, accounts, zones, KBs, service accounts and their
+//! [`KbRole`]s, NUA clients, credentials (and how their values are minted), the fake clock, call
+//! counters and fault rules. Handlers lock it through one mutex.
 
 use std::collections::{BTreeMap, HashMap};
 
