@@ -18,21 +18,14 @@ stage() { echo "tests/run.sh: $1 in $((SECONDS - started)) s" >&2; started=$SECO
 
 # The image test (tests/image.rs) builds the release binary (fat LTO, codegen-units 1: the
 # longest compile of the run) through images/build.sh. When the whole suite runs and the image
-# can be built here, that same `cargo build --release` starts now, in the background at the
-# lowest CPU and I/O priority: it takes the cores the control-plane tests leave idle (they mostly
-# wait), and yields them to everything else. The test's own build then waits for it on cargo's
-# lock and finds it fresh; what the test builds and checks is unchanged. (The debug and release
-# profiles have separate locks, so nothing in the foreground waits for it.)
-image_buildable() {
-  command -v buildah >/dev/null || return 1
-  local user=()
-  [[ $(id -u) == 0 ]] || user=(--user --map-root-user)
-  unshare "${user[@]}" --mount --uts --ipc --pid --fork true 2>/dev/null
-}
-if (($# == 0)) && [[ ${NTO_IMAGE_SKIP_CARGO:-} != 1 ]] && image_buildable; then
+# can be built here, that same build starts now, in the background at the lowest CPU and I/O
+# priority: it takes the cores the other stages leave idle, and yields them to everything else.
+# The test's own build then waits for it on cargo's lock and finds it fresh; what the test builds
+# and checks is unchanged. (The debug and release profiles have separate cargo locks, so nothing
+# else waits for it.)
+if (($# == 0)) && [[ ${NTO_IMAGE_SKIP_CARGO:-} != 1 ]] && images/build.sh --check 2>/dev/null; then
   # its own process group, so that cleanup stops cargo and its rustc children together
-  setsid nice -n 19 ionice -c 3 cargo build --release --locked --bin nuclia-token-operator \
-    >"$STATE/release-build.log" 2>&1 </dev/null &
+  setsid nice -n 19 ionice -c 3 images/build.sh --cargo-only >"$STATE/release-build.log" 2>&1 </dev/null &
   RELEASE_BUILD=$!
 fi
 export NTO_K8S_BIN=$(tests/k8s/provision.sh)
