@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "building the operator and nuclia-fake"
-cargo build --locked --bin nuclia-token-operator --bin nuclia-fake
+cargo build --locked -p nuclia-token-operator -p nuclia-fake --bin nuclia-token-operator --bin nuclia-fake
+TARGET_BIN=${CARGO_TARGET_DIR:-target}/debug
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/nto-demo.XXXXXX")
 PIDS=()
 cleanup() {
@@ -25,7 +26,7 @@ export KUBECONFIG=$STATE/kubeconfig
 k() { "$BIN/kubectl" "$@"; }
 
 say "starting nuclia-fake"
-target/debug/nuclia-fake --listen 127.0.0.1:0 >"$STATE/fake.out" 2>"$STATE/fake.log" &
+"$TARGET_BIN/nuclia-fake" --listen 127.0.0.1:0 >"$STATE/fake.out" 2>"$STATE/fake.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do [[ -s $STATE/fake.out ]] && break; sleep 0.1; done
 field() { python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(eval(sys.argv[2], {}, d))' "$STATE/fake.out" "$1"; }
@@ -39,7 +40,7 @@ k create namespace demo >/dev/null
 field user_token | k -n demo create secret generic nuclia-login --from-file=token=/dev/stdin >/dev/null
 
 say "starting the operator"
-target/debug/nuclia-token-operator --nuclia-global-url "$URL" --nuclia-zone-origin "$ZONE=$URL" \
+"$TARGET_BIN/nuclia-token-operator" --nuclia-global-url "$URL" --nuclia-zone-origin "$ZONE=$URL" \
   --metrics-addr 127.0.0.1:0 --cluster-id demo --verify-interval 30s --rollout-restart-interval 5s >"$STATE/operator.log" 2>&1 &
 PIDS+=($!)
 

@@ -16,6 +16,11 @@
 #                                             NTO_IMAGE_STORE=default (buildah's usual storage) or
 #                                             NTO_IMAGE_STORE=DIR
 # Environment: NTO_IMAGE_SKIP_CARGO=1 uses target/release/nuclia-token-operator as it is.
+# Options (one, instead of a build):
+#   --check       exit 0 when this machine can build and run the image (buildah, and the
+#                 namespaces its chroot isolation needs: what tests/image.rs probes), else say why
+#   --cargo-only  only the release build of the binary (tests/run.sh and .ci/run start it early,
+#                 in the background, for the image test)
 # The last lines printed (stdout; progress goes to stderr) are `image: NAME:TAG`, `id: …`,
 # `size: …`, `store: DIR|default`, `oci-archive: PATH` and `docker-archive: PATH`.
 set -euo pipefail
@@ -29,6 +34,20 @@ BIN=$TARGET/release/nuclia-token-operator
 
 log() { printf 'images/build.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+
+MODE=${1:-build}
+case $MODE in
+  build | --check | --cargo-only) ;;
+  *) die "unknown option $MODE (--check, --cargo-only)" ;;
+esac
+if [[ $MODE == --check ]]; then
+  command -v buildah >/dev/null || die "buildah is not installed"
+  user=()
+  [[ $(id -u) == 0 ]] || user=(--user --map-root-user)
+  unshare "${user[@]}" --mount --uts --ipc --pid --fork true >/dev/null 2>&1 \
+    || die "the kernel forbids the namespaces buildah's chroot isolation needs"
+  exit 0
+fi
 
 # The value of `key:` in the top-level block `block:` of a simple YAML file, quotes removed.
 yaml_value() {
@@ -61,6 +80,7 @@ if [[ ${NTO_IMAGE_SKIP_CARGO:-} != 1 ]]; then
   log "cargo build --release --bin nuclia-token-operator"
   cargo build --release --locked --bin nuclia-token-operator >&2
 fi
+[[ $MODE != --cargo-only ]] || exit 0
 [[ -x $BIN ]] || die "$BIN missing"
 
 mkdir -p "$OUT"

@@ -15,9 +15,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo build --release --locked --bin nuclia-token-operator --bin nuclia-fake --bin nto-bench >&2
+cargo build --release --locked -p nuclia-token-operator -p nuclia-fake -p nto-bench \
+  --bin nuclia-token-operator --bin nuclia-fake --bin nto-bench >&2
+BIN=${CARGO_TARGET_DIR:-target}/release
 if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then
-  exec target/release/nto-bench --help
+  exec "$BIN/nto-bench" --help
 fi
 
 if [[ -n ${NTO_BENCH_KUBECONFIG:-} ]]; then
@@ -30,4 +32,4 @@ else
   NTO_CLUSTER_WATCH_PID=$$ tests/k8s/cluster.sh start "$STATE" >/dev/null
   export KUBECONFIG=$STATE/kubeconfig NTO_BENCH_CLUSTER_DIR=$STATE
 fi
-target/release/nto-bench --bin-dir target/release "$@"
+"$BIN/nto-bench" --bin-dir "$BIN" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# promtool for the alert-rule tests (tests/alerts.rs): the one on PATH when there is one, else
+# promtool for the alert-rule tests (tests/chart/alerts.rs): the one on PATH when there is one, else
 # the binary unpacked from Debian's `prometheus` package (not installed: no server, no service,
 # none of its web dependencies), cached outside the repository.
 #

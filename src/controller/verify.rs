@@ -139,10 +139,10 @@ impl LiveCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::{self, FakeConfig, Seed};
     use crate::issuer::UserCache;
     use crate::issuer::personal::PersonalIssuer;
     use crate::nuclia::{ApiToken, Client, ClientConfig, Credential, Endpoints};
+    use nuclia_fake::{self as fake, FakeConfig, Seed};
 
     fn client_for(url: &str) -> Client {
         let origin = url::Url::parse(url).unwrap();

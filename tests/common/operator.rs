@@ -8,8 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
+use nuclia_fake::{self as fake, FakeConfig, FakeHandle};
 use nuclia_token_operator::crd::CredentialStatus;
-use nuclia_token_operator::fake::{self, FakeConfig, FakeHandle};
 
 pub struct World {
     pub client: Client,
@@ -487,7 +487,7 @@ impl World {
     }
 }
 
-// ---- helpers for the chaos suite (tests/chaos.rs) ----
+// ---- helpers for the chaos suite (tests/chaos/main.rs) ----
 
 impl World {
     /// Whether the operator process is still running (it has not exited or crashed).
@@ -615,7 +615,7 @@ pub async fn minted_values(http: &reqwest::Client, fake_url: &str) -> Vec<String
         .unwrap_or_default()
 }
 
-// ---- helpers for the issue 16 acceptance tests (tests/operator.rs, tests/kb_keys.rs) ----
+// ---- helpers for the issue 16 acceptance tests (tests/cluster/operator.rs, tests/cluster/kb_keys.rs) ----
 
 impl World {
     /// DELETE on the fake's admin API (`/_fake/{path}`); the answer's status.

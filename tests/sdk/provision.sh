@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Provision the real `nuclia` Python SDK/CLI (from PyPI, with pip) in a virtualenv, for the test
-# that runs it against nuclia-fake with a Secret's NucliaConfig file (tests/secret_formats.rs).
+# that runs it against nuclia-fake with a Secret's NucliaConfig file (tests/cluster/secret_formats.rs).
 #
 # Idempotent and cached outside the repository, keyed by version, so a fresh clone on the same
 # machine (CI) reuses it; concurrent callers wait on a lock instead of installing twice. Fails

@@ -20,11 +20,13 @@ use super::{requeues, secs, settings};
 use crate::controller::engine::marker;
 use crate::controller::reconcile;
 use crate::controller::{Context, Kind};
-use crate::crd::{ANNOTATION_ISSUE_INTENT, FINALIZER, IssueIntent, NucliaKbApiKey, k8s_time};
-use crate::fake::{FakeConfig, FakeHandle};
+use crate::crd::{
+    ANNOTATION_ISSUE_INTENT, FINALIZER, IssueIntent, NucliaKbApiKey, k8s_time,
+};
 use crate::issuer::Issuer;
 use crate::nuclia::ApiToken;
 use crate::runtime::metrics::Metrics;
+use nuclia_fake::{FakeConfig, FakeHandle};
 
 const NAME: &str = "search";
 
@@ -41,7 +43,7 @@ struct World {
 impl World {
     async fn new() -> World {
         crate::runtime::install_crypto();
-        let fake = crate::fake::spawn(FakeConfig::default())
+        let fake = nuclia_fake::spawn(FakeConfig::default())
             .await
             .expect("nuclia-fake");
         let nuclia = super::fake_client(&fake, Duration::from_secs(5));

@@ -64,7 +64,7 @@ fn settings() -> Settings {
 }
 
 /// A Nuclia client whose every endpoint (global, the zone's origin) is `fake`.
-fn fake_client(fake: &crate::fake::FakeHandle, timeout: Duration) -> crate::nuclia::Client {
+fn fake_client(fake: &nuclia_fake::FakeHandle, timeout: Duration) -> crate::nuclia::Client {
     let origin = url::Url::parse(&fake.url).expect("the fake's URL");
     let mut endpoints = crate::nuclia::Endpoints {
         global: origin.clone(),

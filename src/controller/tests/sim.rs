@@ -41,11 +41,11 @@ use crate::crd::{
     LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, NucliaKbApiKey, NucliaNuaKey,
     NucliaPersonalToken,
 };
-use crate::fake::state::CredKind;
-use crate::fake::{FakeConfig, FakeHandle, FaultRule};
 use crate::issuer::Marker;
 use crate::lifecycle::token_hash;
 use crate::runtime::metrics::Metrics;
+use nuclia_fake::state::CredKind;
+use nuclia_fake::{FakeConfig, FakeHandle, FaultRule};
 
 const NAMESPACES: [&str; 2] = ["team-a", "team-b"];
 const OPERATOR_NS: &str = "operator";
@@ -395,7 +395,7 @@ impl Sim {
     async fn new() -> Sim {
         crate::runtime::install_crypto();
         let start = DateTime::from_timestamp(1_800_000_000, 0).expect("a time");
-        let fake = crate::fake::spawn(FakeConfig::default())
+        let fake = nuclia_fake::spawn(FakeConfig::default())
             .await
             .expect("nuclia-fake");
         fake.shared.lock().frozen = Some(start);
@@ -1645,7 +1645,7 @@ fn bound() -> chrono::Duration {
 }
 
 /// The id the operator knows the credential holding `value` by (a NUA key's is its client's).
-fn token_id_of(st: &crate::fake::state::State, value: &str) -> Option<String> {
+fn token_id_of(st: &nuclia_fake::state::State, value: &str) -> Option<String> {
     let c = st.creds.get(st.credential_id(value)?)?;
     Some(if c.kind == CredKind::NuaKey {
         c.owner.clone()
@@ -1656,7 +1656,7 @@ fn token_id_of(st: &crate::fake::state::State, value: &str) -> Option<String> {
 
 /// Whether the credential the operator knows as `id` still works: not revoked or expired, its
 /// service account or NUA client still there.
-fn token_live(st: &crate::fake::state::State, id: &str) -> bool {
+fn token_live(st: &nuclia_fake::state::State, id: &str) -> bool {
     if let Some(client) = st.nua_clients.get(id) {
         return st.creds.get(&client.key).is_some_and(|c| st.is_live(c));
     }
@@ -1666,7 +1666,7 @@ fn token_live(st: &crate::fake::state::State, id: &str) -> bool {
 }
 
 /// When the credential the operator knows as `id` expires at Nuclia (NUA keys never do).
-fn expiry_of(st: &crate::fake::state::State, id: &str) -> Option<DateTime<Utc>> {
+fn expiry_of(st: &nuclia_fake::state::State, id: &str) -> Option<DateTime<Utc>> {
     if st.nua_clients.contains_key(id) {
         return None;
     }
@@ -1675,7 +1675,7 @@ fn expiry_of(st: &crate::fake::state::State, id: &str) -> Option<DateTime<Utc>> 
 
 /// The marker of the resource the credential the operator knows as `id` was minted for: in a
 /// PAT's description, a KB key's service account title, a NUA client's description.
-fn marker_of(st: &crate::fake::state::State, id: &str) -> Option<Marker> {
+fn marker_of(st: &nuclia_fake::state::State, id: &str) -> Option<Marker> {
     if let Some(client) = st.nua_clients.get(id) {
         return Marker::find(&client.description).filter(|m| m.cluster == CLUSTER_ID);
     }
@@ -1814,7 +1814,7 @@ async fn explore(
             move || logs.clone()
         })
         .with_ansi(false)
-        .with_env_filter("nuclia_token_operator=debug,nuclia_token_operator::fake=off")
+        .with_env_filter("nuclia_token_operator=debug,nuclia_fake=off")
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let mut failures = Vec::new();

@@ -23,7 +23,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::nuclia::KbRole;
+use crate::state::KbRole;
 
 /// A seed file.
 #[derive(Clone, Debug, Default, Deserialize)]

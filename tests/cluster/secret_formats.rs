@@ -8,7 +8,7 @@
 //! Token values are never printed: comparisons go through `assert!` with messages that name
 //! keys, never values, and the SDK's output is shown only with every known value masked.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,9 +4,9 @@
 //! account, and the chain PAT → NUA key → KB key. Every test deletes what it created, checks it
 //! is revoked, and scans the operator's log for every token value minted. (Repair, upstream
 //! revocation, a crash between mint and record, an interrupted first issue, an abandoned
-//! deletion and `Orphan` are in `tests/every_kind.rs`, for every kind.)
+//! deletion and `Orphan` are in `tests/cluster/every_kind.rs`, for every kind.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -469,7 +469,7 @@ async fn nua_key_account_change_rotates_and_deletes_in_the_old_account() {
     .unwrap();
     let mut w = World::with_fake(
         "nua-acct",
-        nuclia_token_operator::fake::FakeConfig {
+        nuclia_fake::FakeConfig {
             seed,
             ..Default::default()
         },

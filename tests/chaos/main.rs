@@ -8,10 +8,10 @@
 //! - `nuclia_fault_table`: nuclia-fake answering malformed JSON, HTML pages, truncated, slow or
 //!   dropped bodies, wrong content types, 5xx and 429: the reason is named, the others are
 //!   served, and after the faults clear everything recovers with no credential leaked.
-//! - `chaos_soak`: see its own documentation (its deletions: `chaos/deletions.rs`).
+//! - `chaos_soak`: see its own documentation (its deletions: `deletions.rs`).
 
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "chaos/deletions.rs"]
 mod deletions;
 
 use std::collections::BTreeMap;
@@ -1264,7 +1264,7 @@ async fn chaos_soak() {
     let client = common::operator::client_for(&cp.kubeconfig).await;
     install_crds_on(&client).await;
     let ns = common::namespace(&client, "soak").await;
-    let fake = nuclia_token_operator::fake::spawn(Default::default())
+    let fake = nuclia_fake::spawn(Default::default())
         .await
         .expect("start nuclia-fake");
     let http = reqwest::Client::new();

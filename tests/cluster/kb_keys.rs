@@ -3,18 +3,18 @@
 //! discovery, NUA-key auth, and a KB key whose account credential is a rotating
 //! `NucliaPersonalToken`. Every test ends by scanning the operator's log for every token value
 //! the fake minted.
-//! (Issue and delete of a plain KB key, and the untrusted endpoint, are in `tests/operator.rs`;
+//! (Issue and delete of a plain KB key, and the untrusted endpoint, are in `tests/cluster/operator.rs`;
 //! repair, a crash between mint and record, an interrupted first issue, an abandoned deletion and
-//! `Orphan` in `tests/every_kind.rs`, for every kind.)
+//! `Orphan` in `tests/cluster/every_kind.rs`, for every kind.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use common::operator::{HasStatus, Sampler, World, ready, reason, wait_status};
 use kube::api::{Api, DeleteParams};
+use nuclia_fake::FakeConfig;
 use nuclia_token_operator::crd::{KbRole, NucliaKbApiKey, NucliaPersonalToken};
-use nuclia_token_operator::fake::FakeConfig;
 use serde_json::{Value, json};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -187,7 +187,7 @@ async fn kb_key_rotates_without_outage() {
 }
 
 /// An adopted service account keeps existing after delete (its keys are revoked).
-/// (`deletionPolicy: Orphan` is `every_kind_orphan_is_kept` in `tests/every_kind.rs`.)
+/// (`deletionPolicy: Orphan` is `every_kind_orphan_is_kept` in `tests/cluster/every_kind.rs`.)
 #[tokio::test]
 async fn kb_key_adopted_service_account_is_kept() {
     let mut w = World::new("kb-adopt").await;

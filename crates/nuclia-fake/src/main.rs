@@ -1,4 +1,5 @@
-//! `nuclia-fake`: runs the in-memory Nuclia API server (see `docs/nuclia-fake.md`).
+//! The `nuclia-fake` binary: runs the in-memory Nuclia API server of this crate's library (see
+//! `docs/nuclia-fake.md`; `cargo run -p nuclia-fake -- --listen 127.0.0.1:8080`).
 //!
 //! Prints one JSON line with the URL and bootstrap credentials on stdout, logs on stderr.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use nuclia_token_operator::fake::{self, FakeConfig, Seed};
+use nuclia_fake::{FakeConfig, Seed};
 
 /// An in-memory Nuclia API server for tests and CI.
 #[derive(Parser, Debug)]
@@ -28,7 +29,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => Seed::load(path).map_err(anyhow::Error::msg)?,
         None => Seed::default(),
     };
-    let handle = fake::spawn(FakeConfig {
+    let handle = nuclia_fake::spawn(FakeConfig {
         listen: args.listen,
         seed,
         user_token_ttl: Duration::from_secs(args.user_token_ttl),

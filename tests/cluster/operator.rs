@@ -2,9 +2,9 @@
 //! issue, rotation without an outage, conflicts, bad credentials, KB keys, untrusted endpoints
 //! and deletion. Every test ends by scanning the operator's log for every token value the fake
 //! minted. (Repair, a crash between mint and record, an interrupted first issue, an abandoned
-//! deletion and `Orphan` are in `tests/every_kind.rs`, for every kind.)
+//! deletion and `Orphan` are in `tests/cluster/every_kind.rs`, for every kind.)
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -309,7 +309,7 @@ async fn untrusted_kb_url_gets_no_request() {
 
 /// `nuclia.dev/rotate` rotates once per new value; `nuclia.dev/revoke-now` rotates and revokes
 /// the old token at once; deletion then revokes the one still in its grace period too.
-/// (`deletionPolicy: Orphan` is `every_kind_orphan_is_kept` in `tests/every_kind.rs`.)
+/// (`deletionPolicy: Orphan` is `every_kind_orphan_is_kept` in `tests/cluster/every_kind.rs`.)
 #[tokio::test]
 async fn rotate_and_revoke_now_annotations() {
     let mut w = World::new("pt-annot").await;
@@ -921,7 +921,7 @@ async fn issue16_switching_the_login_user_revokes_the_old_users_token() {
     .expect("a fake seed with a second user (seed field `users`)");
     let mut w = World::with_fake(
         "pt-user",
-        nuclia_token_operator::fake::FakeConfig {
+        nuclia_fake::FakeConfig {
             seed,
             ..Default::default()
         },

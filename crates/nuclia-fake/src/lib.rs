@@ -1,5 +1,7 @@
 //! `nuclia-fake`: an in-memory Nuclia API server speaking the wire format of
-//! `shared/nuclia-api.md`, for tests, the demo and users' CI.
+//! `shared/nuclia-api.md`, for tests, the demo and users' CI (`docs/nuclia-fake.md`). A crate of
+//! its own, with no dependency on the operator: [`spawn`] runs it inside a test process, the
+//! `nuclia-fake` binary (`src/main.rs`) as a server.
 //!
 //! It serves the global and the regional routes on one address (point the global URL and
 //! every zone origin at it). Credentials are random, really expire on the fake's clock and
@@ -12,6 +14,7 @@
 //! - [`faults`]: the fault-injection middleware.
 //! - [`nua`]: NUA clients (their routes and the model's methods for them).
 //! - [`seed`]: the `--seed` file format.
+//! - [`time`]: dates as the wire writes and reads them (the fake's own copy).
 
 pub mod admin;
 pub mod api;
@@ -19,6 +22,7 @@ pub mod faults;
 pub mod nua;
 pub mod seed;
 pub mod state;
+pub mod time;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,7 +35,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use seed::Seed;
-pub use state::{Bootstrap, BootstrapKb, BootstrapUser, FaultRule, Malformed};
+pub use state::{Bootstrap, BootstrapKb, BootstrapUser, FaultRule, KbRole, Malformed};
 
 /// How to start the fake.
 #[derive(Clone, Debug)]
@@ -54,7 +58,9 @@ impl Default for FakeConfig {
     }
 }
 
-/// State shared by all handlers.
+/// State shared by all handlers. Outside the crate it is test-support API: the operator's engine
+/// tests and lifecycle simulation read and steer the model directly (freeze the clock, inject
+/// faults, look up credentials) through `FakeHandle::shared`.
 pub struct Shared {
     state: Mutex<state::State>,
     bootstrap: Bootstrap,
@@ -62,7 +68,7 @@ pub struct Shared {
 
 impl Shared {
     /// Locks the state (a panicked handler does not poison the fake).
-    pub(crate) fn lock(&self) -> MutexGuard<'_, state::State> {
+    pub fn lock(&self) -> MutexGuard<'_, state::State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -73,9 +79,11 @@ pub struct FakeHandle {
     pub url: String,
     /// The same values the binary prints on its first line.
     pub bootstrap: Bootstrap,
-    /// The state, for tests in this crate that look inside (the lifecycle simulation).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) shared: Arc<Shared>,
+    /// The model, for tests that look inside or steer it without HTTP (the operator's
+    /// lifecycle simulation freezes the fake's clock here). Test-support API: users talk to the
+    /// fake over HTTP, its admin routes included.
+    #[doc(hidden)]
+    pub shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }

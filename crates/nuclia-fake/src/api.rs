@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 
 use super::Shared;
 use super::state::{AuthFailure, Cred, CredKind, State};
-use crate::nuclia::KbRole;
-use crate::nuclia::time;
+use crate::state::KbRole;
+use crate::time;
 
 /// The Nuclia routes of this file (without the NUA clients' routes of [`super::nua`] and the
 /// fault layer: [`super::router`] puts them together).

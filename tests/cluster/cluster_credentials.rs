@@ -6,7 +6,7 @@
 //! credential. Every test deletes what it created, checks the keys are revoked and scans the
 //! operator's log for token values.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

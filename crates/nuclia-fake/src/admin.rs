@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::api::detail;
 use super::state::FaultRule;
-use crate::nuclia::time;
+use crate::time;
 
 /// The admin router.
 pub fn router() -> Router<Arc<Shared>> {

@@ -5,7 +5,7 @@
 //! window where the defect is a loop), then deletes what it created and checks it is gone and
 //! its tokens revoked (or kept, for `Orphan`), and scans the operator's log for token values.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::state::Malformed;
-use crate::nuclia::time;
+use crate::time;
 
 /// An answer given instead of running the route.
 struct Injected {

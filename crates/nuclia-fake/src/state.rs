@@ -1,6 +1,6 @@
-//! The fake's in-memory model: users, accounts, zones, KBs, service accounts, NUA clients,
-//! credentials (and how their values are minted), the fake clock, call counters and fault
-//! rules. Handlers lock it through one mutex.
+//! The fake's in-memory model: users, accounts, zones, KBs, service accounts and their
+//! [`KbRole`]s, NUA clients, credentials (and how their values are minted), the fake clock, call
+//! counters and fault rules. Handlers lock it through one mutex.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,11 +11,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::seed::{Seed, SeedCredential, SeedUser};
-use crate::nuclia::KbRole;
-use crate::nuclia::time;
+use crate::time;
 
 /// The longest lifetime a PAT or key may be given (nuclia-api.md §3.6).
 pub const MAX_LIFETIME_DAYS: i64 = 1095;
+
+/// The role of a service account on its KB, as the wire names it (the fake's own enum: see
+/// [`crate::time`] for why it keeps its own copies of the wire format).
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KbRole {
+    /// Owner (admin).
+    SOWNER,
+    /// Contributor (write).
+    SCONTRIBUTOR,
+    /// Member (read).
+    SMEMBER,
+}
 
 /// What a credential is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

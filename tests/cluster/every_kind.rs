@@ -6,7 +6,7 @@
 //! created and checking that it is gone and revoked at the fake (or, for `Orphan`, kept and still
 //! working), and scans the operator's log for every token value the fake minted.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

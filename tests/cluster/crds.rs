@@ -2,7 +2,7 @@
 //! install, `kubectl get nuclia` and `kubectl explain` work, the examples are accepted and bad
 //! manifests are refused with a message that names the field.
 
-mod common;
+use crate::common;
 
 use common::{kubectl, namespace};
 

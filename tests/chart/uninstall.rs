@@ -10,7 +10,7 @@
 //!
 //! The shell commands run are the ones in the doc's code blocks.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -20,8 +20,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
+use nuclia_fake::{FakeConfig, FakeHandle};
 use nuclia_token_operator::crd::{CredentialStatus, NucliaKbApiKey, NucliaPersonalToken};
-use nuclia_token_operator::fake::{FakeConfig, FakeHandle};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const RELEASE: &str = "nto";
@@ -219,7 +219,7 @@ async fn uninstall_in_the_documented_order_and_after_the_operator_is_gone() {
     let blocks = doc_blocks();
     let cp = common::OwnControlPlane::start();
     let client = common::operator::client_for(&cp.kubeconfig).await;
-    let fake = nuclia_token_operator::fake::spawn(FakeConfig::default())
+    let fake = nuclia_fake::spawn(FakeConfig::default())
         .await
         .expect("nuclia-fake");
     let env = Env { cp, client, fake };

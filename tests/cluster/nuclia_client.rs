@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{Duration as CDuration, Utc};
-use nuclia_token_operator::fake::{self, Bootstrap, FakeConfig, FakeHandle, Seed};
+use nuclia_fake::{self as fake, Bootstrap, FakeConfig, FakeHandle, Seed};
 use nuclia_token_operator::nuclia::{
     ApiObserver, ApiToken, Client, ClientConfig, Credential, Endpoints, Error, KbRole,
 };
@@ -1659,69 +1659,6 @@ mod concurrency {
             env.client.get_kb_with_key(&loc, &minted[PATS].1).await,
             "Unauthorized",
         );
-    }
-}
-
-mod binary {
-    use super::*;
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
-
-    #[tokio::test]
-    async fn prints_bootstrap_line_and_serves_seed() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut seed = tempfile::NamedTempFile::new().unwrap();
-        write!(
-            seed,
-            "{}",
-            json!({"pats": [{"token": "seeded-pat-value", "description": "from seed"}],
-                   "accounts": [{"slug": "beta", "kbs": [{"slug": "b1", "title": "B 1"}]}]})
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nuclia-fake"))
-            .args(["--listen", "127.0.0.1:0", "--seed"])
-            .arg(seed.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let b: Bootstrap = serde_json::from_str(&line).expect("first line is the bootstrap JSON");
-        let raw: Value = serde_json::from_str(&line).unwrap();
-        for k in [
-            "url",
-            "user_token",
-            "pat",
-            "nua_key",
-            "account_id",
-            "account_slug",
-            "zone",
-            "kbs",
-        ] {
-            assert!(raw.get(k).is_some(), "missing {k}");
-        }
-        assert_eq!(b.zone, "europe-1");
-        assert_eq!(b.kbs.len(), 2);
-        assert_eq!(b.kbs[0].url, format!("{}/api/v1/kb/{}", b.url, b.kbs[0].id));
-
-        let c = client_for(&b.url, Duration::from_secs(5));
-        let seeded = Credential::Bearer(ApiToken::new("seeded-pat-value".into()));
-        c.welcome(&seeded).await.unwrap();
-        let accounts = c.accounts(&seeded).await.unwrap();
-        let beta = accounts.iter().find(|a| a.slug == "beta").unwrap();
-        let kbs = c.kbs(&seeded, "europe-1", &beta.id).await.unwrap();
-        assert_eq!(kbs[0].title, "B 1");
-        let nua = Credential::NuaKey(ApiToken::new(b.nua_key.clone()));
-        let who = c
-            .authorizer_info(&nua, &c.endpoints().regional("europe-1").unwrap())
-            .await
-            .unwrap();
-        assert_eq!(who.user.account_id.as_deref(), Some(b.account_id.as_str()));
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
 }
 

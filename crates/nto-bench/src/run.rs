@@ -13,11 +13,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
+use nuclia_fake::Bootstrap;
 use nuclia_token_operator::crd::{
     ANNOTATION_ISSUE_INTENT, ANNOTATION_ROTATE, FIELD_MANAGER, LABEL_MANAGED_BY, MANAGED_BY,
     NucliaKbApiKey, NucliaNuaKey, NucliaPersonalToken,
 };
-use nuclia_token_operator::fake::Bootstrap;
 use serde_json::json;
 
 use crate::Args;

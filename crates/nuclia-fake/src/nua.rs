@@ -27,7 +27,7 @@ use super::api::{
     ok, parse_body,
 };
 use super::state::{CredKind, NuaClient, State, new_id};
-use crate::nuclia::time;
+use crate::time;
 
 impl State {
     /// The text a NUA client's key is listed under in `/_fake/credentials`.

@@ -9,7 +9,7 @@
 //!
 //! `lua5.1` is required (`.ci/run` installs Debian's package): without it these tests fail.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::PathBuf;

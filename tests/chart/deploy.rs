@@ -8,7 +8,7 @@
 //! `crds.enabled=false`, and the `crds.keep` test installs a copy of the chart's CRD templates
 //! renamed into a group of its own.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
