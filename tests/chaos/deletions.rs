@@ -390,7 +390,7 @@ async fn record_orphan<K>(
             id,
             value: text("token")?,
             kb_url: text("kbUrl"),
-            service_account: s.kb.as_ref().and_then(|k| k.service_account_id.clone()),
+            service_account: o.service_account(),
         })
     })
     .await;

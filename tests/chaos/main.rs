@@ -124,12 +124,12 @@ async fn status_of(w: &World, kind: Kind, name: &str) -> Option<(String, Credent
         Kind::Pt => {
             let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
             let o = api.get_opt(name).await.ok()??;
-            Some((o.uid_str(), o.status_ref().cloned().unwrap_or_default()))
+            Some((o.uid_str(), o.status.unwrap_or_default().common))
         }
         Kind::Kb => {
             let api: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
             let o = api.get_opt(name).await.ok()??;
-            Some((o.uid_str(), o.status_ref().cloned().unwrap_or_default()))
+            Some((o.uid_str(), o.status.unwrap_or_default().common))
         }
     }
 }
@@ -1501,14 +1501,14 @@ async fn chaos_soak() {
         for o in pts.list(&Default::default()).await.ok()?.items {
             statuses.push((
                 o.metadata.name.unwrap_or_default(),
-                o.status.unwrap_or_default(),
+                o.status.unwrap_or_default().common,
             ));
         }
         for o in kbs.list(&Default::default()).await.ok()?.items {
             let s = o.status.unwrap_or_default();
             snap.sas
-                .extend(s.kb.as_ref().and_then(|k| k.service_account_id.clone()));
-            statuses.push((o.metadata.name.unwrap_or_default(), s));
+                .extend(s.own.kb.as_ref().and_then(|k| k.service_account_id.clone()));
+            statuses.push((o.metadata.name.unwrap_or_default(), s.common));
         }
         for (name, s) in &statuses {
             if !ready(s) {

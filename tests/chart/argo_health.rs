@@ -396,7 +396,14 @@ async fn argo_health_of_real_personal_tokens() {
     // A spec change while no operator runs: Ready=True is about the old generation. Restarted
     // within the minimum issue interval of the first token, the operator holds the new one
     // back: Issuing=True while the old token still works.
-    let first = api.get("app").await.unwrap().status.unwrap().token_id;
+    let first = api
+        .get("app")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token_id
+        .clone();
     w.kill_operator();
     w.kubectl_apply(&pt("app", "").replace("days: 1", "days: 2"));
     assert_health::<NucliaPersonalToken>(&w, "app", "Progressing", "observe generation 2").await;

@@ -734,7 +734,7 @@ async fn chart_rbac_is_enough_and_no_more() {
     assert_eq!(lease_holder(&leases, lease).await.as_deref(), Some("sa-0"));
 
     w.kubectl(&["annotate", "npt", "rbac", "nuclia.dev/rotate=rbac-1"]);
-    let first_id = first.token_id.unwrap();
+    let first_id = first.token_id.clone().unwrap();
     let second = wait_status(&api, "rbac", MINUTE, "rotation on request", |s| {
         ready(s) && s.token_id.as_ref() != Some(&first_id)
     })
@@ -2650,7 +2650,7 @@ async fn chart_rbac_cluster_credential() {
     );
     let keys: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &team);
     let s = wait_status(&keys, "search", MINUTE, "KB key Ready", ready).await;
-    let id = s.token_id.unwrap();
+    let id = s.token_id.clone().unwrap();
     let key = Api::<Secret>::namespaced(w.client.clone(), &team)
         .get("search")
         .await

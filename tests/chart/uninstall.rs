@@ -186,18 +186,17 @@ EOF"
         );
         let pts: Api<NucliaPersonalToken> = Api::namespaced(self.client.clone(), TEAM);
         let kbs: Api<NucliaKbApiKey> = Api::namespaced(self.client.clone(), TEAM);
-        let ready = |s: &Option<CredentialStatus>| {
-            s.as_ref()
-                .filter(|s| s.condition("Ready").is_some_and(|c| c.status == "True"))
+        let ready = |s: Option<&CredentialStatus>| {
+            s.filter(|s| s.condition("Ready").is_some_and(|c| c.status == "True"))
                 .cloned()
         };
         let pt = common::poll(MINUTE, || async {
-            ready(&pts.get("ci").await.ok()?.status)
+            ready(pts.get("ci").await.ok()?.status.as_deref())
         })
         .await
         .expect("the personal token never became Ready");
         let kb = common::poll(MINUTE, || async {
-            ready(&kbs.get("search").await.ok()?.status)
+            ready(kbs.get("search").await.ok()?.status.as_deref())
         })
         .await
         .expect("the KB key never became Ready");

@@ -221,6 +221,7 @@ async fn cluster_credential_policy_namespaces_and_role_ceiling() {
         .status
         .unwrap()
         .token_id
+        .clone()
         .unwrap();
     apply_cluster(&format!(
         "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy:\n    namespaceSelector: {{matchLabels: {{{label}: allowed}}}}\n    maxRole: SCONTRIBUTOR\n"
@@ -363,7 +364,7 @@ async fn cluster_credential_rotated_by_a_personal_token() {
     .await;
 
     // The PAT rotates and the first one is revoked; the KB key keeps working and rotates.
-    let pid1 = p1.token_id.unwrap();
+    let pid1 = p1.token_id.clone().unwrap();
     wait_status(&pts, "admin", MINUTE, "PAT rotation", |s| {
         ready(s) && s.token_id.as_ref() != Some(&pid1)
     })

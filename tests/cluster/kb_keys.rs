@@ -11,7 +11,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::operator::{HasStatus, Sampler, World, ready, reason, wait_status};
+use common::operator::{HasStatus, Sampler, World, ready, reason, wait_kind_status, wait_status};
 use kube::api::{Api, DeleteParams};
 use nuclia_fake::FakeConfig;
 use nuclia_token_operator::crd::{KbRole, NucliaKbApiKey, NucliaPersonalToken};
@@ -128,7 +128,7 @@ async fn kb_key_rotates_without_outage() {
     let api = kb_api(&w).await;
     let first = wait_status(&api, "rot", MINUTE, "Ready", ready).await;
     let uid = uid_of(&api, "rot").await;
-    let sa = first.kb.clone().unwrap().service_account_id.unwrap();
+    let sa = first.own.kb.clone().unwrap().service_account_id.unwrap();
     let (token, url) = secret_key(&w, "rot").await;
     assert_eq!(url, kb_url);
     assert!(w.kb_key_works(&url, &token).await);
@@ -177,7 +177,7 @@ async fn kb_key_rotates_without_outage() {
         "the Secret held a refused key in {bad} of {n} samples"
     );
     assert_eq!(
-        third.kb.unwrap().service_account_id.as_deref(),
+        third.own.kb.unwrap().service_account_id.as_deref(),
         Some(sa.as_str()),
         "rotation reuses the owned service account"
     );
@@ -211,7 +211,7 @@ async fn kb_key_adopted_service_account_is_kept() {
     let api = kb_api(&w).await;
 
     let s = wait_status(&api, "adopt", MINUTE, "Ready", ready).await;
-    let loc = s.kb.clone().unwrap();
+    let loc = s.own.kb.clone().unwrap();
     assert_eq!(loc.service_account_id.as_deref(), Some(adopted.as_str()));
     assert!(
         !loc.service_account_owned,
@@ -255,7 +255,7 @@ async fn kb_key_role_change_moves_to_a_new_service_account() {
     let api = kb_api(&w).await;
     let s1 = wait_status(&api, "role", MINUTE, "Ready", ready).await;
     let id1 = s1.token_id.clone().unwrap();
-    let sa1 = s1.kb.clone().unwrap().service_account_id.unwrap();
+    let sa1 = s1.own.kb.clone().unwrap().service_account_id.unwrap();
     let (token1, url) = secret_key(&w, "role").await;
     assert_eq!(key_role(&w, &token1).await.as_deref(), Some("SMEMBER"));
 
@@ -267,13 +267,13 @@ async fn kb_key_role_change_moves_to_a_new_service_account() {
         "-p",
         r#"{"spec":{"role":"SCONTRIBUTOR"}}"#,
     ]);
-    let s2 = wait_status(&api, "role", MINUTE, "re-issue with the new role", |s| {
+    let s2 = wait_kind_status(&api, "role", MINUTE, "re-issue with the new role", |s| {
         ready(s)
             && s.token_id.as_ref() != Some(&id1)
-            && s.kb.as_ref().and_then(|k| k.role) == Some(KbRole::SCONTRIBUTOR)
+            && s.own.kb.as_ref().and_then(|k| k.role) == Some(KbRole::SCONTRIBUTOR)
     })
     .await;
-    let sa2 = s2.kb.clone().unwrap().service_account_id.unwrap();
+    let sa2 = s2.own.kb.clone().unwrap().service_account_id.unwrap();
     assert_ne!(sa1, sa2, "a new service account for the new role");
     let sa = service_account(&w, &sa2)
         .await
@@ -286,7 +286,7 @@ async fn kb_key_role_change_moves_to_a_new_service_account() {
 
     let settled = common::poll(Duration::from_secs(30), || async {
         let s = api.get("role").await.ok()?.status?;
-        let kb = s.kb.clone()?;
+        let kb = s.own.kb.clone()?;
         (s.previous_tokens.is_empty()
             && kb.retired_service_accounts.is_empty()
             && service_account(&w, &sa1).await.is_none())
@@ -352,9 +352,9 @@ async fn kb_key_account_discovery() {
     ] {
         let s = wait_status(&api, name, MINUTE, "Ready", ready).await;
         assert_eq!(
-            s.kb.unwrap().account_id.as_deref(),
+            s.own.kb.unwrap().account_id.as_deref(),
             Some(account.as_str()),
-            "{name}: status.kb.accountId"
+            "{name}: status.own.kb.accountId"
         );
         let (token, secret_url) = secret_key(&w, name).await;
         assert_eq!(&secret_url, url);
@@ -393,7 +393,7 @@ async fn kb_key_with_nua_key_auth() {
     ));
     let api = kb_api(&w).await;
     let s = wait_status(&api, "nua", MINUTE, "Ready", ready).await;
-    let kb = s.kb.clone().unwrap();
+    let kb = s.own.kb.clone().unwrap();
     assert_eq!(
         kb.account_id.as_deref(),
         Some(w.fake.bootstrap.account_id.as_str())
@@ -445,7 +445,7 @@ async fn kb_key_follows_a_rotating_personal_token() {
     let id1 = k1.token_id.clone().unwrap();
 
     // The PAT rotates and the one the KB key was issued with is revoked.
-    let pid1 = p1.token_id.unwrap();
+    let pid1 = p1.token_id.clone().unwrap();
     wait_status(&pts, "admin", MINUTE, "PAT rotation", |s| {
         ready(s) && s.token_id.as_ref() != Some(&pid1)
     })
@@ -515,7 +515,13 @@ async fn kb_key_first_issue_is_recorded_at_once() {
         .expect("issue intent recorded");
     let nonce = intent.split_once(' ').unwrap().0.to_owned();
     assert_eq!(s.resolved_intent.as_deref(), Some(nonce.as_str()));
-    let sa = s.kb.unwrap().service_account_id.expect("service account");
+    let sa = s
+        .own
+        .kb
+        .clone()
+        .unwrap()
+        .service_account_id
+        .expect("service account");
     let holds = service_account(&w, &sa).await.unwrap()["keys"]
         .as_array()
         .unwrap()
@@ -650,7 +656,7 @@ async fn kb_key_adopted_after_interrupted_issue_keeps_its_service_account() {
     let s = wait_status(&api, "cut", MINUTE, "Ready", ready).await;
     let (id, sa) = (
         s.token_id.clone().unwrap(),
-        s.kb.clone().unwrap().service_account_id.unwrap(),
+        s.own.kb.clone().unwrap().service_account_id.unwrap(),
     );
     w.kill_operator();
     // What a crash between the Secret write and the status write leaves: an unresolved intent
@@ -691,7 +697,7 @@ async fn kb_key_adopted_after_interrupted_issue_keeps_its_service_account() {
         Some(id.as_str()),
         "the key was adopted"
     );
-    let kb = s.kb.unwrap();
+    let kb = s.own.kb.unwrap();
     assert_eq!(kb.service_account_id.as_deref(), Some(sa.as_str()));
     assert!(kb.service_account_owned);
     let (token, url) = secret_key(&w, "cut").await;
@@ -765,18 +771,18 @@ async fn issue16_kb_key_moved_to_another_kb_revokes_in_the_old_one() {
     let s1 = wait_status(&api, "mover", MINUTE, "Ready", ready).await;
     let uid = uid_of(&api, "mover").await;
     let id1 = s1.token_id.clone().unwrap();
-    let sa1 = s1.kb.clone().unwrap().service_account_id.unwrap();
+    let sa1 = s1.own.kb.clone().unwrap().service_account_id.unwrap();
     let (token1, _) = secret_key(&w, "mover").await;
     assert!(w.kb_key_works(&old_url, &token1).await);
 
     w.kubectl_apply(&kb_with_login("mover", &new_url, rotation));
-    let s2 = wait_status(&api, "mover", MINUTE, "a key in the new KB", |s| {
+    let s2 = wait_kind_status(&api, "mover", MINUTE, "a key in the new KB", |s| {
         ready(s)
             && s.token_id.as_ref().is_some_and(|t| *t != id1)
-            && s.kb.as_ref().and_then(|k| k.kb_id.as_deref()) == Some(new_kb.as_str())
+            && s.own.kb.as_ref().and_then(|k| k.kb_id.as_deref()) == Some(new_kb.as_str())
     })
     .await;
-    let sa2 = s2.kb.clone().unwrap().service_account_id.unwrap();
+    let sa2 = s2.own.kb.clone().unwrap().service_account_id.unwrap();
     assert_ne!(
         sa1, sa2,
         "the new key lives in a service account of the new KB"

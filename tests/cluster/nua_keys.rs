@@ -166,8 +166,9 @@ async fn nua_key_issues_rotates_and_is_deleted() {
     .await;
     let settled = common::poll(Duration::from_secs(30), || async {
         let s = api.get("rot").await.ok()?.status?;
-        (s.previous_tokens.is_empty() && marked_clients(&w, &uid).await == vec![s.token_id?])
-            .then_some(())
+        (s.previous_tokens.is_empty()
+            && marked_clients(&w, &uid).await == vec![s.token_id.clone()?])
+        .then_some(())
     })
     .await;
     let (n, bad) = sampler.finish().await;
@@ -302,6 +303,7 @@ async fn nua_key_config_is_the_sdks_default_nua() {
     let id = wait_status(&api, "sdk", MINUTE, "Ready", ready)
         .await
         .token_id
+        .clone()
         .unwrap();
     let uid = api.get("sdk").await.unwrap().uid_str();
     let home = tempfile::tempdir().unwrap();
@@ -428,10 +430,12 @@ async fn nua_key_orphan_sweep_deletes_clients_of_lost_resources() {
     let a = wait_status(&api, "a", MINUTE, "A Ready", ready)
         .await
         .token_id
+        .clone()
         .unwrap();
     let b = wait_status(&api, "b", MINUTE, "B Ready", ready)
         .await
         .token_id
+        .clone()
         .unwrap();
     let (a_uid, b_uid) = (
         api.get("a").await.unwrap().uid_str(),

@@ -173,7 +173,7 @@ async fn self_renew_outlives_the_bootstrap_token() {
         .unwrap();
     w.admin_post(&format!("revoke/{user_token_id}"), serde_json::json!({}))
         .await;
-    let first_id = first.token_id.unwrap();
+    let first_id = first.token_id.clone().unwrap();
     let next = wait_status(&api, "boot", MINUTE, "a self-renewed rotation", |s| {
         ready(s) && s.token_id.as_ref() != Some(&first_id)
     })
@@ -238,7 +238,7 @@ async fn kb_key_issue_and_delete() {
     ));
     let api: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
     let s = wait_status(&api, "search", MINUTE, "Ready", ready).await;
-    let kb = s.kb.clone().unwrap();
+    let kb = s.own.kb.clone().unwrap();
     assert!(kb.service_account_owned);
     assert_eq!(
         kb.account_id.as_deref(),
@@ -322,7 +322,7 @@ async fn rotate_and_revoke_now_annotations() {
     ));
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let s = wait_status(&api, "annot", MINUTE, "Ready", ready).await;
-    let id1 = s.token_id.unwrap();
+    let id1 = s.token_id.clone().unwrap();
     let tok1 = w.secret_value("annot", "token").await.unwrap();
 
     w.kubectl(&["annotate", "npt", "annot", "nuclia.dev/rotate=one"]);
@@ -330,7 +330,7 @@ async fn rotate_and_revoke_now_annotations() {
         ready(s) && s.token_id.as_ref() != Some(&id1)
     })
     .await;
-    let id2 = s.token_id.unwrap();
+    let id2 = s.token_id.clone().unwrap();
     assert_eq!(s.rotate_handled.as_deref(), Some("one"));
     assert!(
         w.pat_works(&tok1).await,
@@ -701,7 +701,7 @@ async fn spec_changes_rotate_and_invalid_specs_explain() {
     w.kubectl_apply(&pt_manifest("odd", "  renewBefore: 48h\n"));
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let s = wait_status(&api, "svc", MINUTE, "Ready", ready).await;
-    let id1 = s.token_id.unwrap();
+    let id1 = s.token_id.clone().unwrap();
     w.kubectl_apply(&pt_manifest("svc", "").replace("days: 1", "days: 2"));
     let s = wait_status(&api, "svc", MINUTE, "rotation after the spec change", |s| {
         ready(s) && s.token_id.as_ref() != Some(&id1)
@@ -938,7 +938,7 @@ async fn issue16_switching_the_login_user_revokes_the_old_users_token() {
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let s1 = wait_status(&api, "who", MINUTE, "Ready", ready).await;
     let uid = uid_of(&api, "who").await;
-    let id1 = s1.token_id.unwrap();
+    let id1 = s1.token_id.clone().unwrap();
     let token1 = w.secret_value("who", "token").await.unwrap();
 
     w.kubectl(&[
@@ -953,7 +953,7 @@ async fn issue16_switching_the_login_user_revokes_the_old_users_token() {
         ready(s) && s.token_id.as_ref().is_some_and(|t| *t != id1)
     })
     .await;
-    let id2 = s2.token_id.unwrap();
+    let id2 = s2.token_id.clone().unwrap();
     let token2 = w.secret_value("who", "token").await.unwrap();
     assert!(w.pat_works(&token2).await);
     let owner = |v: Option<serde_json::Value>| v.map(|c| c["owner"].clone());
@@ -1000,7 +1000,7 @@ async fn issue16_ready_is_false_while_the_secret_cannot_be_restored() {
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let s1 = wait_status(&api, "app", MINUTE, "Ready", ready).await;
     let uid = uid_of(&api, "app").await;
-    let id1 = s1.token_id.unwrap();
+    let id1 = s1.token_id.clone().unwrap();
     let login_id = w
         .credential_id("user_token", "user token")
         .await

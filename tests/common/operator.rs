@@ -237,14 +237,14 @@ impl Drop for World {
     }
 }
 
-/// Polls the resource's status until `check` accepts it.
+/// Polls the resource's status until `check` accepts what every kind records.
 pub async fn wait_status<K, F>(
     api: &Api<K>,
     name: &str,
     within: Duration,
     what: &str,
     check: F,
-) -> CredentialStatus
+) -> K::Status
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -252,6 +252,25 @@ where
         + std::fmt::Debug
         + HasStatus,
     F: Fn(&CredentialStatus) -> bool,
+{
+    wait_kind_status(api, name, within, what, |s: &K::Status| check(s)).await
+}
+
+/// Polls the resource's status until `check` accepts it, the kind's own part included.
+pub async fn wait_kind_status<K, F>(
+    api: &Api<K>,
+    name: &str,
+    within: Duration,
+    what: &str,
+    check: F,
+) -> K::Status
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + HasStatus,
+    F: Fn(&K::Status) -> bool,
 {
     let found = super::poll(within, || async {
         let obj = api.get_opt(name).await.ok()??;
@@ -274,12 +293,19 @@ where
 }
 
 pub trait HasStatus {
-    fn status_ref(&self) -> Option<&CredentialStatus>;
+    /// The kind's status: what every kind records (through `Deref`) and the kind's own part.
+    type Status: std::ops::Deref<Target = CredentialStatus> + Clone + std::fmt::Debug;
+    fn status_ref(&self) -> Option<&Self::Status>;
+    /// The service account a KB key's status names (None for the other kinds).
+    fn service_account(&self) -> Option<String> {
+        None
+    }
     fn uid_str(&self) -> String;
 }
 
 impl HasStatus for nuclia_token_operator::crd::NucliaPersonalToken {
-    fn status_ref(&self) -> Option<&CredentialStatus> {
+    type Status = nuclia_token_operator::crd::PersonalTokenStatus;
+    fn status_ref(&self) -> Option<&Self::Status> {
         self.status.as_ref()
     }
     fn uid_str(&self) -> String {
@@ -288,8 +314,13 @@ impl HasStatus for nuclia_token_operator::crd::NucliaPersonalToken {
 }
 
 impl HasStatus for nuclia_token_operator::crd::NucliaKbApiKey {
-    fn status_ref(&self) -> Option<&CredentialStatus> {
+    type Status = nuclia_token_operator::crd::KbApiKeyStatus;
+    fn status_ref(&self) -> Option<&Self::Status> {
         self.status.as_ref()
+    }
+    fn service_account(&self) -> Option<String> {
+        let kb = self.status.as_ref()?.own.kb.as_ref()?;
+        kb.service_account_id.clone()
     }
     fn uid_str(&self) -> String {
         self.uid().unwrap_or_default()
@@ -795,7 +826,8 @@ impl World {
 }
 
 impl HasStatus for nuclia_token_operator::crd::NucliaNuaKey {
-    fn status_ref(&self) -> Option<&CredentialStatus> {
+    type Status = nuclia_token_operator::crd::NuaKeyStatus;
+    fn status_ref(&self) -> Option<&Self::Status> {
         self.status.as_ref()
     }
     fn uid_str(&self) -> String {

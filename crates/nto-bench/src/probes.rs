@@ -140,21 +140,21 @@ impl ObjectLog {
             Api::<NucliaPersonalToken>::namespaced(client.clone(), ns),
             |l, o| {
                 l.write(Obj::Resource, o.uid(), o.resource_version());
-                l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
+                l.resource(o.name_any(), o.metadata.generation, o.status.as_deref());
             },
         );
         log.follow(
             Api::<NucliaKbApiKey>::namespaced(client.clone(), ns),
             |l, o| {
                 l.write(Obj::Resource, o.uid(), o.resource_version());
-                l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
+                l.resource(o.name_any(), o.metadata.generation, o.status.as_deref());
             },
         );
         log.follow(
             Api::<NucliaNuaKey>::namespaced(client.clone(), ns),
             |l, o| {
                 l.write(Obj::Resource, o.uid(), o.resource_version());
-                l.resource(o.name_any(), o.metadata.generation, o.status.as_ref());
+                l.resource(o.name_any(), o.metadata.generation, o.status.as_deref());
             },
         );
         log.follow(

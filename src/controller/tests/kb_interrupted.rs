@@ -20,9 +20,7 @@ use super::{requeues, secs, settings};
 use crate::controller::engine::marker;
 use crate::controller::reconcile;
 use crate::controller::{Context, Kind};
-use crate::crd::{
-    ANNOTATION_ISSUE_INTENT, FINALIZER, IssueIntent, NucliaKbApiKey, k8s_time,
-};
+use crate::crd::{ANNOTATION_ISSUE_INTENT, FINALIZER, IssueIntent, NucliaKbApiKey, k8s_time};
 use crate::issuer::Issuer;
 use crate::nuclia::ApiToken;
 use crate::runtime::metrics::Metrics;
