@@ -210,13 +210,17 @@ pub trait Kind:
     fn managed_token(&self, purpose: Purpose) -> ManagedToken;
     /// The issuer that mints in the scope the spec asks for now (a KB key's locates the KB
     /// and finds its account, refusing an untrusted `kbUrl` before using any credential).
-    /// `status` is the engine's, as this reconcile has it so far.
+    /// `status` is the engine's, as this reconcile has it so far. Default: the revoker, for a
+    /// kind whose scope is the credential's own (a personal token's user).
     fn issuer(
         &self,
         ctx: &Context,
         credentials: Vec<ApiToken>,
-        status: &StatusOf<Self>,
-    ) -> impl Future<Output = Result<Self::Issuer>> + Send;
+        _status: &StatusOf<Self>,
+    ) -> impl Future<Output = Result<Self::Issuer>> + Send {
+        let issuer = self.revoker(ctx, credentials, &TokenScope::default());
+        async move { Ok(issuer) }
+    }
     /// An issuer that revokes and lists at recorded scopes (`home` for listing): no request.
     fn revoker(&self, ctx: &Context, credentials: Vec<ApiToken>, home: &TokenScope)
     -> Self::Issuer;

@@ -169,15 +169,6 @@ impl Kind for NucliaPersonalToken {
         ManagedToken::of_personal_token(self.spec.auth.self_renew, purpose)
     }
 
-    async fn issuer(
-        &self,
-        ctx: &Context,
-        credentials: Vec<ApiToken>,
-        _status: &StatusOf<Self>,
-    ) -> Result<PersonalIssuer> {
-        Ok(self.revoker(ctx, credentials, &TokenScope::default()))
-    }
-
     fn revoker(
         &self,
         ctx: &Context,

@@ -489,6 +489,16 @@ mod tests {
         text.lines().any(|l| l == line)
     }
 
+    /// Ready, expiring at 1.9e9 and renewed at 1.89e9, nothing replaced.
+    fn ready_until_1_9e9() -> CredentialState {
+        CredentialState {
+            ready: true,
+            expiry: Some(1_900_000_000),
+            renewal: Some(1_890_000_000),
+            ..CredentialState::default()
+        }
+    }
+
     #[test]
     fn encodes_the_series_and_forgets_deleted_resources() {
         let m = Metrics::new();
@@ -497,11 +507,9 @@ mod tests {
             "apps",
             "ci",
             CredentialState {
-                ready: true,
-                expiry: Some(1_900_000_000),
-                renewal: Some(1_890_000_000),
                 previous_tokens: 2,
                 revocation_due: Some(1_880_000_000),
+                ..ready_until_1_9e9()
             },
         );
         m.set_credential(
@@ -546,17 +554,7 @@ mod tests {
         }
 
         // The replaced tokens revoked: the count drops to 0, the due time goes.
-        m.set_credential(
-            "NucliaPersonalToken",
-            "apps",
-            "ci",
-            CredentialState {
-                ready: true,
-                expiry: Some(1_900_000_000),
-                renewal: Some(1_890_000_000),
-                ..CredentialState::default()
-            },
-        );
+        m.set_credential("NucliaPersonalToken", "apps", "ci", ready_until_1_9e9());
         let text = m.encode();
         assert!(has(
             &text,

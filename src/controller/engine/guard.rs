@@ -123,12 +123,7 @@ impl<K: Kind> Engine<'_, K> {
         self.ctx
             .metrics
             .revocations_abandoned(kind.as_ref(), names.len() as u64);
-        self.ctx.event(
-            &kube::Resource::object_ref(self.obj, &()),
-            true,
-            "RevokeAbandoned",
-            note,
-        );
+        self.event(true, "RevokeAbandoned", note);
     }
 
     /// A Secret restored from a backup (written by the operator for an earlier resource of this
@@ -163,12 +158,7 @@ impl<K: Kind> Engine<'_, K> {
                 K::kind(&())
             );
             tracing::warn!(token_id = %id, "a restored Secret's token is not proven: not adopted");
-            self.ctx.event(
-                &kube::Resource::object_ref(self.obj, &()),
-                true,
-                "AdoptionRefused",
-                note,
-            );
+            self.event(true, "AdoptionRefused", note);
             return Ok(());
         }
         // Not `issuer.adopted`: what held the token (a KB key's service account, titled for the
@@ -202,12 +192,7 @@ impl<K: Kind> Engine<'_, K> {
             K::kind(&())
         );
         tracing::info!(token_id = %id, "adopted the token of a restored Secret");
-        self.ctx.event(
-            &kube::Resource::object_ref(self.obj, &()),
-            false,
-            "Adopted",
-            note,
-        );
+        self.event(false, "Adopted", note);
         settle::<K>(&mut issuer, &mut self.status).await
     }
 
@@ -266,12 +251,10 @@ impl<K: Kind> Engine<'_, K> {
             {
                 self.status.not_after = Some(listed_expiry);
                 let until = listed_expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                ctx.event(
-                    &kube::Resource::object_ref(self.obj, &()),
-                    true,
-                    "LifetimeShortened",
-                    format!("Nuclia lists token {id} as valid until {until}, earlier than recorded; it is renewed before then"),
+                let note = format!(
+                    "Nuclia lists token {id} as valid until {until}, earlier than recorded; it is renewed before then"
                 );
+                self.event(true, "LifetimeShortened", note);
             }
             // Once per list, by the reconcile that fetched it.
             if let Some(list) = &listed.fetched {
@@ -281,14 +264,10 @@ impl<K: Kind> Engine<'_, K> {
             ctx.live
                 .invalidate(self.issuer.as_mut().expect("issuer"))
                 .await;
-            ctx.event(
-                &kube::Resource::object_ref(self.obj, &()),
-                true,
-                "RevokedUpstream",
-                format!(
-                    "token {id} no longer exists at Nuclia (revoked or expired); issuing a new one"
-                ),
+            let note = format!(
+                "token {id} no longer exists at Nuclia (revoked or expired); issuing a new one"
             );
+            self.event(true, "RevokedUpstream", note);
         }
         Ok(alive)
     }

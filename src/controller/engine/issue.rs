@@ -135,7 +135,6 @@ impl<K: Kind> Engine<'_, K> {
         let namespace = self.obj.namespace().unwrap_or_default();
         let (at, failures) = self.ctx.restarter.restart(&namespace, targets).await;
         lifecycle::restart_asked(next, replaced, grace, at);
-        let obj_ref = self.obj.object_ref(&());
         let names = targets
             .iter()
             .map(|t| format!("{} {}", t.kind.as_str(), t.name))
@@ -143,10 +142,10 @@ impl<K: Kind> Engine<'_, K> {
             .join(", ");
         if failures.is_empty() {
             let note = format!("rollout restart of {names} requested for token {id}");
-            self.ctx.event(&obj_ref, false, "RolloutRestarted", note);
+            self.event(false, "RolloutRestarted", note);
         } else {
             let note = format!("rollout restart failed: {}", failures.join("; "));
-            self.ctx.event(&obj_ref, true, "RolloutRestartFailed", note);
+            self.event(true, "RolloutRestartFailed", note);
         }
         next.rollout_restart = Some(RolloutRestartStatus {
             token_id: Some(id.to_owned()),
@@ -164,7 +163,6 @@ impl<K: Kind> Engine<'_, K> {
         not_after: chrono::DateTime<chrono::Utc>,
         evicted: &[String],
     ) {
-        let obj_ref = self.obj.object_ref(&());
         let until = not_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         tracing::info!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), token_id = %id, reason = reason.as_str(), "issued");
         if lifecycle::lifetime_shortened(policy, self.now, not_after) {
@@ -172,15 +170,14 @@ impl<K: Kind> Engine<'_, K> {
                 "Nuclia granted token {id} a lifetime until {until}, shorter than the {} day(s) asked; it is renewed at two thirds of the lifetime granted",
                 policy.lifetime.num_days()
             );
-            self.ctx.event(&obj_ref, true, "LifetimeShortened", note);
+            self.event(true, "LifetimeShortened", note);
         }
         for old in evicted {
             let note = format!(
                 "revoking replaced token {old} before its grace period ends: at most {} replaced tokens wait",
                 crate::crd::MAX_PREVIOUS_TOKENS
             );
-            self.ctx
-                .event(&obj_ref, true, "PreviousTokenRevokedEarly", note);
+            self.event(true, "PreviousTokenRevokedEarly", note);
         }
         // What went as planned is told by status (Ready, `issuedAt`, `rotateHandled`) and the
         // metrics: an Event for each first issue, scheduled renewal or requested rotation would
@@ -197,7 +194,7 @@ impl<K: Kind> Engine<'_, K> {
             "issued token {id} ({}), valid until {until}",
             reason.as_str()
         );
-        self.ctx.event(&obj_ref, warning, event, note);
+        self.event(warning, event, note);
     }
 
     /// Rewrites the Secret's metadata and data around the token it already holds.

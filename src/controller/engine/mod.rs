@@ -125,6 +125,18 @@ impl<'a, K: Kind> Engine<'a, K> {
         }
     }
 
+    /// Records an Event on this resource.
+    fn event(&self, warning: bool, reason: &str, note: String) {
+        self.ctx
+            .event(&self.obj.object_ref(&()), warning, reason, note);
+    }
+
+    /// Whether a token that expires at `not_after` is gone at Nuclia on its own by now (never
+    /// for a kind whose tokens do not expire there).
+    fn expired_on_its_own(&self, not_after: Option<DateTime<Utc>>) -> bool {
+        crate::lifecycle::expired_on_its_own(not_after, self.obj.expires_upstream(), self.now)
+    }
+
     /// The issuer for the spec's scope.
     async fn issuer(&mut self, view: &SecretView) -> Result<&mut K::Issuer> {
         if self.issuer.is_none() {

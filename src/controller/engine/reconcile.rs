@@ -532,8 +532,7 @@ impl<K: Kind> Engine<'_, K> {
         }
         self.status.observed_generation = generation;
         if was.as_deref() != Some(e.label()) {
-            self.ctx
-                .event(&self.obj.object_ref(&()), true, e.label(), message);
+            self.event(true, e.label(), message);
         }
         if let Err(write_err) = self.write_status(None).await {
             tracing::debug!(error = %write_err, "could not record failure in status");

@@ -181,13 +181,7 @@ impl<K: Kind> Engine<'_, K> {
                         return Err(e);
                     }
                 }
-                Err(e)
-                    if lifecycle::expired_on_its_own(
-                        p.not_after,
-                        self.obj.expires_upstream(),
-                        self.now,
-                    ) =>
-                {
+                Err(e) if self.expired_on_its_own(p.not_after) => {
                     self.status.previous_tokens.retain(|q| q.id != p.id);
                     tracing::warn!(token_id = %p.id, error = %e, "a replaced token could not be revoked but has expired");
                 }
@@ -227,13 +221,7 @@ impl<K: Kind> Engine<'_, K> {
                 Ok(()) => {}
                 // Expired on its own: nothing is left to revoke (as for replaced tokens). A
                 // NUA key never expires at Nuclia: it is revoked or abandoned, never dropped.
-                Err(e)
-                    if lifecycle::expired_on_its_own(
-                        t.not_after,
-                        self.obj.expires_upstream(),
-                        self.now,
-                    ) =>
-                {
+                Err(e) if self.expired_on_its_own(t.not_after) => {
                     tracing::warn!(token_id = %t.id, error = %e, "a token could not be revoked but has expired");
                 }
                 Err(e) => return Err(e),

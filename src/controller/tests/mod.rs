@@ -243,6 +243,17 @@ impl World {
         self.server.get(&self.path())
     }
 
+    /// Status names token `id` as the current one and says Ready, and `id` is the only token
+    /// alive upstream.
+    fn assert_ready_with(&self, id: &str) -> CredentialStatus {
+        let status = self.status();
+        assert_eq!(status.token_id.as_deref(), Some(id));
+        assert_eq!(self.up.live_ids(), [id]);
+        let ready = status.condition(super::status::READY).unwrap();
+        assert_eq!(ready.status, "True", "{ready:?}");
+        status
+    }
+
     fn status(&self) -> CredentialStatus {
         self.current()
             .and_then(|o| o.status)
@@ -448,12 +459,8 @@ async fn an_issue_interrupted_before_status_is_adopted() {
     w.reconcile().await.expect("adopts");
     assert!(!w.up.ops().contains(&Op::Revoke), "{:?}", w.up.calls());
     assert_eq!(w.up.ops().iter().filter(|o| **o == Op::Issue).count(), 1);
-    let status = w.status();
-    assert_eq!(status.token_id.as_deref(), Some("minted-1"));
+    let status = w.assert_ready_with("minted-1");
     assert_eq!(status.resolved_intent, Some(intent.nonce));
-    assert_eq!(w.up.live_ids(), ["minted-1"]);
-    let ready = status.condition(super::status::READY).unwrap();
-    assert_eq!(ready.status, "True", "{ready:?}");
 }
 
 /// A resource left by a crash with an unresolved intent older than the grace: the marked
@@ -518,11 +525,7 @@ async fn a_secret_write_that_failed_after_landing_heals() {
     w.later();
     w.reconcile().await.expect("repairs");
     assert_eq!(w.secret_token().as_deref(), Some("value-minted-2"));
-    let status = w.status();
-    assert_eq!(status.token_id.as_deref(), Some("minted-2"));
-    assert_eq!(w.up.live_ids(), ["minted-2"]);
-    let ready = status.condition(super::status::READY).unwrap();
-    assert_eq!(ready.status, "True", "{ready:?}");
+    w.assert_ready_with("minted-2");
 }
 
 /// A user deletes the Secret of a live resource: the token-in-use finalizer holds it, the

@@ -315,15 +315,6 @@ impl Kind for Scripted {
         ManagedToken::of_personal_token(self.spec.self_renew, purpose)
     }
 
-    async fn issuer(
-        &self,
-        ctx: &Context,
-        credentials: Vec<ApiToken>,
-        _status: &StatusOf<Self>,
-    ) -> Result<ScriptedIssuer> {
-        Ok(self.revoker(ctx, credentials, &TokenScope::default()))
-    }
-
     fn revoker(
         &self,
         _ctx: &Context,

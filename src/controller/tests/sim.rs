@@ -1013,6 +1013,15 @@ impl Sim {
         self.deliver();
     }
 
+    /// Objects of `kind` (a path part) the watches delivered that are no longer `present`.
+    fn undelivered(&self, kind: &str, present: &HashSet<String>) -> Vec<String> {
+        self.delivered
+            .keys()
+            .filter(|p| p.contains(kind) && !present.contains(*p))
+            .cloned()
+            .collect()
+    }
+
     /// Every Secret of the namespaces the simulation uses (not a scan of every object: the
     /// Events pile up).
     fn all_secrets(&self) -> Vec<(String, Value)> {
@@ -1058,13 +1067,7 @@ impl Sim {
             self.last_seen.insert(path.clone(), v.clone());
         }
         // Gone: what it left behind is judged by its last state.
-        let gone: Vec<String> = self
-            .delivered
-            .keys()
-            .filter(|p| p.contains("/apis/") && !present.contains(*p))
-            .cloned()
-            .collect();
-        for path in gone {
+        for path in self.undelivered("/apis/", &present) {
             self.delivered.remove(&path);
             self.due.remove(&path);
             if let Some(last) = self.last_seen.remove(&path) {
@@ -1096,13 +1099,7 @@ impl Sim {
                 metas.push(m);
             }
         }
-        let gone: Vec<String> = self
-            .delivered
-            .keys()
-            .filter(|p| p.contains("/secrets/") && !present.contains(*p))
-            .cloned()
-            .collect();
-        for path in gone {
+        for path in self.undelivered("/secrets/", &present) {
             self.delivered.remove(&path);
             self.terminating_secrets.remove(&path);
             let v = json!({"metadata": {"name": path.rsplit('/').next(), "namespace": namespace_of(&path)}});
