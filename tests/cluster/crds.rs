@@ -55,7 +55,10 @@ async fn crds_install_and_are_documented() {
     })
     .await
     .expect("kubectl explain nucliapersonaltoken.spec.days");
-    assert!(doc.contains("Lifetime of each token, in days"), "{doc}");
+    assert!(
+        doc.contains("Lifetime of each credential, in days"),
+        "{doc}"
+    );
 
     let out = kubectl(&["explain", "nkak.spec.role"], None);
     assert!(text(&out).contains("SMEMBER"), "{}", text(&out));
