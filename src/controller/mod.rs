@@ -286,7 +286,7 @@ impl Registration {
 fn kind_name<K: Kind>() -> &'static str {
     match K::kind(&()) {
         std::borrow::Cow::Borrowed(name) => name,
-        // Never for a derived kind; once per process at most.
+        // Never for a derived kind: its name is a static string.
         std::borrow::Cow::Owned(name) => Box::leak(name.into_boxed_str()),
     }
 }
