@@ -268,14 +268,61 @@ pub struct Rotation {
     #[serde(default = "default_revoke_previous_after")]
     #[schemars(regex(pattern = crate::duration::PATTERN))]
     pub revoke_previous_after: String,
+    /// Weekly windows for scheduled renewals: a renewal that falls due waits for the next
+    /// window, and the restarts it causes and the revocation of the replaced credential happen
+    /// inside one too. A credential that must change (a spec change, a deleted or edited
+    /// Secret, a credential revoked at Nuclia, expiry, `nuclia.dev/rotate`) is never held.
+    /// If no window opens before half of the time from the renewal time to expiry has passed,
+    /// it renews anyway (Warning Event `RenewalOutsideWindow`). Empty: the operator's
+    /// `--default-rotation-windows` (none by default: any time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub windows: Vec<RotationWindow>,
 }
 
 impl Default for Rotation {
     fn default() -> Self {
         Self {
             revoke_previous_after: default_revoke_previous_after(),
+            windows: Vec::new(),
         }
     }
+}
+
+/// A day of the week.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// A weekly rotation window: it opens at `start` (local time in `timeZone`) on each of `days`
+/// and stays open for `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationWindow {
+    /// Days of the week the window opens on; empty: every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
+    pub days: Vec<Weekday>,
+    /// Local time the window opens, HH:MM on a 24-hour clock, such as 02:00. A time skipped by
+    /// a daylight-saving change opens the window at the same offset after it.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// How long the window stays open, a duration such as 4h (at most 168h). It must hold a
+    /// renewal and its grace: at least `rotation.revokePreviousAfter` plus 10m.
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
+    pub duration: String,
+    /// IANA time zone of `start`, such as Europe/Madrid (the operator carries its own copy of
+    /// the time-zone database); default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub time_zone: Option<String>,
 }
 
 /// What happens at Nuclia when the resource is deleted.
@@ -317,6 +364,12 @@ pub struct LifecycleSpec {
     /// this resource is deleted; `Orphan` leaves them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// While true the operator makes no call to Nuclia for this resource and writes nothing
+    /// but its status: no credential is minted, renewed, verified or revoked (condition
+    /// `Suspended`; `Ready` turns False if the credential expires meanwhile). Deleting the
+    /// resource still revokes. Set it back to false to pick up what fell due.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 }
 
 impl Default for LifecycleSpec {
@@ -327,6 +380,7 @@ impl Default for LifecycleSpec {
             rotation: Rotation::default(),
             rollout_restart_targets: Vec::new(),
             deletion_policy: DeletionPolicy::default(),
+            suspend: false,
         }
     }
 }
@@ -704,6 +758,9 @@ pub struct PreviousToken {
     pub id: String,
     /// When it is revoked.
     pub revoke_at: DateTime<Utc>,
+    /// Replaced by a scheduled renewal under rotation windows: revoked only inside one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_window: bool,
     /// When it expires on its own (after that, nothing is left to revoke).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<DateTime<Utc>>,
@@ -874,9 +931,13 @@ pub struct CredentialStatus {
     /// When the current token expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<DateTime<Utc>>,
-    /// When the current token will be rotated.
+    /// When the current token falls due for renewal (`renewBefore` ahead of expiry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<DateTime<Utc>>,
+    /// When the current token will be renewed: the renewal time, moved to the next rotation
+    /// window if there are any; absent while suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_renewal: Option<DateTime<Utc>>,
     /// Where the current token was minted (see `previousTokens[].scope`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<TokenScope>,

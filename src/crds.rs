@@ -48,7 +48,8 @@ fn column(
 }
 
 /// The printer columns every credential kind shows, around the kind's own (its derive's):
-/// Ready and its reason first; the Secret, expiry, renewal time and age last.
+/// Ready and its reason first; the Secret, expiry, next renewal (rotation windows considered)
+/// and age last.
 fn shared_columns(crd: &mut CustomResourceDefinition) {
     let ready = r#".status.conditions[?(@.type=="Ready")]"#;
     for version in &mut crd.spec.versions {
@@ -64,7 +65,7 @@ fn shared_columns(crd: &mut CustomResourceDefinition) {
         columns.extend([
             column("Secret", "string", None, ".status.secretName"),
             column("Expires", "string", None, ".status.notAfter"),
-            column("Renews", "string", None, ".status.renewalTime"),
+            column("Renews", "string", None, ".status.nextRenewal"),
             column("Age", "date", None, ".metadata.creationTimestamp"),
         ]);
         version.additional_printer_columns = Some(columns);

@@ -14,6 +14,7 @@
 //! - [`error`]: the library's error, with a bounded label per variant.
 //! - [`lifecycle`]: the pure decision of what to do next with a credential, shared by every kind.
 //! - [`runtime`]: configuration, logging, `/metrics` `/healthz` `/readyz`, leader election.
+//! - [`windows`]: rotation windows, weekly periods in a time zone when scheduled renewals run.
 
 pub mod clock;
 pub mod cluster_credential;
@@ -26,3 +27,4 @@ pub mod issuer;
 pub mod lifecycle;
 pub mod nuclia;
 pub mod runtime;
+pub mod windows;

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::crd::{
     CredentialStatus, DeletionPolicy, MAX_PREVIOUS_TOKENS, PreviousToken, TokenScope,
 };
+use crate::windows::Windows;
 
 /// The shortest sleep between two reconciles of one resource (never a hot loop).
 const MIN_SLEEP: std::time::Duration = std::time::Duration::from_millis(200);
@@ -26,6 +27,10 @@ pub struct Policy {
     /// Hash of the spec fields that shape the credential; a change means rotate.
     pub spec_hash: String,
     pub deletion: DeletionPolicy,
+    /// When scheduled renewals may start (empty: any time).
+    pub windows: Windows,
+    /// `spec.suspend`: no call to Nuclia, no write but status.
+    pub suspended: bool,
 }
 
 impl Policy {
@@ -38,13 +43,33 @@ impl Policy {
     ) -> Result<Self, String> {
         let deletion = lifecycle.deletion_policy;
         let hash = spec_hash(shaping, deletion);
-        Self::new(
+        let mut policy = Self::new(
             lifecycle.days,
             lifecycle.renew_before.as_deref(),
             &lifecycle.rotation.revoke_previous_after,
             hash,
             deletion,
-        )
+        )?;
+        let field = "spec.rotation.windows";
+        policy.set_windows(Windows::parse(&lifecycle.rotation.windows, field)?, field)?;
+        policy.suspended = lifecycle.suspend;
+        Ok(policy)
+    }
+
+    /// The operator's default windows (`--default-rotation-windows`), for a spec that names
+    /// none.
+    pub fn or_default_windows(mut self, defaults: &Windows) -> Result<Self, String> {
+        if self.windows.is_empty() && !defaults.is_empty() {
+            self.set_windows(defaults.clone(), "--default-rotation-windows")?;
+        }
+        Ok(self)
+    }
+
+    /// Windows must hold a renewal: its work and the grace of the token it replaces.
+    fn set_windows(&mut self, windows: Windows, field: &str) -> Result<(), String> {
+        windows.check_room(self.revoke_previous_after, field)?;
+        self.windows = windows;
+        Ok(())
     }
 
     /// Builds the policy from spec values; the error says what to fix.
@@ -99,6 +124,8 @@ impl Policy {
             revoke_previous_after,
             spec_hash,
             deletion,
+            windows: Windows::default(),
+            suspended: false,
         })
     }
 }
@@ -220,6 +247,9 @@ pub enum Step {
     Verify,
     /// Healthy: nothing to do until the next wake-up.
     Idle,
+    /// `spec.suspend`: nothing but the status, until the expiry turns Ready False or the spec
+    /// changes.
+    Suspended,
 }
 
 /// How long a token that an issue (or an adoption) replaces stays valid for its consumers.
@@ -230,18 +260,31 @@ pub enum Grace {
     /// `rotation.revokePreviousAfter`, counted from when consumers can first see its successor
     /// (the Secret written; a rollout restart asked moves it later, [`restart_asked`]).
     After(Duration),
+    /// A scheduled renewal under rotation windows: as `After`, and then only inside a window.
+    InWindow(Duration),
 }
 
 impl Grace {
     /// When the replaced token is due, its successor delivered at `delivered` by a reconcile
     /// planned at `planned`. A slow mint does not eat into the grace; a token due at once is
     /// due at the plan's time, so that the plan after the step revokes it.
-    pub fn end(self, planned: DateTime<Utc>, delivered: DateTime<Utc>) -> DateTime<Utc> {
+    pub fn end(self, planned: DateTime<Utc>, delivered: DateTime<Utc>, windows: &Windows) -> DateTime<Utc> {
         match self {
             Grace::None => planned,
             Grace::After(d) => delivered + d,
+            Grace::InWindow(d) => in_window(windows, delivered + d),
         }
     }
+
+    /// Whether the replaced token may be revoked only inside a window.
+    pub fn in_window(self) -> bool {
+        matches!(self, Grace::InWindow(_))
+    }
+}
+
+/// The first instant at or after `t` inside a window (`t` if no window can ever hold it).
+fn in_window(windows: &Windows, t: DateTime<Utc>) -> DateTime<Utc> {
+    windows.first_start(t, Duration::zero()).unwrap_or(t)
 }
 
 /// The whole plan for one reconcile: the step, the replaced tokens to revoke now, the grace of
@@ -259,6 +302,11 @@ pub struct Plan {
     /// changed since the issue) and the expiry as last learned (verification may have found an
     /// earlier one): what status records.
     pub renewal_time: Option<DateTime<Utc>>,
+    /// When the scheduled renewal will run: the renewal time, or with windows the first moment
+    /// from then inside one with room for it (None while suspended, or with no token).
+    pub next_renewal: Option<DateTime<Utc>>,
+    /// No window has room for the renewal before its safety deadline: it runs outside one.
+    pub renewal_forced: bool,
     /// When to look again if nothing else happens. `None` while a step that changes the status
     /// is pending (ask again after it), or when nothing is due: then [`Plan::sleep`] falls back.
     pub wake_at: Option<DateTime<Utc>>,
@@ -287,25 +335,37 @@ impl Plan {
 /// an expired or missing token), then user requests, then the schedule.
 pub fn decide(o: &Observation<'_>) -> Plan {
     let s = o.status;
-    let revoke: Vec<PreviousToken> = s
-        .previous_tokens
-        .iter()
-        .filter(|p| p.revoke_at <= o.now)
-        .cloned()
-        .collect();
     let renewal_time = match (s.issued_at, s.not_after) {
         (Some(issued), Some(not_after)) => Some(renewal_time(o.policy, o.uid, issued, not_after)),
         _ => s.renewal_time,
     };
-    let step = match choose_step(o, renewal_time) {
+    if o.policy.suspended {
+        return suspended(o, renewal_time);
+    }
+    let windows = &o.policy.windows;
+    // A token replaced by a scheduled renewal waits for a window; others go when due.
+    let revoke: Vec<PreviousToken> = s
+        .previous_tokens
+        .iter()
+        .filter(|p| p.revoke_at <= o.now && (!p.in_window || windows.contains(o.now)))
+        .cloned()
+        .collect();
+    let (next_renewal, renewal_forced) = match next_renewal(o, renewal_time) {
+        Some((t, forced)) => (Some(t), forced),
+        None => (None, false),
+    };
+    let step = match choose_step(o, next_renewal) {
         Step::Issue(reason) if throttled(o) => Step::Wait(reason),
         step => step,
     };
     let grace = match &step {
         Step::Issue(reason) if reason.revoke_replaced_now() => Grace::None,
+        Step::Issue(IssueReason::Renewal) if !windows.is_empty() && !renewal_forced => {
+            Grace::InWindow(o.policy.revoke_previous_after)
+        }
         _ => Grace::After(o.policy.revoke_previous_after),
     };
-    let wake_at = next_wake(o, &step, renewal_time);
+    let wake_at = next_wake(o, &step, next_renewal);
     let fallback = match step {
         Step::Idle => o.requeue_max,
         _ => o.min_issue_interval,
@@ -315,9 +375,53 @@ pub fn decide(o: &Observation<'_>) -> Plan {
         revoke,
         grace,
         renewal_time,
+        next_renewal,
+        renewal_forced,
         wake_at,
         fallback,
         cap: o.requeue_max,
+    }
+}
+
+/// The plan while suspended: nothing to do, nothing revoked; look again when the token
+/// expires (Ready turns False then).
+fn suspended(o: &Observation<'_>, renewal_time: Option<DateTime<Utc>>) -> Plan {
+    Plan {
+        step: Step::Suspended,
+        revoke: Vec::new(),
+        grace: Grace::After(o.policy.revoke_previous_after),
+        renewal_time,
+        next_renewal: None,
+        renewal_forced: false,
+        wake_at: o.status.not_after.filter(|t| *t > o.now),
+        fallback: o.requeue_max,
+        cap: o.requeue_max,
+    }
+}
+
+/// When the scheduled renewal runs, and whether a window allowed it. Without windows, at the
+/// renewal time. With them, at the first moment from the renewal time (or from now, once that
+/// has passed) inside a window with room for the renewal and its grace; but no later than the
+/// safety deadline, halfway from the renewal time to expiry, when it runs outside any window
+/// (`true`).
+fn next_renewal(
+    o: &Observation<'_>,
+    renewal_time: Option<DateTime<Utc>>,
+) -> Option<(DateTime<Utc>, bool)> {
+    let due = renewal_time?;
+    let windows = &o.policy.windows;
+    if windows.is_empty() {
+        return Some((due, false));
+    }
+    let deadline = match o.status.not_after {
+        Some(not_after) if not_after > due => due + (not_after - due) / 2,
+        _ => due,
+    };
+    let need = o.policy.revoke_previous_after
+        + Duration::minutes(crate::windows::RENEWAL_BUDGET_MINUTES);
+    match windows.first_start(due.max(o.now), need) {
+        Some(t) if t <= deadline => Some((t, false)),
+        _ => Some((deadline, true)),
     }
 }
 
@@ -341,7 +445,7 @@ fn next_mint_allowed(o: &Observation<'_>) -> Option<DateTime<Utc>> {
     last.map(|t| t + o.min_issue_interval)
 }
 
-fn choose_step(o: &Observation<'_>, renewal_time: Option<DateTime<Utc>>) -> Step {
+fn choose_step(o: &Observation<'_>, next_renewal: Option<DateTime<Utc>>) -> Step {
     let s = o.status;
     if let Some(at) = o.pending_intent {
         return if o.now < intent_grace_end(at, o.now, o.intent_grace) {
@@ -378,7 +482,7 @@ fn choose_step(o: &Observation<'_>, renewal_time: Option<DateTime<Utc>>) -> Step
     if s.spec_hash.as_deref() != Some(o.policy.spec_hash.as_str()) {
         return Step::Issue(IssueReason::SpecChanged);
     }
-    if renewal_time.is_none_or(|r| o.now >= r) {
+    if next_renewal.is_none_or(|r| o.now >= r) {
         return Step::Issue(IssueReason::Renewal);
     }
     if matches!(
@@ -404,11 +508,13 @@ fn choose_step(o: &Observation<'_>, renewal_time: Option<DateTime<Utc>>) -> Step
 fn next_wake(
     o: &Observation<'_>,
     step: &Step,
-    renewal_time: Option<DateTime<Utc>>,
+    next_renewal: Option<DateTime<Utc>>,
 ) -> Option<DateTime<Utc>> {
     let s = o.status;
+    let windows = &o.policy.windows;
     let verify_at = match step {
         Step::Issue(_) | Step::RefreshSecret | Step::ResolveIntent => return None,
+        Step::Suspended => return None,
         Step::AwaitIntent => {
             return o
                 .pending_intent
@@ -419,10 +525,15 @@ fn next_wake(
         Step::Verify => return Some(o.now),
         Step::Conflict | Step::Idle => o.last_verified.map(|t| t + o.verify_interval),
     };
-    [renewal_time, s.not_after, verify_at]
+    // A replaced token held for a window is due when one opens.
+    let revocations = s.previous_tokens.iter().map(|p| match p.in_window {
+        true => in_window(windows, p.revoke_at.max(o.now)),
+        false => p.revoke_at,
+    });
+    [next_renewal, s.not_after, verify_at]
         .into_iter()
         .flatten()
-        .chain(s.previous_tokens.iter().map(|p| p.revoke_at))
+        .chain(revocations)
         .filter(|t| *t > o.now)
         .min()
 }
@@ -631,8 +742,9 @@ pub struct NewToken<'a> {
 }
 
 /// Makes `new` the current token. The one it replaces keeps its scope and waits until
-/// `grace_end`; beyond [`MAX_PREVIOUS_TOKENS`] the oldest are due at once (their ids are
-/// returned, for an Event). Renewal is scheduled from the lifetime Nuclia granted.
+/// `grace_end` (and then for a window, with `in_window`); beyond [`MAX_PREVIOUS_TOKENS`] the
+/// oldest are due at once (their ids are returned, for an Event). Renewal is scheduled from the
+/// lifetime Nuclia granted.
 pub fn record_issue(
     status: &mut CredentialStatus,
     policy: &Policy,
@@ -640,6 +752,7 @@ pub fn record_issue(
     now: DateTime<Utc>,
     new: NewToken<'_>,
     grace_end: DateTime<Utc>,
+    in_window: bool,
 ) -> Vec<String> {
     if let Some(old) = status.token_id.take() {
         let scope = status.scope.take();
@@ -648,6 +761,7 @@ pub fn record_issue(
             service_account_id: scope.as_ref().and_then(|s| s.service_account_id.clone()),
             id: old,
             revoke_at: grace_end,
+            in_window,
             not_after: status.not_after,
             scope,
         });
@@ -672,6 +786,7 @@ pub fn record_issue(
         .take(excess)
         .map(|p| {
             p.revoke_at = now;
+            p.in_window = false;
             p.id.clone()
         })
         .collect()
@@ -685,11 +800,13 @@ pub fn restart_asked(
     replaced: Option<&str>,
     grace: Grace,
     at: DateTime<Utc>,
+    windows: &Windows,
 ) {
-    let Grace::After(d) = grace else {
-        return;
+    let end = match grace {
+        Grace::None => return,
+        Grace::After(d) => at + d,
+        Grace::InWindow(d) => in_window(windows, at + d),
     };
-    let end = at + d;
     for p in status.previous_tokens.iter_mut() {
         if Some(p.id.as_str()) == replaced && p.revoke_at < end {
             p.revoke_at = end;
@@ -1014,6 +1131,7 @@ mod tests {
             PreviousToken {
                 id: "old-1".into(),
                 revoke_at: t("2026-11-10T00:00:00Z"),
+                in_window: false,
                 service_account_id: None,
                 not_after: None,
                 scope: None,
@@ -1021,6 +1139,7 @@ mod tests {
             PreviousToken {
                 id: "old-2".into(),
                 revoke_at: t("2026-11-10T00:30:00Z"),
+                in_window: false,
                 service_account_id: None,
                 not_after: None,
                 scope: None,
@@ -1231,6 +1350,7 @@ mod tests {
                     scope: scope(&format!("kb-{i}")),
                 },
                 now + Duration::hours(1),
+                false,
             ));
         }
         // 7 replaced tokens, 5 may wait: the two oldest are due at once
@@ -1286,6 +1406,7 @@ mod tests {
                 scope: TokenScope::default(),
             },
             issued,
+            false,
         );
         s.spec_hash = Some("s".into());
         let o = obs("2026-11-10T00:00:01Z", &p, &s, owned("h"));
@@ -1378,9 +1499,9 @@ mod tests {
         assert_eq!(grace(&|o| o.secret = SecretState::Missing), hour);
 
         let (planned, delivered) = (t(now), t("2026-11-10T00:00:20Z"));
-        assert_eq!(Grace::None.end(planned, delivered), planned);
+        assert_eq!(Grace::None.end(planned, delivered, &Windows::default()), planned);
         assert_eq!(
-            hour.end(planned, delivered),
+            hour.end(planned, delivered, &Windows::default()),
             t("2026-11-10T01:00:20Z"),
             "a slow mint does not eat into the grace"
         );
@@ -1389,6 +1510,7 @@ mod tests {
         let replaced = |revoke_at: &str, id: &str| PreviousToken {
             id: id.into(),
             revoke_at: t(revoke_at),
+            in_window: false,
             service_account_id: None,
             not_after: None,
             scope: None,
@@ -1399,13 +1521,13 @@ mod tests {
         ];
         let at = t("2026-11-10T00:30:00Z");
         let mut due_now = s.clone();
-        restart_asked(&mut due_now, Some("old"), Grace::None, at);
+        restart_asked(&mut due_now, Some("old"), Grace::None, at, &Windows::default());
         assert_eq!(due_now.previous_tokens, s.previous_tokens);
-        restart_asked(&mut s, Some("old"), hour, at);
+        restart_asked(&mut s, Some("old"), hour, at, &Windows::default());
         assert_eq!(s.previous_tokens[0].revoke_at, t("2026-11-10T01:30:00Z"));
         assert_eq!(s.previous_tokens[1].revoke_at, t("2026-11-10T00:10:00Z"));
         // never shortened
-        restart_asked(&mut s, Some("old"), hour, t("2026-11-10T00:00:00Z"));
+        restart_asked(&mut s, Some("old"), hour, t("2026-11-10T00:00:00Z"), &Windows::default());
         assert_eq!(s.previous_tokens[0].revoke_at, t("2026-11-10T01:30:00Z"));
     }
 
@@ -1655,5 +1777,202 @@ mod tests {
         assert_eq!(token_hash("abc"), token_hash("abc"));
         assert_ne!(token_hash("abc"), token_hash("abd"));
         assert_eq!(token_hash("abc").len(), 12);
+    }
+
+    /// Saturdays 02:00-06:00 UTC (2026-11-21 and 11-28 are Saturdays).
+    fn saturdays() -> Policy {
+        let w = crate::crd::RotationWindow {
+            days: vec![crate::crd::Weekday::Sat],
+            start: "02:00".into(),
+            duration: "4h".into(),
+            time_zone: None,
+        };
+        let mut p = policy();
+        p.set_windows(Windows::parse(&[w], "w").unwrap(), "w").unwrap();
+        p
+    }
+
+    #[test]
+    fn a_scheduled_renewal_waits_for_a_window_with_room() {
+        let p = saturdays();
+        let s = healthy();
+        // Due before the window: it waits for it, and says when.
+        assert!(renewed() < t("2026-11-21T00:00:00Z"));
+        let mut o = obs("2026-11-21T01:00:00Z", &p, &s, owned("h1"));
+        o.verify_interval = Duration::days(1);
+        let plan = decide(&o);
+        assert_eq!(plan.step, Step::Idle);
+        assert_eq!(plan.renewal_time, Some(renewed()));
+        assert_eq!(plan.next_renewal, Some(t("2026-11-21T02:00:00Z")));
+        assert!(!plan.renewal_forced);
+        assert_eq!(plan.wake_at, Some(t("2026-11-21T02:00:00Z")));
+        // Inside it: renewed, and the replaced token waits for a window too.
+        let plan = decide(&obs("2026-11-21T02:30:00Z", &p, &s, owned("h1")));
+        assert_eq!(plan.step, Step::Issue(IssueReason::Renewal));
+        assert_eq!(plan.grace, Grace::InWindow(Duration::hours(1)));
+        // Without windows the same status renews at its renewal time.
+        let plain = policy();
+        let plan = decide(&obs("2026-11-21T01:00:00Z", &plain, &s, owned("h1")));
+        assert_eq!(plan.step, Step::Issue(IssueReason::Renewal));
+        assert_eq!(plan.grace, Grace::After(Duration::hours(1)));
+        assert_eq!(plan.next_renewal, plan.renewal_time);
+    }
+
+    #[test]
+    fn a_renewal_no_window_can_hold_runs_at_the_safety_deadline() {
+        let p = saturdays();
+        let s = healthy();
+        let due = renewed();
+        let deadline = due + (t("2026-12-01T00:00:00Z") - due) / 2;
+        // 05:00 on the Saturday: the window has less than the 1h10m a renewal needs left, and
+        // the next one (Nov 28) is after the deadline (Nov 25 or 26).
+        let plan = decide(&obs("2026-11-21T05:00:00Z", &p, &s, owned("h1")));
+        assert_eq!(plan.step, Step::Idle);
+        assert_eq!(plan.next_renewal, Some(deadline));
+        assert!(plan.renewal_forced);
+        let at_deadline = deadline.to_rfc3339();
+        let plan = decide(&obs(&at_deadline, &p, &s, owned("h1")));
+        assert_eq!(plan.step, Step::Issue(IssueReason::Renewal));
+        assert!(plan.renewal_forced);
+        // Forced outside a window, the grace is not held for one either.
+        assert_eq!(plan.grace, Grace::After(Duration::hours(1)));
+    }
+
+    #[test]
+    fn windows_never_hold_a_token_that_must_change() {
+        let p = saturdays();
+        let outside = "2026-11-10T12:00:00Z";
+        let s = healthy();
+        let step = |o: Observation<'_>| decide(&o).step;
+        assert_eq!(
+            step(obs(outside, &p, &s, SecretState::Missing)),
+            Step::Issue(IssueReason::SecretRepaired)
+        );
+        let mut o = obs(outside, &p, &s, owned("h1"));
+        o.rotate_request = Some("now");
+        assert_eq!(step(o), Step::Issue(IssueReason::RotateRequested));
+        let mut o = obs(outside, &p, &s, owned("h1"));
+        o.upstream_dead = true;
+        assert_eq!(step(o), Step::Issue(IssueReason::RevokedUpstream));
+        let mut changed = s.clone();
+        changed.spec_hash = Some("spec-0".into());
+        assert_eq!(
+            step(obs(outside, &p, &changed, owned("h1"))),
+            Step::Issue(IssueReason::SpecChanged)
+        );
+        assert_eq!(
+            step(obs("2026-12-01T00:00:00Z", &p, &s, owned("h1"))),
+            Step::Issue(IssueReason::Expired)
+        );
+    }
+
+    #[test]
+    fn a_token_a_scheduled_renewal_replaced_is_revoked_inside_a_window() {
+        let p = saturdays();
+        let w = &p.windows;
+        // The grace ends outside the window (05:30 + 1h): it waits for the next opening.
+        let delivered = t("2026-11-21T05:30:00Z");
+        let planned = delivered;
+        assert_eq!(
+            Grace::InWindow(Duration::hours(1)).end(planned, delivered, w),
+            t("2026-11-28T02:00:00Z")
+        );
+        assert_eq!(
+            Grace::InWindow(Duration::hours(1)).end(planned, t("2026-11-21T02:10:00Z"), w),
+            t("2026-11-21T03:10:00Z")
+        );
+        // A restart asked late moves it to the next window too.
+        let mut s = healthy();
+        s.previous_tokens = vec![PreviousToken {
+            id: "old".into(),
+            revoke_at: t("2026-11-21T03:10:00Z"),
+            in_window: true,
+            not_after: None,
+            service_account_id: None,
+            scope: None,
+        }];
+        let mut moved = s.clone();
+        let grace = Grace::InWindow(Duration::hours(1));
+        restart_asked(&mut moved, Some("old"), grace, t("2026-11-21T05:15:00Z"), w);
+        assert_eq!(moved.previous_tokens[0].revoke_at, t("2026-11-28T02:00:00Z"));
+        // Due inside the window: revoked.
+        let plan = decide(&obs("2026-11-21T03:10:00Z", &p, &s, owned("h1")));
+        assert_eq!(plan.revoke.len(), 1);
+        // Past due but outside (a reconcile that came late): held until the next opening;
+        // a token replaced for another reason goes.
+        s.previous_tokens[0].revoke_at = t("2026-11-21T05:59:00Z");
+        let mut other = s.previous_tokens[0].clone();
+        other.id = "other".into();
+        other.in_window = false;
+        s.previous_tokens.push(other);
+        let plan = decide(&obs("2026-11-21T07:00:00Z", &p, &s, owned("h1")));
+        let ids: Vec<&str> = plan.revoke.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["other"]);
+        assert!(plan.wake_at.is_some_and(|t2| t2 <= t("2026-11-28T02:00:00Z")));
+        // Windows removed from the spec: nothing holds it any more.
+        let plan = decide(&obs("2026-11-21T07:00:00Z", &policy(), &s, owned("h1")));
+        assert_eq!(plan.revoke.len(), 2);
+    }
+
+    #[test]
+    fn a_suspended_resource_does_nothing_until_its_token_expires() {
+        let mut p = policy();
+        p.suspended = true;
+        let mut s = healthy();
+        s.previous_tokens = vec![PreviousToken {
+            id: "old".into(),
+            revoke_at: t("2026-11-02T00:00:00Z"),
+            in_window: false,
+            not_after: None,
+            service_account_id: None,
+            scope: None,
+        }];
+        // Past the renewal time, a replaced token due, a rotation asked, the Secret gone, an
+        // interrupted issue: nothing.
+        let mut o = obs("2026-11-25T00:00:00Z", &p, &s, SecretState::Missing);
+        o.rotate_request = Some("now");
+        o.pending_intent = Some(t("2026-11-24T00:00:00Z"));
+        o.last_verified = None;
+        let plan = decide(&o);
+        assert_eq!(plan.step, Step::Suspended);
+        assert!(plan.revoke.is_empty());
+        assert_eq!(plan.next_renewal, None);
+        // It looks again at expiry, when Ready turns False.
+        assert_eq!(plan.wake_at, Some(t("2026-12-01T00:00:00Z")));
+        let plan = decide(&obs("2026-12-02T00:00:00Z", &p, &s, owned("h1")));
+        assert_eq!(plan.step, Step::Suspended);
+        assert_eq!(plan.wake_at, None);
+        assert_eq!(
+            plan.sleep(t("2026-12-02T00:00:00Z")),
+            std::time::Duration::from_secs(3600)
+        );
+        // Resumed: what fell due runs.
+        p.suspended = false;
+        let plan = decide(&obs("2026-12-02T00:00:00Z", &p, &s, owned("h1")));
+        assert_eq!(plan.step, Step::Issue(IssueReason::Expired));
+        assert_eq!(plan.revoke.len(), 1);
+    }
+
+    #[test]
+    fn windows_too_short_for_the_grace_are_refused() {
+        let w = crate::crd::RotationWindow {
+            days: vec![],
+            start: "02:00".into(),
+            duration: "1h".into(),
+            time_zone: None,
+        };
+        let spec = crate::crd::LifecycleSpec {
+            rotation: crate::crd::Rotation {
+                revoke_previous_after: "1h".into(),
+                windows: vec![w],
+            },
+            ..Default::default()
+        };
+        let e = Policy::for_spec(serde_json::json!([]), &spec).unwrap_err();
+        assert!(e.starts_with("spec.rotation.windows[0].duration"), "{e}");
+        // The operator's default windows are checked against each resource's grace too.
+        let defaults = Windows::parse(&spec.rotation.windows, "d").unwrap();
+        let e = policy().or_default_windows(&defaults).unwrap_err();
+        assert!(e.starts_with("--default-rotation-windows[0]"), "{e}");
     }
 }

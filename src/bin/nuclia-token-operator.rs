@@ -94,6 +94,7 @@ async fn operator(config: Config) -> anyhow::Result<()> {
         revoke_timeout: config.revoke_timeout,
         min_issue_interval: config.min_issue_interval,
         rollout_restart_interval: config.rollout_restart_interval,
+        default_rotation_windows: config.default_rotation_windows.clone(),
         concurrency: config.concurrency.try_into().unwrap_or(u16::MAX),
         namespaces: config.watch_namespaces(),
         label_selector: config.label_selector.clone(),

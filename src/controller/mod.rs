@@ -80,6 +80,8 @@ pub struct Settings {
     pub min_issue_interval: Duration,
     /// At most one rollout restart of a workload per this interval.
     pub rollout_restart_interval: Duration,
+    /// Rotation windows of resources that name none.
+    pub default_rotation_windows: crate::windows::Windows,
     pub concurrency: u16,
     /// Namespaces to watch (empty: all).
     pub namespaces: Vec<String>,

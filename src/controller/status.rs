@@ -9,6 +9,8 @@ use crate::crd::k8s_time;
 
 pub const READY: &str = "Ready";
 pub const ISSUING: &str = "Issuing";
+/// `spec.suspend` is true (absent otherwise).
+pub const SUSPENDED: &str = "Suspended";
 /// kstatus: True while a terminal reason waits for a person (absent otherwise).
 pub const STALLED: &str = "Stalled";
 

@@ -120,6 +120,12 @@ pub struct Config {
     #[arg(long, env = "NUCLIA_OPERATOR_ROLLOUT_RESTART_INTERVAL", default_value = "30s", value_parser = crate::duration::parse)]
     pub rollout_restart_interval: Duration,
 
+    /// Rotation windows for resources whose `spec.rotation.windows` is empty, as a JSON list
+    /// in the same shape, e.g. `[{"days":["Sat","Sun"],"start":"02:00","duration":"4h",
+    /// "timeZone":"Europe/Madrid"}]`. Default: none (scheduled renewals run at any time).
+    #[arg(long, env = "NUCLIA_OPERATOR_DEFAULT_ROTATION_WINDOWS", default_value = "[]", value_parser = parse_windows)]
+    pub default_rotation_windows: crate::windows::Windows,
+
     /// Cap on any scheduled wake-up, so a missed event heals by itself.
     #[arg(long, env = "NUCLIA_OPERATOR_REQUEUE_MAX", default_value = "1h", value_parser = crate::duration::parse)]
     pub requeue_max: Duration,
@@ -349,6 +355,13 @@ fn parse_zone_origin(text: &str) -> Result<(String, Url), String> {
         return Err(format!("invalid zone {zone:?} in {text:?}"));
     }
     Ok((zone.to_owned(), parse_base_url(url.trim())?))
+}
+
+fn parse_windows(text: &str) -> Result<crate::windows::Windows, String> {
+    let spec: Vec<crate::crd::RotationWindow> = serde_json::from_str(text).map_err(|e| {
+        format!("not a JSON list of windows ({e}); e.g. [{{\"days\":[\"Sat\"],\"start\":\"02:00\",\"duration\":\"4h\",\"timeZone\":\"Europe/Madrid\"}}]")
+    })?;
+    crate::windows::Windows::parse(&spec, "--default-rotation-windows")
 }
 
 fn parse_positive_f64(text: &str) -> Result<f64, String> {

@@ -92,8 +92,11 @@ pub struct CredentialState {
     pub ready: bool,
     /// Unix seconds the current credential expires (`status.notAfter`); `None`: nothing issued.
     pub expiry: Option<i64>,
-    /// Unix seconds of the next rotation (`status.renewalTime`); `None`: none scheduled.
+    /// Unix seconds of the next rotation (`status.nextRenewal`: rotation windows considered);
+    /// `None`: none scheduled (nothing issued, or suspended).
     pub renewal: Option<i64>,
+    /// `spec.suspend` is true.
+    pub suspended: bool,
     /// Replaced tokens still recorded for revocation (`status.previousTokens`).
     pub previous_tokens: usize,
     /// Unix seconds the earliest of them is due to be revoked; `None` when none is recorded.
@@ -117,7 +120,7 @@ type CredentialSeries = (
     fn(&CredentialState) -> Option<i64>,
 );
 
-const CREDENTIAL_SERIES: [CredentialSeries; 5] = [
+const CREDENTIAL_SERIES: [CredentialSeries; 6] = [
     (
         "nuclia_credential_expiry_timestamp_seconds",
         "Unix time at which the credential currently in the Secret expires",
@@ -125,8 +128,13 @@ const CREDENTIAL_SERIES: [CredentialSeries; 5] = [
     ),
     (
         "nuclia_credential_renewal_timestamp_seconds",
-        "Unix time at which the operator will rotate the credential",
+        "Unix time at which the operator will rotate the credential (in the next rotation window, if the resource has windows; absent while suspended)",
         |s| s.renewal,
+    ),
+    (
+        "nuclia_credential_suspended",
+        "1 while the resource is suspended (spec.suspend: nothing is minted, renewed, verified or revoked); absent otherwise",
+        |s| s.suspended.then_some(1),
     ),
     (
         "nuclia_credential_ready",
@@ -185,6 +193,7 @@ pub struct Metrics {
     reconcile_skipped: Family<KindLabels, Counter>,
     revocations_abandoned: Family<KindLabels, Counter>,
     revocations: Family<ErrorLabels, Counter>,
+    renewals_outside_window: Family<KindLabels, Counter>,
     leader: Gauge,
     foreign_installations: Gauge,
     cache_entries: Family<CacheLabels, Gauge>,
@@ -218,6 +227,7 @@ impl Metrics {
         let reconcile_skipped = Family::<KindLabels, Counter>::default();
         let revocations_abandoned = Family::<KindLabels, Counter>::default();
         let revocations = Family::<ErrorLabels, Counter>::default();
+        let renewals_outside_window = Family::<KindLabels, Counter>::default();
         let leader = Gauge::default();
         let foreign_installations = Gauge::default();
         let cache_entries = Family::<CacheLabels, Gauge>::default();
@@ -272,6 +282,11 @@ impl Metrics {
             revocations.clone(),
         );
         registry.register(
+            "nuclia_operator_renewals_outside_window",
+            "Scheduled renewals run outside the resource's rotation windows because none opened before the safety deadline (halfway from the renewal time to expiry), by resource kind",
+            renewals_outside_window.clone(),
+        );
+        registry.register(
             "nuclia_operator_leader",
             "1 when this replica is the one acting (leader, or leader election disabled), else 0",
             leader.clone(),
@@ -311,6 +326,7 @@ impl Metrics {
             reconcile_skipped,
             revocations_abandoned,
             revocations,
+            renewals_outside_window,
             leader,
             foreign_installations,
             cache_entries,
@@ -423,6 +439,9 @@ impl Metrics {
             kind: kind.to_owned(),
         };
         self.revocations_abandoned.get_or_create(&labels).inc_by(0);
+        self.renewals_outside_window
+            .get_or_create(&labels)
+            .inc_by(0);
         self.watch_errors
             .get_or_create(&WatchLabels {
                 watch: kind.to_owned(),
@@ -436,6 +455,15 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 kind: kind.to_owned(),
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a scheduled renewal that ran outside every rotation window (safety deadline).
+    pub fn renewal_outside_window(&self, kind: &str) {
+        self.renewals_outside_window
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
             })
             .inc();
     }

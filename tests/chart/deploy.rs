@@ -1253,7 +1253,9 @@ async fn metrics_match_the_status() {
     let ready_m = format!("nuclia_credential_ready{}", labels("m"));
     let ready_bad = format!("nuclia_credential_ready{}", labels("nocreds"));
     let not_after = s.not_after.unwrap().timestamp() as f64;
-    let renew_at = s.renewal_time.unwrap().timestamp() as f64;
+    // Without rotation windows the next renewal is the renewal time.
+    assert_eq!(s.next_renewal, s.renewal_time);
+    let renew_at = s.next_renewal.unwrap().timestamp() as f64;
     let text = common::poll(MINUTE, || async {
         let (_, t) = get_text(&w.http, addr, "/metrics").await;
         (sample(&t, &expiry) == Some(not_after) && sample(&t, &ready_bad).is_some()).then_some(t)
@@ -1263,7 +1265,7 @@ async fn metrics_match_the_status() {
     assert_eq!(
         sample(&text, &renewal),
         Some(renew_at),
-        "renewal == status.renewalTime"
+        "renewal == status.nextRenewal"
     );
     assert_eq!(sample(&text, &ready_m), Some(1.0));
     assert_eq!(sample(&text, &ready_bad), Some(0.0), "not Ready → 0");

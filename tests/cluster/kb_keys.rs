@@ -662,7 +662,7 @@ async fn kb_key_adopted_after_interrupted_issue_keeps_its_service_account() {
     // What a crash between the Secret write and the status write leaves: an unresolved intent
     // and a status that knows nothing of the key.
     let blank = json!({"status": {"tokenId": null, "tokenHash": null, "issuedAt": null,
-        "notAfter": null, "renewalTime": null, "resolvedIntent": null, "specHash": null,
+        "notAfter": null, "renewalTime": null, "nextRenewal": null, "resolvedIntent": null, "specHash": null,
         "kb": null, "conditions": null}});
     api.patch_status(
         "cut",

@@ -122,6 +122,9 @@ is left out, so extraEnv replaces the chart's value instead of repeating the var
 {{- $env = append $env (dict "name" (print $p "REVOKE_TIMEOUT") "value" (toString $v.revokeTimeout)) }}
 {{- $env = append $env (dict "name" (print $p "MIN_ISSUE_INTERVAL") "value" (toString $v.minIssueInterval)) }}
 {{- $env = append $env (dict "name" (print $p "REQUEUE_MAX") "value" (toString $v.requeueMax)) }}
+{{- with $v.defaultRotationWindows }}
+{{- $env = append $env (dict "name" (print $p "DEFAULT_ROTATION_WINDOWS") "value" (toJson .)) }}
+{{- end }}
 {{- $env = append $env (dict "name" (print $p "BACKOFF_BASE") "value" (toString $v.backoffBase)) }}
 {{- $env = append $env (dict "name" (print $p "BACKOFF_MAX") "value" (toString $v.backoffMax)) }}
 {{- with $v.clusterId }}

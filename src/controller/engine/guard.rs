@@ -68,7 +68,7 @@ impl<K: Kind> Engine<'_, K> {
             issuer.adopted(found);
             let mut scope = issuer.scope_of(found);
             self.record_source(&mut scope);
-            let grace_end = grace.end(self.now, self.now);
+            let grace_end = grace.end(self.now, self.now, &policy.windows);
             let new = NewToken {
                 id,
                 token_hash: lifecycle::token_hash(token.expose()),
@@ -82,6 +82,7 @@ impl<K: Kind> Engine<'_, K> {
                 self.now,
                 new,
                 grace_end,
+                grace.in_window(),
             );
             self.secret_state = Some(view.state.clone());
             referenced.insert(id.clone());
@@ -183,6 +184,7 @@ impl<K: Kind> Engine<'_, K> {
             },
             // Nothing is replaced: status records no token.
             self.now,
+            false,
         );
         self.secret_state = Some(view.state.clone());
         let note = format!(

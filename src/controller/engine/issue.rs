@@ -58,7 +58,7 @@ impl<K: Kind> Engine<'_, K> {
         self.record_source(&mut scope);
         // The grace period starts when consumers can see the new token, not when this
         // reconcile started: a slow mint must not eat into it.
-        let grace_end = grace.end(self.now, now());
+        let grace_end = grace.end(self.now, now(), &policy.windows);
         // Recorded in a copy first: the Secret is written from it, and only a token that
         // reached the Secret becomes the status.
         let mut next = self.status.clone();
@@ -76,6 +76,7 @@ impl<K: Kind> Engine<'_, K> {
                 scope: scope.clone(),
             },
             grace_end,
+            grace.in_window(),
         );
         if let Err(e) = self
             .write_secret(secret_name, &minted.token, &next, view)
@@ -92,7 +93,7 @@ impl<K: Kind> Engine<'_, K> {
             }
             return Err(e);
         }
-        self.restart_consumers(&mut next, &minted.id, replaced.as_deref(), grace)
+        self.restart_consumers(&mut next, &minted.id, replaced.as_deref(), grace, policy)
             .await;
         self.status = next;
         self.secret_state = Some(SecretState::Owned {
@@ -126,6 +127,7 @@ impl<K: Kind> Engine<'_, K> {
         id: &str,
         replaced: Option<&str>,
         grace: Grace,
+        policy: &Policy,
     ) {
         let targets = self.obj.restart_targets();
         if targets.is_empty() {
@@ -134,7 +136,7 @@ impl<K: Kind> Engine<'_, K> {
         }
         let namespace = self.obj.namespace().unwrap_or_default();
         let (at, failures) = self.ctx.restarter.restart(&namespace, targets).await;
-        lifecycle::restart_asked(next, replaced, grace, at);
+        lifecycle::restart_asked(next, replaced, grace, at, &policy.windows);
         let names = targets
             .iter()
             .map(|t| format!("{} {}", t.kind.as_str(), t.name))

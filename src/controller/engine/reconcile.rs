@@ -147,15 +147,20 @@ impl<K: Kind> Engine<'_, K> {
         }
     }
 
-    /// Asks the lifecycle for the plan, and records the renewal time it computed.
+    /// Asks the lifecycle for the plan, and records the renewal times it computed.
     fn plan(&mut self, policy: &Policy, secret: SecretState) -> Plan {
         let plan = lifecycle::decide(&self.observe(policy, secret));
         self.status.renewal_time = plan.renewal_time;
+        self.status.next_renewal = plan.next_renewal;
         plan
     }
 
     async fn apply_inner(&mut self) -> Result<Action> {
-        let policy = self.obj.policy()?;
+        let policy = self
+            .obj
+            .policy()?
+            .or_default_windows(&self.ctx.settings.default_rotation_windows)
+            .map_err(Error::InvalidSpec)?;
         let secret_name = secret_name(self.obj);
         // No token yet and the Secret watch shows no such Secret: nothing to read. (One
         // created a moment ago by someone else makes the create fail, never taken over.)
@@ -223,7 +228,8 @@ impl<K: Kind> Engine<'_, K> {
             view.clone(),
             secret::desired_fingerprint(self.obj, &self.status),
         ));
-        if view.restored {
+        // Adoption asks Nuclia: not while suspended.
+        if view.restored && !policy.suspended {
             self.adopt_restored(&view, &policy, &secret_name).await?;
         }
 
@@ -261,6 +267,9 @@ impl<K: Kind> Engine<'_, K> {
             }
             Step::Issue(_) if backing_off.is_some() => {}
             Step::Issue(reason) => {
+                if plan.renewal_forced && reason == lifecycle::IssueReason::Renewal {
+                    self.renewing_outside_window(&plan);
+                }
                 self.issue(reason, plan.grace, &policy, &view, &secret_name)
                     .await?
             }
@@ -276,9 +285,15 @@ impl<K: Kind> Engine<'_, K> {
                     }
                 }
             }
-            Step::Wait(_) | Step::Idle | Step::AwaitIntent | Step::ResolveIntent => {}
+            Step::Wait(_)
+            | Step::Idle
+            | Step::AwaitIntent
+            | Step::ResolveIntent
+            | Step::Suspended => {}
         }
-        if !self.finalizer_written && !has_finalizer(self.obj) {
+        // A suspended resource writes nothing but status (it has its finalizer if it ever
+        // minted).
+        if !self.finalizer_written && !has_finalizer(self.obj) && !policy.suspended {
             self.add_finalizer(None).await?;
         }
         // The plan after the step: its revocations, renewal time (verification may have learned
@@ -404,6 +419,19 @@ impl<K: Kind> Engine<'_, K> {
                         policy.lifetime.num_days()
                     ));
                 }
+                let at = |t: chrono::DateTime<chrono::Utc>| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                };
+                match (plan.next_renewal, plan.renewal_time) {
+                    (Some(next), _) if plan.renewal_forced => message.push_str(&format!(
+                        "; no rotation window has room for its renewal before {}: it renews then, outside the windows",
+                        at(next)
+                    )),
+                    (Some(next), Some(due)) if next > due && due <= now => message.push_str(
+                        &format!("; its renewal waits for the rotation window at {}", at(next)),
+                    ),
+                    _ => {}
+                }
                 if let Some(r) = &s.rollout_restart
                     && r.token_id == s.token_id
                     && !r.failures.is_empty()
@@ -422,6 +450,11 @@ impl<K: Kind> Engine<'_, K> {
             ),
         };
         let issuing = match &plan.step {
+            Step::Suspended => (
+                false,
+                "Suspended",
+                "spec.suspend is true: nothing is minted, renewed, verified or revoked".to_owned(),
+            ),
             Step::Wait(reason) => {
                 let at = plan
                     .wake_at
@@ -447,7 +480,33 @@ impl<K: Kind> Engine<'_, K> {
             now,
         );
         status::remove(c, status::STALLED);
+        if policy.suspended {
+            let message = "spec.suspend is true: no call to Nuclia and no write but this status until it is false; deleting the resource still revokes its credentials";
+            status::set(c, status::SUSPENDED, true, "Suspended", message, generation, now);
+        } else {
+            status::remove(c, status::SUSPENDED);
+        }
         self.status.observed_generation = generation;
+    }
+
+    /// A scheduled renewal that no rotation window had room for before its safety deadline:
+    /// it runs now, and says so.
+    fn renewing_outside_window(&self, plan: &Plan) {
+        let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default()
+        };
+        let note = format!(
+            "renewing outside the rotation windows: none has room for the renewal between its renewal time {} and the safety deadline {} (halfway to expiry at {}); widen or add windows",
+            when(plan.renewal_time),
+            when(plan.next_renewal),
+            when(self.status.not_after),
+        );
+        tracing::warn!(kind = K::kind(&()).as_ref(), name = %self.obj.name_any(), "renewing outside the rotation windows");
+        self.event(true, "RenewalOutsideWindow", note);
+        self.ctx
+            .metrics
+            .renewal_outside_window(K::kind(&()).as_ref());
     }
 
     /// Records a failure in the conditions and as a Warning Event when the reason is new.
@@ -553,7 +612,11 @@ impl<K: Kind> Engine<'_, K> {
             CredentialState {
                 ready,
                 expiry: self.status.not_after.map(|t| t.timestamp()),
-                renewal: self.status.renewal_time.map(|t| t.timestamp()),
+                renewal: self.status.next_renewal.map(|t| t.timestamp()),
+                suspended: self
+                    .status
+                    .condition(status::SUSPENDED)
+                    .is_some_and(|c| c.status == "True"),
                 previous_tokens: previous.len(),
                 revocation_due: previous.iter().map(|p| p.revoke_at.timestamp()).min(),
             },

@@ -54,6 +54,7 @@ fn settings() -> Settings {
         revoke_timeout: Duration::from_secs(600),
         min_issue_interval: Duration::from_secs(10),
         rollout_restart_interval: Duration::from_secs(30),
+        default_rotation_windows: Default::default(),
         concurrency: 1,
         namespaces: Vec::new(),
         label_selector: None,
@@ -875,6 +876,7 @@ async fn a_deletion_without_the_login_revokes_with_the_managed_token() {
     status.previous_tokens.push(crate::crd::PreviousToken {
         id: "replaced".into(),
         revoke_at: w.now + chrono::Duration::hours(1),
+        in_window: false,
         not_after: Some(w.now + chrono::Duration::days(20)),
         service_account_id: None,
         scope: status.scope.clone(),
@@ -1128,6 +1130,7 @@ async fn a_replaced_token_is_never_revoked_with_another_logins_token() {
     status.previous_tokens.push(crate::crd::PreviousToken {
         id: "replaced".into(),
         revoke_at: w.now + chrono::Duration::hours(1),
+        in_window: false,
         not_after: Some(w.now + chrono::Duration::days(20)),
         service_account_id: None,
         scope: Some(TokenScope {
@@ -1164,6 +1167,7 @@ async fn the_previous_tokens_gauge_follows_status_and_goes_with_the_resource() {
     status.previous_tokens.push(crate::crd::PreviousToken {
         id: "replaced".into(),
         revoke_at: due,
+        in_window: false,
         not_after: Some(not_after),
         service_account_id: None,
         scope: status.scope.clone(),
