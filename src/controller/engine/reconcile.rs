@@ -156,11 +156,23 @@ impl<K: Kind> Engine<'_, K> {
     }
 
     async fn apply_inner(&mut self) -> Result<Action> {
-        let policy = self
-            .obj
-            .policy()?
-            .or_default_windows(&self.ctx.settings.default_rotation_windows)
-            .map_err(Error::InvalidSpec)?;
+        let policy = match self.obj.policy().and_then(|p| {
+            p.or_default_windows(&self.ctx.settings.default_rotation_windows)
+                .map_err(Error::InvalidSpec)
+        }) {
+            Ok(policy) => policy,
+            Err(e) => {
+                // While the spec cannot be served, a Secret someone deletes still goes, and
+                // Ready stays truthful: the failure is judged against the Secret as it is.
+                let name = secret_name(self.obj);
+                if let Ok(view) = self.read_secret().await
+                    && let Ok(view) = self.let_deleted_secrets_go(view, &name).await
+                {
+                    self.secret_state = view.map(|v| v.state);
+                }
+                return Err(e);
+            }
+        };
         let secret_name = secret_name(self.obj);
         // No token yet and the Secret watch shows no such Secret: nothing to read. (One
         // created a moment ago by someone else makes the create fail, never taken over.)
@@ -188,7 +200,7 @@ impl<K: Kind> Engine<'_, K> {
             }
             self.read_secret().await
         };
-        let mut view = if self.status.token_id.is_none() && self.obj.cluster_credential().is_none()
+        let view = if self.status.token_id.is_none() && self.obj.cluster_credential().is_none()
         {
             // No token yet: this reconcile will most likely mint, so read the credential while
             // the Secret is read instead of after.
@@ -199,29 +211,11 @@ impl<K: Kind> Engine<'_, K> {
         } else {
             read.await?
         };
-        if view.terminating && matches!(view.state, SecretState::Owned { .. }) {
-            if secret::namespace_terminating(&self.secrets, &secret_name).await? {
-                // The whole namespace is going, this resource with it (the cache may not show
-                // it yet): the Secret stays until the resources that need it have revoked.
-                return Ok(Action::requeue(Duration::from_secs(2)));
-            }
-            // Someone deleted the Secret while the resource lives: let it go, then repair.
-            secret::release(&self.secrets, &secret_name, &self.uid, false).await?;
-            view = SecretView::missing();
-        }
-        // The Secret of an earlier name, deleted by someone while the rename waits (its new
-        // name taken, or no credential to mint with): let it go, or it stays Terminating.
-        let ns = self.obj.namespace().unwrap_or_default();
-        if let Some(old) = self
-            .status
-            .secret_name
-            .clone()
-            .filter(|n| *n != secret_name)
-            && self.ctx.secret_terminating(&ns, &old, &self.uid)
-            && !secret::namespace_terminating(&self.secrets, &old).await?
-        {
-            secret::release(&self.secrets, &old, &self.uid, false).await?;
-        }
+        let Some(view) = self.let_deleted_secrets_go(view, &secret_name).await? else {
+            // The whole namespace is going, this resource with it (the cache may not show it
+            // yet): the Secret stays until the resources that need it have revoked.
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        };
         self.secret_version = view.resource_version.clone();
         self.secret_state = Some(view.state.clone());
         self.secret_known = Some((
@@ -342,6 +336,39 @@ impl<K: Kind> Engine<'_, K> {
             self.ctx.memo.still_failing(&self.uid, Some(credential));
         }
         Ok(Action::requeue(wake))
+    }
+}
+
+impl<K: Kind> Engine<'_, K> {
+    /// Lets go of this resource's Secrets that someone deleted (its finalizer would hold them
+    /// Terminating): the one the spec names, which is then repaired, and one of an earlier name
+    /// while a rename waits (its new name taken, or no credential to mint with). Returns the
+    /// view, missing if its Secret went; None while the whole namespace is being deleted.
+    async fn let_deleted_secrets_go(
+        &self,
+        view: SecretView,
+        secret_name: &str,
+    ) -> Result<Option<SecretView>> {
+        let mut view = view;
+        if view.terminating && matches!(view.state, SecretState::Owned { .. }) {
+            if secret::namespace_terminating(&self.secrets, secret_name).await? {
+                return Ok(None);
+            }
+            secret::release(&self.secrets, secret_name, &self.uid, false).await?;
+            view = SecretView::missing();
+        }
+        let ns = self.obj.namespace().unwrap_or_default();
+        if let Some(old) = self
+            .status
+            .secret_name
+            .clone()
+            .filter(|n| n != secret_name)
+            && self.ctx.secret_terminating(&ns, &old, &self.uid)
+            && !secret::namespace_terminating(&self.secrets, &old).await?
+        {
+            secret::release(&self.secrets, &old, &self.uid, false).await?;
+        }
+        Ok(Some(view))
     }
 }
 

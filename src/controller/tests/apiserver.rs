@@ -126,7 +126,10 @@ impl State {
         body: &[u8],
         dry_run: bool,
     ) -> (u16, Value) {
-        self.log.push(format!("{method} {path}"));
+        self.log.push(match dry_run {
+            true => format!("{method} {path} (dryRun)"),
+            false => format!("{method} {path}"),
+        });
         let (path, sub_status) = match path.strip_suffix("/status") {
             Some(p) if has_status(p) => (p, true),
             _ => (path, false),
@@ -167,6 +170,11 @@ impl State {
                     return (201, v);
                 }
                 v["metadata"]["name"] = name.into();
+                // As a real apiserver does: the namespace comes from the path (a client need
+                // not send it, and caches key objects by it).
+                if let Some(ns) = namespace_of(&key) {
+                    v["metadata"]["namespace"] = ns.into();
+                }
                 v["metadata"]["uid"] = uuid::Uuid::new_v4().to_string().into();
                 v["metadata"]["creationTimestamp"] = self.now().into();
                 self.bump(&mut v);

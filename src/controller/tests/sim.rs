@@ -175,6 +175,16 @@ enum Act {
     },
     /// A restart or leader hand-over: a new process, nothing in memory.
     Restart,
+    /// `spec.rotation.windows`: one of [`windows_choice`].
+    EditWindows {
+        target: usize,
+        which: usize,
+    },
+    /// `spec.suspend`.
+    Suspend {
+        target: usize,
+        on: bool,
+    },
     /// The action, and the next one at once: no reconcile in between (a patch, then a
     /// deletion, as one `kubectl apply` of two documents would).
     Quick(Box<Act>),
@@ -191,7 +201,7 @@ enum FaultHow {
 fn random_act(rng: &mut StdRng) -> Act {
     let target = rng.random_range(0..16);
     let ns = usize::from(rng.random_bool(0.3));
-    match rng.random_range(0..100) {
+    match rng.random_range(0..106) {
         0..25 => Act::Create {
             flavor: [
                 Flavor::Personal,
@@ -258,8 +268,77 @@ fn random_act(rng: &mut StdRng) -> Act {
             writes: rng.random_range(1..5),
             before: rng.random_bool(0.5),
         },
-        _ => Act::Restart,
+        98..100 => Act::Restart,
+        100..103 => Act::EditWindows {
+            target,
+            which: rng.random_range(0..WINDOW_CHOICES),
+        },
+        _ => Act::Suspend {
+            target,
+            on: rng.random_bool(0.6),
+        },
     }
+}
+
+const WINDOW_CHOICES: usize = 4;
+
+/// Rotation windows an edit may set: none, Saturday mornings in UTC, every night in a zone
+/// with daylight saving time, and one too short for the default grace (refused).
+fn windows_choice(which: usize) -> (Value, &'static str) {
+    match which % WINDOW_CHOICES {
+        0 => (Value::Null, "none"),
+        1 => (
+            json!([{"days": ["Sat"], "start": "02:00", "duration": "4h"}]),
+            "Saturdays 02:00 4h UTC",
+        ),
+        2 => (
+            json!([{"start": "01:30", "duration": "3h", "timeZone": "Europe/Madrid"}]),
+            "nightly 01:30 3h Europe/Madrid",
+        ),
+        _ => (
+            json!([{"start": "12:00", "duration": "30m"}]),
+            "30m (too short)",
+        ),
+    }
+}
+
+/// Whether `t` is inside one of the windows a spec lists (I7). Written apart from
+/// `crate::windows`: each window's openings of the eight days up to `t`, in its zone.
+fn sim_in_window(windows: &Value, t: DateTime<Utc>) -> bool {
+    let Some(list) = windows.as_array() else {
+        return true;
+    };
+    if list.is_empty() {
+        return true;
+    }
+    let db = jiff::tz::TimeZoneDatabase::bundled();
+    let ts = jiff::Timestamp::from_second(t.timestamp()).expect("a time");
+    list.iter().any(|w| {
+        let zone = db.get(w["timeZone"].as_str().unwrap_or("UTC")).expect("a zone");
+        let (h, m) = w["start"].as_str().and_then(|s| s.split_once(':')).expect("HH:MM");
+        let length = crate::duration::parse(w["duration"].as_str().expect("a duration"))
+            .expect("a duration")
+            .as_secs() as i64;
+        let days: Vec<&str> = w["days"]
+            .as_array()
+            .map(|d| d.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let local = ts.to_zoned(zone.clone()).date();
+        (0..=8).any(|back| {
+            let date = local - jiff::Span::new().days(back);
+            let name = &format!("{:?}", date.weekday())[..3];
+            if !days.is_empty() && !days.contains(&name) {
+                return false;
+            }
+            let open = date
+                .at(h.parse().expect("hour"), m.parse().expect("minute"), 0, 0)
+                .to_zoned(zone.clone())
+                .expect("a local time")
+                .timestamp()
+                .as_second();
+            open <= ts.as_second() && ts.as_second() < open + length
+        })
+    })
 }
 
 /// A sequence of actions for `seed`: two creations, then anything.
@@ -292,6 +371,23 @@ fn sequence(seed: u64) -> Vec<Act> {
 struct Violation {
     invariant: &'static str,
     what: String,
+}
+
+/// A resource as it was before one of its reconciles (I7, I8).
+struct Before {
+    path: String,
+    uid: String,
+    deleting: bool,
+    suspended: bool,
+    windows: Value,
+    must_change: bool,
+    revoke_now: bool,
+    /// Its current and replaced tokens that were live at Nuclia.
+    live: HashSet<String>,
+    status: CredentialStatus,
+    requests: usize,
+    deleted_secrets: HashSet<String>,
+    events: HashSet<String>,
 }
 
 /// A resource as the simulation tracks it.
@@ -330,6 +426,8 @@ struct Sim {
     /// Mint times per resource UID.
     mints: HashMap<String, Vec<DateTime<Utc>>>,
     seen_creds: HashSet<String>,
+    /// Tokens replaced by a scheduled renewal inside a window: their revocation must be too.
+    window_replaced: HashSet<String>,
     errors: Vec<String>,
     violations: Vec<Violation>,
     trace: Vec<String>,
@@ -429,6 +527,7 @@ impl Sim {
             revoked_out_of_band: HashSet::new(),
             mints: HashMap::new(),
             seen_creds: HashSet::new(),
+            window_replaced: HashSet::new(),
             errors: Vec::new(),
             violations: Vec::new(),
             trace: Vec::new(),
@@ -872,6 +971,19 @@ impl Sim {
                 self.restart();
                 "restart".into()
             }
+            Act::EditWindows { target, which } => {
+                let (windows, what) = windows_choice(which);
+                self.edit(
+                    target,
+                    json!({"spec": {"rotation": {"windows": windows}}}),
+                    format!("windows={what}"),
+                )
+            }
+            Act::Suspend { target, on } => self.edit(
+                target,
+                json!({"spec": {"suspend": on}}),
+                format!("suspend={on}"),
+            ),
             Act::Quick(act) => format!("{} (and at once)", self.apply(&act)),
         }
     }
@@ -1186,14 +1298,15 @@ impl Sim {
         let v: Value = self.server.get(path)?;
         let kind = v["kind"].as_str().unwrap_or_default().to_owned();
         match kind.as_str() {
-            "NucliaPersonalToken" => self.run::<NucliaPersonalToken>(v).await,
-            "NucliaKbApiKey" => self.run::<NucliaKbApiKey>(v).await,
-            "NucliaNuaKey" => self.run::<NucliaNuaKey>(v).await,
+            "NucliaPersonalToken" => self.run::<NucliaPersonalToken>(path, v).await,
+            "NucliaKbApiKey" => self.run::<NucliaKbApiKey>(path, v).await,
+            "NucliaNuaKey" => self.run::<NucliaNuaKey>(path, v).await,
             _ => None,
         }
     }
 
-    async fn run<K: Kind>(&mut self, v: Value) -> Option<Duration> {
+    async fn run<K: Kind>(&mut self, path: &str, v: Value) -> Option<Duration> {
+        let watch = self.before_reconcile(path, &v);
         let obj: K = match serde_json::from_value(v) {
             Ok(o) => o,
             Err(e) => {
@@ -1214,6 +1327,9 @@ impl Sim {
                 a
             }
             Err(e) => {
+                if self.trace_reconciles {
+                    self.trace.push(format!("      error: {e}"));
+                }
                 self.errors.push(e.to_string());
                 self.failing.insert(obj.uid().unwrap_or_default());
                 crate::clock::frozen_at(self.now, async { error_policy(obj.clone(), &e, ctx) })
@@ -1224,6 +1340,7 @@ impl Sim {
         for _ in 0..4 {
             tokio::task::yield_now().await;
         }
+        self.after_reconcile(watch);
         if self.server.recover() {
             self.fake
                 .shared
@@ -1239,6 +1356,180 @@ impl Sim {
         }
         self.count_mints();
         requeue_of(&action)
+    }
+
+    /// What I7 and I8 need to know of a resource before one of its reconciles.
+    fn before_reconcile(&self, path: &str, v: &Value) -> Before {
+        let status = status_of(v);
+        let st = self.fake.shared.lock();
+        let tokens: Vec<String> = status
+            .token_id
+            .iter()
+            .cloned()
+            .chain(status.previous_tokens.iter().map(|p| p.id.clone()))
+            .collect();
+        let live: HashSet<String> = tokens.into_iter().filter(|id| token_live(&st, id)).collect();
+        let current_live = status.token_id.as_ref().is_some_and(|id| live.contains(id));
+        let faults = !st.faults.is_empty();
+        drop(st);
+        let annotations = &v["metadata"]["annotations"];
+        let asked = |key: &str, handled: &Option<String>| {
+            annotations[key]
+                .as_str()
+                .is_some_and(|a| Some(a) != handled.as_deref())
+        };
+        let secret_holds = status.secret_name.as_ref().is_some_and(|name| {
+            let key = v["spec"]["secret"]["keys"]["token"]
+                .as_str()
+                .unwrap_or("token");
+            self.server
+                .get::<Secret>(&secret_path(&namespace_of(path), name))
+                .filter(|s| s.metadata.deletion_timestamp.is_none())
+                .and_then(|s| s.data?.get(key).map(|b| token_hash(&String::from_utf8_lossy(&b.0))))
+                == status.token_hash
+        });
+        Before {
+            path: path.to_owned(),
+            uid: v["metadata"]["uid"].as_str().unwrap_or_default().to_owned(),
+            deleting: is_deleting(v),
+            suspended: v["spec"]["suspend"].as_bool() == Some(true),
+            windows: v["spec"]["rotation"]["windows"].clone(),
+            // A token that had to change: no token, an expired or dead one, a Secret that does
+            // not hold it, a request, an interrupted issue, or a fault that may have made the
+            // operator think it dead.
+            must_change: status.token_id.is_none()
+                || status.not_after.is_none_or(|t| t <= self.now)
+                || !current_live
+                || !secret_holds
+                || faults
+                || asked(ANNOTATION_ROTATE, &status.rotate_handled)
+                || asked(ANNOTATION_REVOKE_NOW, &status.revoke_now_handled)
+                || !annotations[crate::crd::ANNOTATION_ISSUE_INTENT].is_null(),
+            revoke_now: asked(ANNOTATION_REVOKE_NOW, &status.revoke_now_handled),
+            live,
+            status,
+            requests: self.server.request_count(),
+            // Letting go of a Secret someone deleted is their deletion, not the operator's write.
+            deleted_secrets: self
+                .server
+                .list(&format!("/api/v1/namespaces/{}/secrets/", namespace_of(path)))
+                .into_iter()
+                .filter(|(_, s)| is_deleting(s))
+                .map(|(p, _)| p)
+                .collect(),
+            events: self
+                .server
+                .list("/apis/events.k8s.io/v1/")
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect(),
+        }
+    }
+
+    /// I7: no scheduled renewal, and no revocation of the token one replaced, outside the
+    /// resource's rotation windows, unless the safety deadline forced it (an Event says so).
+    /// I8: a suspended resource makes no call to Nuclia and writes nothing but its status.
+    fn after_reconcile(&mut self, b: Before) {
+        if b.deleting {
+            return;
+        }
+        let Some(after) = self.server.get::<Value>(&b.path) else {
+            return;
+        };
+        let a = status_of(&after);
+        let now = self.now;
+        let reasons: Vec<String> = self
+            .server
+            .list("/apis/events.k8s.io/v1/")
+            .into_iter()
+            .filter(|(p, e)| !b.events.contains(p) && e["regarding"]["uid"] == b.uid.as_str())
+            .filter_map(|(_, e)| e["reason"].as_str().map(str::to_owned))
+            .collect();
+        let st = self.fake.shared.lock();
+        let revoked: Vec<String> = b
+            .live
+            .iter()
+            .filter(|id| !token_live(&st, id))
+            .cloned()
+            .collect();
+        let minted = st
+            .creds
+            .values()
+            .filter(|c| !self.seen_creds.contains(&c.id))
+            .any(|c| marker_of(&st, &c.id).is_some_and(|m| m.uid == b.uid));
+        drop(st);
+        if b.suspended {
+            let wrote: Vec<String> = self
+                .server
+                .requests_since(b.requests)
+                .into_iter()
+                .filter(|r| {
+                    !r.starts_with("GET")
+                        && !r.contains("/events")
+                        && !r.contains("/status")
+                        && !r.ends_with("(dryRun)")
+                        && !r
+                            .strip_prefix("PATCH ")
+                            .is_some_and(|p| b.deleted_secrets.contains(p))
+                })
+                .collect();
+            if minted || !revoked.is_empty() || !wrote.is_empty() {
+                self.violations.push(Violation {
+                    invariant: "I8",
+                    what: format!(
+                        "{} is suspended, yet minted: {minted}, revoked {revoked:?}, wrote {wrote:?}",
+                        b.path
+                    ),
+                });
+            }
+            return;
+        }
+        let forced = reasons.iter().any(|r| r == "RenewalOutsideWindow");
+        let renewed = b.status.token_id.is_some() && a.token_id != b.status.token_id;
+        // A renewal that changed nothing but the token (a spec change records another hash).
+        let scheduled = renewed && !b.must_change && a.spec_hash == b.status.spec_hash;
+        if scheduled && !forced && !sim_in_window(&b.windows, now) {
+            self.violations.push(Violation {
+                invariant: "I7",
+                what: format!(
+                    "{} renewed its token at {now}, outside its rotation windows {}",
+                    b.path, b.windows
+                ),
+            });
+        }
+        if forced {
+            // Only at the safety deadline: halfway from the renewal time to expiry.
+            if let (Some(due), Some(not_after)) = (b.status.renewal_time, b.status.not_after)
+                && now < due + (not_after - due) / 2 - chrono::Duration::seconds(1)
+            {
+                self.violations.push(Violation {
+                    invariant: "I7",
+                    what: format!(
+                        "{} renewed outside its windows at {now}, before the safety deadline (renewal time {due}, expiry {not_after})",
+                        b.path
+                    ),
+                });
+            }
+        }
+        if scheduled && !forced && let Some(old) = &b.status.token_id {
+            self.window_replaced.insert(old.clone());
+        }
+        let early = reasons.iter().any(|r| r == "PreviousTokenRevokedEarly");
+        for id in revoked {
+            if self.window_replaced.remove(&id)
+                && !b.revoke_now
+                && !early
+                && !sim_in_window(&after["spec"]["rotation"]["windows"], now)
+            {
+                self.violations.push(Violation {
+                    invariant: "I7",
+                    what: format!(
+                        "{} revoked token {id}, replaced by a scheduled renewal, at {now}, outside its rotation windows {}",
+                        b.path, after["spec"]["rotation"]["windows"]
+                    ),
+                });
+            }
+        }
     }
 
     /// New credentials at Nuclia, attributed by their marker (I4: one mint per resource per
