@@ -7,9 +7,9 @@
 //!   variables replaced by concrete values, parses: each becomes a recording rule of a rule file
 //!   that `promtool check rules` checks.
 //! - Every metric name those queries select has samples on a real operator's `/metrics`: a
-//!   process started against the control plane and nuclia-fake, scraped once it has made a
-//!   credential Ready, rotated it (revoking the old token) and failed to reconcile a resource
-//!   whose login Secret is missing. Those events are needed: prometheus-client (0.26) leaves a
+//!   process started against the control plane and nuclia-fake, scraped once it has made
+//!   credentials Ready, rotated one revoking the old token at once and one keeping it for its
+//!   grace period, and failed to reconcile a resource whose login Secret is missing. Those events are needed: prometheus-client (0.26) leaves a
 //!   family with no series out of the page altogether, `# HELP` and `# TYPE` included, and
 //!   several families get their first series only with an event (a revocation, a failure).
 //!   Each sample's name is also checked against its family's `# TYPE` (a counter's `_total`, a
@@ -693,14 +693,18 @@ async fn dashboard_names_only_exported_metrics() {
         .await;
     let pat = |name: &str, login: &str| {
         format!(
-            "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaPersonalToken\nmetadata: {{name: {name}}}\nspec:\n  description: dashboard test\n  days: 1\n  auth: {{secretRef: {{name: {login}}}}}\n"
+            "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaPersonalToken\nmetadata: {{name: {name}}}\nspec:\n  description: dashboard test\n  days: 1\n  auth: {{secretRef: {{name: {login}}}}}\n  rotation: {{revokePreviousAfter: 1h}}\n"
         )
     };
     w.kubectl_apply(&pat("dash", "login"));
+    w.kubectl_apply(&pat("grace", "login"));
     // a reconcile error: its login Secret does not exist
     w.kubectl_apply(&pat("nocreds", "missing"));
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let first = wait_status(&api, "dash", MINUTE, "Ready", ready).await;
+    wait_status(&api, "grace", MINUTE, "Ready", ready).await;
+    // a replaced token in its grace period (a revocation due time)
+    w.kubectl(&["annotate", "npt", "grace", "nuclia.dev/rotate=dashboard"]);
     wait_status(&api, "nocreds", MINUTE, "CredentialsMissing", |s| {
         reason(s).as_deref() == Some("CredentialsMissing")
     })
@@ -713,6 +717,14 @@ async fn dashboard_names_only_exported_metrics() {
         MINUTE,
         "a rotation with the old token revoked",
         |s| ready(s) && s.token_id != first.token_id && s.previous_tokens.is_empty(),
+    )
+    .await;
+    wait_status(
+        &api,
+        "grace",
+        MINUTE,
+        "a replaced token in its grace period",
+        |s| ready(s) && !s.previous_tokens.is_empty(),
     )
     .await;
 
@@ -730,13 +742,17 @@ async fn dashboard_names_only_exported_metrics() {
         let t = r.text().await.ok()?;
         let has = |prefix: &str| t.lines().any(|l| l.starts_with(prefix));
         (has(&series)
+            && has("nuclia_credential_revocation_due_timestamp_seconds{")
             && has("nuclia_operator_revocations_total{")
             && has("nuclia_operator_reconcile_errors_total{")
             && has("nuclia_operator_cache_entries{"))
         .then_some(t)
     })
     .await
-    .expect("/metrics never showed the resource's expiry, a revocation, a reconcile error and the caches");
+    .expect(
+        "/metrics never showed the resource's expiry, a revocation due time, a revocation, a \
+         reconcile error and the caches",
+    );
     assert!(
         text.lines().any(|l| l == "# EOF"),
         "a whole OpenMetrics page"
