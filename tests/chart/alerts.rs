@@ -18,11 +18,11 @@ const RULES_TEST: &str = "tests/alerts/rules.test.yaml";
 const RUNBOOKS: &str = "docs/runbooks.md";
 const JOB: &str = "nto-nuclia-token-operator-metrics";
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn helm_bin() -> PathBuf {
+pub(crate) fn helm_bin() -> PathBuf {
     if let Ok(dir) = std::env::var("NTO_K8S_BIN") {
         return Path::new(&dir).join("helm");
     }
@@ -35,7 +35,7 @@ fn helm_bin() -> PathBuf {
 }
 
 /// promtool: `NTO_PROMTOOL`, else on `PATH`, else where `tests/promtool.sh` caches it.
-fn promtool() -> PathBuf {
+pub(crate) fn promtool() -> PathBuf {
     if let Ok(p) = std::env::var("NTO_PROMTOOL") {
         return p.into();
     }
@@ -56,7 +56,7 @@ fn promtool() -> PathBuf {
     let cached = cache.join("promtool/promtool");
     assert!(
         cached.is_file(),
-        "promtool not found (NTO_PROMTOOL, PATH, {}): the alert-rule tests need it. Run \
+        "promtool not found (NTO_PROMTOOL, PATH, {}): the alert-rule and dashboard tests need it. Run \
          tests/promtool.sh (it unpacks promtool from Debian's prometheus package; CI's .ci/run \
          does) or install Debian's `prometheus` package",
         cached.display()
@@ -64,7 +64,7 @@ fn promtool() -> PathBuf {
     cached
 }
 
-fn ok(what: &str, out: Output) -> String {
+pub(crate) fn ok(what: &str, out: Output) -> String {
     assert!(
         out.status.success(),
         "{what} failed:\n{}{}",
@@ -128,7 +128,7 @@ fn write_rules(dir: &Path, groups: &serde_json::Value) -> PathBuf {
     path
 }
 
-fn promtool_run(args: &[&str], dir: &Path) -> Output {
+pub(crate) fn promtool_run(args: &[&str], dir: &Path) -> Output {
     Command::new(promtool())
         .args(args)
         .current_dir(dir)
