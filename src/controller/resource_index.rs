@@ -1,7 +1,9 @@
 //! What the operator asks of every resource, kept up to date from the resource watch so that no
 //! question scans them all (a scan per event or per upstream list grows with the square of the
 //! number of resources):
-//! - which resources read their credential from which Secret (a Secret event wakes its readers);
+//! - which resources read their credential from which Secret (a Secret event wakes its readers),
+//!   and which suspended resources wait for the Secret they should own (they write nothing, so
+//!   a Secret of that name appearing or going is news only the watch brings them);
 //! - which UIDs exist and which token ids some status records (the orphan sweep spares those).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -24,6 +26,8 @@ pub struct ResourceIndex {
 struct Entry {
     /// The Secret of its namespace it reads its credential from (none for a cluster credential).
     secret: Option<String>,
+    /// While suspended, the Secret it should own.
+    watched: Option<String>,
     uid: Option<String>,
     /// Its token and its previous tokens.
     tokens: Vec<String>,
@@ -36,6 +40,10 @@ impl Entry {
                 .cluster_credential()
                 .is_none()
                 .then(|| o.auth_ref().name.clone()),
+            watched: o
+                .lifecycle()
+                .suspend
+                .then(|| super::secret::secret_name(o)),
             uid: o.uid(),
             tokens: o
                 .cr_status()
@@ -69,7 +77,7 @@ impl Inner {
         let Some(e) = self.entries.remove(key) else {
             return;
         };
-        if let Some(secret) = e.secret {
+        for secret in e.secret.into_iter().chain(e.watched) {
             let skey = (key.0.clone(), secret);
             if let Some(set) = self.readers.get_mut(&skey) {
                 set.remove(&key.1);
@@ -96,7 +104,7 @@ impl Inner {
             return;
         }
         self.remove(&key);
-        if let Some(secret) = &e.secret {
+        for secret in e.secret.iter().chain(&e.watched) {
             self.readers
                 .entry((key.0.clone(), secret.clone()))
                 .or_default()
@@ -146,7 +154,8 @@ impl ResourceIndex {
         }
     }
 
-    /// Names of the resources in `namespace` that read their credential from `secret`.
+    /// Names of the resources in `namespace` that read their credential from `secret`, or are
+    /// suspended and should own it.
     pub fn readers(&self, namespace: &str, secret: &str) -> Vec<String> {
         self.inner
             .lock()
