@@ -11,6 +11,7 @@
 //! - [`kb_keys`], [`nua_keys`], [`cluster_credentials`], [`secret_formats`]: one kind or
 //!   feature each.
 //! - [`regressions`]: the defects of issue 26, as a user meets them.
+//! - [`windows`]: rotation windows and `spec.suspend`.
 //!
 //! `tests/run.sh kb_keys::` (or any part of a test's path) runs a part of it.
 
@@ -27,3 +28,4 @@ mod operator;
 mod regressions;
 mod runtime;
 mod secret_formats;
+mod windows;
