@@ -268,7 +268,12 @@ impl Grace {
     /// When the replaced token is due, its successor delivered at `delivered` by a reconcile
     /// planned at `planned`. A slow mint does not eat into the grace; a token due at once is
     /// due at the plan's time, so that the plan after the step revokes it.
-    pub fn end(self, planned: DateTime<Utc>, delivered: DateTime<Utc>, windows: &Windows) -> DateTime<Utc> {
+    pub fn end(
+        self,
+        planned: DateTime<Utc>,
+        delivered: DateTime<Utc>,
+        windows: &Windows,
+    ) -> DateTime<Utc> {
         match self {
             Grace::None => planned,
             Grace::After(d) => delivered + d,
@@ -417,8 +422,8 @@ fn next_renewal(
         Some(not_after) if not_after > due => due + (not_after - due) / 2,
         _ => due,
     };
-    let need = o.policy.revoke_previous_after
-        + Duration::minutes(crate::windows::RENEWAL_BUDGET_MINUTES);
+    let need =
+        o.policy.revoke_previous_after + Duration::minutes(crate::windows::RENEWAL_BUDGET_MINUTES);
     match windows.first_start(due.max(o.now), need) {
         Some(t) if t <= deadline => Some((t, false)),
         _ => Some((deadline, true)),
@@ -1499,7 +1504,10 @@ mod tests {
         assert_eq!(grace(&|o| o.secret = SecretState::Missing), hour);
 
         let (planned, delivered) = (t(now), t("2026-11-10T00:00:20Z"));
-        assert_eq!(Grace::None.end(planned, delivered, &Windows::default()), planned);
+        assert_eq!(
+            Grace::None.end(planned, delivered, &Windows::default()),
+            planned
+        );
         assert_eq!(
             hour.end(planned, delivered, &Windows::default()),
             t("2026-11-10T01:00:20Z"),
@@ -1521,13 +1529,25 @@ mod tests {
         ];
         let at = t("2026-11-10T00:30:00Z");
         let mut due_now = s.clone();
-        restart_asked(&mut due_now, Some("old"), Grace::None, at, &Windows::default());
+        restart_asked(
+            &mut due_now,
+            Some("old"),
+            Grace::None,
+            at,
+            &Windows::default(),
+        );
         assert_eq!(due_now.previous_tokens, s.previous_tokens);
         restart_asked(&mut s, Some("old"), hour, at, &Windows::default());
         assert_eq!(s.previous_tokens[0].revoke_at, t("2026-11-10T01:30:00Z"));
         assert_eq!(s.previous_tokens[1].revoke_at, t("2026-11-10T00:10:00Z"));
         // never shortened
-        restart_asked(&mut s, Some("old"), hour, t("2026-11-10T00:00:00Z"), &Windows::default());
+        restart_asked(
+            &mut s,
+            Some("old"),
+            hour,
+            t("2026-11-10T00:00:00Z"),
+            &Windows::default(),
+        );
         assert_eq!(s.previous_tokens[0].revoke_at, t("2026-11-10T01:30:00Z"));
     }
 
@@ -1788,7 +1808,8 @@ mod tests {
             time_zone: None,
         };
         let mut p = policy();
-        p.set_windows(Windows::parse(&[w], "w").unwrap(), "w").unwrap();
+        p.set_windows(Windows::parse(&[w], "w").unwrap(), "w")
+            .unwrap();
         p
     }
 
@@ -1894,7 +1915,10 @@ mod tests {
         let mut moved = s.clone();
         let grace = Grace::InWindow(Duration::hours(1));
         restart_asked(&mut moved, Some("old"), grace, t("2026-11-21T05:15:00Z"), w);
-        assert_eq!(moved.previous_tokens[0].revoke_at, t("2026-11-28T02:00:00Z"));
+        assert_eq!(
+            moved.previous_tokens[0].revoke_at,
+            t("2026-11-28T02:00:00Z")
+        );
         // Due inside the window: revoked.
         let plan = decide(&obs("2026-11-21T03:10:00Z", &p, &s, owned("h1")));
         assert_eq!(plan.revoke.len(), 1);
@@ -1908,7 +1932,10 @@ mod tests {
         let plan = decide(&obs("2026-11-21T07:00:00Z", &p, &s, owned("h1")));
         let ids: Vec<&str> = plan.revoke.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids, ["other"]);
-        assert!(plan.wake_at.is_some_and(|t2| t2 <= t("2026-11-28T02:00:00Z")));
+        assert!(
+            plan.wake_at
+                .is_some_and(|t2| t2 <= t("2026-11-28T02:00:00Z"))
+        );
         // Windows removed from the spec: nothing holds it any more.
         let plan = decide(&obs("2026-11-21T07:00:00Z", &policy(), &s, owned("h1")));
         assert_eq!(plan.revoke.len(), 2);

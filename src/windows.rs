@@ -98,7 +98,10 @@ impl Windows {
 impl Window {
     /// Every opening that can matter at `t` (from eight days before to eight days after, as a
     /// window lasts at most a week), as [open, close) instants.
-    fn occurrences(&self, t: DateTime<Utc>) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> {
+    fn occurrences(
+        &self,
+        t: DateTime<Utc>,
+    ) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> {
         let today = jiff::Timestamp::new(t.timestamp(), 0)
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
             .to_zoned(self.zone.clone())
@@ -258,7 +261,12 @@ mod tests {
     fn a_zone_with_daylight_saving_across_its_changes() {
         // Europe/Madrid: UTC+1 in winter, UTC+2 from 2026-03-29 (02:00 skipped to 03:00) to
         // 2026-10-25 (03:00 back to 02:00).
-        let w = windows(&[window(&[Weekday::Sun], "02:30", "2h", Some("Europe/Madrid"))]);
+        let w = windows(&[window(
+            &[Weekday::Sun],
+            "02:30",
+            "2h",
+            Some("Europe/Madrid"),
+        )]);
         // The Sunday before the spring change: 02:30+01:00.
         assert_eq!(
             w.first_start(t("2026-03-21T12:00:00Z"), Duration::zero()),

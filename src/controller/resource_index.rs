@@ -40,10 +40,7 @@ impl Entry {
                 .cluster_credential()
                 .is_none()
                 .then(|| o.auth_ref().name.clone()),
-            watched: o
-                .lifecycle()
-                .suspend
-                .then(|| super::secret::secret_name(o)),
+            watched: o.lifecycle().suspend.then(|| super::secret::secret_name(o)),
             uid: o.uid(),
             tokens: o
                 .cr_status()

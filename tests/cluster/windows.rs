@@ -40,7 +40,10 @@ fn window(start: &str, duration: &str) -> String {
 
 async fn delete_and_check(w: &World, api: &Api<NucliaPersonalToken>, name: &str, uid: &str) {
     api.delete(name, &DeleteParams::default()).await.unwrap();
-    assert!(gone_within(api, name, MINUTE).await, "{name} was not deleted");
+    assert!(
+        gone_within(api, name, MINUTE).await,
+        "{name} was not deleted"
+    );
     assert!(
         w.live_marked(uid).await.is_empty(),
         "tokens of {name} left live at Nuclia after its deletion"
@@ -62,7 +65,11 @@ async fn a_renewal_waits_for_its_window() {
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let first = wait_status(&api, "held", MINUTE, "Ready", ready).await;
     let uid = api.get("held").await.unwrap().uid_str();
-    assert_eq!(first.next_renewal, Some(opens), "status.nextRenewal is the window's opening");
+    assert_eq!(
+        first.next_renewal,
+        Some(opens),
+        "status.nextRenewal is the window's opening"
+    );
     assert!(first.renewal_time.unwrap() < opens);
     let held = wait_status(&api, "held", MINUTE, "the renewal waits", |s| {
         ready(s)
@@ -70,13 +77,19 @@ async fn a_renewal_waits_for_its_window() {
                 .is_some_and(|c| c.message.contains("waits for the rotation window"))
     })
     .await;
-    assert_eq!(held.token_id, first.token_id, "not renewed outside the window");
+    assert_eq!(
+        held.token_id, first.token_id,
+        "not renewed outside the window"
+    );
     assert!(Utc::now() > held.renewal_time.unwrap());
     // kubectl get shows when it renews.
     let out = common::kubectl(&["-n", &w.ns, "get", "nucliapersonaltoken", "held"], None);
     let table = String::from_utf8_lossy(&out.stdout);
     let shown = opens.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    assert!(table.contains("RENEWS") && table.contains(&shown), "{table}");
+    assert!(
+        table.contains("RENEWS") && table.contains(&shown),
+        "{table}"
+    );
 
     // A window open now (from half an hour ago, for three hours): the renewal runs.
     let (now_open, open) = wall_clock(Utc::now() - chrono::Duration::minutes(30));
@@ -91,7 +104,10 @@ async fn a_renewal_waits_for_its_window() {
     .await;
     let issued = renewed.issued_at.unwrap();
     let close = open + chrono::Duration::hours(3);
-    assert!(open <= issued && issued < close, "renewed at {issued}, window {open}..{close}");
+    assert!(
+        open <= issued && issued < close,
+        "renewed at {issued}, window {open}..{close}"
+    );
     let replaced = renewed
         .previous_tokens
         .iter()
@@ -103,7 +119,10 @@ async fn a_renewal_waits_for_its_window() {
         (!w.credential_is_live(&old).await).then_some(())
     })
     .await;
-    assert!(revoked.is_some(), "the replaced token was not revoked in the window");
+    assert!(
+        revoked.is_some(),
+        "the replaced token was not revoked in the window"
+    );
     delete_and_check(&w, &api, "held", &uid).await;
 }
 
@@ -172,7 +191,12 @@ async fn windows_that_cannot_hold_a_renewal_are_refused() {
     w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
         .await;
     w.start_operator(&[]);
-    w.kubectl_apply(&manifest("short", "8h", "[{start: \"02:00\", duration: 5m}]", ""));
+    w.kubectl_apply(&manifest(
+        "short",
+        "8h",
+        "[{start: \"02:00\", duration: 5m}]",
+        "",
+    ));
     w.kubectl_apply(&manifest(
         "zone",
         "8h",
@@ -191,7 +215,10 @@ async fn windows_that_cannot_hold_a_renewal_are_refused() {
         let message = &s.condition("Ready").unwrap().message;
         assert!(message.contains(field), "{name}: {message}");
         let uid = api.get(name).await.unwrap().uid_str();
-        assert!(w.all_marked(&uid).await.is_empty(), "{name}: nothing minted");
+        assert!(
+            w.all_marked(&uid).await.is_empty(),
+            "{name}: nothing minted"
+        );
         delete_and_check(&w, &api, name, &uid).await;
     }
 }
@@ -212,7 +239,10 @@ async fn suspend_holds_everything_but_deletion() {
     let s = wait_status(&api, "paused", MINUTE, "Suspended", suspended).await;
     let uid = api.get("paused").await.unwrap().uid_str();
     assert_eq!(reason(&s).as_deref(), Some("NotIssued"));
-    assert!(w.all_marked(&uid).await.is_empty(), "nothing minted while suspended");
+    assert!(
+        w.all_marked(&uid).await.is_empty(),
+        "nothing minted while suspended"
+    );
     assert!(w.secrets().get_opt("paused").await.unwrap().is_none());
 
     let resume = |on: bool| Patch::Merge(json!({"spec": {"suspend": on}}));

@@ -200,8 +200,7 @@ impl<K: Kind> Engine<'_, K> {
             }
             self.read_secret().await
         };
-        let view = if self.status.token_id.is_none() && self.obj.cluster_credential().is_none()
-        {
+        let view = if self.status.token_id.is_none() && self.obj.cluster_credential().is_none() {
             // No token yet: this reconcile will most likely mint, so read the credential while
             // the Secret is read instead of after.
             let auth = self.read_credential(self.obj.auth_ref());
@@ -358,11 +357,7 @@ impl<K: Kind> Engine<'_, K> {
             view = SecretView::missing();
         }
         let ns = self.obj.namespace().unwrap_or_default();
-        if let Some(old) = self
-            .status
-            .secret_name
-            .clone()
-            .filter(|n| n != secret_name)
+        if let Some(old) = self.status.secret_name.clone().filter(|n| n != secret_name)
             && self.ctx.secret_terminating(&ns, &old, &self.uid)
             && !secret::namespace_terminating(&self.secrets, &old).await?
         {
@@ -509,7 +504,15 @@ impl<K: Kind> Engine<'_, K> {
         status::remove(c, status::STALLED);
         if policy.suspended {
             let message = "spec.suspend is true: no call to Nuclia and no write but this status until it is false; deleting the resource still revokes its credentials";
-            status::set(c, status::SUSPENDED, true, "Suspended", message, generation, now);
+            status::set(
+                c,
+                status::SUSPENDED,
+                true,
+                "Suspended",
+                message,
+                generation,
+                now,
+            );
         } else {
             status::remove(c, status::SUSPENDED);
         }

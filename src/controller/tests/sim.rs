@@ -314,8 +314,13 @@ fn sim_in_window(windows: &Value, t: DateTime<Utc>) -> bool {
     let db = jiff::tz::TimeZoneDatabase::bundled();
     let ts = jiff::Timestamp::from_second(t.timestamp()).expect("a time");
     list.iter().any(|w| {
-        let zone = db.get(w["timeZone"].as_str().unwrap_or("UTC")).expect("a zone");
-        let (h, m) = w["start"].as_str().and_then(|s| s.split_once(':')).expect("HH:MM");
+        let zone = db
+            .get(w["timeZone"].as_str().unwrap_or("UTC"))
+            .expect("a zone");
+        let (h, m) = w["start"]
+            .as_str()
+            .and_then(|s| s.split_once(':'))
+            .expect("HH:MM");
         let length = crate::duration::parse(w["duration"].as_str().expect("a duration"))
             .expect("a duration")
             .as_secs() as i64;
@@ -1368,7 +1373,10 @@ impl Sim {
             .cloned()
             .chain(status.previous_tokens.iter().map(|p| p.id.clone()))
             .collect();
-        let live: HashSet<String> = tokens.into_iter().filter(|id| token_live(&st, id)).collect();
+        let live: HashSet<String> = tokens
+            .into_iter()
+            .filter(|id| token_live(&st, id))
+            .collect();
         let current_live = status.token_id.as_ref().is_some_and(|id| live.contains(id));
         let faults = !st.faults.is_empty();
         drop(st);
@@ -1385,7 +1393,11 @@ impl Sim {
             self.server
                 .get::<Secret>(&secret_path(&namespace_of(path), name))
                 .filter(|s| s.metadata.deletion_timestamp.is_none())
-                .and_then(|s| s.data?.get(key).map(|b| token_hash(&String::from_utf8_lossy(&b.0))))
+                .and_then(|s| {
+                    s.data?
+                        .get(key)
+                        .map(|b| token_hash(&String::from_utf8_lossy(&b.0)))
+                })
                 == status.token_hash
         });
         Before {
@@ -1415,7 +1427,10 @@ impl Sim {
             // Letting go of a Secret someone deleted is their deletion, not the operator's write.
             deleted_secrets: self
                 .server
-                .list(&format!("/api/v1/namespaces/{}/secrets/", namespace_of(path)))
+                .list(&format!(
+                    "/api/v1/namespaces/{}/secrets/",
+                    namespace_of(path)
+                ))
                 .into_iter()
                 .filter(|(_, s)| is_deleting(s))
                 .map(|(p, _)| p)
@@ -1514,7 +1529,10 @@ impl Sim {
                 });
             }
         }
-        if scheduled && !forced && let Some(old) = &b.status.token_id {
+        if scheduled
+            && !forced
+            && let Some(old) = &b.status.token_id
+        {
             self.window_replaced.insert(old.clone());
         }
         let early = reasons.iter().any(|r| r == "PreviousTokenRevokedEarly");
@@ -2328,8 +2346,14 @@ async fn a_renewal_waits_for_its_window_in_the_simulation() {
     let (_, first) = first_status(&sim);
     let (due, next) = (first.renewal_time.unwrap(), first.next_renewal.unwrap());
     let (windows, _) = windows_choice(1);
-    assert!(!sim_in_window(&windows, due), "the renewal time {due} falls outside the window");
-    assert!(next > due && sim_in_window(&windows, next), "next renewal {next}");
+    assert!(
+        !sim_in_window(&windows, due),
+        "the renewal time {due} falls outside the window"
+    );
+    assert!(
+        next > due && sim_in_window(&windows, next),
+        "next renewal {next}"
+    );
     // Up to the renewal time, then hour by hour: nothing happens until the window opens.
     sim.set_now(due - chrono::Duration::minutes(1));
     sim.settle().await;
@@ -2378,8 +2402,14 @@ async fn a_suspended_resource_waits_in_the_simulation() {
     let (_, s) = first_status(&sim);
     assert_eq!(mints(&sim), before, "nothing minted while suspended");
     let ready = s.condition("Ready").expect("Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SecretMissing"));
-    assert_eq!(s.condition("Suspended").map(|c| c.status.as_str()), Some("True"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SecretMissing")
+    );
+    assert_eq!(
+        s.condition("Suspended").map(|c| c.status.as_str()),
+        Some("True")
+    );
     assert_eq!(s.next_renewal, None);
     sim.apply(&Act::Suspend {
         target: 0,
@@ -2389,7 +2419,10 @@ async fn a_suspended_resource_waits_in_the_simulation() {
     let (_, s) = first_status(&sim);
     assert_eq!(mints(&sim), before + 1, "resumed: one issue");
     assert!(s.condition("Suspended").is_none());
-    assert_eq!(s.condition("Ready").map(|c| c.status.as_str()), Some("True"));
+    assert_eq!(
+        s.condition("Ready").map(|c| c.status.as_str()),
+        Some("True")
+    );
     sim.check(false, "");
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
