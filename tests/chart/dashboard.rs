@@ -700,6 +700,8 @@ async fn dashboard_names_only_exported_metrics() {
     w.kubectl_apply(&pat("grace", "login"));
     // a reconcile error: its login Secret does not exist
     w.kubectl_apply(&pat("nocreds", "missing"));
+    // a suspended resource
+    w.kubectl_apply(&format!("{}  suspend: true\n", pat("paused", "login")));
     let api: Api<NucliaPersonalToken> = Api::namespaced(w.client.clone(), &w.ns);
     let first = wait_status(&api, "dash", MINUTE, "Ready", ready).await;
     wait_status(&api, "grace", MINUTE, "Ready", ready).await;
@@ -745,13 +747,14 @@ async fn dashboard_names_only_exported_metrics() {
             && has("nuclia_credential_revocation_due_timestamp_seconds{")
             && has("nuclia_operator_revocations_total{")
             && has("nuclia_operator_reconcile_errors_total{")
+            && has("nuclia_credential_suspended{")
             && has("nuclia_operator_cache_entries{"))
         .then_some(t)
     })
     .await
     .expect(
         "/metrics never showed the resource's expiry, a revocation due time, a revocation, a \
-         reconcile error and the caches",
+         reconcile error, a suspended resource and the caches",
     );
     assert!(
         text.lines().any(|l| l == "# EOF"),
