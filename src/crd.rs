@@ -23,6 +23,12 @@ pub const FIELD_MANAGER: &str = "nuclia-token-operator";
 pub const ANNOTATION_ROTATE: &str = "nuclia.dev/rotate";
 /// Set to any new value to rotate now and revoke the old token at once (break-glass).
 pub const ANNOTATION_REVOKE_NOW: &str = "nuclia.dev/revoke-now";
+/// On a Secret that holds a login: every resource whose current token was minted with it
+/// re-issues with the Secret's current value and revokes at once every token it minted with it
+/// (a login that may have leaked). Value-triggered, like `nuclia.dev/rotate`. The operator
+/// copies the value onto the managed Secrets of the resources that re-issued, so the credentials
+/// minted with those re-issue too, down a chain.
+pub const ANNOTATION_REISSUE: &str = "nuclia.dev/reissue-minted";
 /// Written with the finalizer before every mint (see [`IssueIntent`]): the leak guard's record
 /// that a token may exist upstream before the status can say so.
 pub const ANNOTATION_ISSUE_INTENT: &str = "nuclia.dev/issue-intent";
@@ -958,6 +964,10 @@ pub struct CredentialStatus {
     /// Last value of the `nuclia.dev/revoke-now` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_now_handled: Option<String>,
+    /// The value of `nuclia.dev/reissue-minted` on the Secret the current token was minted
+    /// with, when it was minted: a new value there re-issues it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reissue_handled: Option<String>,
     /// The last rollout restart of `spec.rolloutRestartTargets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_restart: Option<RolloutRestartStatus>,

@@ -167,6 +167,9 @@ pub struct Observation<'a> {
     /// Current values of the `nuclia.dev/rotate` and `nuclia.dev/revoke-now` annotations.
     pub rotate_request: Option<&'a str>,
     pub revoke_now_request: Option<&'a str>,
+    /// The value of `nuclia.dev/reissue-minted` on the Secret the current token was minted
+    /// with (a login that may have leaked).
+    pub reissue_request: Option<&'a str>,
     /// When the current token was last seen alive upstream (kept in memory, not in status,
     /// so that verification writes nothing).
     pub last_verified: Option<DateTime<Utc>>,
@@ -201,6 +204,8 @@ pub enum IssueReason {
     SpecChanged,
     Renewal,
     RevokedUpstream,
+    /// `nuclia.dev/reissue-minted` on the login the token was minted with.
+    CredentialReissued,
 }
 
 impl IssueReason {
@@ -214,6 +219,7 @@ impl IssueReason {
             IssueReason::SpecChanged => "SpecChanged",
             IssueReason::Renewal => "Renewal",
             IssueReason::RevokedUpstream => "RevokedUpstream",
+            IssueReason::CredentialReissued => "CredentialReissued",
         }
     }
 
@@ -221,7 +227,10 @@ impl IssueReason {
     /// break-glass, or it is dead already. A `RevokedUpstream` verdict keeps the grace: were it
     /// false, pods would lose a working token at once.
     pub fn revoke_replaced_now(self) -> bool {
-        matches!(self, IssueReason::RevokeNow | IssueReason::Expired)
+        matches!(
+            self,
+            IssueReason::RevokeNow | IssueReason::Expired | IssueReason::CredentialReissued
+        )
     }
 }
 
@@ -478,6 +487,11 @@ fn choose_step(o: &Observation<'_>, next_renewal: Option<DateTime<Utc>>) -> Step
         && s.revoke_now_handled.as_deref() != Some(v)
     {
         return Step::Issue(IssueReason::RevokeNow);
+    }
+    if let Some(v) = o.reissue_request
+        && s.reissue_handled.as_deref() != Some(v)
+    {
+        return Step::Issue(IssueReason::CredentialReissued);
     }
     if let Some(v) = o.rotate_request
         && s.rotate_handled.as_deref() != Some(v)
@@ -797,6 +811,37 @@ pub fn record_issue(
         .collect()
 }
 
+/// Break-glass for a login that may have leaked: every replaced token minted with the same
+/// login (Secret, or cluster credential) as `source` is due at once; their ids are returned.
+pub fn revoke_minted_with(
+    status: &mut CredentialStatus,
+    source: &TokenScope,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    status
+        .previous_tokens
+        .iter_mut()
+        .filter(|p| p.revoke_at > now && p.scope.as_ref().is_some_and(|s| same_login(s, source)))
+        .map(|p| {
+            p.revoke_at = now;
+            p.in_window = false;
+            p.id.clone()
+        })
+        .collect()
+}
+
+/// Whether two tokens were minted with the same login.
+fn same_login(a: &TokenScope, b: &TokenScope) -> bool {
+    match (&a.cluster_credential, &b.cluster_credential) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => match (&a.credential, &b.credential) {
+            (Some(x), Some(y)) => x.name == y.name,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// A rollout restart of the consumers was asked at `at`, after the Secret got the token that
 /// replaced `replaced`: its grace counts from then (the new pods need all of it), never
 /// shortened. A token due at once stays due.
@@ -946,6 +991,7 @@ mod tests {
             secret,
             rotate_request: None,
             revoke_now_request: None,
+            reissue_request: None,
             last_verified: Some(t(now)),
             verify_interval: Duration::minutes(10),
             min_issue_interval: Duration::seconds(10),
@@ -2001,5 +2047,53 @@ mod tests {
         let defaults = Windows::parse(&spec.rotation.windows, "d").unwrap();
         let e = policy().or_default_windows(&defaults).unwrap_err();
         assert!(e.starts_with("--default-rotation-windows[0]"), "{e}");
+    }
+
+    #[test]
+    fn a_login_marked_leaked_reissues_at_once_and_revokes_what_it_minted() {
+        let login = |name: &str| TokenScope {
+            credential: Some(crate::crd::SecretKeyRef {
+                name: name.into(),
+                key: "token".into(),
+            }),
+            ..Default::default()
+        };
+        let p = saturdays();
+        let mut s = healthy();
+        s.scope = Some(login("login"));
+        let outside = "2026-11-10T12:00:00Z";
+        let mut o = obs(outside, &p, &s, owned("h1"));
+        o.reissue_request = Some("leak-1");
+        let plan = decide(&o);
+        // Not held by the windows; the replaced token goes at once.
+        assert_eq!(plan.step, Step::Issue(IssueReason::CredentialReissued));
+        assert_eq!(plan.grace, Grace::None);
+        // Handled: nothing more.
+        s.reissue_handled = Some("leak-1".into());
+        let mut o = obs(outside, &p, &s, owned("h1"));
+        o.reissue_request = Some("leak-1");
+        assert_eq!(decide(&o).step, Step::Idle);
+        // Suspended: it waits too.
+        let mut held = policy();
+        held.suspended = true;
+        s.reissue_handled = None;
+        let mut o = obs(outside, &held, &s, owned("h1"));
+        o.reissue_request = Some("leak-1");
+        assert_eq!(decide(&o).step, Step::Suspended);
+        // Every replaced token minted with that login is due at once; others keep their grace.
+        let replaced = |id: &str, scope: TokenScope| PreviousToken {
+            id: id.into(),
+            revoke_at: t("2026-11-10T13:00:00Z"),
+            in_window: true,
+            not_after: None,
+            service_account_id: None,
+            scope: Some(scope),
+        };
+        s.previous_tokens = vec![replaced("a", login("login")), replaced("b", login("other"))];
+        let now = t(outside);
+        assert_eq!(revoke_minted_with(&mut s, &login("login"), now), ["a"]);
+        assert_eq!(s.previous_tokens[0].revoke_at, now);
+        assert!(!s.previous_tokens[0].in_window);
+        assert_eq!(s.previous_tokens[1].revoke_at, t("2026-11-10T13:00:00Z"));
     }
 }

@@ -52,6 +52,16 @@ pub struct Context {
     cluster_credential_types: Mutex<HashMap<String, crate::crd::CredentialType>>,
     /// The last upstream check of each `NucliaClusterCredential`.
     pub(super) cluster_checks: super::cluster_credentials::Checks,
+    /// Re-issues after each `nuclia.dev/reissue-minted` value, by (namespace, Secret, value).
+    reissues: Mutex<HashMap<(String, String, String), ReissueTally>>,
+}
+
+/// What one `nuclia.dev/reissue-minted` value on one Secret has brought about so far.
+#[derive(Default)]
+struct ReissueTally {
+    reissued: HashSet<String>,
+    failed: HashSet<String>,
+    revoked: usize,
 }
 
 impl Context {
@@ -108,6 +118,7 @@ impl Context {
             foreign: Mutex::default(),
             restarter,
             cluster_credential_types: Mutex::default(),
+            reissues: Mutex::default(),
             cluster_checks: Default::default(),
             stores: OnceLock::new(),
             secret_stores: OnceLock::new(),
@@ -190,6 +201,77 @@ impl Context {
         self.secret_stores
             .get()
             .is_some_and(|s| super::secret_watch::terminating_controlled(s, namespace, name, uid))
+    }
+
+    /// `nuclia.dev/reissue-minted` on the login Secret a token of `scope` was minted with (in
+    /// `namespace`), as the Secret watch shows it. (A cluster credential's is not followed yet.)
+    pub(super) fn reissue_request(
+        &self,
+        namespace: &str,
+        scope: Option<&crate::crd::TokenScope>,
+    ) -> Option<String> {
+        let scope = scope?;
+        if scope.cluster_credential.is_some() {
+            return None;
+        }
+        super::secret_watch::annotation(
+            self.secret_stores.get()?,
+            namespace,
+            &scope.credential.as_ref()?.name,
+            crate::crd::ANNOTATION_REISSUE,
+        )
+    }
+
+    /// Counts what one resource did after `nuclia.dev/reissue-minted=value` on Secret `login`
+    /// (re-issued, revoking `revoked` tokens at once; or failed), and reports the running totals
+    /// as an Event on that Secret (ids, never values).
+    pub(super) fn reissue_done(
+        &self,
+        kind: &str,
+        namespace: &str,
+        login: &str,
+        value: &str,
+        uid: &str,
+        revoked: Option<usize>,
+    ) {
+        let note = {
+            let Ok(mut all) = self.reissues.lock() else {
+                return;
+            };
+            let t = all
+                .entry((namespace.into(), login.into(), value.into()))
+                .or_default();
+            match revoked {
+                Some(n) => {
+                    t.failed.remove(uid);
+                    if t.reissued.insert(uid.into()) {
+                        t.revoked += n;
+                    }
+                }
+                None if t.reissued.contains(uid) => return,
+                None => {
+                    if !t.failed.insert(uid.into()) {
+                        return;
+                    }
+                }
+            }
+            format!(
+                "after nuclia.dev/reissue-minted={value:?}: {} credential(s) minted with this Secret re-issued, {} token(s) revoked at once, {} failed so far (see the resources' Events)",
+                t.reissued.len(),
+                t.revoked,
+                t.failed.len()
+            )
+        };
+        let reason = if revoked.is_some() { "Reissued" } else { "Failed" };
+        self.metrics.reissued(kind, reason);
+        let secret = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            name: Some(login.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        };
+        self.event(&secret, revoked.is_none(), "ReissueProgress", note);
     }
 
     /// The credential `r` names in `namespace` (through the credential cache).

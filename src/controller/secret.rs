@@ -222,6 +222,24 @@ pub fn written_names<K: Kind>(obj: &K, ctx: &super::Context) -> Vec<String> {
     names
 }
 
+/// The Secret's metadata as the spec asks for it, with `nuclia.dev/reissue-minted` when the
+/// current token was minted after one (what was minted with this Secret's token re-issues too).
+pub fn template_of<'a, K: Kind>(
+    obj: &'a K,
+    status: &StatusOf<K>,
+) -> std::borrow::Cow<'a, SecretTemplate> {
+    let template = obj.secret_template();
+    match &status.reissue_handled {
+        None => std::borrow::Cow::Borrowed(template),
+        Some(v) => {
+            let mut t = template.clone();
+            t.annotations
+                .insert(crate::crd::ANNOTATION_REISSUE.into(), v.clone());
+            std::borrow::Cow::Owned(t)
+        }
+    }
+}
+
 /// Reads the Secret. The spec's labels, annotations and type, and `desired` (the whole data
 /// the spec asks for around the token the Secret holds, see [`desired_data`]), tell whether a
 /// refresh is due: a format key edited by hand, or one the spec no longer asks for, is.

@@ -51,6 +51,20 @@ pub(crate) fn seen(stores: &SecretStores, namespace: &str, name: &str) -> Seen {
     }
 }
 
+/// The value of annotation `key` on Secret `name` in `namespace`, as the watch shows it.
+pub(crate) fn annotation(
+    stores: &SecretStores,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Option<String> {
+    stores
+        .iter()
+        .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+        .and_then(|(_, store)| store.get(&ObjectRef::new(name).within(namespace)))
+        .and_then(|s| s.annotations().get(key).cloned())
+}
+
 /// Whether the watch shows Secret `name` in `namespace` deleted (Terminating) while the
 /// resource `uid` controls it.
 pub(crate) fn terminating_controlled(

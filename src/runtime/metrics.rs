@@ -194,6 +194,7 @@ pub struct Metrics {
     revocations_abandoned: Family<KindLabels, Counter>,
     revocations: Family<ErrorLabels, Counter>,
     renewals_outside_window: Family<KindLabels, Counter>,
+    reissues: Family<ErrorLabels, Counter>,
     leader: Gauge,
     foreign_installations: Gauge,
     cache_entries: Family<CacheLabels, Gauge>,
@@ -228,6 +229,7 @@ impl Metrics {
         let revocations_abandoned = Family::<KindLabels, Counter>::default();
         let revocations = Family::<ErrorLabels, Counter>::default();
         let renewals_outside_window = Family::<KindLabels, Counter>::default();
+        let reissues = Family::<ErrorLabels, Counter>::default();
         let leader = Gauge::default();
         let foreign_installations = Gauge::default();
         let cache_entries = Family::<CacheLabels, Gauge>::default();
@@ -287,6 +289,11 @@ impl Metrics {
             renewals_outside_window.clone(),
         );
         registry.register(
+            "nuclia_operator_reissues",
+            "Resources that re-issued their credential because nuclia.dev/reissue-minted marked the login Secret it was minted with, by resource kind and reason (Reissued, Failed)",
+            reissues.clone(),
+        );
+        registry.register(
             "nuclia_operator_leader",
             "1 when this replica is the one acting (leader, or leader election disabled), else 0",
             leader.clone(),
@@ -327,6 +334,7 @@ impl Metrics {
             revocations_abandoned,
             revocations,
             renewals_outside_window,
+            reissues,
             leader,
             foreign_installations,
             cache_entries,
@@ -452,6 +460,16 @@ impl Metrics {
     /// Counts a token revoked (or found already gone) at Nuclia; `reason` says why.
     pub fn revoked(&self, kind: &str, reason: &str) {
         self.revocations
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a resource's re-issue after `nuclia.dev/reissue-minted` (`Reissued`, `Failed`).
+    pub fn reissued(&self, kind: &str, reason: &str) {
+        self.reissues
             .get_or_create(&ErrorLabels {
                 kind: kind.to_owned(),
                 reason: reason.to_owned(),

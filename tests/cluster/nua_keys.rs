@@ -279,6 +279,139 @@ async fn nua_key_chain_pat_nua_kb() {
     w.assert_log_has_no_tokens().await;
 }
 
+/// A login that may have leaked (issue 28, item 3): a chain login → PAT → NUA key (with KB
+/// management) → KB key; the team puts a new value in the login Secret and marks it with
+/// `nuclia.dev/reissue-minted`. Every credential down the chain re-issues, every old one is
+/// refused by Nuclia at once, every Secret holds a working new one, the login Secret's Event
+/// counts them; deleting everything revokes everything.
+#[tokio::test]
+async fn a_leaked_login_reissues_the_whole_chain() {
+    let mut w = World::new("nua-leak").await;
+    let bootstrap = w.fake.bootstrap.pat.clone();
+    w.create_secret("login", "token", &bootstrap).await;
+    w.start_operator(&[]);
+    w.kubectl_apply(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaPersonalToken\nmetadata: {name: root}\nspec:\n  description: chain root\n  days: 1\n  auth: {secretRef: {name: login}}\n",
+    );
+    w.kubectl_apply(
+        &nua_manifest("mgr", "  allowKbManagement: true\n")
+            .replace("secretRef: {name: login}", "secretRef: {name: root}"),
+    );
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    w.kubectl_apply(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: search}}\nspec:\n  kbUrl: {kb_url}\n  auth: {{secretRef: {{name: mgr, key: token}}, type: NuaKey}}\n"
+    ));
+    let pats: Api<nuclia_token_operator::crd::NucliaPersonalToken> =
+        Api::namespaced(w.client.clone(), &w.ns);
+    let nuas = nua_api(&w);
+    let kbs: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &w.ns);
+    let root = wait_status(&pats, "root", MINUTE, "Ready", ready).await;
+    let mgr = wait_status(&nuas, "mgr", MINUTE, "Ready", ready).await;
+    let search = wait_status(&kbs, "search", MINUTE, "Ready", ready).await;
+    let uids = [
+        pats.get("root").await.unwrap().uid_str(),
+        nuas.get("mgr").await.unwrap().uid_str(),
+        kbs.get("search").await.unwrap().uid_str(),
+    ];
+    let old = (
+        w.secret_value("root", "token").await.unwrap(),
+        w.secret_value("mgr", "token").await.unwrap(),
+        w.secret_value("search", "token").await.unwrap(),
+    );
+    assert!(w.pat_works(&old.0).await && nua_works(&w, &old.1).await);
+    assert!(w.kb_key_works(&kb_url, &old.2).await);
+
+    // The team replaces the login and marks it.
+    let fresh = w
+        .mint_pat(&bootstrap, serde_json::json!({"description": "new login", "days": 30}))
+        .await;
+    let fresh = fresh["token"].as_str().expect("a new PAT").to_owned();
+    let secret = serde_json::json!({
+        "metadata": {"annotations": {"nuclia.dev/reissue-minted": "leak-1"}},
+        "stringData": {"token": fresh},
+    });
+    w.secrets()
+        .patch(
+            "login",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(secret),
+        )
+        .await
+        .unwrap();
+    let reissued = |old: &Option<String>| {
+        let old = old.clone();
+        move |s: &nuclia_token_operator::crd::CredentialStatus| {
+            ready(s) && s.token_id != old && s.reissue_handled.as_deref() == Some("leak-1")
+        }
+    };
+    wait_status(&pats, "root", MINUTE, "root re-issued", reissued(&root.token_id)).await;
+    wait_status(&nuas, "mgr", MINUTE, "mgr re-issued", reissued(&mgr.token_id)).await;
+    wait_status(&kbs, "search", MINUTE, "search re-issued", reissued(&search.token_id)).await;
+    // Every old credential is refused at once (no grace), every new one works.
+    let refused = common::poll(MINUTE, || async {
+        (!w.pat_works(&old.0).await
+            && !nua_works(&w, &old.1).await
+            && !w.kb_key_works(&kb_url, &old.2).await)
+            .then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "an old credential of the chain still works");
+    let new = (
+        w.secret_value("root", "token").await.unwrap(),
+        w.secret_value("mgr", "token").await.unwrap(),
+        w.secret_value("search", "token").await.unwrap(),
+    );
+    assert!(w.pat_works(&new.0).await, "the new PAT works");
+    assert!(nua_works(&w, &new.1).await, "the new NUA key works");
+    assert!(w.kb_key_works(&kb_url, &new.2).await, "the new KB key works");
+    // The mark went down the chain on the managed Secrets.
+    let mark = |name: &'static str| {
+        let secrets = w.secrets();
+        async move {
+            secrets.get(name).await.unwrap().metadata.annotations.unwrap_or_default()
+                ["nuclia.dev/reissue-minted"]
+                .clone()
+        }
+    };
+    assert_eq!(mark("root").await, "leak-1");
+    assert_eq!(mark("mgr").await, "leak-1");
+    // Events: one per resource, and the login Secret's running count.
+    for (name, reasons) in [
+        ("root", w.event_reasons("root").await),
+        ("mgr", w.event_reasons("mgr").await),
+        ("search", w.event_reasons("search").await),
+    ] {
+        assert!(reasons.iter().any(|r| r == "CredentialReissued"), "{name}: {reasons:?}");
+    }
+    let counted = common::poll(Duration::from_secs(30), || async {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(w.client.clone(), &w.ns);
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("ReissueProgress"))
+            .filter_map(|e| e.note.clone())
+            .find(|n| n.contains("1 credential(s)"))
+    })
+    .await;
+    assert!(counted.is_some(), "the login Secret's Event counts the re-issue");
+
+    // Delete down the chain from the leaves: everything revoked.
+    kbs.delete("search", &DeleteParams::default()).await.unwrap();
+    wait_gone(&kbs, "search").await;
+    nuas.delete("mgr", &DeleteParams::default()).await.unwrap();
+    wait_gone(&nuas, "mgr").await;
+    pats.delete("root", &DeleteParams::default()).await.unwrap();
+    wait_gone(&pats, "root").await;
+    assert!(!w.kb_key_works(&kb_url, &new.2).await);
+    assert!(!nua_works(&w, &new.1).await);
+    assert!(!w.pat_works(&new.0).await);
+    for uid in &uids {
+        assert!(w.live_marked(uid).await.is_empty(), "{uid}: tokens left");
+    }
+    w.assert_log_has_no_tokens().await;
+}
+
 /// The real `nuclia` SDK (PyPI, `tests/sdk/provision.sh`) with the Secret's `config` file and
 /// no login: its default NUA is the operator's key, and the SDK's own NUA validation (decode
 /// the key's payload, call `/api/authorizer/info` at its `iss`) accepts it; after deletion it

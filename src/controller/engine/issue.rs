@@ -63,6 +63,7 @@ impl<K: Kind> Engine<'_, K> {
         // reached the Secret becomes the status.
         let mut next = self.status.clone();
         let replaced = next.token_id.clone();
+        let replaced_scope = next.scope.clone();
         let token_hash = lifecycle::token_hash(minted.token.expose());
         let evicted = lifecycle::record_issue(
             &mut next,
@@ -78,6 +79,17 @@ impl<K: Kind> Engine<'_, K> {
             grace_end,
             grace.in_window(),
         );
+        // A login that may have leaked: what else it minted goes at once too.
+        let mut revoked_now = usize::from(replaced.is_some());
+        if reason == IssueReason::CredentialReissued
+            && let Some(source) = &replaced_scope
+        {
+            revoked_now += lifecycle::revoke_minted_with(&mut next, source, self.now).len();
+        }
+        // The login's `nuclia.dev/reissue-minted` as this token is minted: a later value
+        // re-issues it (and the Secret carries it on, for what is minted with this token).
+        let ns = self.obj.namespace().unwrap_or_default();
+        next.reissue_handled = self.ctx.reissue_request(&ns, Some(&scope));
         if let Err(e) = self
             .write_secret(secret_name, &minted.token, &next, view)
             .await
@@ -114,7 +126,29 @@ impl<K: Kind> Engine<'_, K> {
         self.ctx.mark_verified(&self.uid, self.now);
         self.upstream_dead = false;
         self.report_issue(reason, policy, &minted.id, minted.not_after, &evicted);
+        if reason == IssueReason::CredentialReissued {
+            self.reissue_done(replaced_scope.as_ref(), Some(revoked_now));
+        }
         Ok(())
+    }
+
+    /// Counts this resource's re-issue after `nuclia.dev/reissue-minted` on the login `source`
+    /// (the scope of the token it replaced) names: done, revoking `revoked` at once, or failed.
+    pub(super) fn reissue_done(&self, source: Option<&crate::crd::TokenScope>, revoked: Option<usize>) {
+        let (Some(login), Some(value)) = (
+            source.and_then(|s| s.credential.as_ref()),
+            self.reissue_request.as_deref(),
+        ) else {
+            return;
+        };
+        self.ctx.reissue_done(
+            K::kind(&()).as_ref(),
+            &self.obj.namespace().unwrap_or_default(),
+            &login.name,
+            value,
+            &self.uid,
+            revoked,
+        );
     }
 
     /// Restarts `spec.rolloutRestartTargets` now that the Secret holds token `id`, and starts
@@ -188,6 +222,7 @@ impl<K: Kind> Engine<'_, K> {
         let (event, warning) = match reason {
             IssueReason::Initial | IssueReason::Renewal | IssueReason::RotateRequested => return,
             IssueReason::SecretRepaired => ("SecretRepaired", true),
+            IssueReason::CredentialReissued => ("CredentialReissued", true),
             IssueReason::RevokedUpstream => ("RevokedUpstream", true),
             IssueReason::Expired => ("Rotated", true),
             _ => ("Rotated", false),
@@ -225,9 +260,10 @@ impl<K: Kind> Engine<'_, K> {
             return Ok(());
         };
         let data = secret::desired_data(self.obj, status, token.expose());
+        let template = secret::template_of(self.obj, status);
         let desired = secret::Desired {
             name,
-            template: self.obj.secret_template(),
+            template: &template,
             owner: owner_ref(self.obj),
             data,
             token_id: id,

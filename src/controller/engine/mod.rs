@@ -96,6 +96,8 @@ struct Engine<'a, K: Kind> {
     auth_token: Option<ApiToken>,
     /// Verification found the current token gone upstream: the Secret holds a dead token.
     upstream_dead: bool,
+    /// `nuclia.dev/reissue-minted` on the Secret the current token was minted with.
+    reissue_request: Option<String>,
 }
 
 impl<'a, K: Kind> Engine<'a, K> {
@@ -122,6 +124,10 @@ impl<'a, K: Kind> Engine<'a, K> {
             read_ahead: None,
             auth_token: None,
             upstream_dead: false,
+            reissue_request: ctx.reissue_request(
+                &ns,
+                obj.cr_status().and_then(|s| s.scope.as_ref()),
+            ),
         }
     }
 
@@ -154,7 +160,7 @@ impl<'a, K: Kind> Engine<'a, K> {
             &secret_name(obj),
             &owner_ref(obj),
             obj.token_key(),
-            obj.secret_template(),
+            &secret::template_of(obj, status),
             |token| secret::desired_data(obj, status, token),
         )
         .await

@@ -31,9 +31,10 @@ pub(crate) async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result
     let uid = obj.uid().unwrap_or_default();
     let result = if obj.meta().deletion_timestamp.is_some() {
         super::revoke::cleanup(obj.as_ref(), &ctx).await
-    } else if let Some(wait) =
-        ctx.memo
-            .unchanged(&uid, obj.resource_version().as_deref(), crate::clock::now())
+    } else if !reissue_asked(obj.as_ref(), &ctx)
+        && let Some(wait) =
+            ctx.memo
+                .unchanged(&uid, obj.resource_version().as_deref(), crate::clock::now())
     {
         ctx.metrics.reconcile_skipped(K::kind(&()).as_ref());
         return Ok(Action::requeue(wait));
@@ -52,6 +53,17 @@ pub(crate) async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result
         m.remove(&uid);
     }
     result
+}
+
+/// A login the current token was minted with carries a `nuclia.dev/reissue-minted` value this
+/// resource has not acted on: news the memo cannot see (it follows the resource and its own
+/// Secret), brought by the watch of that login Secret.
+fn reissue_asked<K: Kind>(obj: &K, ctx: &Context) -> bool {
+    let Some(status) = obj.cr_status() else {
+        return false;
+    };
+    ctx.reissue_request(&obj.namespace().unwrap_or_default(), status.scope.as_ref())
+        .is_some_and(|v| status.reissue_handled.as_ref() != Some(&v))
 }
 
 /// Exponential backoff with jitter per resource; rate limits wait at least `Retry-After`;
@@ -133,6 +145,7 @@ impl<K: Kind> Engine<'_, K> {
             secret,
             rotate_request: annotations.get(ANNOTATION_ROTATE).map(String::as_str),
             revoke_now_request: annotations.get(ANNOTATION_REVOKE_NOW).map(String::as_str),
+            reissue_request: self.reissue_request.as_deref(),
             last_verified: self.ctx.last_verified(&self.uid),
             verify_interval: chrono_dur(self.ctx.settings.verify_interval),
             min_issue_interval: chrono_dur(self.ctx.settings.min_issue_interval),
@@ -263,8 +276,14 @@ impl<K: Kind> Engine<'_, K> {
                 if plan.renewal_forced && reason == lifecycle::IssueReason::Renewal {
                     self.renewing_outside_window(&plan);
                 }
-                self.issue(reason, plan.grace, &policy, &view, &secret_name)
-                    .await?
+                let issued = self
+                    .issue(reason, plan.grace, &policy, &view, &secret_name)
+                    .await;
+                if issued.is_err() && reason == lifecycle::IssueReason::CredentialReissued {
+                    let source = self.status.scope.clone();
+                    self.reissue_done(source.as_ref(), None);
+                }
+                issued?
             }
             Step::RefreshSecret => self.refresh_secret(&secret_name, &view).await?,
             Step::Verify => {

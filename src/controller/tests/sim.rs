@@ -185,6 +185,11 @@ enum Act {
         target: usize,
         on: bool,
     },
+    /// The team replaces a login that may have leaked and marks it
+    /// (`nuclia.dev/reissue-minted`): what it minted, and what that minted, re-issues.
+    LeakLogin {
+        ns: usize,
+    },
     /// The action, and the next one at once: no reconcile in between (a patch, then a
     /// deletion, as one `kubectl apply` of two documents would).
     Quick(Box<Act>),
@@ -201,7 +206,7 @@ enum FaultHow {
 fn random_act(rng: &mut StdRng) -> Act {
     let target = rng.random_range(0..16);
     let ns = usize::from(rng.random_bool(0.3));
-    match rng.random_range(0..106) {
+    match rng.random_range(0..109) {
         0..25 => Act::Create {
             flavor: [
                 Flavor::Personal,
@@ -273,10 +278,11 @@ fn random_act(rng: &mut StdRng) -> Act {
             target,
             which: rng.random_range(0..WINDOW_CHOICES),
         },
-        _ => Act::Suspend {
+        103..106 => Act::Suspend {
             target,
             on: rng.random_bool(0.6),
         },
+        _ => Act::LeakLogin { ns },
     }
 }
 
@@ -433,6 +439,10 @@ struct Sim {
     seen_creds: HashSet<String>,
     /// Tokens replaced by a scheduled renewal inside a window: their revocation must be too.
     window_replaced: HashSet<String>,
+    /// Tokens minted, directly or down a chain, with a login marked leaked: token id → the
+    /// resource's UID and the mark (I9).
+    leaked: BTreeMap<String, (String, String)>,
+    leaks: u32,
     errors: Vec<String>,
     violations: Vec<Violation>,
     trace: Vec<String>,
@@ -533,6 +543,8 @@ impl Sim {
             mints: HashMap::new(),
             seen_creds: HashSet::new(),
             window_replaced: HashSet::new(),
+            leaked: BTreeMap::new(),
+            leaks: 0,
             errors: Vec::new(),
             violations: Vec::new(),
             trace: Vec::new(),
@@ -984,6 +996,7 @@ impl Sim {
                     format!("windows={what}"),
                 )
             }
+            Act::LeakLogin { ns } => self.leak_login(NAMESPACES[ns]),
             Act::Suspend { target, on } => self.edit(
                 target,
                 json!({"spec": {"suspend": on}}),
@@ -999,6 +1012,62 @@ impl Sim {
         };
         let code = self.server.merge(&t.path, &patch);
         format!("{} {what} ({code})", t.path)
+    }
+
+    /// Replaces the login of `ns` with a new PAT and marks it with a new
+    /// `nuclia.dev/reissue-minted` value; every token then live that was minted with it, or
+    /// down a chain with a Secret of a resource minted with it, must go (I9).
+    fn leak_login(&mut self, ns: &str) -> String {
+        if self.server.namespace_terminating(ns) {
+            return format!("leak login in {ns} (namespace terminating)");
+        }
+        self.leaks += 1;
+        let value = format!("leak-{}", self.leaks);
+        let login = self.mint_login("sim login");
+        self.put_secret(ns, "login", &[("token", &login)]);
+        let path = secret_path(ns, "login");
+        self.server.merge(
+            &path,
+            &json!({"metadata": {"annotations": {crate::crd::ANNOTATION_REISSUE: value}}}),
+        );
+        // The chain: tokens minted with the login, then with those resources' Secrets.
+        let resources = self.all_resources();
+        let mut secrets: HashSet<String> = HashSet::from(["login".to_owned()]);
+        let mut tokens = Vec::new();
+        loop {
+            let before = secrets.len();
+            for (p, v) in &resources {
+                if namespace_of(p) != ns || is_deleting(v) {
+                    continue;
+                }
+                let s = status_of(v);
+                let from = |scope: &Option<crate::crd::TokenScope>| {
+                    scope
+                        .as_ref()
+                        .and_then(|sc| sc.credential.as_ref())
+                        .is_some_and(|c| secrets.contains(&c.name))
+                };
+                let mut minted = Vec::new();
+                if from(&s.scope) {
+                    minted.extend(s.token_id.clone());
+                    secrets.extend(s.secret_name.clone());
+                }
+                minted.extend(
+                    s.previous_tokens
+                        .iter()
+                        .filter(|t| from(&t.scope))
+                        .map(|t| t.id.clone()),
+                );
+                let uid = v["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+                tokens.extend(minted.into_iter().map(|id| (id, uid.clone())));
+            }
+            if secrets.len() == before {
+                break;
+            }
+        }
+        let n = tokens.len();
+        self.leaked.extend(tokens.into_iter().map(|(id, uid)| (id, (uid, value.clone()))));
+        format!("replace Secret {ns}/login and mark it {value} ({n} token(s) minted down the chain)")
     }
 
     fn revoke_out_of_band(&mut self, id: &str) {
@@ -1865,6 +1934,58 @@ impl Sim {
                 });
             }
         }
+        // I9: a token minted, directly or down a chain, with a login marked leaked is revoked
+        // once its resource can act: not when it is suspended, failing or stalled, nor while
+        // the Secret it was minted with does not carry the mark (the resource up the chain
+        // has not re-issued: it is judged itself), nor when it was kept or abandoned.
+        let by_uid: HashMap<&str, (&String, &Value)> = resources
+            .iter()
+            .filter_map(|(p, r)| Some((r["metadata"]["uid"].as_str()?, (p, r))))
+            .collect();
+        let mut revoked_leaks = Vec::new();
+        for (id, (uid, mark)) in &self.leaked {
+            if !live(id) {
+                revoked_leaks.push(id.clone());
+                continue;
+            }
+            let Some((path, r)) = by_uid.get(uid.as_str()) else {
+                continue;
+            };
+            let s = status_of(r);
+            let scope = s
+                .scope
+                .as_ref()
+                .filter(|_| s.token_id.as_ref() == Some(id))
+                .or_else(|| {
+                    s.previous_tokens
+                        .iter()
+                        .find(|p| &p.id == id)
+                        .and_then(|p| p.scope.as_ref())
+                });
+            let marked = scope
+                .and_then(|sc| sc.credential.as_ref())
+                .and_then(|c| {
+                    self.server
+                        .get::<Value>(&secret_path(&namespace_of(path), &c.name))
+                })
+                .is_some_and(|sec| {
+                    sec["metadata"]["annotations"][crate::crd::ANNOTATION_REISSUE] == mark.as_str()
+                });
+            let waits = is_deleting(r)
+                || r["spec"]["suspend"] == true
+                || self.failing.contains(uid)
+                || s.condition("Stalled").is_some_and(|c| c.status == "True")
+                || self.kept.contains_key(id)
+                || abandoned.contains(id.as_str());
+            if marked && !waits {
+                v.push(Violation {
+                    invariant: "I9",
+                    what: format!(
+                        "{path}: token {id}, minted with a login marked {mark} (or down its chain), is still live"
+                    ),
+                });
+            }
+        }
         // I1: what an Orphan deletion kept stays valid (unless a resource of the same name
         // adopted it from the Secret the deletion kept: then that resource's policy counts)...
         let recorded: HashSet<(String, String)> = resources
@@ -1937,6 +2058,9 @@ impl Sim {
             }
         }
         drop(st);
+        for id in revoked_leaks {
+            self.leaked.remove(&id);
+        }
         self.violations.extend(v);
     }
 }
@@ -2425,4 +2549,50 @@ async fn a_suspended_resource_waits_in_the_simulation() {
     );
     sim.check(false, "");
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+/// A login marked leaked in the simulation (I9 can fail): every resource that minted with it
+/// re-issues, its old tokens are refused by Nuclia at once, and the Secret's Event counts them.
+#[tokio::test]
+async fn a_leaked_login_reissues_what_it_minted_in_the_simulation() {
+    let mut sim = Sim::new().await;
+    for (flavor, name) in [(Flavor::Personal, 0), (Flavor::KbKey, 1)] {
+        sim.apply(&Act::Create {
+            flavor,
+            ns: 0,
+            name,
+            orphan: false,
+            self_renew: false,
+        });
+        sim.settle().await;
+    }
+    let before: Vec<(String, CredentialStatus)> = sim
+        .created
+        .iter()
+        .map(|t| (t.path.clone(), status_of(&sim.server.get(&t.path).unwrap())))
+        .collect();
+    sim.apply(&Act::LeakLogin { ns: 0 });
+    assert_eq!(sim.leaked.len(), 2, "two tokens minted with the login");
+    sim.settle().await;
+    sim.resync().await;
+    sim.check(false, "");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    for (path, old) in before {
+        let now = status_of(&sim.server.get(&path).unwrap());
+        assert_ne!(now.token_id, old.token_id, "{path} re-issued");
+        assert_eq!(now.reissue_handled.as_deref(), Some("leak-1"));
+        let st = sim.fake.shared.lock();
+        assert!(!token_live(&st, old.token_id.as_deref().unwrap()), "{path}'s old token revoked");
+    }
+    let progress: Vec<String> = sim
+        .server
+        .list("/apis/events.k8s.io/v1/")
+        .into_iter()
+        .filter(|(_, e)| e["reason"] == "ReissueProgress" && e["regarding"]["name"] == "login")
+        .filter_map(|(_, e)| e["note"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        progress.iter().any(|n| n.contains("2 credential(s)") && n.contains("0 failed")),
+        "{progress:?}"
+    );
 }
