@@ -129,6 +129,8 @@ impl<K: Kind> Engine<'_, K> {
         if reason == IssueReason::CredentialReissued {
             self.reissue_done(replaced_scope.as_ref(), Some(revoked_now));
         }
+        // The plan after this step judges the new token, minted with the login as it is now.
+        self.reissue_request = self.status.reissue_handled.clone();
         Ok(())
     }
 
