@@ -227,13 +227,14 @@ impl Context {
     /// as an Event on that Secret (ids, never values).
     pub(super) fn reissue_done(
         &self,
-        kind: &str,
-        namespace: &str,
+        resource: &k8s_openapi::api::core::v1::ObjectReference,
         login: &str,
         value: &str,
-        uid: &str,
         revoked: Option<usize>,
     ) {
+        let kind = resource.kind.as_deref().unwrap_or_default();
+        let namespace = resource.namespace.as_deref().unwrap_or_default();
+        let uid = resource.uid.as_deref().unwrap_or_default();
         let note = {
             let Ok(mut all) = self.reissues.lock() else {
                 return;
@@ -271,7 +272,14 @@ impl Context {
             namespace: Some(namespace.into()),
             ..Default::default()
         };
-        self.event(&secret, revoked.is_none(), "ReissueProgress", note);
+        // Related to the resource: one Event per resource (the recorder would fold them).
+        self.event_related(
+            &secret,
+            Some(resource.clone()),
+            revoked.is_none(),
+            "ReissueProgress",
+            note,
+        );
     }
 
     /// The credential `r` names in `namespace` (through the credential cache).
@@ -343,6 +351,19 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        self.event_related(obj_ref, None, warning, reason, note);
+    }
+
+    /// [`Self::event`], naming a second object it concerns (also what keeps Events of one
+    /// reason on one object apart: the recorder folds those with the same into one series).
+    pub(super) fn event_related(
+        &self,
+        obj_ref: &k8s_openapi::api::core::v1::ObjectReference,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_: if warning {
                 EventType::Warning
@@ -352,7 +373,7 @@ impl Context {
             reason: reason.into(),
             note: Some(note),
             action: reason.into(),
-            secondary: None,
+            secondary: related,
         };
         let recorder = self.recorder.clone();
         let obj_ref = obj_ref.clone();

@@ -143,14 +143,8 @@ impl<K: Kind> Engine<'_, K> {
         ) else {
             return;
         };
-        self.ctx.reissue_done(
-            K::kind(&()).as_ref(),
-            &self.obj.namespace().unwrap_or_default(),
-            &login.name,
-            value,
-            &self.uid,
-            revoked,
-        );
+        self.ctx
+            .reissue_done(&self.obj.object_ref(&()), &login.name, value, revoked);
     }
 
     /// Restarts `spec.rolloutRestartTargets` now that the Secret holds token `id`, and starts

@@ -1048,9 +1048,9 @@ impl Sim {
                         .is_some_and(|c| secrets.contains(&c.name))
                 };
                 let mut minted = Vec::new();
-                if from(&s.scope) {
+                let current = from(&s.scope);
+                if current {
                     minted.extend(s.token_id.clone());
-                    secrets.extend(s.secret_name.clone());
                 }
                 minted.extend(
                     s.previous_tokens
@@ -1058,6 +1058,9 @@ impl Sim {
                         .filter(|t| from(&t.scope))
                         .map(|t| t.id.clone()),
                 );
+                if current {
+                    secrets.extend(s.secret_name.clone());
+                }
                 let uid = v["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
                 tokens.extend(minted.into_iter().map(|id| (id, uid.clone())));
             }
