@@ -767,6 +767,10 @@ pub struct PreviousToken {
     /// Replaced by a scheduled renewal under rotation windows: revoked only inside one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_window: bool,
+    /// `nuclia.dev/reissue-minted` on the Secret it was minted with, when it was minted: a new
+    /// value there revokes it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reissue_handled: Option<String>,
     /// When it expires on its own (after that, nothing is left to revoke).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<DateTime<Utc>>,

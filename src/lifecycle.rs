@@ -170,6 +170,9 @@ pub struct Observation<'a> {
     /// The value of `nuclia.dev/reissue-minted` on the Secret the current token was minted
     /// with (a login that may have leaked).
     pub reissue_request: Option<&'a str>,
+    /// Replaced tokens whose login carries a `nuclia.dev/reissue-minted` value newer than their
+    /// mint: due at once.
+    pub leaked_previous: &'a [String],
     /// When the current token was last seen alive upstream (kept in memory, not in status,
     /// so that verification writes nothing).
     pub last_verified: Option<DateTime<Utc>>,
@@ -361,7 +364,10 @@ pub fn decide(o: &Observation<'_>) -> Plan {
     let revoke: Vec<PreviousToken> = s
         .previous_tokens
         .iter()
-        .filter(|p| p.revoke_at <= o.now && (!p.in_window || windows.contains(o.now)))
+        .filter(|p| {
+            (p.revoke_at <= o.now && (!p.in_window || windows.contains(o.now)))
+                || o.leaked_previous.contains(&p.id)
+        })
         .cloned()
         .collect();
     let (next_renewal, renewal_forced) = match next_renewal(o, renewal_time) {
@@ -372,8 +378,12 @@ pub fn decide(o: &Observation<'_>) -> Plan {
         Step::Issue(reason) if throttled(o) => Step::Wait(reason),
         step => step,
     };
+    // A login marked leaked: whatever this issue is for, what it replaces goes at once.
+    let leaked = o
+        .reissue_request
+        .is_some_and(|v| s.reissue_handled.as_deref() != Some(v));
     let grace = match &step {
-        Step::Issue(reason) if reason.revoke_replaced_now() => Grace::None,
+        Step::Issue(reason) if reason.revoke_replaced_now() || leaked => Grace::None,
         Step::Issue(IssueReason::Renewal) if !windows.is_empty() && !renewal_forced => {
             Grace::InWindow(o.policy.revoke_previous_after)
         }
@@ -781,6 +791,7 @@ pub fn record_issue(
             id: old,
             revoke_at: grace_end,
             in_window,
+            reissue_handled: status.reissue_handled.take(),
             not_after: status.not_after,
             scope,
         });
@@ -992,6 +1003,7 @@ mod tests {
             rotate_request: None,
             revoke_now_request: None,
             reissue_request: None,
+            leaked_previous: &[],
             last_verified: Some(t(now)),
             verify_interval: Duration::minutes(10),
             min_issue_interval: Duration::seconds(10),
@@ -1183,6 +1195,7 @@ mod tests {
                 id: "old-1".into(),
                 revoke_at: t("2026-11-10T00:00:00Z"),
                 in_window: false,
+                reissue_handled: None,
                 service_account_id: None,
                 not_after: None,
                 scope: None,
@@ -1191,6 +1204,7 @@ mod tests {
                 id: "old-2".into(),
                 revoke_at: t("2026-11-10T00:30:00Z"),
                 in_window: false,
+                reissue_handled: None,
                 service_account_id: None,
                 not_after: None,
                 scope: None,
@@ -1565,6 +1579,7 @@ mod tests {
             id: id.into(),
             revoke_at: t(revoke_at),
             in_window: false,
+            reissue_handled: None,
             service_account_id: None,
             not_after: None,
             scope: None,
@@ -1954,6 +1969,7 @@ mod tests {
             id: "old".into(),
             revoke_at: t("2026-11-21T03:10:00Z"),
             in_window: true,
+            reissue_handled: None,
             not_after: None,
             service_account_id: None,
             scope: None,
@@ -1996,6 +2012,7 @@ mod tests {
             id: "old".into(),
             revoke_at: t("2026-11-02T00:00:00Z"),
             in_window: false,
+            reissue_handled: None,
             not_after: None,
             service_account_id: None,
             scope: None,
@@ -2085,6 +2102,7 @@ mod tests {
             id: id.into(),
             revoke_at: t("2026-11-10T13:00:00Z"),
             in_window: true,
+            reissue_handled: None,
             not_after: None,
             service_account_id: None,
             scope: Some(scope),

@@ -26,8 +26,10 @@ pub struct ResourceIndex {
 struct Entry {
     /// The Secret of its namespace it reads its credential from (none for a cluster credential).
     secret: Option<String>,
-    /// While suspended, the Secret it should own.
-    watched: Option<String>,
+    /// Other Secrets whose events it must hear: while suspended, the Secret it should own; the
+    /// logins its recorded tokens were minted with (a `nuclia.dev/reissue-minted` mark there
+    /// revokes them).
+    watched: Vec<String>,
     uid: Option<String>,
     /// Its token and its previous tokens.
     tokens: Vec<String>,
@@ -40,7 +42,29 @@ impl Entry {
                 .cluster_credential()
                 .is_none()
                 .then(|| o.auth_ref().name.clone()),
-            watched: o.lifecycle().suspend.then(|| super::secret::secret_name(o)),
+            watched: {
+                let spec_login = o
+                    .cluster_credential()
+                    .is_none()
+                    .then(|| o.auth_ref().name.clone());
+                let mut names: Vec<String> = o
+                    .lifecycle()
+                    .suspend
+                    .then(|| super::secret::secret_name(o))
+                    .into_iter()
+                    .chain(o.cr_status().into_iter().flat_map(|s| {
+                        s.scope
+                            .iter()
+                            .chain(s.previous_tokens.iter().filter_map(|p| p.scope.as_ref()))
+                            .filter_map(|sc| sc.credential.as_ref().map(|c| c.name.clone()))
+                            .collect::<Vec<_>>()
+                    }))
+                    .filter(|n| Some(n) != spec_login.as_ref())
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+            },
             uid: o.uid(),
             tokens: o
                 .cr_status()

@@ -79,11 +79,12 @@ impl<K: Kind> Engine<'_, K> {
             grace_end,
             grace.in_window(),
         );
-        // A login that may have leaked: what else it minted goes at once too.
+        // A login that may have leaked (whatever this issue is for: a repair may come first):
+        // what else it minted goes at once too.
+        let leaked = self.reissue_request.is_some()
+            && self.reissue_request != self.status.reissue_handled;
         let mut revoked_now = usize::from(replaced.is_some());
-        if reason == IssueReason::CredentialReissued
-            && let Some(source) = &replaced_scope
-        {
+        if leaked && let Some(source) = &replaced_scope {
             revoked_now += lifecycle::revoke_minted_with(&mut next, source, self.now).len();
         }
         // The login's `nuclia.dev/reissue-minted` as this token is minted: a later value
@@ -126,7 +127,7 @@ impl<K: Kind> Engine<'_, K> {
         self.ctx.mark_verified(&self.uid, self.now);
         self.upstream_dead = false;
         self.report_issue(reason, policy, &minted.id, minted.not_after, &evicted);
-        if reason == IssueReason::CredentialReissued {
+        if leaked {
             self.reissue_done(replaced_scope.as_ref(), Some(revoked_now));
         }
         // The plan after this step judges the new token, minted with the login as it is now.

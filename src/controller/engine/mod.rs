@@ -98,6 +98,8 @@ struct Engine<'a, K: Kind> {
     upstream_dead: bool,
     /// `nuclia.dev/reissue-minted` on the Secret the current token was minted with.
     reissue_request: Option<String>,
+    /// Replaced tokens minted before a `nuclia.dev/reissue-minted` value their login carries.
+    leaked_previous: Vec<String>,
 }
 
 impl<'a, K: Kind> Engine<'a, K> {
@@ -128,6 +130,19 @@ impl<'a, K: Kind> Engine<'a, K> {
                 &ns,
                 obj.cr_status().and_then(|s| s.scope.as_ref()),
             ),
+            leaked_previous: obj
+                .cr_status()
+                .map(|s| {
+                    s.previous_tokens
+                        .iter()
+                        .filter(|p| {
+                            ctx.reissue_request(&ns, p.scope.as_ref())
+                                .is_some_and(|v| p.reissue_handled.as_ref() != Some(&v))
+                        })
+                        .map(|p| p.id.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

@@ -62,8 +62,13 @@ fn reissue_asked<K: Kind>(obj: &K, ctx: &Context) -> bool {
     let Some(status) = obj.cr_status() else {
         return false;
     };
-    ctx.reissue_request(&obj.namespace().unwrap_or_default(), status.scope.as_ref())
+    let ns = obj.namespace().unwrap_or_default();
+    ctx.reissue_request(&ns, status.scope.as_ref())
         .is_some_and(|v| status.reissue_handled.as_ref() != Some(&v))
+        || status.previous_tokens.iter().any(|p| {
+            ctx.reissue_request(&ns, p.scope.as_ref())
+                .is_some_and(|v| p.reissue_handled.as_ref() != Some(&v))
+        })
 }
 
 /// Exponential backoff with jitter per resource; rate limits wait at least `Retry-After`;
@@ -146,6 +151,7 @@ impl<K: Kind> Engine<'_, K> {
             rotate_request: annotations.get(ANNOTATION_ROTATE).map(String::as_str),
             revoke_now_request: annotations.get(ANNOTATION_REVOKE_NOW).map(String::as_str),
             reissue_request: self.reissue_request.as_deref(),
+            leaked_previous: &self.leaked_previous,
             last_verified: self.ctx.last_verified(&self.uid),
             verify_interval: chrono_dur(self.ctx.settings.verify_interval),
             min_issue_interval: chrono_dur(self.ctx.settings.min_issue_interval),

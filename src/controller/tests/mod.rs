@@ -877,6 +877,7 @@ async fn a_deletion_without_the_login_revokes_with_the_managed_token() {
         id: "replaced".into(),
         revoke_at: w.now + chrono::Duration::hours(1),
         in_window: false,
+        reissue_handled: None,
         not_after: Some(w.now + chrono::Duration::days(20)),
         service_account_id: None,
         scope: status.scope.clone(),
@@ -1131,6 +1132,7 @@ async fn a_replaced_token_is_never_revoked_with_another_logins_token() {
         id: "replaced".into(),
         revoke_at: w.now + chrono::Duration::hours(1),
         in_window: false,
+        reissue_handled: None,
         not_after: Some(w.now + chrono::Duration::days(20)),
         service_account_id: None,
         scope: Some(TokenScope {
@@ -1168,6 +1170,7 @@ async fn the_previous_tokens_gauge_follows_status_and_goes_with_the_resource() {
         id: "replaced".into(),
         revoke_at: due,
         in_window: false,
+        reissue_handled: None,
         not_after: Some(not_after),
         service_account_id: None,
         scope: status.scope.clone(),

@@ -271,6 +271,7 @@ async fn a_replaced_token_without_upstream_expiry_stays_recorded() {
         id: "replaced".into(),
         revoke_at: w.now - Duration::days(2),
         in_window: false,
+        reissue_handled: None,
         not_after: Some(period_end),
         service_account_id: None,
         scope: status.scope.clone(),

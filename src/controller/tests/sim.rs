@@ -1068,6 +1068,8 @@ impl Sim {
                 break;
             }
         }
+        tokens.sort();
+        tokens.dedup();
         let n = tokens.len();
         self.leaked.extend(tokens.into_iter().map(|(id, uid)| (id, (uid, value.clone()))));
         format!("replace Secret {ns}/login and mark it {value} ({n} token(s) minted down the chain)")
@@ -1488,6 +1490,20 @@ impl Sim {
                 || faults
                 || asked(ANNOTATION_ROTATE, &status.rotate_handled)
                 || asked(ANNOTATION_REVOKE_NOW, &status.revoke_now_handled)
+                || status
+                    .scope
+                    .as_ref()
+                    .and_then(|s| s.credential.as_ref())
+                    .and_then(|c| {
+                        self.server
+                            .get::<Value>(&secret_path(&namespace_of(path), &c.name))
+                    })
+                    .and_then(|sec| {
+                        sec["metadata"]["annotations"][crate::crd::ANNOTATION_REISSUE]
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .is_some_and(|mark| status.reissue_handled.as_ref() != Some(&mark))
                 || annotations[crate::crd::ANNOTATION_ISSUE_INTENT]
                     .as_str()
                     .and_then(crate::crd::IssueIntent::parse)
