@@ -73,6 +73,8 @@ pub struct SecretView {
     pub restored: bool,
     /// The expiry its annotation names.
     pub not_after: Option<DateTime<Utc>>,
+    /// The `nuclia.dev/reissue-minted` mark the owner had acted on when it wrote the token.
+    pub reissue_mark: Option<String>,
 }
 
 impl SecretView {
@@ -89,6 +91,7 @@ impl SecretView {
             owned_keys: Vec::new(),
             restored: false,
             not_after: None,
+            reissue_mark: None,
         }
     }
 
@@ -281,6 +284,7 @@ pub fn view_of(
             owned_keys: Vec::new(),
             restored: false,
             not_after: None,
+            reissue_mark: None,
         };
     }
     let data = secret.data.clone().unwrap_or_default();
@@ -337,6 +341,7 @@ pub fn view_of(
             .get(ANNOTATION_NOT_AFTER)
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc)),
+        reissue_mark: annotations.get(crate::crd::ANNOTATION_REISSUE).cloned(),
     }
 }
 

@@ -84,6 +84,7 @@ impl<K: Kind> Engine<'_, K> {
                 grace_end,
                 grace.in_window(),
             );
+            self.status.reissue_handled = view.reissue_mark.clone();
             self.secret_state = Some(view.state.clone());
             referenced.insert(id.clone());
             tracing::info!(token_id = %id, "adopted the token an interrupted issue left in the Secret");
@@ -186,6 +187,8 @@ impl<K: Kind> Engine<'_, K> {
             self.now,
             false,
         );
+        // The mark its owner had acted on when it wrote the token: a newer one re-issues it.
+        self.status.reissue_handled = view.reissue_mark.clone();
         self.secret_state = Some(view.state.clone());
         let note = format!(
             "adopted token {id} (valid until {}) from Secret {:?}, restored for an earlier {} of this name; nothing was minted",
