@@ -1994,6 +1994,11 @@ impl Sim {
                 || r["spec"]["suspend"] == true
                 || self.failing.contains(uid)
                 || s.condition("Stalled").is_some_and(|c| c.status == "True")
+                // its last attempt failed (a reconcile the memo answers during the backoff
+                // returns Ok, so `failing` alone does not say it)
+                || s.condition("Issuing").is_some_and(|c| {
+                    c.status == "False" && !matches!(c.reason.as_str(), "Idle" | "Suspended")
+                })
                 || self.kept.contains_key(id)
                 || abandoned.contains(id.as_str());
             if marked && !waits {
