@@ -263,7 +263,11 @@ impl Context {
                 t.failed.len()
             )
         };
-        let reason = if revoked.is_some() { "Reissued" } else { "Failed" };
+        let reason = if revoked.is_some() {
+            "Reissued"
+        } else {
+            "Failed"
+        };
         self.metrics.reissued(kind, reason);
         let secret = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("v1".into()),

@@ -108,11 +108,17 @@ pub(crate) fn controlled_by(stores: &SecretStores, namespace: &str, uid: &str) -
 }
 
 /// Keeps of a Secret's metadata only what the triggers and lookups use: labels, annotations
-/// (a `kubectl apply` annotation can hold a whole manifest) and managed fields are dropped.
+/// (a `kubectl apply` annotation can hold a whole manifest) and managed fields are dropped, but
+/// for the `nuclia.dev/reissue-minted` mark.
 pub(crate) fn slim(s: &mut PartialObjectMeta<Secret>) {
     let m = s.meta_mut();
     m.managed_fields = None;
-    m.annotations = None;
+    if let Some(a) = m.annotations.as_mut() {
+        a.retain(|k, _| k == crate::crd::ANNOTATION_REISSUE);
+    }
+    if m.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+        m.annotations = None;
+    }
     m.labels = None;
     m.finalizers = None;
     if let Some(refs) = m.owner_references.as_mut() {

@@ -323,7 +323,10 @@ async fn a_leaked_login_reissues_the_whole_chain() {
 
     // The team replaces the login and marks it.
     let fresh = w
-        .mint_pat(&bootstrap, serde_json::json!({"description": "new login", "days": 30}))
+        .mint_pat(
+            &bootstrap,
+            serde_json::json!({"description": "new login", "days": 30}),
+        )
         .await;
     let fresh = fresh["token"].as_str().expect("a new PAT").to_owned();
     let secret = serde_json::json!({
@@ -344,9 +347,30 @@ async fn a_leaked_login_reissues_the_whole_chain() {
             ready(s) && s.token_id != old && s.reissue_handled.as_deref() == Some("leak-1")
         }
     };
-    wait_status(&pats, "root", MINUTE, "root re-issued", reissued(&root.token_id)).await;
-    wait_status(&nuas, "mgr", MINUTE, "mgr re-issued", reissued(&mgr.token_id)).await;
-    wait_status(&kbs, "search", MINUTE, "search re-issued", reissued(&search.token_id)).await;
+    wait_status(
+        &pats,
+        "root",
+        MINUTE,
+        "root re-issued",
+        reissued(&root.token_id),
+    )
+    .await;
+    wait_status(
+        &nuas,
+        "mgr",
+        MINUTE,
+        "mgr re-issued",
+        reissued(&mgr.token_id),
+    )
+    .await;
+    wait_status(
+        &kbs,
+        "search",
+        MINUTE,
+        "search re-issued",
+        reissued(&search.token_id),
+    )
+    .await;
     // Every old credential is refused at once (no grace), every new one works.
     let refused = common::poll(MINUTE, || async {
         (!w.pat_works(&old.0).await
@@ -355,7 +379,10 @@ async fn a_leaked_login_reissues_the_whole_chain() {
             .then_some(())
     })
     .await;
-    assert!(refused.is_some(), "an old credential of the chain still works");
+    assert!(
+        refused.is_some(),
+        "an old credential of the chain still works"
+    );
     let new = (
         w.secret_value("root", "token").await.unwrap(),
         w.secret_value("mgr", "token").await.unwrap(),
@@ -363,13 +390,21 @@ async fn a_leaked_login_reissues_the_whole_chain() {
     );
     assert!(w.pat_works(&new.0).await, "the new PAT works");
     assert!(nua_works(&w, &new.1).await, "the new NUA key works");
-    assert!(w.kb_key_works(&kb_url, &new.2).await, "the new KB key works");
+    assert!(
+        w.kb_key_works(&kb_url, &new.2).await,
+        "the new KB key works"
+    );
     // The mark went down the chain on the managed Secrets.
     let mark = |name: &'static str| {
         let secrets = w.secrets();
         async move {
-            secrets.get(name).await.unwrap().metadata.annotations.unwrap_or_default()
-                ["nuclia.dev/reissue-minted"]
+            secrets
+                .get(name)
+                .await
+                .unwrap()
+                .metadata
+                .annotations
+                .unwrap_or_default()["nuclia.dev/reissue-minted"]
                 .clone()
         }
     };
@@ -381,7 +416,10 @@ async fn a_leaked_login_reissues_the_whole_chain() {
         ("mgr", w.event_reasons("mgr").await),
         ("search", w.event_reasons("search").await),
     ] {
-        assert!(reasons.iter().any(|r| r == "CredentialReissued"), "{name}: {reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r == "CredentialReissued"),
+            "{name}: {reasons:?}"
+        );
     }
     let counted = common::poll(Duration::from_secs(30), || async {
         let events: Api<k8s_openapi::api::events::v1::Event> =
@@ -394,10 +432,15 @@ async fn a_leaked_login_reissues_the_whole_chain() {
             .find(|n| n.contains("1 credential(s)"))
     })
     .await;
-    assert!(counted.is_some(), "the login Secret's Event counts the re-issue");
+    assert!(
+        counted.is_some(),
+        "the login Secret's Event counts the re-issue"
+    );
 
     // Delete down the chain from the leaves: everything revoked.
-    kbs.delete("search", &DeleteParams::default()).await.unwrap();
+    kbs.delete("search", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_gone(&kbs, "search").await;
     nuas.delete("mgr", &DeleteParams::default()).await.unwrap();
     wait_gone(&nuas, "mgr").await;

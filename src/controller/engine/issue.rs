@@ -81,8 +81,8 @@ impl<K: Kind> Engine<'_, K> {
         );
         // A login that may have leaked (whatever this issue is for: a repair may come first):
         // what else it minted goes at once too.
-        let leaked = self.reissue_request.is_some()
-            && self.reissue_request != self.status.reissue_handled;
+        let leaked =
+            self.reissue_request.is_some() && self.reissue_request != self.status.reissue_handled;
         let mut revoked_now = usize::from(replaced.is_some());
         if leaked && let Some(source) = &replaced_scope {
             revoked_now += lifecycle::revoke_minted_with(&mut next, source, self.now).len();
@@ -137,7 +137,11 @@ impl<K: Kind> Engine<'_, K> {
 
     /// Counts this resource's re-issue after `nuclia.dev/reissue-minted` on the login `source`
     /// (the scope of the token it replaced) names: done, revoking `revoked` at once, or failed.
-    pub(super) fn reissue_done(&self, source: Option<&crate::crd::TokenScope>, revoked: Option<usize>) {
+    pub(super) fn reissue_done(
+        &self,
+        source: Option<&crate::crd::TokenScope>,
+        revoked: Option<usize>,
+    ) {
         let (Some(login), Some(value)) = (
             source.and_then(|s| s.credential.as_ref()),
             self.reissue_request.as_deref(),

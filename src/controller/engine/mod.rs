@@ -126,10 +126,8 @@ impl<'a, K: Kind> Engine<'a, K> {
             read_ahead: None,
             auth_token: None,
             upstream_dead: false,
-            reissue_request: ctx.reissue_request(
-                &ns,
-                obj.cr_status().and_then(|s| s.scope.as_ref()),
-            ),
+            reissue_request: ctx
+                .reissue_request(&ns, obj.cr_status().and_then(|s| s.scope.as_ref())),
             leaked_previous: obj
                 .cr_status()
                 .map(|s| {

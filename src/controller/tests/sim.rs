@@ -1071,8 +1071,14 @@ impl Sim {
         tokens.sort();
         tokens.dedup();
         let n = tokens.len();
-        self.leaked.extend(tokens.into_iter().map(|(id, uid)| (id, (uid, value.clone()))));
-        format!("replace Secret {ns}/login and mark it {value} ({n} token(s) minted down the chain)")
+        self.leaked.extend(
+            tokens
+                .into_iter()
+                .map(|(id, uid)| (id, (uid, value.clone()))),
+        );
+        format!(
+            "replace Secret {ns}/login and mark it {value} ({n} token(s) minted down the chain)"
+        )
     }
 
     fn revoke_out_of_band(&mut self, id: &str) {
@@ -1286,7 +1292,9 @@ impl Sim {
             let mut meta =
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": v["metadata"].clone()});
             meta["metadata"]["managedFields"] = Value::Null;
-            if let Ok(m) = serde_json::from_value::<PartialObjectMeta<Secret>>(meta) {
+            if let Ok(mut m) = serde_json::from_value::<PartialObjectMeta<Secret>>(meta) {
+                // What the operator's watch keeps of it.
+                crate::controller::secret_watch::slim(&mut m);
                 metas.push(m);
             }
         }
@@ -2606,7 +2614,10 @@ async fn a_leaked_login_reissues_what_it_minted_in_the_simulation() {
         assert_ne!(now.token_id, old.token_id, "{path} re-issued");
         assert_eq!(now.reissue_handled.as_deref(), Some("leak-1"));
         let st = sim.fake.shared.lock();
-        assert!(!token_live(&st, old.token_id.as_deref().unwrap()), "{path}'s old token revoked");
+        assert!(
+            !token_live(&st, old.token_id.as_deref().unwrap()),
+            "{path}'s old token revoked"
+        );
     }
     let progress: Vec<String> = sim
         .server
@@ -2616,7 +2627,9 @@ async fn a_leaked_login_reissues_what_it_minted_in_the_simulation() {
         .filter_map(|(_, e)| e["note"].as_str().map(str::to_owned))
         .collect();
     assert!(
-        progress.iter().any(|n| n.contains("2 credential(s)") && n.contains("0 failed")),
+        progress
+            .iter()
+            .any(|n| n.contains("2 credential(s)") && n.contains("0 failed")),
         "{progress:?}"
     );
 }
