@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
+use kube::ResourceExt;
 use kube::api::Api;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,22 @@ pub struct ClusterCredentialPolicy {
     /// `SMEMBER` (the default: read-only keys), `SCONTRIBUTOR` or `SOWNER`.
     #[serde(default)]
     pub max_role: KbRole,
+    /// At most this many keys per namespace through this credential (current keys; a key in
+    /// its grace period after a rotation does not count). A resource that holds one keeps
+    /// renewing it; one that does not waits, `Ready=False` and `Issuing=False` with reason
+    /// `QuotaExceeded`, while its namespace holds this many (older resources first). Unset: no
+    /// limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_keys_per_namespace: Option<u32>,
+    /// At most this many keys minted per namespace through this credential in any hour
+    /// (renewals, rotations and repairs count; a re-issue after `nuclia.dev/reissue-minted`
+    /// does not). Beyond it the resource waits until the hour frees a slot: `Issuing=False`
+    /// with reason `QuotaExceeded` (and `Ready=False`, unless a valid key is in place). Counted by the running operator (a restart starts the
+    /// count again). Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_issues_per_namespace_per_hour: Option<u32>,
 }
 
 impl Default for ClusterCredentialPolicy {
@@ -84,6 +101,8 @@ impl Default for ClusterCredentialPolicy {
             all_namespaces: false,
             kinds: default_kinds(),
             max_role: KbRole::SMEMBER,
+            max_keys_per_namespace: None,
+            max_issues_per_namespace_per_hour: None,
         }
     }
 }
@@ -134,12 +153,52 @@ pub struct ClusterCredentialStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// Namespaces whose resources name this cluster credential now (allowed or not).
+    /// Namespaces whose resources name this cluster credential now (allowed or not) or hold
+    /// keys minted with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
     /// When Nuclia last accepted the credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified: Option<chrono::DateTime<chrono::Utc>>,
+    /// What each namespace uses of the credential (refreshed at least every minute while the
+    /// policy sets a quota, else every verify interval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["namespace"]))]
+    pub usage: Vec<NamespaceUsage>,
+}
+
+/// One namespace's use of a cluster credential.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceUsage {
+    pub namespace: String,
+    /// Current keys minted with the credential there.
+    pub keys: u32,
+    /// Keys minted with it there in the last hour (by this operator process).
+    pub issues_last_hour: u32,
+}
+
+/// Whether a resource of `namespace` that holds no key yet may get one under
+/// `spec.policy.maxKeysPerNamespace`: `holders` resources there hold keys, `ahead` older ones
+/// wait for one. The error is the message of a `QuotaExceeded` condition.
+pub fn check_keys(
+    name: &str,
+    policy: &ClusterCredentialPolicy,
+    namespace: &str,
+    holders: u32,
+    ahead: u32,
+) -> Result<(), String> {
+    match policy.max_keys_per_namespace {
+        Some(max) if holders.saturating_add(ahead) >= max => Err(format!(
+            "namespace {namespace:?} holds {holders} key(s) through NucliaClusterCredential {name:?}{}, its limit (spec.policy.maxKeysPerNamespace: {max}); delete one here, or ask a cluster admin to raise it",
+            if ahead > 0 {
+                format!(" and {ahead} older resource(s) wait for one")
+            } else {
+                String::new()
+            }
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl ClusterCredentialPolicy {
@@ -205,6 +264,8 @@ pub struct Resolved {
     pub secret_ref: SecretKeyRef,
     pub credential_type: CredentialType,
     pub token: ApiToken,
+    /// `nuclia.dev/reissue-minted` on the cluster credential, as read.
+    pub mark: Option<String>,
 }
 
 /// Resolves `name` for a resource of `kind` in `namespace` asking for `role`. With `check_policy`
@@ -254,10 +315,15 @@ pub async fn resolve(
             )),
             other => other,
         })?;
+    let mark = cc
+        .annotations()
+        .get(crate::crd::ANNOTATION_REISSUE)
+        .cloned();
     Ok(Resolved {
         secret_ref: cc.spec.secret_ref.clone(),
         credential_type: cc.spec.credential_type,
         token,
+        mark,
     })
 }
 
@@ -355,6 +421,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(check("c", &everyone, "x", &all, kb, None), Ok(()));
+    }
+
+    #[test]
+    fn a_key_quota_counts_holders_and_older_waiters() {
+        let p = ClusterCredentialPolicy {
+            max_keys_per_namespace: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(check_keys("c", &p, "a", 0, 0), Ok(()));
+        assert_eq!(check_keys("c", &p, "a", 1, 0), Ok(()));
+        assert_eq!(check_keys("c", &p, "a", 0, 1), Ok(()));
+        let full = check_keys("c", &p, "a", 2, 0).unwrap_err();
+        assert!(
+            full.contains("spec.policy.maxKeysPerNamespace: 2"),
+            "{full}"
+        );
+        let queued = check_keys("c", &p, "a", 1, 1).unwrap_err();
+        assert!(queued.contains("1 older resource(s) wait"), "{queued}");
+        let none = ClusterCredentialPolicy::default();
+        assert_eq!(check_keys("c", &none, "a", 500, 500), Ok(()));
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub enum Error {
     /// the role it asks for. Nothing is minted.
     #[error("{0}")]
     CredentialNotAllowed(String),
+    /// A cluster credential's quota for the resource's namespace is used up (its keys, or its
+    /// issues this hour); nothing is minted. `retry_after`: when the hour frees a slot.
+    #[error("{message}")]
+    QuotaExceeded {
+        message: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// The apiserver's own words (message, reason, code) rather than kube's debug dump of its
@@ -54,6 +61,7 @@ impl Error {
             Error::CredentialsMissing(_) => "CredentialsMissing",
             Error::SecretConflict(_) => "SecretConflict",
             Error::CredentialNotAllowed(_) => "CredentialNotAllowed",
+            Error::QuotaExceeded { .. } => "QuotaExceeded",
         }
     }
 
@@ -70,6 +78,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Nuclia(e) => e.retry_after(),
+            Error::QuotaExceeded { retry_after, .. } => *retry_after,
             _ => None,
         }
     }

@@ -379,9 +379,7 @@ pub fn decide(o: &Observation<'_>) -> Plan {
         step => step,
     };
     // A login marked leaked: whatever this issue is for, what it replaces goes at once.
-    let leaked = o
-        .reissue_request
-        .is_some_and(|v| s.reissue_handled.as_deref() != Some(v));
+    let leaked = reissue_pending(o.reissue_request, s.reissue_handled.as_deref());
     let grace = match &step {
         Step::Issue(reason) if reason.revoke_replaced_now() || leaked => Grace::None,
         Step::Issue(IssueReason::Renewal) if !windows.is_empty() && !renewal_forced => {
@@ -498,9 +496,7 @@ fn choose_step(o: &Observation<'_>, next_renewal: Option<DateTime<Utc>>) -> Step
     {
         return Step::Issue(IssueReason::RevokeNow);
     }
-    if let Some(v) = o.reissue_request
-        && s.reissue_handled.as_deref() != Some(v)
-    {
+    if reissue_pending(o.reissue_request, s.reissue_handled.as_deref()) {
         return Step::Issue(IssueReason::CredentialReissued);
     }
     if let Some(v) = o.rotate_request
@@ -820,6 +816,42 @@ pub fn record_issue(
             p.id.clone()
         })
         .collect()
+}
+
+/// A login's `nuclia.dev/reissue-minted` marks as one string: the value on its Secret and, for
+/// a `NucliaClusterCredential`, the value on that object after [`CLUSTER_MARK`] (either may be
+/// absent). Recorded as `reissueHandled` when a token is minted.
+pub fn reissue_mark(secret: Option<&str>, cluster: Option<&str>) -> Option<String> {
+    match (secret, cluster) {
+        (s, None) => s.map(str::to_owned),
+        (None, Some(c)) => Some(format!("{}{c}", CLUSTER_MARK.trim_start_matches("; "))),
+        (Some(s), Some(c)) => Some(format!("{s}{CLUSTER_MARK}{c}")),
+    }
+}
+
+/// Where a mark's `NucliaClusterCredential` part starts.
+pub const CLUSTER_MARK: &str = "; NucliaClusterCredential=";
+
+fn mark_parts(v: &str) -> (Option<&str>, Option<&str>) {
+    let bare = CLUSTER_MARK.trim_start_matches("; ");
+    if let Some(c) = v.strip_prefix(bare) {
+        return (None, Some(c));
+    }
+    match v.rsplit_once(CLUSTER_MARK) {
+        Some((s, c)) => (Some(s), Some(c)),
+        None => (Some(v), None),
+    }
+}
+
+/// Whether the login's marks (`request`) hold a value the token minted after `handled` has not
+/// seen: each part on its own, so that taking one mark away never re-issues.
+pub fn reissue_pending(request: Option<&str>, handled: Option<&str>) -> bool {
+    let Some(request) = request else {
+        return false;
+    };
+    let (s, c) = mark_parts(request);
+    let (hs, hc) = handled.map_or((None, None), mark_parts);
+    s.is_some_and(|v| Some(v) != hs) || c.is_some_and(|v| Some(v) != hc)
 }
 
 /// Break-glass for a login that may have leaked: every replaced token minted with the same
@@ -2064,6 +2096,36 @@ mod tests {
         let defaults = Windows::parse(&spec.rotation.windows, "d").unwrap();
         let e = policy().or_default_windows(&defaults).unwrap_err();
         assert!(e.starts_with("--default-rotation-windows[0]"), "{e}");
+    }
+
+    #[test]
+    fn each_mark_of_a_cluster_credential_counts_on_its_own() {
+        let both = reissue_mark(Some("s1"), Some("c1"));
+        assert_eq!(both.as_deref(), Some("s1; NucliaClusterCredential=c1"));
+        let only_cc = reissue_mark(None, Some("c1"));
+        assert_eq!(only_cc.as_deref(), Some("NucliaClusterCredential=c1"));
+        assert_eq!(reissue_mark(Some("s1"), None).as_deref(), Some("s1"));
+        assert_eq!(reissue_mark(None, None), None);
+        let pending = |r: Option<&str>, h: Option<&str>| reissue_pending(r, h);
+        // a new value on either side
+        assert!(pending(
+            Some("s1; NucliaClusterCredential=c2"),
+            both.as_deref()
+        ));
+        assert!(pending(
+            Some("s2; NucliaClusterCredential=c1"),
+            both.as_deref()
+        ));
+        assert!(pending(only_cc.as_deref(), None));
+        assert!(pending(Some("s1"), None));
+        // the same marks, or one taken away: nothing to do
+        assert!(!pending(both.as_deref(), both.as_deref()));
+        assert!(!pending(Some("s1"), both.as_deref()));
+        assert!(!pending(only_cc.as_deref(), both.as_deref()));
+        assert!(!pending(None, both.as_deref()));
+        // a mark added beside one already handled
+        assert!(pending(both.as_deref(), Some("s1")));
+        assert!(pending(both.as_deref(), only_cc.as_deref()));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 
 use super::{Context, status};
-use crate::cluster_credential::{ClusterCredentialStatus, NucliaClusterCredential};
+use crate::cluster_credential::{ClusterCredentialStatus, NamespaceUsage, NucliaClusterCredential};
 use crate::crd::{CredentialType, FIELD_MANAGER};
 use crate::error::{Error, Result};
 use crate::nuclia::{self, Credential};
@@ -149,6 +149,7 @@ async fn reconcile(obj: Arc<NucliaClusterCredential>, ctx: Arc<Context>) -> Resu
     }
     st.observed_generation = generation;
     st.namespaces = users(&ctx, &name);
+    st.usage = usage(&ctx, &name, now);
     if obj.status.as_ref() != Some(&st) {
         let api: Api<NucliaClusterCredential> = Api::all(ctx.kube.clone());
         api.patch_status(
@@ -164,11 +165,16 @@ async fn reconcile(obj: Arc<NucliaClusterCredential>, ctx: Arc<Context>) -> Resu
     }
     // Users come and go between checks: look again sooner than the verify interval while
     // something is wrong, and at least every interval otherwise.
-    let wake = if verdict.is_none() {
+    let mut wake = if verdict.is_none() {
         ctx.settings.verify_interval
     } else {
         ctx.settings.backoff_max
     };
+    // Usage moves with every mint: a quota's users see it within a minute.
+    let p = &obj.spec.policy;
+    if p.max_keys_per_namespace.is_some() || p.max_issues_per_namespace_per_hour.is_some() {
+        wake = wake.min(Duration::from_secs(60));
+    }
     Ok(Action::requeue(wake.max(Duration::from_secs(1))))
 }
 
@@ -192,6 +198,33 @@ async fn check_upstream(
             Err(e) => Some((e.label(), format!("could not check the credential: {e}"))),
         },
     }
+}
+
+/// What each namespace uses of cluster credential `name` (also set as metrics).
+fn usage(ctx: &Context, name: &str, now: DateTime<Utc>) -> Vec<NamespaceUsage> {
+    let keys = ctx.keys_through(name);
+    ctx.metrics.set_cluster_credential_keys(name, &keys);
+    let mut by_ns: std::collections::BTreeMap<String, NamespaceUsage> = keys
+        .into_iter()
+        .map(|(ns, keys)| {
+            let u = NamespaceUsage {
+                namespace: ns.clone(),
+                keys,
+                issues_last_hour: 0,
+            };
+            (ns, u)
+        })
+        .collect();
+    for (ns, n) in ctx.issues_last_hour(name, now) {
+        by_ns
+            .entry(ns.clone())
+            .or_insert_with(|| NamespaceUsage {
+                namespace: ns,
+                ..Default::default()
+            })
+            .issues_last_hour = n;
+    }
+    by_ns.into_values().collect()
 }
 
 /// The namespaces whose resources name cluster credential `name`.

@@ -48,12 +48,19 @@ pub struct Context {
     /// Credentials read from Secrets, valid while the watch shows them unchanged.
     pub(super) credentials: CredentialCache,
     /// How each `NucliaClusterCredential` resolved so far sends its credential (the issuers
-    /// build their Nuclia credential from it).
-    cluster_credential_types: Mutex<HashMap<String, crate::crd::CredentialType>>,
+    /// build their Nuclia credential from it), and the `nuclia.dev/reissue-minted` mark it
+    /// carried then (read while the watch has not shown it yet).
+    cluster_credential_types: Mutex<HashMap<String, (crate::crd::CredentialType, Option<String>)>>,
     /// The last upstream check of each `NucliaClusterCredential`.
     pub(super) cluster_checks: super::cluster_credentials::Checks,
-    /// Re-issues after each `nuclia.dev/reissue-minted` value, by (namespace, Secret, value).
+    /// Every `NucliaClusterCredential`, from the one watch that wakes the resources using each.
+    pub(super) cluster_credentials: OnceLock<
+        kube::runtime::reflector::Store<crate::cluster_credential::NucliaClusterCredential>,
+    >,
+    /// Re-issues after each `nuclia.dev/reissue-minted` value, by (namespace, login, value).
     reissues: Mutex<HashMap<(String, String, String), ReissueTally>>,
+    /// Mints through each cluster credential in the last hour, by (credential, namespace).
+    cluster_issues: Mutex<HashMap<(String, String), std::collections::VecDeque<DateTime<Utc>>>>,
 }
 
 /// What one `nuclia.dev/reissue-minted` value on one Secret has brought about so far.
@@ -65,13 +72,14 @@ struct ReissueTally {
 }
 
 impl Context {
-    pub(super) fn remember_cluster_credential_type(
+    pub(super) fn remember_cluster_credential(
         &self,
         name: &str,
         t: crate::crd::CredentialType,
+        mark: Option<String>,
     ) {
         if let Ok(mut m) = self.cluster_credential_types.lock() {
-            m.insert(name.to_owned(), t);
+            m.insert(name.to_owned(), (t, mark));
         }
     }
 
@@ -81,7 +89,7 @@ impl Context {
         self.cluster_credential_types
             .lock()
             .ok()
-            .and_then(|m| m.get(name).copied())
+            .and_then(|m| m.get(name).map(|(t, _)| *t))
             .unwrap_or_default()
     }
 
@@ -119,7 +127,9 @@ impl Context {
             restarter,
             cluster_credential_types: Mutex::default(),
             reissues: Mutex::default(),
+            cluster_issues: Mutex::default(),
             cluster_checks: Default::default(),
+            cluster_credentials: OnceLock::new(),
             stores: OnceLock::new(),
             secret_stores: OnceLock::new(),
             credentials: CredentialCache::default(),
@@ -203,45 +213,186 @@ impl Context {
             .is_some_and(|s| super::secret_watch::terminating_controlled(s, namespace, name, uid))
     }
 
-    /// `nuclia.dev/reissue-minted` on the login Secret a token of `scope` was minted with (in
-    /// `namespace`), as the Secret watch shows it. (A cluster credential's is not followed yet.)
+    /// The `nuclia.dev/reissue-minted` marks of the login a token of `scope` was minted with
+    /// (in `namespace`), as the watches show them: on the login Secret; for a cluster
+    /// credential, on the `NucliaClusterCredential` and on its Secret (seen when the operator
+    /// watches the cluster credential namespace). Joined by [`crate::lifecycle::reissue_mark`].
     pub(super) fn reissue_request(
         &self,
         namespace: &str,
         scope: Option<&crate::crd::TokenScope>,
     ) -> Option<String> {
         let scope = scope?;
-        if scope.cluster_credential.is_some() {
-            return None;
-        }
-        super::secret_watch::annotation(
-            self.secret_stores.get()?,
-            namespace,
-            &scope.credential.as_ref()?.name,
-            crate::crd::ANNOTATION_REISSUE,
-        )
+        let secret_mark = |ns: &str, name: &str| {
+            super::secret_watch::annotation(
+                self.secret_stores.get()?,
+                ns,
+                name,
+                crate::crd::ANNOTATION_REISSUE,
+            )
+        };
+        let Some(cc) = &scope.cluster_credential else {
+            return secret_mark(namespace, &scope.credential.as_ref()?.name);
+        };
+        let Some(obj) = self
+            .cluster_credentials
+            .get()
+            .and_then(|s| s.get(&kube::runtime::reflector::ObjectRef::new(cc)))
+        else {
+            // Not watched yet (the operator is starting): the mark its last resolution read.
+            let m = self.cluster_credential_types.lock().ok()?;
+            return m.get(cc)?.1.clone();
+        };
+        let on_secret = self
+            .settings
+            .cluster_credential_namespace
+            .as_deref()
+            .and_then(|ns| secret_mark(ns, &obj.spec.secret_ref.name));
+        let on_object = obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::crd::ANNOTATION_REISSUE));
+        crate::lifecycle::reissue_mark(on_secret.as_deref(), on_object.map(String::as_str))
     }
 
-    /// Counts what one resource did after `nuclia.dev/reissue-minted=value` on Secret `login`
-    /// (re-issued, revoking `revoked` tokens at once; or failed), and reports the running totals
-    /// as an Event on that Secret (ids, never values).
+    /// Takes one of the hour's mints through cluster credential `cc` for `namespace`, or says
+    /// when the first slot frees if `limit` are taken (a mint attempted counts, whatever
+    /// comes of it: it spends the shared budget too).
+    pub(super) fn take_issue_slot(
+        &self,
+        cc: &str,
+        namespace: &str,
+        limit: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<(), DateTime<Utc>> {
+        let Ok(mut all) = self.cluster_issues.lock() else {
+            return Ok(());
+        };
+        let q = all
+            .entry((cc.to_owned(), namespace.to_owned()))
+            .or_default();
+        let hour = chrono::Duration::hours(1);
+        while q.front().is_some_and(|t| *t + hour <= now) {
+            q.pop_front();
+        }
+        if let Some(limit) = limit
+            && q.len() >= limit as usize
+        {
+            return Err(q.front().map_or(now, |t| *t + hour));
+        }
+        q.push_back(now);
+        self.metrics.cluster_credential_issue(cc, namespace);
+        Ok(())
+    }
+
+    /// Mints through cluster credential `cc` in the last hour, by namespace.
+    pub(super) fn issues_last_hour(&self, cc: &str, now: DateTime<Utc>) -> Vec<(String, u32)> {
+        let Ok(mut all) = self.cluster_issues.lock() else {
+            return Vec::new();
+        };
+        let hour = chrono::Duration::hours(1);
+        all.retain(|_, q| {
+            while q.front().is_some_and(|t| *t + hour <= now) {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
+        all.iter()
+            .filter(|((c, _), _)| c == cc)
+            .map(|((_, ns), q)| (ns.clone(), q.len() as u32))
+            .collect()
+    }
+
+    /// Under a key quota of cluster credential `cc`: resources of `namespace` holding a key,
+    /// and those ahead of `me` waiting for one (every kind's cache).
+    pub(super) fn key_queue(
+        &self,
+        cc: &str,
+        namespace: &str,
+        me: &str,
+        created: i64,
+    ) -> (u32, u32) {
+        self.stores.get().map_or((0, 0), |caches| {
+            caches.iter().fold((0, 0), |(h, a), c| {
+                let (h2, a2) = c.key_queue(cc, namespace, me, created);
+                (h + h2, a + a2)
+            })
+        })
+    }
+
+    /// Current keys minted with cluster credential `cc`, by namespace (every kind's cache).
+    pub(super) fn keys_through(&self, cc: &str) -> Vec<(String, u32)> {
+        let mut by_ns: std::collections::BTreeMap<String, u32> = Default::default();
+        for c in self.stores.get().into_iter().flatten() {
+            for (ns, n) in c.keys_through(cc) {
+                *by_ns.entry(ns).or_default() += n;
+            }
+        }
+        by_ns.into_iter().collect()
+    }
+
+    /// The cluster credentials whose Secret is `name` (in the cluster credential namespace).
+    pub(super) fn cluster_credentials_reading(&self, name: &str) -> Vec<String> {
+        self.cluster_credentials.get().map_or(Vec::new(), |s| {
+            s.state()
+                .iter()
+                .filter(|cc| cc.spec.secret_ref.name == name)
+                .map(|cc| cc.metadata.name.clone().unwrap_or_default())
+                .collect()
+        })
+    }
+
+    /// Counts what one resource did after the `nuclia.dev/reissue-minted` marks `value` of the
+    /// login a token of `source` was minted with (re-issued, revoking `revoked` tokens at
+    /// once; or failed), and reports the running totals as an Event on the login's Secret (a
+    /// cluster credential's, in the cluster credential namespace; ids, never values).
     pub(super) fn reissue_done(
         &self,
         resource: &k8s_openapi::api::core::v1::ObjectReference,
-        login: &str,
+        source: &crate::crd::TokenScope,
         value: &str,
         revoked: Option<usize>,
     ) {
         let kind = resource.kind.as_deref().unwrap_or_default();
         let namespace = resource.namespace.as_deref().unwrap_or_default();
         let uid = resource.uid.as_deref().unwrap_or_default();
+        // The login Secret; a cluster credential's is in the cluster credential namespace (an
+        // Event on the cluster-scoped object itself is refused by older apiservers).
+        let secret = match (&source.cluster_credential, &source.credential) {
+            (Some(cc), _) => self
+                .cluster_credentials
+                .get()
+                .and_then(|s| s.get(&kube::runtime::reflector::ObjectRef::new(cc)))
+                .map(|o| o.spec.secret_ref.name.clone())
+                .zip(self.settings.cluster_credential_namespace.clone()),
+            (None, Some(secret)) => Some((secret.name.clone(), namespace.to_owned())),
+            (None, None) => None,
+        };
+        let Some((secret, secret_ns)) = secret else {
+            return;
+        };
+        let login = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            name: Some(secret),
+            namespace: Some(secret_ns),
+            ..Default::default()
+        };
         let note = {
             let Ok(mut all) = self.reissues.lock() else {
                 return;
             };
-            let t = all
-                .entry((namespace.into(), login.into(), value.into()))
-                .or_default();
+            let key = (
+                login.namespace.clone().unwrap_or_default(),
+                format!(
+                    "{}/{}",
+                    login.kind.as_deref().unwrap_or_default(),
+                    login.name.as_deref().unwrap_or_default()
+                ),
+                value.to_owned(),
+            );
+            let t = all.entry(key).or_default();
             match revoked {
                 Some(n) => {
                     t.failed.remove(uid);
@@ -257,7 +408,7 @@ impl Context {
                 }
             }
             format!(
-                "after nuclia.dev/reissue-minted={value:?}: {} credential(s) minted with this Secret re-issued, {} token(s) revoked at once, {} failed so far (see the resources' Events)",
+                "after nuclia.dev/reissue-minted={value:?}: {} credential(s) minted with this login re-issued, {} token(s) revoked at once, {} failed so far (see the resources' Events)",
                 t.reissued.len(),
                 t.revoked,
                 t.failed.len()
@@ -269,19 +420,16 @@ impl Context {
             "Failed"
         };
         self.metrics.reissued(kind, reason);
-        let secret = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Secret".into()),
-            name: Some(login.into()),
-            namespace: Some(namespace.into()),
-            ..Default::default()
-        };
-        // Related to the resource: one Event per resource (the recorder would fold them).
-        self.event_related(
-            &secret,
+        // Related to the resource: one Event per resource (the recorder would fold them), and
+        // one series per mark (the recorder folds a repeat into the first Event's series,
+        // keeping its note: a second round would show the first's counts).
+        let round = &crate::lifecycle::token_hash(value)[..8];
+        self.publish(
+            &login,
             Some(resource.clone()),
             revoked.is_none(),
             "ReissueProgress",
+            &format!("Reissue-{round}"),
             note,
         );
     }
@@ -368,6 +516,20 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        self.publish(obj_ref, related, warning, reason, reason, note);
+    }
+
+    /// [`Self::event_related`] with an action of its own (the recorder folds Events of the same
+    /// object, reason, action and related object into one series).
+    fn publish(
+        &self,
+        obj_ref: &k8s_openapi::api::core::v1::ObjectReference,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_: if warning {
                 EventType::Warning
@@ -376,7 +538,7 @@ impl Context {
             },
             reason: reason.into(),
             note: Some(note),
-            action: reason.into(),
+            action: action.into(),
             secondary: related,
         };
         let recorder = self.recorder.clone();

@@ -300,11 +300,12 @@ type Shutdown = futures::future::Shared<futures::future::BoxFuture<'static, ()>>
 struct Started {
     cache: Arc<dyn KindCache>,
     trigger: SecretTrigger,
+    cluster_trigger: ClusterCredentialTrigger,
     run: futures::future::BoxFuture<'static, ()>,
 }
 
 fn start<K: Kind>(ctx: Arc<Context>, namespace: Option<&str>, shutdown: Shutdown) -> Started {
-    let ((controller, index), trigger) = controller::<K>(ctx.clone(), namespace);
+    let ((controller, index), (trigger, cluster_trigger)) = controller::<K>(ctx.clone(), namespace);
     let cache: Arc<dyn KindCache> = Arc::new((controller.store(), index));
     let run = controller
         .graceful_shutdown_on(shutdown)
@@ -314,6 +315,7 @@ fn start<K: Kind>(ctx: Arc<Context>, namespace: Option<&str>, shutdown: Shutdown
     Started {
         cache,
         trigger,
+        cluster_trigger,
         run,
     }
 }
@@ -329,8 +331,12 @@ pub(crate) trait KindCache: Send + Sync {
     /// Resources in `namespace`, other than `uid`, with the finalizer, that authenticate with
     /// Secret `secret`: `Kind/name` and whether each is being deleted.
     fn readers(&self, namespace: &str, secret: &str, uid: &str) -> Vec<(String, bool)>;
-    /// Namespaces of the resources that name cluster credential `name`.
+    /// Namespaces of the resources that name cluster credential `name` or hold its keys.
     fn cluster_credential_users(&self, name: &str) -> Vec<String>;
+    /// Current keys minted with cluster credential `name`, by namespace.
+    fn keys_through(&self, name: &str) -> Vec<(String, u32)>;
+    /// See [`ResourceIndex::key_queue`].
+    fn key_queue(&self, cc: &str, namespace: &str, me: &str, created: i64) -> (u32, u32);
 }
 
 impl<K: Kind> KindCache for (reflector::Store<K>, Arc<ResourceIndex>) {
@@ -359,12 +365,19 @@ impl<K: Kind> KindCache for (reflector::Store<K>, Arc<ResourceIndex>) {
     }
 
     fn cluster_credential_users(&self, name: &str) -> Vec<String> {
-        self.0
-            .state()
-            .iter()
-            .filter(|o| o.cluster_credential() == Some(name))
-            .filter_map(|o| o.namespace())
+        self.1
+            .cluster_credential_users(name)
+            .into_iter()
+            .map(|(ns, _)| ns)
             .collect()
+    }
+
+    fn keys_through(&self, name: &str) -> Vec<(String, u32)> {
+        self.1.keys_through(name)
+    }
+
+    fn key_queue(&self, cc: &str, namespace: &str, me: &str, created: i64) -> (u32, u32) {
+        self.1.key_queue(cc, namespace, me, created)
     }
 }
 
@@ -385,12 +398,14 @@ pub async fn run(
     let shared: Shutdown = shutdown.clone().boxed().shared();
     let mut runs = Vec::new();
     let (mut caches, mut controllers, mut secret_stores) = (vec![], vec![], vec![]);
+    let mut cluster_triggers = Vec::new();
     for ns in &scopes {
         let mut triggers = Vec::new();
         for kind in &KINDS {
             let started = (kind.start)(ctx.clone(), ns.as_deref(), shared.clone());
             caches.push(started.cache);
             triggers.push(started.trigger);
+            cluster_triggers.push(started.cluster_trigger);
             controllers.push(started.run);
         }
         let (store, watch) = secret_watch(ctx.clone(), ns.as_deref(), triggers);
@@ -402,13 +417,21 @@ pub async fn run(
         );
         secret_stores.push((ns.clone(), store));
     }
+    if ctx.settings.cluster_credential_namespace.is_some() {
+        let (store, watch) = cluster_credential_watch(ctx.clone(), cluster_triggers);
+        let _ = ctx.cluster_credentials.set(store);
+        runs.push(
+            watch
+                .take_until(shutdown.clone())
+                .for_each(|_| async {})
+                .boxed(),
+        );
+        runs.push(cluster_credentials::run(ctx.clone(), shutdown.clone()).boxed());
+    }
     // Before any controller runs: a reconcile asks the caches.
     let _ = ctx.stores.set(caches);
     let _ = ctx.secret_stores.set(secret_stores);
     runs.extend(controllers);
-    if ctx.settings.cluster_credential_namespace.is_some() {
-        runs.push(cluster_credentials::run(ctx.clone(), shutdown.clone()).boxed());
-    }
     let housekeeping = caches::housekeeping(ctx.clone());
     let until = shutdown.clone();
     runs.push(
@@ -484,12 +507,56 @@ fn secret_watch(
     (reader, stream)
 }
 
-/// A controller for one kind, woken by its resources and, through the trigger it returns for
-/// the shared Secret watch, by the Secrets they own or read credentials from.
+/// Where the cluster credential watch sends an event: the resources of one kind and scope that
+/// name that cluster credential or hold its keys get a reconcile.
+type ClusterCredentialTrigger = Box<dyn Fn(&str) + Send + Sync>;
+
+/// The one `NucliaClusterCredential` watch: its store (the marks and Secrets of each, read by
+/// reconciles) and the stream that drives it, waking the resources that use each. The store
+/// takes an event before the resources hear of it, so they read what woke them.
+fn cluster_credential_watch(
+    ctx: Arc<Context>,
+    triggers: Vec<ClusterCredentialTrigger>,
+) -> (
+    reflector::Store<crate::cluster_credential::NucliaClusterCredential>,
+    impl futures::Stream<Item = ()> + Send,
+) {
+    let api: Api<crate::cluster_credential::NucliaClusterCredential> = Api::all(ctx.kube.clone());
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    )
+    .touched_objects()
+    .filter_map(move |cc| {
+        match &cc {
+            Ok(cc) => {
+                let name = cc.name_any();
+                // A failure with it need not wait for its backoff to try again.
+                ctx.memo
+                    .credential_changed(&memo::credential_key("", None, Some(&name)));
+                for t in &triggers {
+                    t(&name);
+                }
+            }
+            Err(e) => watch_error(&ctx, "NucliaClusterCredential", e),
+        }
+        std::future::ready(Some(()))
+    });
+    (reader, stream)
+}
+
+/// A controller for one kind, woken by its resources and, through the triggers it returns for
+/// the shared watches, by the Secrets they own or read credentials from and by the cluster
+/// credentials they use (a policy change takes effect at once rather than at their next retry;
+/// a `nuclia.dev/reissue-minted` mark re-issues).
 fn controller<K: Kind>(
     ctx: Arc<Context>,
     namespace: Option<&str>,
-) -> ((Controller<K>, Arc<ResourceIndex>), SecretTrigger) {
+) -> (
+    (Controller<K>, Arc<ResourceIndex>),
+    (SecretTrigger, ClusterCredentialTrigger),
+) {
     let s = &ctx.settings;
     let mut wc = watcher::Config::default();
     if let Some(sel) = &s.label_selector {
@@ -532,31 +599,17 @@ fn controller<K: Kind>(
             }),
     )
     .applied_objects();
-    let cached = reader.clone();
     let (tx, rx) = futures::channel::mpsc::unbounded::<ObjectRef<K>>();
-    let mut controller = Controller::for_stream(resources, reader)
+    let controller = Controller::for_stream(resources, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(s.concurrency))
         .reconcile_on(rx);
-    // A cluster credential created, changed (its policy) or deleted wakes the resources that
-    // name it, so a policy change takes effect at once rather than at their next retry.
-    if s.cluster_credential_namespace.is_some() {
-        let ccs: Api<crate::cluster_credential::NucliaClusterCredential> =
-            Api::all(ctx.kube.clone());
-        let memo_ctx = ctx.clone();
-        controller = controller.watches(ccs, watcher::Config::default(), move |cc| {
-            let name = cc.name_any();
-            // A failure with it need not wait for its backoff to try again.
-            memo_ctx
-                .memo
-                .credential_changed(&memo::credential_key("", None, Some(&name)));
-            cached
-                .state()
-                .iter()
-                .filter(|o| o.cluster_credential() == Some(name.as_str()))
-                .map(|o| ObjectRef::from_obj(o.as_ref()))
-                .collect::<Vec<_>>()
-        });
-    }
+    let users = index.clone();
+    let cluster_tx = tx.clone();
+    let cluster_trigger: ClusterCredentialTrigger = Box::new(move |name: &str| {
+        for (ns, resource) in users.cluster_credential_users(name) {
+            let _ = cluster_tx.unbounded_send(ObjectRef::new(&resource).within(&ns));
+        }
+    });
     let readers = index.clone();
     let trigger: SecretTrigger = Box::new(move |secret: &PartialObjectMeta<Secret>| {
         let ns = secret.namespace();
@@ -579,7 +632,15 @@ fn controller<K: Kind>(
             for name in readers.readers(ns, &secret.name_any()) {
                 let _ = tx.unbounded_send(ObjectRef::new(&name).within(ns));
             }
+            // A cluster credential's Secret: the resources using it (its mark re-issues).
+            if ctx.settings.cluster_credential_namespace.as_deref() == Some(ns) {
+                for cc in ctx.cluster_credentials_reading(&secret.name_any()) {
+                    for (ns, resource) in readers.cluster_credential_users(&cc) {
+                        let _ = tx.unbounded_send(ObjectRef::new(&resource).within(&ns));
+                    }
+                }
+            }
         }
     });
-    ((controller, index), trigger)
+    ((controller, index), (trigger, cluster_trigger))
 }

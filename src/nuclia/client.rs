@@ -26,6 +26,9 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub trait ApiObserver: Send + Sync {
     /// Called once per HTTP attempt, after the answer has been read.
     fn observe(&self, op: &'static str, outcome: &str, elapsed: Duration);
+    /// Called when a call waited for its credential's budget, made for `tenant` (a
+    /// namespace; "" for the operator's own work).
+    fn rate_limited(&self, _tenant: &str, _waited: Duration) {}
 }
 
 /// Client settings.
@@ -59,6 +62,8 @@ struct Inner {
     http: reqwest::Client,
     endpoints: Endpoints,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// Who waits on a credential's budget next (round robin over namespaces).
+    turns: Arc<super::fair::Turns>,
 }
 
 /// The Nuclia API client. Cheap to clone.
@@ -112,6 +117,7 @@ impl Client {
                 http,
                 endpoints: cfg.endpoints,
                 limiter,
+                turns: Arc::default(),
             }),
             observer: None,
         })
@@ -473,7 +479,18 @@ impl Client {
         body: Option<Value>,
     ) -> Result<(StatusCode, Vec<u8>), Error> {
         if let Some(limiter) = &self.inner.limiter {
-            limiter.until_key_ready(&c.fingerprint()).await;
+            let key = c.fingerprint();
+            let started = Instant::now();
+            let tenant = super::fair::current_tenant();
+            let turn = self.inner.turns.turn(&key, &tenant).await;
+            limiter.until_key_ready(&key).await;
+            drop(turn);
+            let waited = started.elapsed();
+            if let Some(o) = &self.observer
+                && waited >= Duration::from_millis(1)
+            {
+                o.rate_limited(&tenant, waited);
+            }
         }
         let mut auth =
             HeaderValue::try_from(format!("Bearer {}", c.token().expose())).map_err(|_| {

@@ -5,7 +5,8 @@
 //! - [`Endpoints`]: the global base URL, the regional template and per-zone origins; it also
 //!   turns a KB URL into a [`KbLocation`] and refuses URLs that point anywhere else.
 //! - [`Client`]: one method per API call the operator needs, with a timeout on every request,
-//!   a rate limit per credential, and errors classified into [`Error`].
+//!   a rate limit per credential shared fairly between namespaces ([`fair`]), and errors
+//!   classified into [`Error`].
 //! - [`time`]: dates are sent as RFC 3339 UTC and parsed tolerantly.
 //! - [`scrub`]: removes credentials from text quoted from an answer before it is kept in an
 //!   [`Error`] (and so before it reaches a status, an Event or a log).
@@ -13,6 +14,7 @@
 mod client;
 mod endpoints;
 mod error;
+pub mod fair;
 mod redact;
 pub mod time;
 mod token;

@@ -70,6 +70,24 @@ struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    credential: String,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    credential: String,
+    namespace: String,
+    quota: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: String,
     reason: String,
@@ -195,11 +213,18 @@ pub struct Metrics {
     revocations: Family<ErrorLabels, Counter>,
     renewals_outside_window: Family<KindLabels, Counter>,
     reissues: Family<ErrorLabels, Counter>,
+    cluster_issues: Family<TenantLabels, Counter>,
+    cluster_keys: Family<TenantLabels, Gauge>,
+    quota_exceeded: Family<QuotaLabels, Counter>,
+    rate_waits: Family<NamespaceLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     leader: Gauge,
     foreign_installations: Gauge,
     cache_entries: Family<CacheLabels, Gauge>,
     watch_errors: Family<WatchLabels, Counter>,
     kube_requests: Family<KubeLabels, Counter>,
+    /// Namespaces with a `nuclia_cluster_credential_keys` series, by credential.
+    cluster_keys_set:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>,
     /// The kinds registered ([`Metrics::register_kind`]).
     kinds: std::sync::RwLock<Vec<&'static str>>,
 }
@@ -230,6 +255,11 @@ impl Metrics {
         let revocations = Family::<ErrorLabels, Counter>::default();
         let renewals_outside_window = Family::<KindLabels, Counter>::default();
         let reissues = Family::<ErrorLabels, Counter>::default();
+        let cluster_issues = Family::<TenantLabels, Counter>::default();
+        let cluster_keys = Family::<TenantLabels, Gauge>::default();
+        let quota_exceeded = Family::<QuotaLabels, Counter>::default();
+        let rate_waits =
+            Family::<NamespaceLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
         let leader = Gauge::default();
         let foreign_installations = Gauge::default();
         let cache_entries = Family::<CacheLabels, Gauge>::default();
@@ -290,8 +320,28 @@ impl Metrics {
         );
         registry.register(
             "nuclia_operator_reissues",
-            "Resources that re-issued their credential because nuclia.dev/reissue-minted marked the login Secret it was minted with, by resource kind and reason (Reissued, Failed)",
+            "Resources that re-issued their credential because nuclia.dev/reissue-minted marked the login it was minted with (its Secret, or a NucliaClusterCredential), by resource kind and reason (Reissued, Failed)",
             reissues.clone(),
+        );
+        registry.register(
+            "nuclia_cluster_credential_issues",
+            "Mints attempted through each NucliaClusterCredential, by credential and namespace (what spec.policy.maxIssuesPerNamespacePerHour counts)",
+            cluster_issues.clone(),
+        );
+        registry.register(
+            "nuclia_cluster_credential_keys",
+            "Current keys minted through each NucliaClusterCredential, by credential and namespace (what spec.policy.maxKeysPerNamespace counts)",
+            cluster_keys.clone(),
+        );
+        registry.register(
+            "nuclia_cluster_credential_quota_exceeded",
+            "Mints refused by a NucliaClusterCredential's quota, by credential, namespace and quota (maxKeysPerNamespace, maxIssuesPerNamespacePerHour)",
+            quota_exceeded.clone(),
+        );
+        registry.register(
+            "nuclia_api_rate_limit_wait_seconds",
+            "Time Nuclia calls waited for their credential's request budget (--nuclia-rps), by the namespace of the resource that made them (the budget is shared fairly between namespaces)",
+            rate_waits.clone(),
         );
         registry.register(
             "nuclia_operator_leader",
@@ -335,11 +385,16 @@ impl Metrics {
             revocations,
             renewals_outside_window,
             reissues,
+            cluster_issues,
+            cluster_keys,
+            quota_exceeded,
+            rate_waits,
             leader,
             foreign_installations,
             cache_entries,
             watch_errors,
             kube_requests,
+            cluster_keys_set: Default::default(),
             kinds: Default::default(),
         }
     }
@@ -477,6 +532,69 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a mint attempted through cluster credential `credential` for `namespace`.
+    pub fn cluster_credential_issue(&self, credential: &str, namespace: &str) {
+        self.cluster_issues
+            .get_or_create(&TenantLabels {
+                credential: credential.to_owned(),
+                namespace: namespace.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the current keys of `credential` by namespace (namespaces not listed drop out).
+    pub fn set_cluster_credential_keys(&self, credential: &str, keys: &[(String, u32)]) {
+        let stale: Vec<TenantLabels> = {
+            // prometheus-client has no iteration over a family: track what was set.
+            let mut set = self
+                .cluster_keys_set
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now: std::collections::BTreeSet<String> =
+                keys.iter().map(|(ns, _)| ns.clone()).collect();
+            let entry = set.entry(credential.to_owned()).or_default();
+            let gone = entry.difference(&now).cloned().collect::<Vec<_>>();
+            *entry = now;
+            gone.into_iter()
+                .map(|namespace| TenantLabels {
+                    credential: credential.to_owned(),
+                    namespace,
+                })
+                .collect()
+        };
+        for l in stale {
+            self.cluster_keys.remove(&l);
+        }
+        for (ns, n) in keys {
+            self.cluster_keys
+                .get_or_create(&TenantLabels {
+                    credential: credential.to_owned(),
+                    namespace: ns.clone(),
+                })
+                .set(i64::from(*n));
+        }
+    }
+
+    /// Counts a mint refused by a cluster credential's quota.
+    pub fn quota_exceeded(&self, credential: &str, namespace: &str, quota: &str) {
+        self.quota_exceeded
+            .get_or_create(&QuotaLabels {
+                credential: credential.to_owned(),
+                namespace: namespace.to_owned(),
+                quota: quota.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Adds the time a Nuclia call made for `namespace` waited for its credential's budget.
+    pub fn rate_limit_wait(&self, namespace: &str, waited: Duration) {
+        self.rate_waits
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_owned(),
+            })
+            .inc_by(waited.as_secs_f64());
+    }
+
     /// Counts a scheduled renewal that ran outside every rotation window (safety deadline).
     pub fn renewal_outside_window(&self, kind: &str) {
         self.renewals_outside_window
@@ -522,6 +640,10 @@ impl Metrics {
 impl crate::nuclia::ApiObserver for Metrics {
     fn observe(&self, op: &'static str, code: &str, elapsed: Duration) {
         self.observe_api(op, code, elapsed);
+    }
+
+    fn rate_limited(&self, tenant: &str, waited: Duration) {
+        self.rate_limit_wait(tenant, waited);
     }
 }
 

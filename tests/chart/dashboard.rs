@@ -34,7 +34,12 @@ const DASHBOARD: &str = "charts/nuclia-token-operator/dashboards/nuclia-token-op
 const DATA_KEY: &str = "nuclia-token-operator.json";
 const MINUTE: Duration = Duration::from_secs(60);
 /// The rows of the dashboard, in order.
-const ROWS: [&str; 3] = ["Credentials", "Nuclia API", "Operator health"];
+const ROWS: [&str; 4] = [
+    "Credentials",
+    "Nuclia API",
+    "Cluster credentials",
+    "Operator health",
+];
 
 fn dashboard() -> Value {
     let text = std::fs::read_to_string(repo_root().join(DASHBOARD)).expect("read the dashboard");
@@ -687,7 +692,20 @@ async fn dashboard_names_only_exported_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let op = w.spawn_operator("dash", &common::cluster().kubeconfig.clone(), true, &[]);
+    // A slow request budget (waits), and cluster credentials served from the test's namespace.
+    let op = w.spawn_operator(
+        "dash",
+        &common::cluster().kubeconfig.clone(),
+        true,
+        &[
+            "--cluster-credential-namespace",
+            &w.ns,
+            "--nuclia-rps",
+            "2",
+            "--nuclia-burst",
+            "1",
+        ],
+    );
     let addr = op.http_addr().await;
     w.create_secret("login", "token", &w.fake.bootstrap.pat.clone())
         .await;
@@ -730,6 +748,55 @@ async fn dashboard_names_only_exported_metrics() {
     )
     .await;
 
+    // A cluster credential with a key quota of one: a key, a refusal, then a re-issue after a
+    // mark on the cluster credential.
+    let cc = format!("{}-dash", w.ns);
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let out = common::kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: login}}\n  policy: {{namespaces: [{}], maxKeysPerNamespace: 1}}\n",
+            w.ns
+        )),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kb = |name: &str| {
+        format!(
+            "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaKbApiKey\nmetadata: {{name: {name}}}\nspec:\n  kbUrl: {kb_url}\n  days: 1\n  auth: {{clusterCredentialRef: {{name: {cc}}}}}\n"
+        )
+    };
+    let kbs: Api<nuclia_token_operator::crd::NucliaKbApiKey> =
+        Api::namespaced(w.client.clone(), &w.ns);
+    w.kubectl_apply(&kb("shared"));
+    let key = wait_status(&kbs, "shared", MINUTE, "Ready", ready).await;
+    w.kubectl_apply(&kb("beyond"));
+    wait_status(&kbs, "beyond", MINUTE, "QuotaExceeded", |s| {
+        reason(s).as_deref() == Some("QuotaExceeded")
+    })
+    .await;
+    let out = common::kubectl(
+        &[
+            "annotate",
+            "ncc",
+            &cc,
+            "nuclia.dev/reissue-minted=dashboard",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_status(&kbs, "shared", MINUTE, "re-issued", |s| {
+        ready(s) && s.token_id != key.token_id
+    })
+    .await;
+
     let series = format!(
         "nuclia_credential_expiry_timestamp_seconds{{kind=\"NucliaPersonalToken\",namespace=\"{}\",name=\"dash\"}} ",
         w.ns
@@ -748,13 +815,18 @@ async fn dashboard_names_only_exported_metrics() {
             && has("nuclia_operator_revocations_total{")
             && has("nuclia_operator_reconcile_errors_total{")
             && has("nuclia_credential_suspended{")
-            && has("nuclia_operator_cache_entries{"))
+            && has("nuclia_operator_cache_entries{")
+            && has("nuclia_cluster_credential_keys{")
+            && has("nuclia_cluster_credential_quota_exceeded_total{")
+            && has("nuclia_operator_reissues_total{")
+            && has("nuclia_api_rate_limit_wait_seconds_total{"))
         .then_some(t)
     })
     .await
     .expect(
         "/metrics never showed the resource's expiry, a revocation due time, a revocation, a \
-         reconcile error, a suspended resource and the caches",
+         reconcile error, a suspended resource, the caches, a cluster credential's keys, a quota \
+         refusal, a re-issue and a wait for the request budget",
     );
     assert!(
         text.lines().any(|l| l == "# EOF"),
@@ -785,5 +857,15 @@ async fn dashboard_names_only_exported_metrics() {
         used.len(),
         used.keys().collect::<Vec<_>>()
     );
+    for name in ["shared", "beyond"] {
+        kbs.delete(name, &Default::default()).await.unwrap();
+        assert!(
+            common::operator::gone_within(&kbs, name, MINUTE).await,
+            "{name}"
+        );
+    }
+    let ccs: Api<nuclia_token_operator::cluster_credential::NucliaClusterCredential> =
+        Api::all(w.client.clone());
+    ccs.delete(&cc, &Default::default()).await.unwrap();
     w.assert_no_tokens_in(&op.log).await;
 }

@@ -482,3 +482,465 @@ async fn cluster_credential_of_a_nua_key_and_turned_off() {
     delete_namespace(&w, &t).await;
     w.assert_log_has_no_tokens().await;
 }
+
+/// `nuclia.dev/reissue-minted` on a cluster credential (issue 28, item 3): the cluster admin
+/// replaces its login and marks the `NucliaClusterCredential`; every key minted with it, in
+/// every namespace, re-issues with the new login and the old keys are refused at once. Then the
+/// same through a mark on its Secret. An Event on its Secret counts the re-issues.
+#[tokio::test]
+async fn a_marked_cluster_credential_reissues_every_key_minted_with_it() {
+    let mut w = World::new("cc-leak").await;
+    let ops = w.ns.clone();
+    let a = team(&w, "cc-leak-a").await;
+    let b = team(&w, "cc-leak-b").await;
+    let cc = format!("{ops}-leak");
+    let bootstrap = w.fake.bootstrap.pat.clone();
+    w.create_secret("admin-login", "token", &bootstrap).await;
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy: {{namespaces: [{a}, {b}]}}\n"
+    ));
+    let namespaces = format!("{a},{b}");
+    w.start_operator(&[
+        "--watch-namespaces",
+        &namespaces,
+        "--cluster-credential-namespace",
+        &ops,
+    ]);
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let apis = [
+        (
+            a.clone(),
+            Api::<NucliaKbApiKey>::namespaced(w.client.clone(), &a),
+        ),
+        (
+            b.clone(),
+            Api::<NucliaKbApiKey>::namespaced(w.client.clone(), &b),
+        ),
+    ];
+    for (ns, _) in &apis {
+        apply_in(ns, &kb_via("search", &kb_url, &cc, ""));
+    }
+    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    for (round, mark, on_object) in [(1, "leak-1", true), (2, "leak-2", false)] {
+        let mut old = Vec::new();
+        for (ns, api) in &apis {
+            let s = wait_status(api, "search", MINUTE, "Ready", ready).await;
+            let value = value_in(&w, ns, "search", "token").await.unwrap();
+            assert!(w.kb_key_works(&kb_url, &value).await);
+            old.push((s.token_id.clone(), value));
+        }
+        // The admin replaces the login and marks it.
+        let fresh = w
+            .mint_pat(
+                &bootstrap,
+                serde_json::json!({"description": format!("new admin login {round}"), "days": 30}),
+            )
+            .await;
+        let fresh = fresh["token"].as_str().expect("a new PAT").to_owned();
+        let annotation =
+            serde_json::json!({"metadata": {"annotations": {"nuclia.dev/reissue-minted": mark}}});
+        let mut secret = annotation.clone();
+        secret["stringData"] = serde_json::json!({"token": fresh});
+        if !on_object {
+            secret["metadata"] = serde_json::json!({});
+            w.secrets()
+                .patch(
+                    "admin-login",
+                    &Default::default(),
+                    &kube::api::Patch::Merge(secret),
+                )
+                .await
+                .unwrap();
+            w.secrets()
+                .patch(
+                    "admin-login",
+                    &Default::default(),
+                    &kube::api::Patch::Merge(annotation),
+                )
+                .await
+                .unwrap();
+        } else {
+            w.secrets()
+                .patch(
+                    "admin-login",
+                    &Default::default(),
+                    &kube::api::Patch::Merge(serde_json::json!({"stringData": {"token": fresh}})),
+                )
+                .await
+                .unwrap();
+            ccs.patch(
+                &cc,
+                &Default::default(),
+                &kube::api::Patch::Merge(annotation),
+            )
+            .await
+            .unwrap();
+        }
+        let want = match round {
+            1 => "NucliaClusterCredential=leak-1".to_owned(),
+            _ => "leak-2; NucliaClusterCredential=leak-1".to_owned(),
+        };
+        for ((ns, api), (old_id, old_value)) in apis.iter().zip(&old) {
+            let s = wait_status(api, "search", MINUTE, "re-issued", |s| {
+                ready(s)
+                    && s.token_id != *old_id
+                    && s.reissue_handled.as_deref() == Some(want.as_str())
+            })
+            .await;
+            assert!(s.token_id.is_some());
+            let refused = common::poll(MINUTE, || async {
+                (!w.kb_key_works(&kb_url, old_value).await).then_some(())
+            })
+            .await;
+            assert!(
+                refused.is_some(),
+                "{ns}: the old key is refused at once (round {round})"
+            );
+            let new = value_in(&w, ns, "search", "token").await.unwrap();
+            assert!(
+                w.kb_key_works(&kb_url, &new).await,
+                "{ns}: the new key works"
+            );
+            let reasons = common::poll(Duration::from_secs(30), || async {
+                let events: Api<k8s_openapi::api::events::v1::Event> =
+                    Api::namespaced(w.client.clone(), ns);
+                let list = events.list(&Default::default()).await.ok()?;
+                list.items
+                    .iter()
+                    .any(|e| e.reason.as_deref() == Some("CredentialReissued"))
+                    .then_some(())
+            })
+            .await;
+            assert!(reasons.is_some(), "{ns}: a CredentialReissued Event");
+        }
+        // The Event on the cluster credential's Secret counts both.
+        let counted = common::poll(Duration::from_secs(30), || async {
+            let events: Api<k8s_openapi::api::events::v1::Event> =
+                Api::namespaced(w.client.clone(), &ops);
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("ReissueProgress"))
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("admin-login")
+                })
+                .filter_map(|e| e.note.clone())
+                .find(|n| {
+                    n.contains(mark) && n.contains("2 credential(s)") && n.contains("0 failed")
+                })
+        })
+        .await;
+        assert!(
+            counted.is_some(),
+            "round {round}: the cluster credential's Event counts both keys"
+        );
+    }
+    for (ns, api) in &apis {
+        let id = api
+            .get("search")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token_id
+            .clone()
+            .unwrap();
+        delete_kb(api, "search").await;
+        assert!(
+            !w.credential_is_live(&id).await,
+            "{ns}: revoked at deletion"
+        );
+    }
+    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
+    w.kill_operator();
+    delete_namespace(&w, &a).await;
+    delete_namespace(&w, &b).await;
+    w.assert_log_has_no_tokens().await;
+}
+
+/// A mint refused by `quota`: `Issuing=False` says so; `Ready` stays True while a key is held.
+fn quota_exceeded(s: &CredentialStatus, quota: &str) -> bool {
+    s.condition("Issuing").is_some_and(|c| {
+        c.status == "False" && c.reason == "QuotaExceeded" && c.message.contains(quota)
+    })
+}
+
+/// One series of the operator's /metrics whose line starts with `prefix` (labels included).
+async fn metric(w: &World, prefix: &str) -> Option<f64> {
+    let addr = common::operator::served_addr(&w.log_text())?;
+    let text = w
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Tenant quotas (issue 28, item 4): at most one key per namespace (a second resource waits,
+/// `QuotaExceeded`, nothing minted; another namespace is not affected) and at most three
+/// mints per namespace per hour (a third rotation is refused, the key in place kept). Usage in
+/// the cluster credential's status and in metrics.
+#[tokio::test]
+async fn cluster_credential_quotas_hold_each_namespace_to_its_share() {
+    let mut w = World::new("cc-quota").await;
+    let ops = w.ns.clone();
+    let a = team(&w, "cc-quota-a").await;
+    let b = team(&w, "cc-quota-b").await;
+    let cc = format!("{ops}-quota");
+    w.create_secret("admin-login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy:\n    namespaces: [{a}, {b}]\n    maxKeysPerNamespace: 1\n    maxIssuesPerNamespacePerHour: 3\n"
+    ));
+    let namespaces = format!("{a},{b}");
+    w.start_operator(&[
+        "--watch-namespaces",
+        &namespaces,
+        "--cluster-credential-namespace",
+        &ops,
+        "--min-issue-interval",
+        "1s",
+    ]);
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let api_a: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &a);
+    let api_b: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &b);
+    apply_in(&a, &kb_via("first", &kb_url, &cc, ""));
+    let first = wait_status(&api_a, "first", MINUTE, "Ready", ready).await;
+    apply_in(&a, &kb_via("second", &kb_url, &cc, ""));
+    apply_in(&b, &kb_via("other", &kb_url, &cc, ""));
+    let s = wait_status(&api_a, "second", MINUTE, "QuotaExceeded (keys)", |s| {
+        quota_exceeded(s, "maxKeysPerNamespace")
+    })
+    .await;
+    assert!(s.token_id.is_none(), "nothing minted beyond the key quota");
+    assert_eq!(
+        reason(&s).as_deref(),
+        Some("QuotaExceeded"),
+        "Ready=False says why"
+    );
+    assert!(value_in(&w, &a, "second", "token").await.is_none());
+    wait_status(&api_b, "other", MINUTE, "Ready (its own share)", ready).await;
+
+    // Two rotations fit in the hour (three mints); the third is refused, the key kept.
+    let mut id = first.token_id.clone();
+    for n in 1..=2 {
+        common::kubectl(
+            &[
+                "-n",
+                &a,
+                "annotate",
+                "--overwrite",
+                "nkak",
+                "first",
+                &format!("nuclia.dev/rotate={n}"),
+            ],
+            None,
+        );
+        let s = wait_status(&api_a, "first", MINUTE, "rotated", |s| {
+            ready(s) && s.token_id != id
+        })
+        .await;
+        id = s.token_id.clone();
+    }
+    let key = value_in(&w, &a, "first", "token").await.unwrap();
+    common::kubectl(
+        &[
+            "-n",
+            &a,
+            "annotate",
+            "--overwrite",
+            "nkak",
+            "first",
+            "nuclia.dev/rotate=3",
+        ],
+        None,
+    );
+    let s = wait_status(&api_a, "first", MINUTE, "QuotaExceeded (issues)", |s| {
+        quota_exceeded(s, "maxIssuesPerNamespacePerHour")
+    })
+    .await;
+    assert_eq!(s.token_id, id, "no fourth mint in the hour");
+    assert!(ready(&s), "Ready: the key in place works");
+    assert!(
+        w.kb_key_works(&kb_url, &key).await,
+        "the key in place is kept"
+    );
+
+    // Usage, in status and metrics.
+    let st = wait_cc(&w, &cc, "usage of both namespaces", |s| {
+        let of = |ns: &str| {
+            s.usage
+                .iter()
+                .find(|u| u.namespace == ns)
+                .map(|u| (u.keys, u.issues_last_hour))
+        };
+        of(&a) == Some((1, 3)) && of(&b) == Some((1, 1))
+    })
+    .await;
+    assert_eq!(st.usage.len(), 2);
+    let keys = metric(
+        &w,
+        &format!("nuclia_cluster_credential_keys{{credential=\"{cc}\",namespace=\"{a}\"}}"),
+    )
+    .await;
+    assert_eq!(keys, Some(1.0));
+    for quota in ["maxKeysPerNamespace", "maxIssuesPerNamespacePerHour"] {
+        let refused = metric(
+            &w,
+            &format!("nuclia_cluster_credential_quota_exceeded_total{{credential=\"{cc}\",namespace=\"{a}\",quota=\"{quota}\"}}"),
+        )
+        .await;
+        assert!(refused.is_some_and(|n| n >= 1.0), "{quota}: {refused:?}");
+    }
+
+    // The first key goes: the second resource's place is free, but the hour's mints are
+    // spent, so it still waits, now for the hour.
+    let old = first.token_id.clone().unwrap();
+    delete_kb(&api_a, "first").await;
+    assert!(!w.credential_is_live(&old).await);
+    assert!(
+        !w.credential_is_live(id.as_deref().unwrap()).await,
+        "revoked at deletion"
+    );
+    let s = wait_status(&api_a, "second", MINUTE, "QuotaExceeded (issues)", |s| {
+        quota_exceeded(s, "maxIssuesPerNamespacePerHour")
+    })
+    .await;
+    assert!(s.token_id.is_none());
+
+    let other = api_b
+        .get("other")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token_id
+        .clone()
+        .unwrap();
+    delete_kb(&api_a, "second").await;
+    delete_kb(&api_b, "other").await;
+    assert!(!w.credential_is_live(&other).await);
+    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
+    w.kill_operator();
+    delete_namespace(&w, &a).await;
+    delete_namespace(&w, &b).await;
+    w.assert_log_has_no_tokens().await;
+}
+
+/// The shared budget (issue 28, item 4): with a slow per-credential rate, one namespace asks
+/// for a dozen keys through the cluster credential at once; another namespace's single key is
+/// minted, and then revoked, while most of the busy namespace's keys still wait. Without turns
+/// by namespace it would queue behind all of them.
+#[tokio::test]
+async fn a_busy_namespace_does_not_hold_up_another_on_a_shared_credential() {
+    let mut w = World::new("cc-fair").await;
+    let ops = w.ns.clone();
+    let busy = team(&w, "cc-busy").await;
+    let quiet = team(&w, "cc-quiet").await;
+    let cc = format!("{ops}-fair");
+    w.create_secret("admin-login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy: {{namespaces: [{busy}, {quiet}]}}\n"
+    ));
+    let namespaces = format!("{busy},{quiet}");
+    w.start_operator(&[
+        "--watch-namespaces",
+        &namespaces,
+        "--cluster-credential-namespace",
+        &ops,
+        "--nuclia-rps",
+        "2",
+        "--nuclia-burst",
+        "1",
+    ]);
+    let kb_url = w.fake.bootstrap.kbs[0].url.clone();
+    let api_busy: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &busy);
+    let api_quiet: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &quiet);
+    const BUSY: usize = 12;
+    let manifests: Vec<String> = (0..BUSY)
+        .map(|i| kb_via(&format!("k{i}"), &kb_url, &cc, ""))
+        .collect();
+    apply_in(&busy, &manifests.join("---\n"));
+    // The busy namespace's calls are queued (some of its keys are not Ready yet).
+    let queued = common::poll(MINUTE, || async {
+        let n = metric(
+            &w,
+            &format!("nuclia_api_rate_limit_wait_seconds_total{{namespace=\"{busy}\"}}"),
+        )
+        .await?;
+        (n > 0.0).then_some(())
+    })
+    .await;
+    assert!(queued.is_some(), "the busy namespace waits for the budget");
+    apply_in(&quiet, &kb_via("one", &kb_url, &cc, ""));
+    let s = wait_status(&api_quiet, "one", Duration::from_secs(120), "Ready", ready).await;
+    let not_ready = |list: Vec<NucliaKbApiKey>| {
+        list.iter()
+            .filter(|k| !k.status.as_ref().is_some_and(|s| ready(s)))
+            .count()
+    };
+    let waiting = not_ready(api_busy.list(&Default::default()).await.unwrap().items);
+    assert!(
+        waiting >= BUSY / 2,
+        "the quiet namespace's key was minted after most of the busy one's ({waiting} of {BUSY} still waiting)"
+    );
+    // Its revocation does not wait for them either.
+    let id = s.token_id.clone().unwrap();
+    delete_kb(&api_quiet, "one").await;
+    assert!(!w.credential_is_live(&id).await);
+    let waiting = not_ready(api_busy.list(&Default::default()).await.unwrap().items);
+    assert!(
+        waiting > 0,
+        "deleted while the busy namespace still waits ({waiting} of {BUSY})"
+    );
+
+    let ids: Vec<String> = {
+        for i in 0..BUSY {
+            wait_status(
+                &api_busy,
+                &format!("k{i}"),
+                Duration::from_secs(180),
+                "Ready",
+                ready,
+            )
+            .await;
+        }
+        api_busy
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|k| k.status?.token_id.clone())
+            .collect()
+    };
+    for i in 0..BUSY {
+        api_busy
+            .delete(&format!("k{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..BUSY {
+        assert!(
+            common::operator::gone_within(&api_busy, &format!("k{i}"), Duration::from_secs(180))
+                .await
+        );
+    }
+    for id in ids {
+        assert!(!w.credential_is_live(&id).await);
+    }
+    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
+    w.kill_operator();
+    delete_namespace(&w, &busy).await;
+    delete_namespace(&w, &quiet).await;
+    w.assert_log_has_no_tokens().await;
+}

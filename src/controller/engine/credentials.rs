@@ -133,7 +133,7 @@ impl<K: Kind> Engine<'_, K> {
         )
         .await?;
         self.ctx
-            .remember_cluster_credential_type(name, resolved.credential_type);
+            .remember_cluster_credential(name, resolved.credential_type, resolved.mark);
         Ok(resolved.token)
     }
 

@@ -32,7 +32,10 @@ impl<K: Kind> Engine<'_, K> {
             at: self.now,
             expires: Some(expires),
         };
+        // The policy first (resolving the credential checks it), then its quotas.
         self.issuer(view).await?;
+        // Boxed: a rare path that would otherwise grow every reconcile's future.
+        Box::pin(self.check_quota(reason)).await?;
         self.add_finalizer(Some(&intent)).await?;
         let marker = marker(self.ctx, self.obj);
         let issuer = self.issuer.as_mut().expect("issuer");
@@ -81,8 +84,10 @@ impl<K: Kind> Engine<'_, K> {
         );
         // A login that may have leaked (whatever this issue is for: a repair may come first):
         // what else it minted goes at once too.
-        let leaked =
-            self.reissue_request.is_some() && self.reissue_request != self.status.reissue_handled;
+        let leaked = lifecycle::reissue_pending(
+            self.reissue_request.as_deref(),
+            self.status.reissue_handled.as_deref(),
+        );
         let mut revoked_now = usize::from(replaced.is_some());
         if leaked && let Some(source) = &replaced_scope {
             revoked_now += lifecycle::revoke_minted_with(&mut next, source, self.now).len();
@@ -135,6 +140,87 @@ impl<K: Kind> Engine<'_, K> {
         Ok(())
     }
 
+    /// A cluster credential's quotas for this namespace (`spec.policy.maxKeysPerNamespace`,
+    /// `maxIssuesPerNamespacePerHour`): nothing is minted beyond them. A re-issue after
+    /// `nuclia.dev/reissue-minted` is never held (the old key is what must go).
+    async fn check_quota(&self, reason: IssueReason) -> Result<()> {
+        let Some(cc) = self.obj.cluster_credential() else {
+            return Ok(());
+        };
+        if self.ctx.settings.cluster_credential_namespace.is_none() {
+            return Ok(());
+        }
+        let Some(policy) = self.cluster_credential_policy(cc).await? else {
+            return Ok(()); // resolving it says what is wrong
+        };
+        let ns = self.obj.namespace().unwrap_or_default();
+        let holds = self.status.token_id.is_some()
+            && self
+                .status
+                .scope
+                .as_ref()
+                .is_some_and(|s| s.cluster_credential.as_deref() == Some(cc));
+        if !holds && policy.max_keys_per_namespace.is_some() {
+            let created = self
+                .obj
+                .creation_timestamp()
+                .map_or(i64::MAX, |t| t.0.as_second());
+            let (holders, ahead) = self.ctx.key_queue(cc, &ns, &self.obj.name_any(), created);
+            if let Err(message) =
+                crate::cluster_credential::check_keys(cc, &policy, &ns, holders, ahead)
+            {
+                self.ctx
+                    .metrics
+                    .quota_exceeded(cc, &ns, "maxKeysPerNamespace");
+                return Err(Error::QuotaExceeded {
+                    message,
+                    retry_after: None,
+                });
+            }
+        }
+        if reason == IssueReason::CredentialReissued {
+            return Ok(());
+        }
+        let limit = policy.max_issues_per_namespace_per_hour;
+        if let Err(free) = self.ctx.take_issue_slot(cc, &ns, limit, self.now) {
+            self.ctx
+                .metrics
+                .quota_exceeded(cc, &ns, "maxIssuesPerNamespacePerHour");
+            return Err(Error::QuotaExceeded {
+                message: format!(
+                    "namespace {ns:?} has minted {} key(s) through NucliaClusterCredential {cc:?} in the last hour, its limit (spec.policy.maxIssuesPerNamespacePerHour); the next one can be minted at {}",
+                    limit.unwrap_or_default(),
+                    free.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                retry_after: (free - self.now).to_std().ok(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The policy of cluster credential `name`, from the watch (read once if the watch has
+    /// not shown it yet); None if it does not exist.
+    async fn cluster_credential_policy(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::cluster_credential::ClusterCredentialPolicy>> {
+        use crate::cluster_credential::NucliaClusterCredential;
+        if let Some(cc) = self
+            .ctx
+            .cluster_credentials
+            .get()
+            .and_then(|s| s.get(&kube::runtime::reflector::ObjectRef::new(name)))
+        {
+            return Ok(Some(cc.spec.policy.clone()));
+        }
+        let api: kube::Api<NucliaClusterCredential> = kube::Api::all(self.ctx.kube.clone());
+        Ok(api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("get NucliaClusterCredential"))?
+            .map(|cc| cc.spec.policy))
+    }
+
     /// Counts this resource's re-issue after `nuclia.dev/reissue-minted` on the login `source`
     /// (the scope of the token it replaced) names: done, revoking `revoked` at once, or failed.
     pub(super) fn reissue_done(
@@ -142,14 +228,11 @@ impl<K: Kind> Engine<'_, K> {
         source: Option<&crate::crd::TokenScope>,
         revoked: Option<usize>,
     ) {
-        let (Some(login), Some(value)) = (
-            source.and_then(|s| s.credential.as_ref()),
-            self.reissue_request.as_deref(),
-        ) else {
+        let (Some(source), Some(value)) = (source, self.reissue_request.as_deref()) else {
             return;
         };
         self.ctx
-            .reissue_done(&self.obj.object_ref(&()), &login.name, value, revoked);
+            .reissue_done(&self.obj.object_ref(&()), source, value, revoked);
     }
 
     /// Restarts `spec.rolloutRestartTargets` now that the Secret holds token `id`, and starts

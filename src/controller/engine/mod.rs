@@ -134,8 +134,10 @@ impl<'a, K: Kind> Engine<'a, K> {
                     s.previous_tokens
                         .iter()
                         .filter(|p| {
-                            ctx.reissue_request(&ns, p.scope.as_ref())
-                                .is_some_and(|v| p.reissue_handled.as_ref() != Some(&v))
+                            crate::lifecycle::reissue_pending(
+                                ctx.reissue_request(&ns, p.scope.as_ref()).as_deref(),
+                                p.reissue_handled.as_deref(),
+                            )
                         })
                         .map(|p| p.id.clone())
                         .collect()

@@ -27,6 +27,12 @@ use crate::nuclia;
 use crate::runtime::metrics::CredentialState;
 
 pub(crate) async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    // Its Nuclia calls take their turn at a shared credential as its namespace's.
+    let tenant = obj.namespace().unwrap_or_default();
+    crate::nuclia::fair::for_tenant(tenant, reconcile_one(obj, ctx)).await
+}
+
+async fn reconcile_one<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
     let uid = obj.uid().unwrap_or_default();
     let result = if obj.meta().deletion_timestamp.is_some() {
@@ -63,12 +69,17 @@ fn reissue_asked<K: Kind>(obj: &K, ctx: &Context) -> bool {
         return false;
     };
     let ns = obj.namespace().unwrap_or_default();
-    ctx.reissue_request(&ns, status.scope.as_ref())
-        .is_some_and(|v| status.reissue_handled.as_ref() != Some(&v))
-        || status.previous_tokens.iter().any(|p| {
-            ctx.reissue_request(&ns, p.scope.as_ref())
-                .is_some_and(|v| p.reissue_handled.as_ref() != Some(&v))
-        })
+    let pending = |scope: Option<&crate::crd::TokenScope>, handled: Option<&String>| {
+        lifecycle::reissue_pending(
+            ctx.reissue_request(&ns, scope).as_deref(),
+            handled.map(String::as_str),
+        )
+    };
+    pending(status.scope.as_ref(), status.reissue_handled.as_ref())
+        || status
+            .previous_tokens
+            .iter()
+            .any(|p| pending(p.scope.as_ref(), p.reissue_handled.as_ref()))
 }
 
 /// Exponential backoff with jitter per resource; rate limits wait at least `Retry-After`;

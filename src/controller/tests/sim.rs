@@ -33,6 +33,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use super::apiserver::ApiServer;
+use crate::cluster_credential::NucliaClusterCredential;
 use crate::controller::resource_index::ResourceIndex;
 use crate::controller::{Context, Kind, Settings};
 use crate::controller::{error_policy, reconcile};
@@ -50,6 +51,7 @@ use nuclia_fake::{FakeConfig, FakeHandle, FaultRule};
 const NAMESPACES: [&str; 2] = ["team-a", "team-b"];
 const OPERATOR_NS: &str = "operator";
 const CLUSTER_CREDENTIAL: &str = "shared";
+const CC_COLLECTION: &str = "/apis/nuclia.dev/v1alpha1/nucliaclustercredentials";
 const CLUSTER_ID: &str = "sim-cluster";
 const INSTALLATION: &str = "inst-sim";
 /// Resource names; the last is 64 characters with a `-` in 63rd place (a label value cut at
@@ -190,6 +192,17 @@ enum Act {
     LeakLogin {
         ns: usize,
     },
+    /// The cluster admin replaces the cluster credential's login and marks the
+    /// `NucliaClusterCredential` (or its Secret): every key minted with it re-issues (I9).
+    LeakClusterCredential {
+        on_object: bool,
+    },
+    /// The cluster credential's quotas (`maxKeysPerNamespace`,
+    /// `maxIssuesPerNamespacePerHour`), each maybe unset (I10).
+    SetQuota {
+        keys: Option<u32>,
+        per_hour: Option<u32>,
+    },
     /// The action, and the next one at once: no reconcile in between (a patch, then a
     /// deletion, as one `kubectl apply` of two documents would).
     Quick(Box<Act>),
@@ -206,7 +219,7 @@ enum FaultHow {
 fn random_act(rng: &mut StdRng) -> Act {
     let target = rng.random_range(0..16);
     let ns = usize::from(rng.random_bool(0.3));
-    match rng.random_range(0..109) {
+    match rng.random_range(0..115) {
         0..25 => Act::Create {
             flavor: [
                 Flavor::Personal,
@@ -282,7 +295,14 @@ fn random_act(rng: &mut StdRng) -> Act {
             target,
             on: rng.random_bool(0.6),
         },
-        _ => Act::LeakLogin { ns },
+        106..109 => Act::LeakLogin { ns },
+        109..112 => Act::LeakClusterCredential {
+            on_object: rng.random_bool(0.5),
+        },
+        _ => Act::SetQuota {
+            keys: [None, Some(1), Some(2)][rng.random_range(0..3)],
+            per_hour: [None, Some(1), Some(3)][rng.random_range(0..3)],
+        },
     }
 }
 
@@ -419,6 +439,8 @@ struct Sim {
     now: DateTime<Utc>,
     /// resourceVersions the simulated watches delivered, by path.
     delivered: HashMap<String, String>,
+    /// The same for cluster credentials (the resources' watch sees its own paths go).
+    cc_delivered: HashMap<String, String>,
     /// When each resource is due for a reconcile.
     due: BTreeMap<String, DateTime<Utc>>,
     /// Every resource created, in order.
@@ -443,6 +465,18 @@ struct Sim {
     /// resource's UID and the mark (I9).
     leaked: BTreeMap<String, (String, String)>,
     leaks: u32,
+    /// The cluster credential's quotas as last set: keys, issues per hour (I10).
+    quota: (Option<u32>, Option<u32>),
+    /// Keys each namespace held through the cluster credential when a key quota was set
+    /// (they keep renewing), down to what it holds since.
+    quota_keys_before: HashMap<String, u32>,
+    /// When each key minted through the cluster credential was issued, by namespace, and
+    /// the token ids already counted.
+    cc_issues: HashMap<String, Vec<DateTime<Utc>>>,
+    cc_tokens: HashSet<String>,
+    /// The hours judged for issues per hour start from then on: a new process counts from
+    /// zero, and a re-issue after a mark is not held.
+    cc_rate_unjudged_until: DateTime<Utc>,
     errors: Vec<String>,
     violations: Vec<Violation>,
     trace: Vec<String>,
@@ -460,6 +494,7 @@ struct Writers {
     kb: (Writer<NucliaKbApiKey>, Arc<ResourceIndex>),
     nua: (Writer<NucliaNuaKey>, Arc<ResourceIndex>),
     secrets: Writer<PartialObjectMeta<Secret>>,
+    cluster_credentials: Writer<NucliaClusterCredential>,
 }
 
 fn collection_of<K: Kind>(ns: &str) -> String {
@@ -532,6 +567,7 @@ impl Sim {
             writers,
             now: start,
             delivered: HashMap::new(),
+            cc_delivered: HashMap::new(),
             due: BTreeMap::new(),
             created: Vec::new(),
             last_seen: HashMap::new(),
@@ -545,6 +581,11 @@ impl Sim {
             window_replaced: HashSet::new(),
             leaked: BTreeMap::new(),
             leaks: 0,
+            quota: (None, None),
+            quota_keys_before: HashMap::new(),
+            cc_issues: HashMap::new(),
+            cc_tokens: HashSet::new(),
+            cc_rate_unjudged_until: start,
             errors: Vec::new(),
             violations: Vec::new(),
             trace: Vec::new(),
@@ -584,6 +625,8 @@ impl Sim {
         let (kb_r, kb_w) = reflector::store();
         let (nua_r, nua_w) = reflector::store();
         let (s_r, s_w) = reflector::store();
+        let (cc_r, cc_w) = reflector::store();
+        let _ = ctx.cluster_credentials.set(cc_r);
         let pt_i = Arc::new(ResourceIndex::default());
         let kb_i = Arc::new(ResourceIndex::default());
         let nua_i = Arc::new(ResourceIndex::default());
@@ -598,6 +641,7 @@ impl Sim {
             kb: (kb_w, kb_i),
             nua: (nua_w, nua_i),
             secrets: s_w,
+            cluster_credentials: cc_w,
         };
         (ctx, writers)
     }
@@ -997,6 +1041,8 @@ impl Sim {
                 )
             }
             Act::LeakLogin { ns } => self.leak_login(NAMESPACES[ns]),
+            Act::LeakClusterCredential { on_object } => self.leak_cluster_credential(on_object),
+            Act::SetQuota { keys, per_hour } => self.set_quota(keys, per_hour),
             Act::Suspend { target, on } => self.edit(
                 target,
                 json!({"spec": {"suspend": on}}),
@@ -1081,6 +1127,118 @@ impl Sim {
         )
     }
 
+    /// Replaces the cluster credential's login and marks it (on the `NucliaClusterCredential`
+    /// or on its Secret) with a new `nuclia.dev/reissue-minted` value: every token then live
+    /// that was minted with it must go (I9).
+    fn leak_cluster_credential(&mut self, on_object: bool) -> String {
+        self.leaks += 1;
+        let value = format!("leak-{}", self.leaks);
+        let login = self.mint_login("cluster credential login");
+        self.put_secret(OPERATOR_NS, "cc-login", &[("token", &login)]);
+        let path = if on_object {
+            format!("{CC_COLLECTION}/{CLUSTER_CREDENTIAL}")
+        } else {
+            secret_path(OPERATOR_NS, "cc-login")
+        };
+        self.server.merge(
+            &path,
+            &json!({"metadata": {"annotations": {crate::crd::ANNOTATION_REISSUE: value}}}),
+        );
+        let mut tokens = Vec::new();
+        for (_, v) in self.all_resources() {
+            if is_deleting(&v) {
+                continue;
+            }
+            let s = status_of(&v);
+            let through = |scope: &Option<crate::crd::TokenScope>| {
+                scope
+                    .as_ref()
+                    .and_then(|sc| sc.cluster_credential.as_deref())
+                    == Some(CLUSTER_CREDENTIAL)
+            };
+            let uid = v["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+            if through(&s.scope) {
+                tokens.extend(s.token_id.clone().map(|id| (id, uid.clone())));
+            }
+            tokens.extend(
+                s.previous_tokens
+                    .iter()
+                    .filter(|t| through(&t.scope))
+                    .map(|t| (t.id.clone(), uid.clone())),
+            );
+        }
+        let n = tokens.len();
+        self.leaked.extend(
+            tokens
+                .into_iter()
+                .map(|(id, uid)| (id, (uid, value.clone()))),
+        );
+        // Re-issues are not held by the issues-per-hour quota.
+        self.cc_rate_unjudged_until = self.now + chrono::Duration::hours(1);
+        let on = if on_object {
+            "the NucliaClusterCredential"
+        } else {
+            "its Secret"
+        };
+        format!(
+            "replace the cluster credential's login and mark {on} {value} ({n} token(s) minted with it)"
+        )
+    }
+
+    /// Sets the cluster credential's quotas; the keys each namespace holds now keep renewing.
+    fn set_quota(&mut self, keys: Option<u32>, per_hour: Option<u32>) -> String {
+        // The hours judged start now: mints before the quota were not held by it.
+        if per_hour.is_some() && self.quota.1 != per_hour {
+            self.cc_rate_unjudged_until = self.cc_rate_unjudged_until.max(self.now);
+        }
+        self.server.merge(
+            &format!("{CC_COLLECTION}/{CLUSTER_CREDENTIAL}"),
+            &json!({"spec": {"policy": {"maxKeysPerNamespace": keys,
+                                         "maxIssuesPerNamespacePerHour": per_hour}}}),
+        );
+        self.quota = (keys, per_hour);
+        self.quota_keys_before = self.cluster_keys();
+        format!("quota: {keys:?} keys, {per_hour:?} issues per hour per namespace")
+    }
+
+    /// Current keys held through the cluster credential, by namespace.
+    fn cluster_keys(&self) -> HashMap<String, u32> {
+        let mut out = HashMap::new();
+        for (path, v) in self.all_resources() {
+            let s = status_of(&v);
+            let through = s.token_id.is_some()
+                && s.scope
+                    .as_ref()
+                    .and_then(|sc| sc.cluster_credential.as_deref())
+                    == Some(CLUSTER_CREDENTIAL);
+            if through {
+                *out.entry(namespace_of(&path)).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// The `nuclia.dev/reissue-minted` marks of the login a token of `scope` was minted with,
+    /// read from the apiserver (as the operator should see them).
+    fn login_mark(&self, ns: &str, scope: Option<&crate::crd::TokenScope>) -> Option<String> {
+        let scope = scope?;
+        let mark = |path: &str| {
+            self.server.get::<Value>(path).and_then(|o| {
+                o["metadata"]["annotations"][crate::crd::ANNOTATION_REISSUE]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+        };
+        match &scope.cluster_credential {
+            Some(cc) => {
+                let object = mark(&format!("{CC_COLLECTION}/{cc}"));
+                let secret = mark(&secret_path(OPERATOR_NS, "cc-login"));
+                crate::lifecycle::reissue_mark(secret.as_deref(), object.as_deref())
+            }
+            None => mark(&secret_path(ns, &scope.credential.as_ref()?.name)),
+        }
+    }
+
     fn revoke_out_of_band(&mut self, id: &str) {
         let mut st = self.fake.shared.lock();
         // A NUA key: its client is deleted (revoking the key alone is not how NUA works).
@@ -1147,6 +1305,7 @@ impl Sim {
         let (ctx, writers) = Self::process(&self.server, &self.fake, &self.metrics);
         self.ctx = ctx;
         self.writers = writers;
+        self.cc_rate_unjudged_until = self.now + chrono::Duration::hours(1);
         // The new process lists everything and reconciles it all (what the simulation has
         // delivered stays known, so a resource that goes meanwhile is still seen going).
         for (path, _) in self.all_resources() {
@@ -1274,6 +1433,31 @@ impl Sim {
         relist(&mut self.writers.pt, &resources);
         relist(&mut self.writers.kb, &resources);
         relist(&mut self.writers.nua, &resources);
+        // The cluster credential watch: a change wakes the resources that use it.
+        let ccs = self.server.list(&format!("{CC_COLLECTION}/"));
+        let mut objs = Vec::new();
+        for (path, v) in &ccs {
+            let rv = v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Ok(o) = serde_json::from_value::<NucliaClusterCredential>(v.clone()) {
+                objs.push(o);
+            }
+            if self.cc_delivered.get(path) != Some(&rv) {
+                self.cc_delivered.insert(path.clone(), rv);
+                let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+                for p in self.cluster_credential_users(&name) {
+                    self.due.insert(p, now);
+                }
+            }
+        }
+        let w = &mut self.writers.cluster_credentials;
+        w.apply_watcher_event(&watcher::Event::Init);
+        for o in objs {
+            w.apply_watcher_event(&watcher::Event::InitApply(o));
+        }
+        w.apply_watcher_event(&watcher::Event::InitDone);
         // Secrets: the metadata watch wakes owners (not for their own write's echo) and the
         // resources that read credentials from them.
         let secrets = self.all_secrets();
@@ -1357,9 +1541,35 @@ impl Sim {
                     .map(|n| format!("{coll}/{n}")),
             );
         }
+        // A cluster credential's Secret: the resources using that cluster credential.
+        if ns == OPERATOR_NS {
+            for cc in self.ctx.cluster_credentials_reading(&name) {
+                readers.extend(self.cluster_credential_users(&cc));
+            }
+        }
         for p in readers {
             self.due.insert(p, now);
         }
+    }
+
+    /// Paths of the resources that name cluster credential `name` or hold its keys.
+    fn cluster_credential_users(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (index, kind) in [
+            (&self.writers.pt.1, "pt"),
+            (&self.writers.kb.1, "kb"),
+            (&self.writers.nua.1, "nua"),
+        ] {
+            for (ns, n) in index.cluster_credential_users(name) {
+                let coll = match kind {
+                    "pt" => collection_of::<NucliaPersonalToken>(&ns),
+                    "kb" => collection_of::<NucliaKbApiKey>(&ns),
+                    _ => collection_of::<NucliaNuaKey>(&ns),
+                };
+                out.push(format!("{coll}/{n}"));
+            }
+        }
+        out
     }
 
     /// A resource is gone: under `Orphan` its tokens are kept, and must stay valid.
@@ -1407,7 +1617,10 @@ impl Sim {
         self.reconciles += 1;
         let obj = Arc::new(obj);
         let ctx = self.ctx.clone();
-        let result = crate::clock::frozen_at(self.now, reconcile(obj.clone(), ctx.clone())).await;
+        // Boxed, as the controller's runner holds it: the engine's future is large, and the
+        // test thread's stack holds the whole simulation.
+        let result =
+            crate::clock::frozen_at(self.now, Box::pin(reconcile(obj.clone(), ctx.clone()))).await;
         let action = match result {
             Ok(a) => {
                 self.failing.remove(&obj.uid().unwrap_or_default());
@@ -1498,20 +1711,11 @@ impl Sim {
                 || faults
                 || asked(ANNOTATION_ROTATE, &status.rotate_handled)
                 || asked(ANNOTATION_REVOKE_NOW, &status.revoke_now_handled)
-                || status
-                    .scope
-                    .as_ref()
-                    .and_then(|s| s.credential.as_ref())
-                    .and_then(|c| {
-                        self.server
-                            .get::<Value>(&secret_path(&namespace_of(path), &c.name))
-                    })
-                    .and_then(|sec| {
-                        sec["metadata"]["annotations"][crate::crd::ANNOTATION_REISSUE]
-                            .as_str()
-                            .map(str::to_owned)
-                    })
-                    .is_some_and(|mark| status.reissue_handled.as_ref() != Some(&mark))
+                || crate::lifecycle::reissue_pending(
+                    self.login_mark(&namespace_of(path), status.scope.as_ref())
+                        .as_deref(),
+                    status.reissue_handled.as_deref(),
+                )
                 || annotations[crate::crd::ANNOTATION_ISSUE_INTENT]
                     .as_str()
                     .and_then(crate::crd::IssueIntent::parse)
@@ -1989,14 +2193,14 @@ impl Sim {
                         .find(|p| &p.id == id)
                         .and_then(|p| p.scope.as_ref())
                 });
-            let marked = scope
-                .and_then(|sc| sc.credential.as_ref())
-                .and_then(|c| {
-                    self.server
-                        .get::<Value>(&secret_path(&namespace_of(path), &c.name))
-                })
-                .is_some_and(|sec| {
-                    sec["metadata"]["annotations"][crate::crd::ANNOTATION_REISSUE] == mark.as_str()
+            // The mark is still there (on the login Secret; for a cluster credential, on it or
+            // on its Secret).
+            let marked = self
+                .login_mark(&namespace_of(path), scope)
+                .is_some_and(|m| {
+                    m == *mark
+                        || m.starts_with(&format!("{mark};"))
+                        || m.ends_with(&format!("={mark}"))
                 });
             let waits = is_deleting(r)
                 || r["spec"]["suspend"] == true
@@ -2016,6 +2220,64 @@ impl Sim {
                         "{path}: token {id}, minted with a login marked {mark} (or down its chain), is still live"
                     ),
                 });
+            }
+        }
+        // I10: under the cluster credential's quotas, no namespace holds more keys through it
+        // than `maxKeysPerNamespace` (or than it held when the quota was set, as those renew),
+        // and none mints more than `maxIssuesPerNamespacePerHour` in an hour (not judged for
+        // an hour after a restart, which counts from zero, or a mark, whose re-issues are not
+        // held).
+        for (path, r) in &resources {
+            let s = status_of(r);
+            let (Some(id), Some(at)) = (&s.token_id, s.issued_at) else {
+                continue;
+            };
+            let through = s
+                .scope
+                .as_ref()
+                .and_then(|sc| sc.cluster_credential.as_deref())
+                == Some(CLUSTER_CREDENTIAL);
+            if through && self.cc_tokens.insert(id.clone()) {
+                self.cc_issues
+                    .entry(namespace_of(path))
+                    .or_default()
+                    .push(at);
+            }
+        }
+        let keys = self.cluster_keys();
+        if let Some(max) = self.quota.0 {
+            for (ns, n) in &keys {
+                let before = self.quota_keys_before.get(ns).copied().unwrap_or(0);
+                if *n > max.max(before) {
+                    v.push(Violation {
+                        invariant: "I10",
+                        what: format!(
+                            "namespace {ns} holds {n} keys through the cluster credential; its maxKeysPerNamespace is {max} ({before} held when it was set)"
+                        ),
+                    });
+                }
+            }
+            for (ns, before) in self.quota_keys_before.iter_mut() {
+                *before = (*before).min(keys.get(ns).copied().unwrap_or(0));
+            }
+        }
+        if let Some(max) = self.quota.1 {
+            for (ns, times) in &self.cc_issues {
+                for t in times {
+                    let in_hour = times
+                        .iter()
+                        .filter(|u| **u >= *t && **u < *t + chrono::Duration::hours(1))
+                        .count();
+                    if in_hour > max as usize && *t > self.cc_rate_unjudged_until {
+                        v.push(Violation {
+                            invariant: "I10",
+                            what: format!(
+                                "namespace {ns} minted {in_hour} keys through the cluster credential in the hour from {t}; its maxIssuesPerNamespacePerHour is {max}"
+                            ),
+                        });
+                        break;
+                    }
+                }
             }
         }
         // I1: what an Orphan deletion kept stays valid (unless a resource of the same name
@@ -2632,4 +2894,132 @@ async fn a_leaked_login_reissues_what_it_minted_in_the_simulation() {
             .any(|n| n.contains("2 credential(s)") && n.contains("0 failed")),
         "{progress:?}"
     );
+}
+
+/// The cluster credential marked leaked in the simulation (I9 can fail), on itself and then on
+/// its Secret: the keys minted with it in both namespaces re-issue, the old ones are refused at
+/// once, and the cluster credential's Event counts them.
+#[tokio::test]
+async fn a_marked_cluster_credential_reissues_its_keys_in_the_simulation() {
+    let mut sim = Sim::new().await;
+    for (ns, name) in [(0, 0), (1, 1)] {
+        sim.apply(&Act::Create {
+            flavor: Flavor::KbKeyShared,
+            ns,
+            name,
+            orphan: false,
+            self_renew: false,
+        });
+        sim.settle().await;
+    }
+    for (round, on_object) in [(1, true), (2, false)] {
+        let before: Vec<(String, CredentialStatus)> = sim
+            .created
+            .iter()
+            .map(|t| (t.path.clone(), status_of(&sim.server.get(&t.path).unwrap())))
+            .collect();
+        sim.apply(&Act::LeakClusterCredential { on_object });
+        assert_eq!(
+            sim.leaked.len(),
+            2,
+            "round {round}: two keys minted with it"
+        );
+        sim.settle().await;
+        sim.resync().await;
+        sim.check(false, "");
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+        for (path, old) in before {
+            let now = status_of(&sim.server.get(&path).unwrap());
+            assert_ne!(
+                now.token_id, old.token_id,
+                "{path} re-issued (round {round})"
+            );
+            let st = sim.fake.shared.lock();
+            assert!(
+                !token_live(&st, old.token_id.as_deref().unwrap()),
+                "{path}'s old key revoked (round {round})"
+            );
+        }
+        let progress = sim
+            .server
+            .list("/apis/events.k8s.io/v1/")
+            .into_iter()
+            .filter(|(_, e)| {
+                e["reason"] == "ReissueProgress"
+                    && e["regarding"]["name"] == "cc-login"
+                    && e["regarding"]["namespace"] == OPERATOR_NS
+            })
+            .filter_map(|(_, e)| e["note"].as_str().map(str::to_owned))
+            .any(|n| n.contains(&format!("leak-{round}")) && n.contains("2 credential(s)"));
+        assert!(
+            progress,
+            "round {round}: the cluster credential's Event counts both"
+        );
+    }
+}
+
+/// Quotas in the simulation (I10 can fail): one key per namespace and two mints per hour; the
+/// second resource of a namespace waits with `QuotaExceeded`, another namespace is served, and
+/// the holder's second rotation within the hour is refused.
+#[tokio::test]
+async fn a_cluster_credential_quota_holds_in_the_simulation() {
+    let mut sim = Sim::new().await;
+    sim.apply(&Act::SetQuota {
+        keys: Some(1),
+        per_hour: Some(2),
+    });
+    for (ns, name) in [(0, 0), (0, 1), (1, 2)] {
+        sim.apply(&Act::Create {
+            flavor: Flavor::KbKeyShared,
+            ns,
+            name,
+            orphan: false,
+            self_renew: false,
+        });
+        sim.settle().await;
+    }
+    sim.check(false, "");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    let reason = |sim: &Sim, i: usize| {
+        let s = status_of(&sim.server.get(&sim.created[i].path).unwrap());
+        (
+            s.token_id.is_some(),
+            s.condition("Ready").map(|c| c.reason.clone()),
+        )
+    };
+    let issuing = |sim: &Sim, i: usize| {
+        let s = status_of(&sim.server.get(&sim.created[i].path).unwrap());
+        s.condition("Issuing").map(|c| c.reason.clone())
+    };
+    assert_eq!(reason(&sim, 0).0, true, "the first in team-a holds a key");
+    assert_eq!(
+        reason(&sim, 1),
+        (false, Some("QuotaExceeded".to_owned())),
+        "the second waits"
+    );
+    assert_eq!(reason(&sim, 2).0, true, "team-b has its own share");
+    // Rotations of the holder: the first fits in the hour (two mints), the second does not.
+    for n in 1..=2 {
+        sim.apply(&Act::Jump { secs: 60 });
+        sim.settle().await;
+        sim.apply(&Act::Rotate { target: 0 });
+        sim.settle().await;
+        sim.resync().await;
+        sim.check(false, "");
+        assert!(
+            sim.violations.is_empty(),
+            "rotation {n}: {:?}",
+            sim.violations
+        );
+    }
+    assert_eq!(
+        (reason(&sim, 0), issuing(&sim, 0)),
+        (
+            (true, Some("TokenValid".to_owned())),
+            Some("QuotaExceeded".to_owned())
+        ),
+        "the second rotation in the hour is refused (Issuing), the key kept (Ready)"
+    );
+    let mints = sim.cc_issues.get(NAMESPACES[0]).map_or(0, Vec::len);
+    assert_eq!(mints, 2, "two mints in team-a");
 }
