@@ -2968,6 +2968,9 @@ async fn a_cluster_credential_quota_holds_in_the_simulation() {
         keys: Some(1),
         per_hour: Some(2),
     });
+    // The hours judged start after the quota is set.
+    sim.apply(&Act::Jump { secs: 60 });
+    sim.settle().await;
     for (ns, name) in [(0, 0), (0, 1), (1, 2)] {
         sim.apply(&Act::Create {
             flavor: Flavor::KbKeyShared,
