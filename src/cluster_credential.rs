@@ -171,6 +171,7 @@ pub struct ClusterCredentialStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceUsage {
+    /// The namespace.
     pub namespace: String,
     /// Current keys minted with the credential there.
     pub keys: u32,
