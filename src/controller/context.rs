@@ -60,8 +60,11 @@ pub struct Context {
     /// Re-issues after each `nuclia.dev/reissue-minted` value, by (namespace, login, value).
     reissues: Mutex<HashMap<(String, String, String), ReissueTally>>,
     /// Mints through each cluster credential in the last hour, by (credential, namespace).
-    cluster_issues: Mutex<HashMap<(String, String), std::collections::VecDeque<DateTime<Utc>>>>,
+    cluster_issues: Mutex<HashMap<(String, String), MintTimes>>,
 }
+
+/// When the mints of the last hour started, oldest first.
+type MintTimes = std::collections::VecDeque<DateTime<Utc>>;
 
 /// What one `nuclia.dev/reissue-minted` value on one Secret has brought about so far.
 #[derive(Default)]

@@ -261,12 +261,7 @@ async fn cluster_credential_policy_namespaces_and_role_ceiling() {
         "team b's key revoked"
     );
     assert!(!w.credential_is_live(&id_b).await);
-    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
-    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
-    w.kill_operator();
-    delete_namespace(&w, &a).await;
-    delete_namespace(&w, &b).await;
-    w.assert_log_has_no_tokens().await;
+    tear_down(&mut w, &cc, &[&a, &b]).await;
 }
 
 /// The cluster credential's Secret is written by a self-renewing `NucliaPersonalToken` in the
@@ -491,21 +486,8 @@ async fn cluster_credential_of_a_nua_key_and_turned_off() {
 async fn a_marked_cluster_credential_reissues_every_key_minted_with_it() {
     let mut w = World::new("cc-leak").await;
     let ops = w.ns.clone();
-    let a = team(&w, "cc-leak-a").await;
-    let b = team(&w, "cc-leak-b").await;
-    let cc = format!("{ops}-leak");
     let bootstrap = w.fake.bootstrap.pat.clone();
-    w.create_secret("admin-login", "token", &bootstrap).await;
-    apply_cluster(&format!(
-        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy: {{namespaces: [{a}, {b}]}}\n"
-    ));
-    let namespaces = format!("{a},{b}");
-    w.start_operator(&[
-        "--watch-namespaces",
-        &namespaces,
-        "--cluster-credential-namespace",
-        &ops,
-    ]);
+    let (cc, a, b) = lent_to_two(&mut w, "leak", "", &[]).await;
     let kb_url = w.fake.bootstrap.kbs[0].url.clone();
     let apis = [
         (
@@ -537,44 +519,24 @@ async fn a_marked_cluster_credential_reissues_every_key_minted_with_it() {
             )
             .await;
         let fresh = fresh["token"].as_str().expect("a new PAT").to_owned();
+        // The admin replaces the login, then marks the cluster credential (or its Secret).
+        let merge = |v: serde_json::Value| kube::api::Patch::Merge(v);
+        let value = serde_json::json!({"stringData": {"token": fresh}});
+        w.secrets()
+            .patch("admin-login", &Default::default(), &merge(value))
+            .await
+            .unwrap();
         let annotation =
             serde_json::json!({"metadata": {"annotations": {"nuclia.dev/reissue-minted": mark}}});
-        let mut secret = annotation.clone();
-        secret["stringData"] = serde_json::json!({"token": fresh});
-        if !on_object {
-            secret["metadata"] = serde_json::json!({});
-            w.secrets()
-                .patch(
-                    "admin-login",
-                    &Default::default(),
-                    &kube::api::Patch::Merge(secret),
-                )
-                .await
-                .unwrap();
-            w.secrets()
-                .patch(
-                    "admin-login",
-                    &Default::default(),
-                    &kube::api::Patch::Merge(annotation),
-                )
+        if on_object {
+            ccs.patch(&cc, &Default::default(), &merge(annotation))
                 .await
                 .unwrap();
         } else {
             w.secrets()
-                .patch(
-                    "admin-login",
-                    &Default::default(),
-                    &kube::api::Patch::Merge(serde_json::json!({"stringData": {"token": fresh}})),
-                )
+                .patch("admin-login", &Default::default(), &merge(annotation))
                 .await
                 .unwrap();
-            ccs.patch(
-                &cc,
-                &Default::default(),
-                &kube::api::Patch::Merge(annotation),
-            )
-            .await
-            .unwrap();
         }
         let want = match round {
             1 => "NucliaClusterCredential=leak-1".to_owned(),
@@ -651,11 +613,7 @@ async fn a_marked_cluster_credential_reissues_every_key_minted_with_it() {
             "{ns}: revoked at deletion"
         );
     }
-    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
-    w.kill_operator();
-    delete_namespace(&w, &a).await;
-    delete_namespace(&w, &b).await;
-    w.assert_log_has_no_tokens().await;
+    tear_down(&mut w, &cc, &[&a, &b]).await;
 }
 
 /// A mint refused by `quota`: `Issuing=False` says so; `Ready` stays True while a key is held.
@@ -665,21 +623,51 @@ fn quota_exceeded(s: &CredentialStatus, quota: &str) -> bool {
     })
 }
 
-/// One series of the operator's /metrics whose line starts with `prefix` (labels included).
-async fn metric(w: &World, prefix: &str) -> Option<f64> {
-    let addr = common::operator::served_addr(&w.log_text())?;
-    let text = w
-        .http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+/// Two team namespaces and a cluster credential `<ops>-<suffix>` over the Secret
+/// `admin-login` (the bootstrap PAT) lent to both, its policy with the `policy` fields added
+/// (flow style); the operator watches them, started with `operator` flags added.
+async fn lent_to_two(
+    w: &mut World,
+    suffix: &str,
+    policy: &str,
+    operator: &[&str],
+) -> (String, String, String) {
+    let ops = w.ns.clone();
+    let a = team(w, &format!("cc-{suffix}-a")).await;
+    let b = team(w, &format!("cc-{suffix}-b")).await;
+    let cc = format!("{ops}-{suffix}");
+    w.create_secret("admin-login", "token", &w.fake.bootstrap.pat.clone())
+        .await;
+    let more = if policy.is_empty() {
+        String::new()
+    } else {
+        format!(", {policy}")
+    };
+    apply_cluster(&format!(
+        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy: {{namespaces: [{a}, {b}]{more}}}\n"
+    ));
+    let namespaces = format!("{a},{b}");
+    let mut args = vec![
+        "--watch-namespaces",
+        namespaces.as_str(),
+        "--cluster-credential-namespace",
+        ops.as_str(),
+    ];
+    args.extend_from_slice(operator);
+    w.start_operator(&args);
+    (cc, a, b)
+}
+
+/// The end of a cluster credential test: the cluster credential deleted (after its users),
+/// the operator stopped, the team namespaces deleted, and no token value in the log.
+async fn tear_down(w: &mut World, cc: &str, teams: &[&str]) {
+    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
+    ccs.delete(cc, &DeleteParams::default()).await.unwrap();
+    w.kill_operator();
+    for t in teams {
+        delete_namespace(w, t).await;
+    }
+    w.assert_log_has_no_tokens().await;
 }
 
 /// Tenant quotas (issue 28, item 4): at most one key per namespace (a second resource waits,
@@ -689,24 +677,13 @@ async fn metric(w: &World, prefix: &str) -> Option<f64> {
 #[tokio::test]
 async fn cluster_credential_quotas_hold_each_namespace_to_its_share() {
     let mut w = World::new("cc-quota").await;
-    let ops = w.ns.clone();
-    let a = team(&w, "cc-quota-a").await;
-    let b = team(&w, "cc-quota-b").await;
-    let cc = format!("{ops}-quota");
-    w.create_secret("admin-login", "token", &w.fake.bootstrap.pat.clone())
-        .await;
-    apply_cluster(&format!(
-        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy:\n    namespaces: [{a}, {b}]\n    maxKeysPerNamespace: 1\n    maxIssuesPerNamespacePerHour: 3\n"
-    ));
-    let namespaces = format!("{a},{b}");
-    w.start_operator(&[
-        "--watch-namespaces",
-        &namespaces,
-        "--cluster-credential-namespace",
-        &ops,
-        "--min-issue-interval",
-        "1s",
-    ]);
+    let (cc, a, b) = lent_to_two(
+        &mut w,
+        "quota",
+        "maxKeysPerNamespace: 1, maxIssuesPerNamespacePerHour: 3",
+        &["--min-issue-interval", "1s"],
+    )
+    .await;
     let kb_url = w.fake.bootstrap.kbs[0].url.clone();
     let api_a: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &a);
     let api_b: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &b);
@@ -728,20 +705,14 @@ async fn cluster_credential_quotas_hold_each_namespace_to_its_share() {
     wait_status(&api_b, "other", MINUTE, "Ready (its own share)", ready).await;
 
     // Two rotations fit in the hour (three mints); the third is refused, the key kept.
+    let rotate = |n: u32| {
+        let value = format!("nuclia.dev/rotate={n}");
+        let args = ["-n", &a, "annotate", "--overwrite", "nkak", "first", &value];
+        assert!(common::kubectl(&args, None).status.success());
+    };
     let mut id = first.token_id.clone();
     for n in 1..=2 {
-        common::kubectl(
-            &[
-                "-n",
-                &a,
-                "annotate",
-                "--overwrite",
-                "nkak",
-                "first",
-                &format!("nuclia.dev/rotate={n}"),
-            ],
-            None,
-        );
+        rotate(n);
         let s = wait_status(&api_a, "first", MINUTE, "rotated", |s| {
             ready(s) && s.token_id != id
         })
@@ -749,18 +720,7 @@ async fn cluster_credential_quotas_hold_each_namespace_to_its_share() {
         id = s.token_id.clone();
     }
     let key = value_in(&w, &a, "first", "token").await.unwrap();
-    common::kubectl(
-        &[
-            "-n",
-            &a,
-            "annotate",
-            "--overwrite",
-            "nkak",
-            "first",
-            "nuclia.dev/rotate=3",
-        ],
-        None,
-    );
+    rotate(3);
     let s = wait_status(&api_a, "first", MINUTE, "QuotaExceeded (issues)", |s| {
         quota_exceeded(s, "maxIssuesPerNamespacePerHour")
     })
@@ -784,15 +744,14 @@ async fn cluster_credential_quotas_hold_each_namespace_to_its_share() {
     })
     .await;
     assert_eq!(st.usage.len(), 2);
-    let keys = metric(
-        &w,
-        &format!("nuclia_cluster_credential_keys{{credential=\"{cc}\",namespace=\"{a}\"}}"),
-    )
-    .await;
+    let keys = w
+        .metric(&format!(
+            "nuclia_cluster_credential_keys{{credential=\"{cc}\",namespace=\"{a}\"}}"
+        ))
+        .await;
     assert_eq!(keys, Some(1.0));
     for quota in ["maxKeysPerNamespace", "maxIssuesPerNamespacePerHour"] {
-        let refused = metric(
-            &w,
+        let refused = w.metric(
             &format!("nuclia_cluster_credential_quota_exceeded_total{{credential=\"{cc}\",namespace=\"{a}\",quota=\"{quota}\"}}"),
         )
         .await;
@@ -826,12 +785,7 @@ async fn cluster_credential_quotas_hold_each_namespace_to_its_share() {
     delete_kb(&api_a, "second").await;
     delete_kb(&api_b, "other").await;
     assert!(!w.credential_is_live(&other).await);
-    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
-    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
-    w.kill_operator();
-    delete_namespace(&w, &a).await;
-    delete_namespace(&w, &b).await;
-    w.assert_log_has_no_tokens().await;
+    tear_down(&mut w, &cc, &[&a, &b]).await;
 }
 
 /// The shared budget (issue 28, item 4): with a slow per-credential rate, one namespace asks
@@ -841,26 +795,13 @@ async fn cluster_credential_quotas_hold_each_namespace_to_its_share() {
 #[tokio::test]
 async fn a_busy_namespace_does_not_hold_up_another_on_a_shared_credential() {
     let mut w = World::new("cc-fair").await;
-    let ops = w.ns.clone();
-    let busy = team(&w, "cc-busy").await;
-    let quiet = team(&w, "cc-quiet").await;
-    let cc = format!("{ops}-fair");
-    w.create_secret("admin-login", "token", &w.fake.bootstrap.pat.clone())
-        .await;
-    apply_cluster(&format!(
-        "apiVersion: nuclia.dev/v1alpha1\nkind: NucliaClusterCredential\nmetadata: {{name: {cc}}}\nspec:\n  secretRef: {{name: admin-login}}\n  policy: {{namespaces: [{busy}, {quiet}]}}\n"
-    ));
-    let namespaces = format!("{busy},{quiet}");
-    w.start_operator(&[
-        "--watch-namespaces",
-        &namespaces,
-        "--cluster-credential-namespace",
-        &ops,
-        "--nuclia-rps",
-        "2",
-        "--nuclia-burst",
-        "1",
-    ]);
+    let (cc, busy, quiet) = lent_to_two(
+        &mut w,
+        "fair",
+        "",
+        &["--nuclia-rps", "2", "--nuclia-burst", "1"],
+    )
+    .await;
     let kb_url = w.fake.bootstrap.kbs[0].url.clone();
     let api_busy: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &busy);
     let api_quiet: Api<NucliaKbApiKey> = Api::namespaced(w.client.clone(), &quiet);
@@ -871,11 +812,11 @@ async fn a_busy_namespace_does_not_hold_up_another_on_a_shared_credential() {
     apply_in(&busy, &manifests.join("---\n"));
     // The busy namespace's calls are queued (some of its keys are not Ready yet).
     let queued = common::poll(MINUTE, || async {
-        let n = metric(
-            &w,
-            &format!("nuclia_api_rate_limit_wait_seconds_total{{namespace=\"{busy}\"}}"),
-        )
-        .await?;
+        let n = w
+            .metric(&format!(
+                "nuclia_api_rate_limit_wait_seconds_total{{namespace=\"{busy}\"}}"
+            ))
+            .await?;
         (n > 0.0).then_some(())
     })
     .await;
@@ -937,10 +878,5 @@ async fn a_busy_namespace_does_not_hold_up_another_on_a_shared_credential() {
     for id in ids {
         assert!(!w.credential_is_live(&id).await);
     }
-    let ccs: Api<NucliaClusterCredential> = Api::all(w.client.clone());
-    ccs.delete(&cc, &DeleteParams::default()).await.unwrap();
-    w.kill_operator();
-    delete_namespace(&w, &busy).await;
-    delete_namespace(&w, &quiet).await;
-    w.assert_log_has_no_tokens().await;
+    tear_down(&mut w, &cc, &[&busy, &quiet]).await;
 }

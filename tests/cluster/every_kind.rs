@@ -348,20 +348,8 @@ async fn assert_events_have_no_tokens(w: &World) {
 
 /// One `nuclia_operator_revocations_abandoned_total{kind}` value from the operator's /metrics.
 async fn abandoned_metric(w: &World, kind: &str) -> Option<u64> {
-    let addr = common::operator::served_addr(&w.log_text())?;
-    let text = w
-        .http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
     let series = format!("nuclia_operator_revocations_abandoned_total{{kind=\"{kind}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.parse().ok())
+    w.metric(&series).await.map(|n| n as u64)
 }
 
 // ---- an issue cut short by a crash ----

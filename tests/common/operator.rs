@@ -709,6 +709,24 @@ impl World {
     }
 
     /// Every Event of the namespace as JSON text: for leak scans only, never to print.
+    /// The value of the first series on the operator's /metrics whose line starts with `prefix`
+    /// (a name with its labels).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let addr = served_addr(&self.log_text())?;
+        let text = self
+            .http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     pub async fn events_text(&self) -> String {
         let events: Api<k8s_openapi::api::core::v1::Event> =
             Api::namespaced(self.client.clone(), &self.ns);
